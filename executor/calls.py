@@ -1,0 +1,68 @@
+"""What a tool call returns, and the protocol the scheduler calls tools through."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from executor.catalog import Catalog
+
+__all__ = ["ProgressFn", "ToolCaller", "ToolResult"]
+
+
+class ToolResult(BaseModel):
+    """A downstream tool's full answer, kept as JSON for the store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    content: list[dict[str, Any]] = Field(default_factory=list)
+    """The MCP content blocks, each as its JSON object."""
+    structured_content: dict[str, Any] | None = None
+    """The `structuredContent`, when the tool returned one."""
+    is_error: bool = False
+    """The tool's own `isError` flag."""
+
+    def text(self) -> str:
+        """The text of every text block, joined by newlines."""
+        return "\n".join(str(b.get("text", "")) for b in self.content if b.get("type") == "text")
+
+    def output(self) -> Any:
+        """The step output: structured content, else the text (as JSON when it parses)."""
+        if self.structured_content is not None:
+            return self.structured_content
+        text = self.text()
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+
+
+class ProgressFn(Protocol):
+    """Receives progress a downstream server reports for one call."""
+
+    async def __call__(self, progress: float, total: float | None, message: str | None) -> None:
+        """Handle one progress report."""
+
+
+class ToolCaller(Protocol):
+    """Anything that can call downstream tools: the pool, or a test double."""
+
+    async def call(
+        self,
+        server: str,
+        tool: str,
+        arguments: dict[str, Any],
+        *,
+        timeout_s: float | None = None,
+        on_progress: ProgressFn | None = None,
+    ) -> ToolResult:
+        """Call one tool and return its full result.
+
+        `isError` results are returned, not raised; transport failures raise
+        `ToolCallError` with the classified `ErrorKind`.
+        """
+
+    async def catalog(self) -> Catalog:
+        """Return the current catalog of every reachable server's tools."""

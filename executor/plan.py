@@ -1,0 +1,391 @@
+"""The plan model: the runtime's instruction set.
+
+A `Plan` is a DAG of `Step`s. Both are frozen: a plan's content never changes
+in place; an edit is a new version. Where a plan and its steps stand at run
+time is kept apart from the content (see `StepState` in the store), so that
+`plan_hash` covers exactly what would run and nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from executor.errors import ErrorKind, TransitionError
+from executor.ids import PlanId, StepId
+from executor.refs import STEP_ID_PATTERN, find_references
+
+__all__ = [
+    "ExecutionProgress",
+    "OnError",
+    "Plan",
+    "PlanStatus",
+    "RetryPolicy",
+    "Step",
+    "StepError",
+    "StepStatus",
+    "check_transition",
+    "utc_now",
+]
+
+HASH_VERSION = "v1"
+
+
+def utc_now() -> datetime:
+    """Return the current time, timezone-aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class PlanStatus(StrEnum):
+    """Where a plan stands."""
+
+    DRAFT = "draft"
+    AWAITING_CONFIRMATION = "awaiting_confirmation"
+    CONFIRMED = "confirmed"
+    EXECUTING = "executing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    INTERRUPTED = "interrupted"
+    """A run stopped by a crash with a non-idempotent step in flight: it needs a decision."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether nothing more will happen without a new request."""
+        return self in _PLAN_TERMINAL
+
+
+class StepStatus(StrEnum):
+    """Where a step stands within one plan's run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+    INTERRUPTED = "interrupted"
+    """In flight when the process died, and not safe to run again unasked."""
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the step is done for this run."""
+        return self in _STEP_TERMINAL
+
+
+_PLAN_TERMINAL = frozenset(
+    {PlanStatus.COMPLETED, PlanStatus.FAILED, PlanStatus.CANCELLED, PlanStatus.REJECTED}
+)
+_STEP_TERMINAL = frozenset(
+    {
+        StepStatus.SUCCEEDED,
+        StepStatus.FAILED,
+        StepStatus.SKIPPED,
+        StepStatus.CANCELLED,
+        StepStatus.INTERRUPTED,
+    }
+)
+
+P = PlanStatus
+S = StepStatus
+
+PLAN_TRANSITIONS: dict[PlanStatus, frozenset[PlanStatus]] = {
+    # Auto-approval goes straight from draft to confirmed.
+    P.DRAFT: frozenset({P.AWAITING_CONFIRMATION, P.CONFIRMED, P.REJECTED}),
+    P.AWAITING_CONFIRMATION: frozenset({P.CONFIRMED, P.REJECTED}),
+    P.CONFIRMED: frozenset({P.EXECUTING, P.CANCELLED}),
+    P.EXECUTING: frozenset({P.COMPLETED, P.FAILED, P.CANCELLED, P.INTERRUPTED}),
+    # A decision (rerun / skip) resumes an interrupted run; cancel gives up on it.
+    P.INTERRUPTED: frozenset({P.EXECUTING, P.CANCELLED}),
+    # Executing a failed plan again re-runs only what failed or was skipped.
+    P.FAILED: frozenset({P.EXECUTING}),
+    P.COMPLETED: frozenset(),
+    P.CANCELLED: frozenset(),
+    P.REJECTED: frozenset(),
+}
+"""Every legal plan status change; anything else is a bug."""
+
+STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
+    S.PENDING: frozenset({S.RUNNING, S.SKIPPED, S.CANCELLED}),
+    # RUNNING -> PENDING: an idempotent step found in flight after a crash is queued again.
+    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.INTERRUPTED, S.PENDING}),
+    S.SUCCEEDED: frozenset(),
+    # Re-running a failed plan re-queues its failed, skipped and cancelled steps.
+    S.FAILED: frozenset({S.PENDING}),
+    S.SKIPPED: frozenset({S.PENDING}),
+    S.CANCELLED: frozenset({S.PENDING}),
+    # The decision on an interrupted step: run it again, or skip it.
+    S.INTERRUPTED: frozenset({S.PENDING, S.SKIPPED}),
+}
+"""Every legal step status change; anything else is a bug."""
+
+_Status = TypeVar("_Status", PlanStatus, StepStatus)
+
+
+def check_transition(current: _Status, target: _Status) -> _Status:
+    """Check that a status may change from `current` to `target`.
+
+    Args:
+        current: The status now.
+        target: The status wanted.
+
+    Returns:
+        `target`, so a caller can write `status = check_transition(status, new)`.
+
+    Raises:
+        TransitionError: The change is not in the transition table.
+    """
+    table: dict[Any, frozenset[Any]] = (
+        PLAN_TRANSITIONS if isinstance(current, PlanStatus) else STEP_TRANSITIONS
+    )
+    if type(current) is not type(target) or target not in table[current]:
+        raise TransitionError(
+            f"illegal {type(current).__name__} transition {current.value!r} -> {target.value!r}"
+        )
+    return target
+
+
+class OnError(StrEnum):
+    """What a step's failure does to the rest of the plan."""
+
+    FAIL = "fail"
+    """Fail the plan at once and cancel what is in flight."""
+    CONTINUE = "continue"
+    """Skip this step's dependents; independent branches go on."""
+
+
+_DEFAULT_NON_RETRYABLE = frozenset(
+    {
+        ErrorKind.AUTHENTICATION,
+        ErrorKind.AUTHORIZATION,
+        ErrorKind.INVALID_ARGUMENTS,
+        ErrorKind.CANCELLED,
+        ErrorKind.INTERNAL,
+    }
+)
+
+
+class RetryPolicy(BaseModel):
+    """How a failed attempt is retried: exponential backoff with jitter."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    """Delay before the first retry."""
+    backoff_coefficient: float = Field(default=2.0, ge=1.0, le=100)
+    """Each further delay is the previous one times this."""
+    maximum_interval_s: float = Field(default=60.0, gt=0, le=86400)
+    """Cap on any single delay."""
+    maximum_attempts: int = Field(default=3, ge=1, le=1000)
+    """Attempts in all, the first one included; 1 means never retry."""
+    non_retryable: frozenset[ErrorKind] = _DEFAULT_NON_RETRYABLE
+    """Error kinds that are never retried."""
+    jitter: float = Field(default=0.1, ge=0, le=1)
+    """Each delay is moved by up to this fraction of itself, at random, either way."""
+
+    @model_validator(mode="after")
+    def _interval_order(self) -> RetryPolicy:
+        if self.maximum_interval_s < self.initial_interval_s:
+            raise ValueError(
+                f"maximum_interval_s ({self.maximum_interval_s}) must be at least "
+                f"initial_interval_s ({self.initial_interval_s})"
+            )
+        return self
+
+    def should_retry(self, attempt: int, kind: ErrorKind) -> bool:
+        """Whether to try again after attempt number `attempt` (1-based) failed with `kind`."""
+        return attempt < self.maximum_attempts and kind not in self.non_retryable
+
+    def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after attempt number `attempt` (1-based) failed."""
+        base = min(
+            self.initial_interval_s * self.backoff_coefficient ** max(attempt - 1, 0),
+            self.maximum_interval_s,
+        )
+        if self.jitter == 0:
+            return base
+        spread = base * self.jitter
+        return max(0.0, base + (rng or random).uniform(-spread, spread))
+
+
+StepIdField = Annotated[str, Field(pattern=STEP_ID_PATTERN)]
+
+
+class Step(BaseModel):
+    """One tool call in a plan.
+
+    A reference in `arguments` implies a dependency: it is added to
+    `depends_on` when missing, so `depends_on` is always complete.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: StepIdField
+    """Unique within the plan; letters, digits, `_` and `-`, starting with a letter or `_`."""
+    server: str = Field(min_length=1)
+    """The downstream server's configured name."""
+    tool: str = Field(min_length=1)
+    """The tool's name on that server."""
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    """The tool's arguments, possibly holding `${step.path}` references."""
+    depends_on: tuple[StepIdField, ...] = ()
+    """Steps that must succeed first (references add theirs)."""
+    description: str | None = None
+    """What the step is for, for people."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Per-attempt timeout; else the server's, else the default."""
+    retry: RetryPolicy | None = None
+    """Retry policy; else the agent's, else the default."""
+    on_error: OnError = OnError.FAIL
+    """What this step's failure does to the plan."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _add_reference_dependencies(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("arguments"), dict):
+            return data
+        deps = list(data.get("depends_on") or ())
+        seen = set(deps)
+        for ref in find_references(data["arguments"]):
+            if ref.step not in seen:
+                seen.add(ref.step)
+                deps.append(ref.step)
+        return {**data, "depends_on": tuple(deps)}
+
+    @field_validator("depends_on")
+    @classmethod
+    def _no_duplicate_dependencies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+    @property
+    def step_id(self) -> StepId:
+        """The id, typed."""
+        return StepId(self.id)
+
+    def hash_payload(self) -> dict[str, Any]:
+        """Everything about this step that changes what would run."""
+        return {
+            "id": self.id,
+            "server": self.server,
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "depends_on": sorted(self.depends_on),
+            "timeout_s": self.timeout_s,
+            "retry": None if self.retry is None else self.retry.model_dump(mode="json"),
+            "on_error": self.on_error.value,
+        }
+
+
+class StepError(BaseModel):
+    """Why a step failed."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: ErrorKind
+    """The classified reason."""
+    message: str
+    """What happened, in the words of whoever reported it."""
+
+
+class Plan(BaseModel):
+    """A versioned, immutable DAG of steps and the facts about its making.
+
+    The content that would run is `steps` plus `deadline_s`; `plan_hash`
+    covers exactly that, so approval binds to it.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: PlanId
+    """Shared by every version of this plan."""
+    version: int = Field(default=1, ge=1)
+    """1 for the first; each revision adds one."""
+    query: str = ""
+    """What the user asked for."""
+    strategy: str = ""
+    """How the plan means to get there, in a sentence or two."""
+    agent: str | None = None
+    """The agent whose policy and limits apply."""
+    session_id: str | None = None
+    """Plans in one session see each other's queries and outcomes when planning."""
+    steps: tuple[Step, ...]
+    """The steps, in the order they were written."""
+    deadline_s: float | None = Field(default=None, gt=0)
+    """Whole-run deadline; the plan fails with `timeout` past it."""
+    status: PlanStatus = PlanStatus.DRAFT
+    """Where the plan stands."""
+    approved_hash: str | None = None
+    """The `plan_hash` the user approved, if any."""
+    considered_tools: tuple[str, ...] = ()
+    """Tool aliases the planner was shown (after shortlisting)."""
+    created_at: datetime = Field(default_factory=utc_now)
+    """When this version was made."""
+
+    def hash_payload(self) -> dict[str, Any]:
+        """Everything about this plan that changes what would run."""
+        return {
+            "steps": [s.hash_payload() for s in self.steps],
+            "deadline_s": self.deadline_s,
+            "agent": self.agent,
+        }
+
+    @property
+    def plan_hash(self) -> str:
+        """A digest of what would run; stable across processes and machines."""
+        canonical = json.dumps(
+            self.hash_payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        return f"{HASH_VERSION}:{digest}"
+
+    def step(self, step_id: str) -> Step:
+        """Return the step with this id.
+
+        Raises:
+            KeyError: No such step.
+        """
+        for s in self.steps:
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    @property
+    def is_approved(self) -> bool:
+        """Whether the approval on record is for this exact content."""
+        return self.approved_hash is not None and self.approved_hash == self.plan_hash
+
+
+class ExecutionProgress(BaseModel):
+    """A snapshot of where a run stands."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: PlanId
+    """The plan being run."""
+    status: PlanStatus
+    """The plan's status."""
+    total: int
+    """Steps in the plan."""
+    counts: dict[StepStatus, int]
+    """Steps in each status (every status present, zeros included)."""
+    completed: int
+    """Steps that succeeded."""
+    failed: int
+    """Steps that failed."""
+    running: int
+    """Steps in flight."""
+    running_steps: tuple[str, ...] = ()
+    """Ids of the steps in flight."""
+    percent: float
+    """Share of steps that are done (any terminal status), 0 to 100."""
+    elapsed_s: float
+    """Seconds since the run started (0 before it does)."""
+    eta_s: float | None
+    """Estimated seconds left; `None` when nothing is known to estimate from."""

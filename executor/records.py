@@ -1,0 +1,159 @@
+"""What the store keeps about runs: step states, attempts, events, statistics."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from executor.calls import ToolResult
+from executor.ids import PlanId
+from executor.plan import StepError, StepStatus, utc_now
+
+__all__ = [
+    "AttemptRecord",
+    "Event",
+    "EventKind",
+    "PlannerAttempt",
+    "StepState",
+    "ToolStats",
+]
+
+
+class StepState(BaseModel):
+    """Where one step of one plan version stands, and what it produced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: PlanId
+    """The plan."""
+    version: int
+    """The plan version this state belongs to."""
+    step_id: str
+    """The step."""
+    status: StepStatus = StepStatus.PENDING
+    """Where the step stands."""
+    attempts: int = 0
+    """Attempts started so far."""
+    output: Any = None
+    """The step's output (see `ToolResult.output`), once it succeeded."""
+    result: ToolResult | None = None
+    """The full MCP result of the last finished attempt."""
+    error: StepError | None = None
+    """Why the step failed, was skipped, cancelled or interrupted."""
+    started_at: datetime | None = None
+    """When the first attempt of this run started."""
+    finished_at: datetime | None = None
+    """When the step reached a terminal status."""
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish, when both are known."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class AttemptRecord(BaseModel):
+    """One try at running a step."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: PlanId
+    """The plan."""
+    version: int
+    """The plan version."""
+    step_id: str
+    """The step."""
+    attempt: int = Field(ge=1)
+    """1 for the first try."""
+    started_at: datetime
+    """When the call was made."""
+    finished_at: datetime | None = None
+    """When it ended; `None` while in flight."""
+    status: StepStatus = StepStatus.RUNNING
+    """`running` while in flight, then `succeeded`, `failed`, `cancelled` or `interrupted`."""
+    error: StepError | None = None
+    """Why the attempt failed."""
+
+
+class EventKind(StrEnum):
+    """What an event records."""
+
+    PLAN_CREATED = "plan_created"
+    PLAN_CONFIRMED = "plan_confirmed"
+    PLAN_REJECTED = "plan_rejected"
+    EXECUTION_STARTED = "execution_started"
+    EXECUTION_RESUMED = "execution_resumed"
+    STEP_STARTED = "step_started"
+    STEP_PROGRESS = "step_progress"
+    STEP_SUCCEEDED = "step_succeeded"
+    STEP_FAILED = "step_failed"
+    STEP_RETRYING = "step_retrying"
+    STEP_SKIPPED = "step_skipped"
+    STEP_CANCELLED = "step_cancelled"
+    STEP_INTERRUPTED = "step_interrupted"
+    PLAN_FINISHED = "plan_finished"
+
+
+class Event(BaseModel):
+    """One entry of the append-only event log."""
+
+    model_config = ConfigDict(frozen=True)
+
+    seq: int = 0
+    """Position in the log, assigned by the store (0 until stored)."""
+    plan_id: PlanId
+    """The plan."""
+    kind: EventKind
+    """What happened."""
+    step_id: str | None = None
+    """The step it happened to, if any."""
+    at: datetime = Field(default_factory=utc_now)
+    """When."""
+    data: dict[str, Any] = Field(default_factory=dict)
+    """Details (JSON)."""
+
+
+class ToolStats(BaseModel):
+    """Running duration statistics of one downstream tool's successful calls."""
+
+    model_config = ConfigDict(frozen=True)
+
+    server: str
+    """The server."""
+    tool: str
+    """The tool."""
+    count: int
+    """Calls measured."""
+    mean_s: float
+    """Mean duration in seconds."""
+    m2: float = 0.0
+    """Sum of squared deviations (Welford), for the variance."""
+    last_s: float = 0.0
+    """The most recent duration."""
+
+
+class PlannerAttempt(BaseModel):
+    """One call to a planning model, kept for cost and quality accounting."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: PlanId | None = None
+    """The plan it produced, when it produced one."""
+    attempt: int = Field(ge=1)
+    """1 for the first try, then one per repair round."""
+    model: str = ""
+    """The model string used."""
+    prompt_tokens: int | None = None
+    """Prompt tokens, as the provider reported or as estimated."""
+    completion_tokens: int | None = None
+    """Completion tokens, when reported."""
+    latency_s: float = 0.0
+    """Seconds the model call took."""
+    errors: tuple[str, ...] = ()
+    """Validation errors this attempt's answer had (empty when valid)."""
+    at: datetime = Field(default_factory=utc_now)
+    """When."""

@@ -47,6 +47,14 @@ from executor.specs import (
     StdioServerSpec,
     WebSocketServerSpec,
 )
+from executor.store import PlanStatusChange, Store, WriteBatch
+from executor.validate import (
+    Problem,
+    check_plan,
+    parse_steps,
+    topological_order,
+    validate_plan,
+)
 
 __all__ = [
     "AgentConfig",
@@ -69,8 +77,10 @@ __all__ = [
     "Plan",
     "PlanId",
     "PlanStatus",
+    "PlanStatusChange",
     "PlanValidationError",
     "PlannerAttempt",
+    "Problem",
     "ProgressFn",
     "RetryPolicy",
     "SchemaTooNewError",
@@ -85,6 +95,7 @@ __all__ = [
     "StepReferenceError",
     "StepState",
     "StepStatus",
+    "Store",
     "StoreError",
     "TaskorchError",
     "ToolAnnotations",
@@ -98,9 +109,14 @@ __all__ = [
     "TransitionError",
     "UserError",
     "WebSocketServerSpec",
+    "WriteBatch",
+    "check_plan",
     "check_transition",
     "find_references",
     "make_alias",
+    "parse_steps",
     "parse_template",
     "resolve_references",
+    "topological_order",
+    "validate_plan",
 ]

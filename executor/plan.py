@@ -15,7 +15,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from executor.errors import ErrorKind, TransitionError
 from executor.ids import PlanId, StepId
@@ -199,6 +206,12 @@ class RetryPolicy(BaseModel):
             )
         return self
 
+    @field_serializer("non_retryable")
+    def _sorted_kinds(self, kinds: frozenset[ErrorKind]) -> list[ErrorKind]:
+        # A frozenset iterates in hash order, which changes per process: sort so
+        # that dumps, and the plan hash over them, are the same everywhere.
+        return sorted(kinds)
+
     def should_retry(self, attempt: int, kind: ErrorKind) -> bool:
         """Whether to try again after attempt number `attempt` (1-based) failed with `kind`."""
         return attempt < self.maximum_attempts and kind not in self.non_retryable
@@ -342,7 +355,8 @@ class Plan(BaseModel):
         canonical = json.dumps(
             self.hash_payload(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
         )
-        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        # JSON can carry lone surrogates ("\ud800"); hash them rather than crash.
+        digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
         return f"{HASH_VERSION}:{digest}"
 
     def step(self, step_id: str) -> Step:

@@ -94,7 +94,7 @@ class AgentConfig(BaseModel):
     """litellm model string; else the config's top-level model, else `TASKORCH_MODEL`."""
     api_base: str | None = None
     """Endpoint for the model, when not the provider's default."""
-    api_key_env: str | None = None
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     """Name of the environment variable holding the model's API key (never the key)."""
     tool_policy: ToolPolicy = ToolPolicy()
     """Which tools this agent's plans may call."""

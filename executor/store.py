@@ -1,0 +1,1164 @@
+"""SQLite persistence: plans, steps, step states, attempts, events, agents, statistics.
+
+One `Store` owns one aiosqlite connection. Every public write is one
+transaction (`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error), and
+transactions are serialised on the connection by an `anyio.Lock`, so a
+concurrent task never sees or commits another's half-written transaction.
+The file is in WAL mode: readers never block the writer, and several `Store`s
+(in one process or several) may share a file; the store keeps no state in
+memory that another process could make stale.
+
+The schema is versioned by `PRAGMA user_version` and migrated on open by the
+steps in `MIGRATIONS`. A file written by a newer taskorch is refused
+(`SchemaTooNewError`); a file that is not a taskorch database, or is damaged,
+is refused (`CorruptDatabaseError`) and never modified.
+
+Timestamps are ISO-8601 text in UTC with microseconds, so they sort as text;
+structured values are compact JSON. aiosqlite needs anyio's asyncio backend.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import aiosqlite
+import anyio
+
+from executor.errors import (
+    ConfigError,
+    CorruptDatabaseError,
+    InternalError,
+    NotFoundError,
+    SchemaTooNewError,
+    StoreError,
+    UserError,
+)
+from executor.ids import PlanId
+from executor.plan import Plan, PlanStatus, check_transition, utc_now
+from executor.policy import AgentConfig
+from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "PlanStatusChange",
+    "Store",
+    "WriteBatch",
+]
+
+APPLICATION_ID: Final = 0x544B4F52
+"""`PRAGMA application_id` of a taskorch database ("TKOR"), to tell it from other SQLite files."""
+
+_SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One step of the schema's history, applied inside the migrating transaction."""
+
+    version: int
+    """The `user_version` the database has once this step is applied."""
+    description: str
+    """What the step changes, for people."""
+    statements: tuple[str, ...]
+    """SQL run in order; no transaction control (the migrator owns the transaction)."""
+
+
+_SCHEMA_1: Final = (
+    f"PRAGMA application_id = {APPLICATION_ID}",
+    # Plan content is immutable once saved; status, approval and run times change.
+    # `content` keeps every Plan field but steps, status and approved_hash, so a field
+    # added to Plan later is kept without a schema change; the other columns exist to
+    # be queried.
+    """
+    CREATE TABLE plans (
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL CHECK (version >= 1),
+        query TEXT NOT NULL,
+        strategy TEXT NOT NULL,
+        agent TEXT,
+        session_id TEXT,
+        deadline_s REAL,
+        status TEXT NOT NULL,
+        approved_hash TEXT,
+        plan_hash TEXT NOT NULL,
+        considered_tools TEXT NOT NULL,
+        content TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (plan_id, version)
+    )
+    """,
+    "CREATE INDEX plans_by_created ON plans (created_at)",
+    "CREATE INDEX plans_by_status ON plans (status, created_at)",
+    "CREATE INDEX plans_by_session ON plans (session_id, created_at)",
+    """
+    CREATE TABLE steps (
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        content TEXT NOT NULL,
+        PRIMARY KEY (plan_id, version, step_id),
+        UNIQUE (plan_id, version, position),
+        FOREIGN KEY (plan_id, version) REFERENCES plans (plan_id, version) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX steps_by_tool ON steps (server, tool)",
+    # The full MCP result of the last finished attempt lives with the step state.
+    """
+    CREATE TABLE step_states (
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL,
+        output TEXT NOT NULL,
+        result TEXT,
+        error TEXT,
+        started_at TEXT,
+        finished_at TEXT,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (plan_id, version, step_id),
+        FOREIGN KEY (plan_id, version, step_id)
+            REFERENCES steps (plan_id, version, step_id) ON DELETE CASCADE
+    )
+    """,
+    """
+    CREATE TABLE attempts (
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL CHECK (attempt >= 1),
+        status TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        error TEXT,
+        PRIMARY KEY (plan_id, version, step_id, attempt),
+        FOREIGN KEY (plan_id, version, step_id)
+            REFERENCES steps (plan_id, version, step_id) ON DELETE CASCADE
+    )
+    """,
+    # AUTOINCREMENT: a seq is never reused, even after the newest events are deleted,
+    # so a reader paging with `after_seq` never misses or repeats one.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        plan_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        step_id TEXT,
+        at TEXT NOT NULL,
+        data TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX events_by_plan ON events (plan_id, seq)",
+    """
+    CREATE TABLE agents (
+        name TEXT PRIMARY KEY NOT NULL,
+        content TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    )
+    """,
+    """
+    CREATE TABLE tool_stats (
+        server TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        mean_s REAL NOT NULL,
+        m2 REAL NOT NULL,
+        last_s REAL NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (server, tool)
+    )
+    """,
+    """
+    CREATE TABLE planner_attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        plan_id TEXT,
+        attempt INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        prompt_tokens INTEGER,
+        completion_tokens INTEGER,
+        latency_s REAL NOT NULL,
+        errors TEXT NOT NULL,
+        at TEXT NOT NULL
+    )
+    """,
+    "CREATE INDEX planner_attempts_by_plan ON planner_attempts (plan_id, id)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _SCHEMA_1),)
+"""The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+"""The newest schema version this taskorch knows."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanStatusChange:
+    """A plan status change carried by a `WriteBatch`."""
+
+    plan_id: str
+    """The plan."""
+    version: int
+    """The plan version."""
+    status: PlanStatus
+    """The new status; checked against the stored one with `check_transition`."""
+    started_at: datetime | None = None
+    """Set when given (a run starts); a new start also clears the previous run's end."""
+    finished_at: datetime | None = None
+    """Set when given (a run ends)."""
+
+
+@dataclass(slots=True)
+class WriteBatch:
+    """Everything in it is committed in one transaction, or nothing is."""
+
+    step_states: list[StepState] = field(default_factory=list)
+    """Upserted whole, keyed by (plan_id, version, step_id)."""
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    """Upserted whole, keyed by (plan_id, version, step_id, attempt)."""
+    events: list[Event] = field(default_factory=list)
+    """Appended in order; the store assigns each its `seq` (global and increasing)."""
+    durations: list[tuple[str, str, float]] = field(default_factory=list)
+    """(server, tool, seconds) of successful calls, folded into `ToolStats`."""
+    plan_status: PlanStatusChange | None = None
+    """A plan status change, checked against the stored status inside the transaction."""
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to write."""
+        return bool(
+            self.step_states
+            or self.attempts
+            or self.events
+            or self.durations
+            or self.plan_status is not None
+        )
+
+
+# --- encoding ------------------------------------------------------------------------------
+
+
+def _dumps(value: Any) -> str:
+    # ensure_ascii (the default) keeps lone surrogates, which a tool's JSON may carry,
+    # from failing the UTF-8 encoding sqlite3 applies to text.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _dumps_opt(value: Any) -> str | None:
+    return None if value is None else _dumps(value)
+
+
+def _ts(value: datetime | None) -> str | None:
+    """Encode a time as sortable ISO-8601 UTC text; a naive time is taken as UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _now() -> str:
+    stamp = _ts(utc_now())
+    assert stamp is not None
+    return stamp
+
+
+def _plan_row(plan: Plan, now: str) -> dict[str, Any]:
+    content = plan.model_dump(mode="json", exclude={"steps", "status", "approved_hash"})
+    return {
+        "plan_id": plan.id,
+        "version": plan.version,
+        "query": plan.query,
+        "strategy": plan.strategy,
+        "agent": plan.agent,
+        "session_id": plan.session_id,
+        "deadline_s": plan.deadline_s,
+        "status": plan.status.value,
+        "approved_hash": plan.approved_hash,
+        "plan_hash": plan.plan_hash,
+        "considered_tools": _dumps(list(plan.considered_tools)),
+        "content": _dumps(content),
+        "created_at": _ts(plan.created_at),
+        "updated_at": now,
+    }
+
+
+def _state_row(state: StepState, now: str) -> tuple[Any, ...]:
+    payload = state.model_dump(mode="json", include={"output", "result", "error"})
+    return (
+        state.plan_id,
+        state.version,
+        state.step_id,
+        state.status.value,
+        state.attempts,
+        _dumps(payload["output"]),
+        _dumps_opt(payload["result"]),
+        _dumps_opt(payload["error"]),
+        _ts(state.started_at),
+        _ts(state.finished_at),
+        now,
+    )
+
+
+def _attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
+    error = None if record.error is None else record.error.model_dump(mode="json")
+    return (
+        record.plan_id,
+        record.version,
+        record.step_id,
+        record.attempt,
+        record.status.value,
+        _ts(record.started_at),
+        _ts(record.finished_at),
+        _dumps_opt(error),
+    )
+
+
+def _event_row(event: Event) -> tuple[Any, ...]:
+    data = event.model_dump(mode="json", include={"data"})["data"]
+    return (event.plan_id, event.kind.value, event.step_id, _ts(event.at), _dumps(data))
+
+
+def _duration_row(server: str, tool: str, seconds: float, now: str) -> tuple[Any, ...]:
+    if not (isinstance(seconds, int | float) and math.isfinite(seconds) and seconds >= 0):
+        raise InternalError(
+            f"duration of {server}.{tool} must be a finite number of seconds >= 0, got {seconds!r}"
+        )
+    return (server, tool, float(seconds), now)
+
+
+def _state_from_row(row: sqlite3.Row) -> StepState:
+    return StepState.model_validate(
+        {
+            "plan_id": row["plan_id"],
+            "version": row["version"],
+            "step_id": row["step_id"],
+            "status": row["status"],
+            "attempts": row["attempts"],
+            "output": json.loads(row["output"]),
+            "result": None if row["result"] is None else json.loads(row["result"]),
+            "error": None if row["error"] is None else json.loads(row["error"]),
+            "started_at": _parse_ts(row["started_at"]),
+            "finished_at": _parse_ts(row["finished_at"]),
+        }
+    )
+
+
+def _attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
+    return AttemptRecord.model_validate(
+        {
+            "plan_id": row["plan_id"],
+            "version": row["version"],
+            "step_id": row["step_id"],
+            "attempt": row["attempt"],
+            "status": row["status"],
+            "started_at": _parse_ts(row["started_at"]),
+            "finished_at": _parse_ts(row["finished_at"]),
+            "error": None if row["error"] is None else json.loads(row["error"]),
+        }
+    )
+
+
+def _event_from_row(row: sqlite3.Row) -> Event:
+    return Event.model_validate(
+        {
+            "seq": row["seq"],
+            "plan_id": row["plan_id"],
+            "kind": row["kind"],
+            "step_id": row["step_id"],
+            "at": _parse_ts(row["at"]),
+            "data": json.loads(row["data"]),
+        }
+    )
+
+
+def _plans_from_rows(rows: Sequence[sqlite3.Row]) -> list[Plan]:
+    """Rebuild plans from rows of `_PLAN_SELECT`: one row per step, grouped by plan."""
+    plans: list[Plan] = []
+    key: tuple[str, int] | None = None
+    head: sqlite3.Row | None = None
+    steps: list[Any] = []
+
+    def flush() -> None:
+        if head is None:
+            return
+        content = json.loads(head["content"])
+        content["steps"] = steps
+        content["status"] = head["status"]
+        content["approved_hash"] = head["approved_hash"]
+        plans.append(Plan.model_validate(content))
+
+    for row in rows:
+        row_key = (row["plan_id"], row["version"])
+        if row_key != key:
+            flush()
+            key, head, steps = row_key, row, []
+        if row["step_content"] is not None:
+            steps.append(json.loads(row["step_content"]))
+    flush()
+    return plans
+
+
+# --- SQL -----------------------------------------------------------------------------------
+
+_INSERT_PLAN: Final = """
+INSERT INTO plans (plan_id, version, query, strategy, agent, session_id, deadline_s, status,
+                   approved_hash, plan_hash, considered_tools, content, created_at, updated_at)
+VALUES (:plan_id, :version, :query, :strategy, :agent, :session_id, :deadline_s, :status,
+        :approved_hash, :plan_hash, :considered_tools, :content, :created_at, :updated_at)
+ON CONFLICT (plan_id, version) DO NOTHING
+"""
+
+_INSERT_STEP: Final = """
+INSERT INTO steps (plan_id, version, step_id, position, server, tool, content)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+_UPSERT_STATE: Final = """
+INSERT INTO step_states (plan_id, version, step_id, status, attempts, output, result, error,
+                         started_at, finished_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
+    status = excluded.status, attempts = excluded.attempts, output = excluded.output,
+    result = excluded.result, error = excluded.error, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, updated_at = excluded.updated_at
+"""
+
+_UPSERT_ATTEMPT: Final = """
+INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
+    status = excluded.status, started_at = excluded.started_at,
+    finished_at = excluded.finished_at, error = excluded.error
+"""
+
+_INSERT_EVENT: Final = (
+    "INSERT INTO events (plan_id, kind, step_id, at, data) VALUES (?, ?, ?, ?, ?)"
+)
+
+# Welford's update in one statement: in DO UPDATE every bare column is the row's old
+# value, so `mean_s` and `count` below are the values before this duration. executemany
+# applies rows one by one, so several durations of one tool in a batch fold correctly.
+_FOLD_DURATION: Final = """
+INSERT INTO tool_stats (server, tool, count, mean_s, m2, last_s, updated_at)
+VALUES (?1, ?2, 1, ?3, 0.0, ?3, ?4)
+ON CONFLICT (server, tool) DO UPDATE SET
+    count = count + 1,
+    mean_s = mean_s + (excluded.last_s - mean_s) / (count + 1),
+    m2 = m2 + (excluded.last_s - mean_s)
+              * (excluded.last_s - (mean_s + (excluded.last_s - mean_s) / (count + 1))),
+    last_s = excluded.last_s,
+    updated_at = excluded.updated_at
+"""
+
+# A new run start (started_at given) clears the previous run's end.
+_UPDATE_STATUS: Final = """
+UPDATE plans SET
+    status = :status,
+    approved_hash = COALESCE(:approved_hash, approved_hash),
+    started_at = COALESCE(:started_at, started_at),
+    finished_at = CASE WHEN :started_at IS NOT NULL THEN :finished_at
+                       ELSE COALESCE(:finished_at, finished_at) END,
+    updated_at = :now
+WHERE plan_id = :plan_id AND version = :version
+"""
+
+_LATEST_VERSION: Final = (
+    "p.version = (SELECT MAX(v.version) FROM plans AS v WHERE v.plan_id = p.plan_id)"
+)
+
+_PLAN_SELECT: Final = """
+WITH chosen AS (
+    SELECT p.rowid AS rid, p.plan_id, p.version, p.status, p.approved_hash, p.content,
+           p.created_at
+    FROM plans AS p
+    WHERE {where}
+    ORDER BY p.created_at DESC, p.rowid DESC
+    LIMIT :limit
+)
+SELECT c.plan_id, c.version, c.status, c.approved_hash, c.content, s.content AS step_content
+FROM chosen AS c
+LEFT JOIN steps AS s ON s.plan_id = c.plan_id AND s.version = c.version
+ORDER BY c.created_at DESC, c.rid DESC, s.position
+"""
+
+
+# --- errors --------------------------------------------------------------------------------
+
+_CORRUPT_MARKERS: Final = ("file is not a database", "malformed", "disk image", "corrupt")
+
+
+def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
+    """Turn an sqlite3 error into a StoreError that names the file and says what to do."""
+    message = str(exc) or type(exc).__name__
+    lowered = message.lower()
+    if any(marker in lowered for marker in _CORRUPT_MARKERS):
+        return CorruptDatabaseError(
+            f"{path} is not a taskorch database or is damaged (sqlite: {message}); "
+            "it was left untouched: move it aside, or point taskorch at another file"
+        )
+    if "locked" in lowered or "busy" in lowered:
+        hint = "another process held the database's write lock too long; try again"
+    elif "readonly" in lowered or "read-only" in lowered:
+        hint = "make the file and its directory writable"
+    elif "unable to open" in lowered:
+        hint = "check that the path is a file you may read and write, in a writable directory"
+    elif "full" in lowered:
+        hint = "free some disk space"
+    elif "i/o" in lowered:
+        hint = "check the file system the database is on"
+    else:
+        hint = "see the sqlite message"
+    return StoreError(f"database {path}: {message} ({hint})")
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+async def _probe(db: aiosqlite.Connection, path: Path) -> int:
+    """Check, without writing, that the file is a taskorch database we may use.
+
+    Returns:
+        The file's schema version (0 for a new, empty file).
+    """
+    rows = list(
+        await db.execute_fetchall(
+            "SELECT (SELECT count(*) FROM sqlite_master),"
+            " (SELECT user_version FROM pragma_user_version),"
+            " (SELECT application_id FROM pragma_application_id)"
+        )
+    )
+    tables, version, app_id = rows[0]
+    pristine = tables == 0 and version == 0 and app_id == 0
+    if not pristine and app_id != APPLICATION_ID:
+        raise CorruptDatabaseError(
+            f"{path} is an SQLite database but not a taskorch one (application_id {app_id}, "
+            f"{tables} schema object(s)); it was left untouched: point taskorch at another file"
+        )
+    _check_not_too_new(path, version)
+    return int(version)
+
+
+def _check_not_too_new(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNewError(
+            f"{path} has schema version {version}, written by a newer taskorch; this "
+            f"taskorch supports schema versions up to {SCHEMA_VERSION}: upgrade taskorch "
+            "(or point it at another database file)"
+        )
+
+
+async def _migrate(db: aiosqlite.Connection, path: Path) -> None:
+    """Apply every pending migration in one transaction: all of them, or none."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process may have migrated meanwhile.
+        rows = list(await db.execute_fetchall("PRAGMA user_version"))
+        current = int(rows[0][0])
+        _check_not_too_new(path, current)
+        for migration in MIGRATIONS[current:]:
+            for statement in migration.statements:
+                await db.execute(statement)
+            # PRAGMA takes no parameters; the version is an int from our own table.
+            await db.execute(f"PRAGMA user_version = {int(migration.version)}")
+        await db.execute("COMMIT")
+    except BaseException:
+        with anyio.CancelScope(shield=True), suppress(sqlite3.Error):
+            await db.rollback()
+        raise
+
+
+def _check_migrations() -> None:
+    for index, migration in enumerate(MIGRATIONS):
+        if migration.version != index + 1:
+            raise InternalError(
+                f"MIGRATIONS[{index}] has version {migration.version}; expected {index + 1}"
+            )
+
+
+# --- the store -----------------------------------------------------------------------------
+
+
+class Store:
+    """SQLite persistence for plans, runs, agents and statistics.
+
+    Open one with `await Store.open(path)` (or `async with await Store.open(path)`),
+    and close it when done.
+
+    Attributes:
+        path: The database file.
+    """
+
+    path: Path
+
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
+        """Wrap an open, migrated connection; use `Store.open` instead."""
+        self.path = path
+        self._db: aiosqlite.Connection | None = db
+        self._lock = anyio.Lock()
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 10.0,
+    ) -> Store:
+        """Open (creating if needed) and migrate the database at `path`.
+
+        Args:
+            path: The database file; missing parent directories are created.
+            synchronous: SQLite's `synchronous` setting. `NORMAL` (the default) survives
+                a crash of taskorch; `FULL` also survives a power loss, at a cost per commit.
+            busy_timeout_s: How long to wait for another process's write lock.
+
+        Raises:
+            ConfigError: `synchronous` or `busy_timeout_s` is not valid.
+            SchemaTooNewError: The file was written by a newer taskorch.
+            CorruptDatabaseError: The file is not a taskorch database, or is damaged.
+            StoreError: The file cannot be opened or written.
+        """
+        mode = synchronous.upper()
+        if mode not in _SYNCHRONOUS_MODES:
+            raise ConfigError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS_MODES)}, got {synchronous!r}"
+            )
+        if not (math.isfinite(busy_timeout_s) and busy_timeout_s >= 0):
+            raise ConfigError(f"busy_timeout_s must be >= 0 seconds, got {busy_timeout_s!r}")
+        file = await anyio.to_thread.run_sync(_prepare_path, path)
+        try:
+            # isolation_level=None: sqlite3 issues no implicit BEGIN/COMMIT; we do.
+            db = await aiosqlite.connect(file, isolation_level=None, timeout=busy_timeout_s)
+        except sqlite3.Error as exc:
+            raise _store_error(file, exc) from exc
+        try:
+            db.row_factory = sqlite3.Row
+            await _setup(db, file, mode)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True), suppress(sqlite3.Error):
+                await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise _store_error(file, exc) from exc
+            raise
+        return cls(db, file)
+
+    async def close(self) -> None:
+        """Finish the transaction in progress, if any, and close the connection."""
+        async with self._lock:
+            db, self._db = self._db, None
+            if db is None:
+                return
+            with anyio.CancelScope(shield=True):
+                with suppress(sqlite3.Error):
+                    # Lets SQLite refresh the query planner's statistics where useful.
+                    await db.execute("PRAGMA optimize")
+                await db.close()
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # --- plumbing ---
+
+    def _require_db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError(f"the store for {self.path} is closed")
+        return self._db
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One write transaction, serialised with every other use of the connection.
+
+        The body is shielded from cancellation: a write either commits or fails with an
+        error, so a cancelled caller never leaves the shared connection mid-transaction
+        nor wonders whether its commit happened.
+        """
+        async with self._lock:
+            db = self._require_db()
+            with anyio.CancelScope(shield=True):
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    raise _store_error(self.path, exc) from exc
+                try:
+                    yield db
+                    await db.execute("COMMIT")
+                except BaseException as exc:
+                    # rollback() is a no-op when no transaction is open (e.g. COMMIT failed
+                    # after SQLite had already ended it).
+                    with suppress(sqlite3.Error):
+                        await db.rollback()
+                    if isinstance(exc, sqlite3.Error):
+                        raise _store_error(self.path, exc) from exc
+                    raise
+
+    async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
+        async with self._lock:
+            db = self._require_db()
+            try:
+                return list(await db.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
+
+    # --- plans ---
+
+    async def save_plan(self, plan: Plan, *, events: Sequence[Event] = ()) -> None:
+        """Insert a plan version, its steps and a PENDING state per step, atomically.
+
+        Args:
+            plan: The version to save; its content is immutable from now on.
+            events: Appended in the same transaction (e.g. `plan_created`).
+
+        Raises:
+            UserError: This (id, version) is already stored, or two steps share an id.
+        """
+        ids = [s.id for s in plan.steps]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise UserError(
+                f"plan {plan.id!r} has duplicate step ids {duplicates}: give each step its own id"
+            )
+        now = _now()
+        plan_row = _plan_row(plan, now)
+        step_rows = [
+            (plan.id, plan.version, s.id, i, s.server, s.tool, _dumps(s.model_dump(mode="json")))
+            for i, s in enumerate(plan.steps)
+        ]
+        state_rows = [
+            _state_row(StepState(plan_id=plan.id, version=plan.version, step_id=s.id), now)
+            for s in plan.steps
+        ]
+        event_rows = [_event_row(e) for e in events]
+        async with self._transaction() as db:
+            cursor = await db.execute(_INSERT_PLAN, plan_row)
+            if cursor.rowcount == 0:
+                raise UserError(
+                    f"plan {plan.id!r} version {plan.version} already exists: "
+                    "save a new version instead"
+                )
+            if step_rows:
+                await db.executemany(_INSERT_STEP, step_rows)
+                await db.executemany(_UPSERT_STATE, state_rows)
+            if event_rows:
+                await db.executemany(_INSERT_EVENT, event_rows)
+
+    async def get_plan(self, plan_id: str, version: int | None = None) -> Plan:
+        """Return a plan version, the latest when `version` is None.
+
+        Raises:
+            NotFoundError: No such plan or version.
+        """
+        if version is None:
+            where = f"p.plan_id = :plan_id AND {_LATEST_VERSION}"
+        else:
+            where = "p.plan_id = :plan_id AND p.version = :version"
+        params = {"plan_id": plan_id, "version": version, "limit": 1}
+        plans = _plans_from_rows(await self._read(_PLAN_SELECT.format(where=where), params))
+        if not plans:
+            raise await self._plan_not_found(plan_id, version)
+        return plans[0]
+
+    async def _plan_not_found(self, plan_id: str, version: int | None) -> NotFoundError:
+        rows = await self._read(
+            "SELECT version FROM plans WHERE plan_id = ? ORDER BY version", (plan_id,)
+        )
+        if not rows or version is None:
+            return NotFoundError(f"no plan with id {plan_id!r}")
+        known = ", ".join(str(r[0]) for r in rows)
+        return NotFoundError(f"plan {plan_id!r} has no version {version}; its versions are {known}")
+
+    async def list_plans(
+        self,
+        *,
+        statuses: Collection[PlanStatus] | None = None,
+        session_id: str | None = None,
+        limit: int = 100,
+    ) -> list[Plan]:
+        """Return the latest version of each plan, newest first.
+
+        Args:
+            statuses: Keep only plans whose latest version has one of these statuses.
+            session_id: Keep only plans of this session.
+            limit: Most plans returned.
+
+        Raises:
+            UserError: `limit` is below 1.
+        """
+        if limit < 1:
+            raise UserError(f"limit must be at least 1, got {limit}")
+        clauses = [_LATEST_VERSION]
+        params: dict[str, Any] = {"limit": limit}
+        if statuses is not None:
+            wanted = sorted({PlanStatus(s).value for s in statuses})
+            if not wanted:
+                return []
+            names = [f":status{i}" for i in range(len(wanted))]
+            clauses.append(f"p.status IN ({', '.join(names)})")
+            params.update({n[1:]: s for n, s in zip(names, wanted, strict=True)})
+        if session_id is not None:
+            clauses.append("p.session_id = :session_id")
+            params["session_id"] = session_id
+        sql = _PLAN_SELECT.format(where=" AND ".join(clauses))
+        return _plans_from_rows(await self._read(sql, params))
+
+    async def plan_versions(self, plan_id: str) -> list[int]:
+        """Return the stored versions of a plan, oldest first (empty when there is none)."""
+        rows = await self._read(
+            "SELECT version FROM plans WHERE plan_id = ? ORDER BY version", (plan_id,)
+        )
+        return [int(r[0]) for r in rows]
+
+    async def update_plan_status(
+        self,
+        plan_id: str,
+        version: int,
+        status: PlanStatus,
+        *,
+        approved_hash: str | None = None,
+        events: Sequence[Event] = (),
+    ) -> Plan:
+        """Change a plan version's status, checked against the stored one.
+
+        Args:
+            plan_id: The plan.
+            version: The plan version.
+            status: The new status.
+            approved_hash: Recorded as the approved hash when given.
+            events: Appended in the same transaction.
+
+        Returns:
+            The plan as stored afterwards.
+
+        Raises:
+            NotFoundError: No such plan version.
+            TransitionError: The stored status may not change to `status`.
+        """
+        status = PlanStatus(status)
+        event_rows = [_event_row(e) for e in events]
+        params = {"plan_id": plan_id, "version": version, "limit": 1}
+        select = _PLAN_SELECT.format(where="p.plan_id = :plan_id AND p.version = :version")
+        async with self._transaction() as db:
+            plans = _plans_from_rows(list(await db.execute_fetchall(select, params)))
+            if not plans:
+                raise NotFoundError(f"no plan {plan_id!r} version {version}")
+            check_transition(plans[0].status, status)
+            await db.execute(
+                _UPDATE_STATUS,
+                {
+                    "plan_id": plan_id,
+                    "version": version,
+                    "status": status.value,
+                    "approved_hash": approved_hash,
+                    "started_at": None,
+                    "finished_at": None,
+                    "now": _now(),
+                },
+            )
+            if event_rows:
+                await db.executemany(_INSERT_EVENT, event_rows)
+        update: dict[str, Any] = {"status": status}
+        if approved_hash is not None:
+            update["approved_hash"] = approved_hash
+        return plans[0].model_copy(update=update)
+
+    async def get_run_times(
+        self, plan_id: str, version: int
+    ) -> tuple[datetime | None, datetime | None]:
+        """Return when the plan version's latest run started and finished.
+
+        Raises:
+            NotFoundError: No such plan version.
+        """
+        rows = await self._read(
+            "SELECT started_at, finished_at FROM plans WHERE plan_id = ? AND version = ?",
+            (plan_id, version),
+        )
+        if not rows:
+            raise NotFoundError(f"no plan {plan_id!r} version {version}")
+        return _parse_ts(rows[0]["started_at"]), _parse_ts(rows[0]["finished_at"])
+
+    # --- runs ---
+
+    async def get_step_states(self, plan_id: str, version: int) -> dict[str, StepState]:
+        """Return every step's state for a plan version, in step order (empty if unknown)."""
+        rows = await self._read(
+            "SELECT ss.* FROM step_states AS ss"
+            " JOIN steps AS s USING (plan_id, version, step_id)"
+            " WHERE ss.plan_id = ? AND ss.version = ? ORDER BY s.position",
+            (plan_id, version),
+        )
+        return {row["step_id"]: _state_from_row(row) for row in rows}
+
+    async def write(self, batch: WriteBatch) -> None:
+        """Commit everything in `batch` in one transaction.
+
+        Raises:
+            NotFoundError: The batch names a plan version or step that is not stored.
+            TransitionError: The batch's plan status change is illegal; nothing is written.
+        """
+        await self._write(batch, want_seqs=False)
+
+    async def write_returning_events(self, batch: WriteBatch) -> list[Event]:
+        """Like `write`, and return the batch's events with the `seq` each was given."""
+        return await self._write(batch, want_seqs=True)
+
+    async def _write(self, batch: WriteBatch, *, want_seqs: bool) -> list[Event]:
+        if not batch:
+            return []
+        # Encode before taking the lock: JSON work needs no connection.
+        now = _now()
+        state_rows = [_state_row(s, now) for s in batch.step_states]
+        attempt_rows = [_attempt_row(a) for a in batch.attempts]
+        event_rows = [_event_row(e) for e in batch.events]
+        duration_rows = [_duration_row(sv, tl, sec, now) for sv, tl, sec in batch.durations]
+        last_seq = 0
+        async with self._transaction() as db:
+            if batch.plan_status is not None:
+                await _change_status(db, batch.plan_status, now)
+            try:
+                if state_rows:
+                    await db.executemany(_UPSERT_STATE, state_rows)
+                if attempt_rows:
+                    await db.executemany(_UPSERT_ATTEMPT, attempt_rows)
+            except sqlite3.IntegrityError as exc:
+                raise _unknown_steps_error(batch, exc) from exc
+            if event_rows:
+                await db.executemany(_INSERT_EVENT, event_rows)
+                if want_seqs:
+                    # The write lock is ours, so the batch's seqs are the last len(rows).
+                    last_seq = await _last_rowid(db)
+            if duration_rows:
+                await db.executemany(_FOLD_DURATION, duration_rows)
+        if not want_seqs:
+            return []
+        first = last_seq - len(event_rows) + 1
+        return [e.model_copy(update={"seq": first + i}) for i, e in enumerate(batch.events)]
+
+    async def get_attempts(
+        self, plan_id: str, version: int, step_id: str | None = None
+    ) -> list[AttemptRecord]:
+        """Return the attempts of a plan version (or of one step), by step then attempt."""
+        sql = "SELECT * FROM attempts WHERE plan_id = ? AND version = ?"
+        params: tuple[Any, ...] = (plan_id, version)
+        if step_id is not None:
+            sql += " AND step_id = ?"
+            params += (step_id,)
+        rows = await self._read(sql + " ORDER BY step_id, attempt", params)
+        return [_attempt_from_row(r) for r in rows]
+
+    async def get_events(
+        self, plan_id: str, *, after_seq: int = 0, limit: int = 1000
+    ) -> list[Event]:
+        """Return a plan's events with `seq` above `after_seq`, oldest first.
+
+        Page through the log by passing the last `seq` seen as `after_seq`.
+        """
+        if limit < 1:
+            raise UserError(f"limit must be at least 1, got {limit}")
+        rows = await self._read(
+            "SELECT * FROM events WHERE plan_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (plan_id, after_seq, limit),
+        )
+        return [_event_from_row(r) for r in rows]
+
+    async def last_event_seq(self, plan_id: str | None = None) -> int:
+        """Return the newest event's `seq` (of one plan, or of all), 0 when there is none."""
+        if plan_id is None:
+            rows = await self._read("SELECT COALESCE(MAX(seq), 0) FROM events")
+        else:
+            rows = await self._read(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE plan_id = ?", (plan_id,)
+            )
+        return int(rows[0][0])
+
+    async def tool_stats(self) -> dict[tuple[str, str], ToolStats]:
+        """Return the duration statistics of every tool measured so far."""
+        rows = await self._read("SELECT * FROM tool_stats ORDER BY server, tool")
+        return {
+            (r["server"], r["tool"]): ToolStats(
+                server=r["server"],
+                tool=r["tool"],
+                count=r["count"],
+                mean_s=r["mean_s"],
+                m2=r["m2"],
+                last_s=r["last_s"],
+            )
+            for r in rows
+        }
+
+    # --- agents ---
+
+    async def save_agent(self, agent: AgentConfig) -> None:
+        """Insert or replace the agent with this name."""
+        now = _now()
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO agents (name, content, created_at, updated_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET content = excluded.content,"
+                " updated_at = excluded.updated_at",
+                (agent.name, _dumps(agent.model_dump(mode="json")), now, now),
+            )
+
+    async def get_agent(self, name: str) -> AgentConfig:
+        """Return the agent with this name.
+
+        Raises:
+            NotFoundError: No agent by that name.
+        """
+        rows = await self._read("SELECT content FROM agents WHERE name = ?", (name,))
+        if rows:
+            return AgentConfig.model_validate_json(rows[0]["content"])
+        names = [r[0] for r in await self._read("SELECT name FROM agents ORDER BY name")]
+        known = ", ".join(repr(n) for n in names) if names else "none"
+        raise NotFoundError(f"no agent named {name!r}; known agents: {known}")
+
+    async def list_agents(self) -> list[AgentConfig]:
+        """Return every agent, by name."""
+        rows = await self._read("SELECT content FROM agents ORDER BY name")
+        return [AgentConfig.model_validate_json(r["content"]) for r in rows]
+
+    # --- planner accounting ---
+
+    async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
+        """Append one planning-model call."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO planner_attempts (plan_id, attempt, model, prompt_tokens,"
+                " completion_tokens, latency_s, errors, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    attempt.plan_id,
+                    attempt.attempt,
+                    attempt.model,
+                    attempt.prompt_tokens,
+                    attempt.completion_tokens,
+                    attempt.latency_s,
+                    _dumps(list(attempt.errors)),
+                    _ts(attempt.at),
+                ),
+            )
+
+    async def get_planner_attempts(self, plan_id: str) -> list[PlannerAttempt]:
+        """Return the planning-model calls recorded for a plan, oldest first."""
+        rows = await self._read(
+            "SELECT * FROM planner_attempts WHERE plan_id = ? ORDER BY id", (plan_id,)
+        )
+        return [
+            PlannerAttempt(
+                plan_id=PlanId(r["plan_id"]),
+                attempt=r["attempt"],
+                model=r["model"],
+                prompt_tokens=r["prompt_tokens"],
+                completion_tokens=r["completion_tokens"],
+                latency_s=r["latency_s"],
+                errors=tuple(json.loads(r["errors"])),
+                at=_parse_ts(r["at"]) or utc_now(),
+            )
+            for r in rows
+        ]
+
+
+def _prepare_path(path: str | os.PathLike[str]) -> Path:
+    """Refuse a directory and create the missing parents of the database file."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise StoreError(f"database {file} is a directory: give the path of a file")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(
+            f"cannot create the directory {file.parent} for the database {file}: {exc}"
+        ) from exc
+    return file
+
+
+async def _setup(db: aiosqlite.Connection, path: Path, synchronous: str) -> None:
+    """Configure a fresh connection and bring the schema up to date.
+
+    Nothing is written before `_probe` has accepted the file.
+    """
+    await db.execute("PRAGMA foreign_keys = ON")
+    version = await _probe(db, path)
+    rows = list(await db.execute_fetchall("PRAGMA journal_mode = WAL"))
+    if str(rows[0][0]).lower() != "wal":
+        raise StoreError(
+            f"database {path}: cannot switch to WAL journaling (got {rows[0][0]!r}); "
+            "put the database on a local file system"
+        )
+    # Checked against _SYNCHRONOUS_MODES by the caller; PRAGMA takes no parameters.
+    await db.execute(f"PRAGMA synchronous = {synchronous}")
+    if version < SCHEMA_VERSION:
+        await _migrate(db, path)
+
+
+async def _change_status(db: aiosqlite.Connection, change: PlanStatusChange, now: str) -> None:
+    rows = list(
+        await db.execute_fetchall(
+            "SELECT status FROM plans WHERE plan_id = ? AND version = ?",
+            (change.plan_id, change.version),
+        )
+    )
+    if not rows:
+        raise NotFoundError(f"no plan {change.plan_id!r} version {change.version}")
+    check_transition(PlanStatus(rows[0][0]), PlanStatus(change.status))
+    await db.execute(
+        _UPDATE_STATUS,
+        {
+            "plan_id": change.plan_id,
+            "version": change.version,
+            "status": PlanStatus(change.status).value,
+            "approved_hash": None,
+            "started_at": _ts(change.started_at),
+            "finished_at": _ts(change.finished_at),
+            "now": now,
+        },
+    )
+
+
+async def _last_rowid(db: aiosqlite.Connection) -> int:
+    rows = list(await db.execute_fetchall("SELECT last_insert_rowid()"))
+    return int(rows[0][0])
+
+
+def _unknown_steps_error(batch: WriteBatch, exc: sqlite3.IntegrityError) -> NotFoundError:
+    named = sorted(
+        {(s.plan_id, s.version, s.step_id) for s in batch.step_states}
+        | {(a.plan_id, a.version, a.step_id) for a in batch.attempts}
+    )
+    shown = ", ".join(f"{p}@{v}/{s}" for p, v, s in named[:10])
+    more = f" and {len(named) - 10} more" if len(named) > 10 else ""
+    return NotFoundError(
+        f"a write names a plan version or step that is not stored (sqlite: {exc}); "
+        f"the batch names {shown}{more}: save the plan before writing its states"
+    )
+
+
+_check_migrations()

@@ -1,0 +1,889 @@
+"""The SQLite store: round trips, migrations, refusal of bad files, atomicity, concurrency."""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import statistics
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import executor.store as store_module
+from executor.calls import ToolResult
+from executor.errors import (
+    ConfigError,
+    CorruptDatabaseError,
+    ErrorKind,
+    InternalError,
+    NotFoundError,
+    SchemaTooNewError,
+    StoreError,
+    TransitionError,
+    UserError,
+)
+from executor.ids import PlanId
+from executor.plan import OnError, Plan, PlanStatus, RetryPolicy, Step, StepError, StepStatus
+from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+from executor.records import AttemptRecord, Event, EventKind, PlannerAttempt, StepState
+from executor.store import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    Migration,
+    PlanStatusChange,
+    Store,
+    WriteBatch,
+)
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def make_plan(
+    plan_id: str = "p1",
+    *,
+    version: int = 1,
+    steps: int = 3,
+    session_id: str | None = None,
+    created_at: datetime = T0,
+    status: PlanStatus = PlanStatus.DRAFT,
+) -> Plan:
+    made = [
+        Step(
+            id=f"s{i}",
+            server="srv",
+            tool=f"tool{i % 2}",
+            arguments={"n": i, "text": f"from ${{s{i - 1}.value}}"} if i else {"n": 0},
+            description=f"step {i}",
+        )
+        for i in range(steps)
+    ]
+    return Plan(
+        id=PlanId(plan_id),
+        version=version,
+        query=f"query of {plan_id} v{version}",
+        steps=tuple(made),
+        session_id=session_id,
+        created_at=created_at,
+        status=status,
+    )
+
+
+def state(plan: Plan, step_id: str, status: StepStatus, **kwargs: Any) -> StepState:
+    return StepState(
+        plan_id=plan.id, version=plan.version, step_id=step_id, status=status, **kwargs
+    )
+
+
+def event(plan_id: str, kind: EventKind, **data: Any) -> Event:
+    return Event(plan_id=PlanId(plan_id), kind=kind, data=data)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    async with await Store.open(tmp_path / "taskorch.db") as opened:
+        yield opened
+
+
+def raw_query(path: Path, sql: str) -> list[Any]:
+    """Read the file with the plain sqlite3 module, bypassing the store."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def raw_script(path: Path, sql: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(sql)
+    finally:
+        conn.close()
+
+
+def read_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
+
+
+def listing(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
+
+
+# --- plans -----------------------------------------------------------------------------
+
+
+async def test_plan_versions_round_trip(store: Store) -> None:
+    v1 = make_plan(steps=2)
+    v2 = Plan(
+        id=v1.id,
+        version=2,
+        query="revised",
+        strategy="fetch, then summarise",
+        agent="researcher",
+        session_id="sess-1",
+        steps=(
+            Step(
+                id="fetch",
+                server="web",
+                tool="get",
+                arguments={"url": "https://example.com", "nested": {"a": [1, 2.5, None]}},
+                timeout_s=30,
+                retry=RetryPolicy(maximum_attempts=5, non_retryable=frozenset()),
+                on_error=OnError.CONTINUE,
+            ),
+            Step(id="sum", server="llm", tool="summarise", arguments={"text": "${fetch}"}),
+        ),
+        deadline_s=120.0,
+        considered_tools=("web__get", "llm__summarise"),
+        created_at=T0 + timedelta(minutes=5),
+    )
+    await store.save_plan(v1, events=[event("p1", EventKind.PLAN_CREATED, version=1)])
+    await store.save_plan(v2)
+
+    assert await store.get_plan("p1") == v2
+    assert await store.get_plan("p1", 1) == v1
+    assert await store.get_plan("p1", 2) == v2
+    assert (await store.get_plan("p1", 2)).plan_hash == v2.plan_hash
+    assert await store.plan_versions("p1") == [1, 2]
+    assert await store.plan_versions("nope") == []
+
+    with pytest.raises(NotFoundError, match="no plan with id 'nope'"):
+        await store.get_plan("nope")
+    with pytest.raises(NotFoundError, match="has no version 3; its versions are 1, 2"):
+        await store.get_plan("p1", 3)
+
+
+async def test_save_plan_refuses_an_existing_version(store: Store) -> None:
+    await store.save_plan(make_plan())
+    with pytest.raises(UserError, match="version 1 already exists"):
+        await store.save_plan(make_plan(steps=5), events=[event("p1", EventKind.PLAN_CREATED)])
+    assert len((await store.get_plan("p1")).steps) == 3
+    assert await store.get_events("p1") == []
+
+
+async def test_save_plan_refuses_duplicate_step_ids(store: Store) -> None:
+    step = Step(id="a", server="s", tool="t")
+    with pytest.raises(UserError, match=r"duplicate step ids \['a'\]"):
+        await store.save_plan(Plan(id=PlanId("dup"), steps=(step, step)))
+    assert await store.plan_versions("dup") == []
+
+
+async def test_save_plan_adds_a_pending_state_per_step(store: Store) -> None:
+    plan = make_plan(steps=4)
+    await store.save_plan(plan)
+    states = await store.get_step_states("p1", 1)
+    assert list(states) == ["s0", "s1", "s2", "s3"]
+    assert all(s.status is StepStatus.PENDING and s.attempts == 0 for s in states.values())
+    assert await store.get_step_states("p1", 2) == {}
+
+
+async def test_plan_without_steps_round_trips(store: Store) -> None:
+    plan = Plan(id=PlanId("empty"), steps=())
+    await store.save_plan(plan)
+    assert await store.get_plan("empty") == plan
+    assert await store.list_plans() == [plan]
+
+
+async def test_list_plans_latest_version_newest_first_with_filters(store: Store) -> None:
+    a1 = make_plan("a", session_id="s1", created_at=T0)
+    b1 = make_plan("b", session_id="s2", created_at=T0 + timedelta(seconds=1))
+    c1 = make_plan("c", session_id="s1", created_at=T0 + timedelta(seconds=2))
+    a2 = make_plan("a", version=2, session_id="s1", created_at=T0 + timedelta(seconds=3))
+    for plan in (a1, b1, c1, a2):
+        await store.save_plan(plan)
+    await store.update_plan_status("a", 1, PlanStatus.REJECTED)
+    await store.update_plan_status("b", 1, PlanStatus.CONFIRMED)
+
+    assert await store.list_plans() == [a2, c1, b1.model_copy(update={"status": "confirmed"})]
+    assert [p.id for p in await store.list_plans(session_id="s1")] == ["a", "c"]
+    assert [p.id for p in await store.list_plans(limit=2)] == ["a", "c"]
+    # The status filter looks at the latest version only: a@1 is rejected, a@2 is not.
+    assert await store.list_plans(statuses={PlanStatus.REJECTED}) == []
+    drafts = await store.list_plans(statuses=[PlanStatus.DRAFT, PlanStatus.CONFIRMED])
+    assert [(p.id, p.version) for p in drafts] == [("a", 2), ("c", 1), ("b", 1)]
+    assert [p.id for p in await store.list_plans(statuses=[PlanStatus.CONFIRMED])] == ["b"]
+    assert await store.list_plans(statuses=[]) == []
+    assert await store.list_plans(session_id="none") == []
+    with pytest.raises(UserError, match="limit must be at least 1"):
+        await store.list_plans(limit=0)
+
+
+async def test_update_plan_status_checks_and_records(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    updated = await store.update_plan_status(
+        "p1",
+        1,
+        PlanStatus.CONFIRMED,
+        approved_hash=plan.plan_hash,
+        events=[event("p1", EventKind.PLAN_CONFIRMED)],
+    )
+    assert updated.status is PlanStatus.CONFIRMED
+    assert updated.is_approved
+    assert await store.get_plan("p1") == updated
+    assert [e.kind for e in await store.get_events("p1")] == [EventKind.PLAN_CONFIRMED]
+
+    with pytest.raises(NotFoundError, match="no plan 'p1' version 9"):
+        await store.update_plan_status("p1", 9, PlanStatus.CONFIRMED)
+
+
+async def test_illegal_plan_transition_writes_nothing(store: Store) -> None:
+    await store.save_plan(make_plan())
+    with pytest.raises(TransitionError, match="'draft' -> 'completed'"):
+        await store.update_plan_status(
+            "p1",
+            1,
+            PlanStatus.COMPLETED,
+            approved_hash="v1:forged",
+            events=[event("p1", EventKind.PLAN_FINISHED)],
+        )
+    plan = await store.get_plan("p1")
+    assert plan.status is PlanStatus.DRAFT
+    assert plan.approved_hash is None
+    assert await store.get_events("p1") == []
+
+
+async def test_batch_with_illegal_transition_writes_nothing(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    batch = WriteBatch(
+        step_states=[state(plan, "s0", StepStatus.RUNNING, attempts=1, started_at=T0)],
+        attempts=[
+            AttemptRecord(plan_id=plan.id, version=1, step_id="s0", attempt=1, started_at=T0)
+        ],
+        events=[event("p1", EventKind.EXECUTION_STARTED)],
+        durations=[("srv", "tool0", 1.0)],
+        plan_status=PlanStatusChange("p1", 1, PlanStatus.EXECUTING, started_at=T0),
+    )
+    with pytest.raises(TransitionError, match="'draft' -> 'executing'"):
+        await store.write(batch)
+    assert (await store.get_step_states("p1", 1))["s0"].status is StepStatus.PENDING
+    assert await store.get_attempts("p1", 1) == []
+    assert await store.get_events("p1") == []
+    assert await store.tool_stats() == {}
+    assert (await store.get_plan("p1")).status is PlanStatus.DRAFT
+    assert await store.get_run_times("p1", 1) == (None, None)
+
+
+async def test_run_times_follow_status_changes(store: Store) -> None:
+    await store.save_plan(make_plan(status=PlanStatus.CONFIRMED))
+    t1, t2, t3 = T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=60)
+    await store.write(
+        WriteBatch(plan_status=PlanStatusChange("p1", 1, PlanStatus.EXECUTING, started_at=t1))
+    )
+    assert await store.get_run_times("p1", 1) == (t1, None)
+    await store.write(
+        WriteBatch(plan_status=PlanStatusChange("p1", 1, PlanStatus.FAILED, finished_at=t2))
+    )
+    assert await store.get_run_times("p1", 1) == (t1, t2)
+    # A new run of the failed plan starts afresh: the old end no longer applies.
+    await store.write(
+        WriteBatch(plan_status=PlanStatusChange("p1", 1, PlanStatus.EXECUTING, started_at=t3))
+    )
+    assert await store.get_run_times("p1", 1) == (t3, None)
+    assert (await store.get_plan("p1")).status is PlanStatus.EXECUTING
+    with pytest.raises(NotFoundError):
+        await store.get_run_times("p1", 2)
+    with pytest.raises(NotFoundError, match="no plan 'zz' version 1"):
+        await store.write(WriteBatch(plan_status=PlanStatusChange("zz", 1, PlanStatus.FAILED)))
+
+
+# --- step states, attempts, events, stats ----------------------------------------------
+
+
+async def test_step_states_keep_the_full_result(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    result = ToolResult(
+        content=[
+            {"type": "text", "text": "héllo ✓ 😀 and a lone \udc80 surrogate"},
+            {"type": "image", "data": "iVBORw0KGgo=", "mimeType": "image/png"},
+            {
+                "type": "resource",
+                "resource": {"uri": "file:///x.txt", "mimeType": "text/plain", "text": "x"},
+                "_meta": {"k": [1, {"deep": True}]},
+            },
+        ],
+        structured_content={"value": 3, "items": [1.5, None, "x"], "big": 2**70},
+        is_error=False,
+    )
+    succeeded = state(
+        plan,
+        "s0",
+        StepStatus.SUCCEEDED,
+        attempts=2,
+        output=result.output(),
+        result=result,
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=1.5),
+    )
+    failed_result = ToolResult(content=[{"type": "text", "text": "boom"}], is_error=True)
+    failed = state(
+        plan,
+        "s1",
+        StepStatus.FAILED,
+        attempts=1,
+        result=failed_result,
+        error=StepError(kind=ErrorKind.TOOL_ERROR, message="boom"),
+        started_at=T0,
+        finished_at=T0 + timedelta(seconds=2),
+    )
+    text_output = state(plan, "s2", StepStatus.SUCCEEDED, attempts=1, output="plain text")
+    await store.write(WriteBatch(step_states=[succeeded, failed, text_output]))
+
+    states = await store.get_step_states("p1", 1)
+    assert states == {"s0": succeeded, "s1": failed, "s2": text_output}
+    assert states["s0"].result == result
+    assert states["s0"].duration_s == 1.5
+
+    # Upserted whole: a later state replaces every field, the result included.
+    rerun = state(plan, "s1", StepStatus.PENDING)
+    await store.write(WriteBatch(step_states=[rerun]))
+    assert (await store.get_step_states("p1", 1))["s1"] == rerun
+
+
+async def test_timestamps_are_stored_as_utc_iso_text(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    plus_two = timezone(timedelta(hours=2))
+    await store.write(
+        WriteBatch(
+            step_states=[
+                state(
+                    plan,
+                    "s0",
+                    StepStatus.RUNNING,
+                    started_at=datetime(2025, 3, 1, 14, 0, tzinfo=plus_two),
+                    finished_at=datetime(2025, 3, 1, 12, 30),  # naive: taken as UTC
+                )
+            ]
+        )
+    )
+    rows = raw_query(
+        store.path, "SELECT started_at, finished_at FROM step_states WHERE step_id='s0'"
+    )
+    assert rows == [("2025-03-01T12:00:00.000000+00:00", "2025-03-01T12:30:00.000000+00:00")]
+    got = (await store.get_step_states("p1", 1))["s0"]
+    assert got.started_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+    assert got.finished_at == datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+
+
+async def test_attempts_round_trip_and_upsert(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+
+    def attempt(step: str, n: int, **kwargs: Any) -> AttemptRecord:
+        return AttemptRecord(
+            plan_id=plan.id, version=1, step_id=step, attempt=n, started_at=T0, **kwargs
+        )
+
+    first = attempt(
+        "s1",
+        1,
+        status=StepStatus.FAILED,
+        finished_at=T0 + timedelta(seconds=1),
+        error=StepError(kind=ErrorKind.TIMEOUT, message="took too long"),
+    )
+    in_flight = attempt("s1", 2)
+    other = attempt("s0", 1, status=StepStatus.SUCCEEDED, finished_at=T0)
+    await store.write(WriteBatch(attempts=[first, in_flight, other]))
+    assert await store.get_attempts("p1", 1) == [other, first, in_flight]
+    assert await store.get_attempts("p1", 1, "s1") == [first, in_flight]
+
+    done = attempt("s1", 2, status=StepStatus.SUCCEEDED, finished_at=T0 + timedelta(seconds=3))
+    await store.write(WriteBatch(attempts=[done]))
+    assert await store.get_attempts("p1", 1, "s1") == [first, done]
+    assert await store.get_attempts("p1", 2) == []
+
+
+async def test_write_naming_an_unknown_step_writes_nothing(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    batch = WriteBatch(
+        step_states=[
+            state(plan, "s0", StepStatus.RUNNING),
+            state(plan, "ghost", StepStatus.RUNNING),
+        ],
+        events=[event("p1", EventKind.STEP_STARTED)],
+    )
+    with pytest.raises(NotFoundError, match="p1@1/ghost"):
+        await store.write(batch)
+    assert (await store.get_step_states("p1", 1))["s0"].status is StepStatus.PENDING
+    assert await store.get_events("p1") == []
+
+
+async def test_events_are_ordered_and_paged(store: Store) -> None:
+    for plan_id in ("a", "b"):
+        await store.save_plan(make_plan(plan_id))
+    returned: list[Event] = []
+    for i in range(25):
+        returned += await store.write_returning_events(
+            WriteBatch(
+                events=[
+                    Event(
+                        plan_id=PlanId("a"),
+                        kind=EventKind.STEP_PROGRESS,
+                        step_id="s0",
+                        data={"i": i},
+                    ),
+                    event("b", EventKind.STEP_PROGRESS, i=i),
+                    event("a", EventKind.STEP_PROGRESS, i=i, second=True),
+                ]
+            )
+        )
+    all_a = await store.get_events("a")
+    assert [e.data["i"] for e in all_a] == [i for i in range(25) for _ in (0, 1)]
+    seqs = [e.seq for e in all_a]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs) and seqs[0] >= 1
+    # The seqs handed back are the stored ones.
+    assert [e for e in returned if e.plan_id == "a"] == all_a
+    assert all_a[0].step_id == "s0"
+
+    paged: list[Event] = []
+    after = 0
+    while page := await store.get_events("a", after_seq=after, limit=7):
+        assert len(page) <= 7
+        paged += page
+        after = page[-1].seq
+    assert paged == all_a
+    assert await store.get_events("a", after_seq=seqs[-1]) == []
+    assert await store.last_event_seq("a") == seqs[-1]
+    assert await store.last_event_seq() == max(seqs[-1], (await store.get_events("b"))[-1].seq)
+    assert await store.last_event_seq("nobody") == 0
+    assert await store.write_returning_events(WriteBatch()) == []
+    with pytest.raises(UserError, match="limit"):
+        await store.get_events("a", limit=0)
+
+
+async def test_tool_stats_fold_durations_with_welford(store: Store) -> None:
+    rng = random.Random(4)
+    seen: dict[tuple[str, str], list[float]] = {}
+    for _ in range(12):
+        durations = []
+        for _ in range(rng.randint(1, 6)):
+            key = rng.choice([("srv", "fast"), ("srv", "slow"), ("other", "fast")])
+            seconds = rng.uniform(0, 5) if key[1] == "fast" else rng.uniform(50, 500)
+            durations.append((key[0], key[1], seconds))
+            seen.setdefault(key, []).append(seconds)
+        await store.write(WriteBatch(durations=durations))
+
+    stats = await store.tool_stats()
+    assert set(stats) == set(seen)
+    for key, values in seen.items():
+        got = stats[key]
+        assert (got.server, got.tool) == key
+        assert got.count == len(values)
+        assert got.mean_s == pytest.approx(statistics.fmean(values), rel=1e-12)
+        assert got.m2 / got.count == pytest.approx(statistics.pvariance(values), rel=1e-9)
+        assert got.last_s == values[-1]
+
+
+async def test_bad_durations_are_refused(store: Store) -> None:
+    for bad in (float("nan"), -1.0, float("inf")):
+        with pytest.raises(InternalError, match="finite number of seconds"):
+            await store.write(WriteBatch(durations=[("s", "t", bad)]))
+    assert await store.tool_stats() == {}
+
+
+# --- agents and planner attempts -------------------------------------------------------
+
+
+async def test_agents_upsert_by_name(store: Store) -> None:
+    with pytest.raises(NotFoundError, match="known agents: none"):
+        await store.get_agent("writer")
+    writer = AgentConfig(
+        name="writer",
+        personality="terse",
+        model="openai/gpt-4o-mini",
+        api_key_env="OPENAI_API_KEY",
+        tool_policy=ToolPolicy(allow=("fs.*",), deny=("fs.delete",)),
+        limits=AgentLimits(max_steps=10, plan_deadline_s=60),
+        retry=RetryPolicy(maximum_attempts=2),
+        auto_approve=AutoApprove.READ_ONLY,
+    )
+    reader = AgentConfig(name="reader")
+    await store.save_agent(writer)
+    await store.save_agent(reader)
+    assert await store.get_agent("writer") == writer
+    changed = writer.model_copy(update={"personality": "chatty"})
+    await store.save_agent(changed)
+    assert await store.get_agent("writer") == changed
+    assert await store.list_agents() == [reader, changed]
+    with pytest.raises(NotFoundError, match="known agents: 'reader', 'writer'"):
+        await store.get_agent("critic")
+
+
+async def test_planner_attempts_round_trip(store: Store) -> None:
+    attempts = [
+        PlannerAttempt(
+            plan_id=PlanId("p1"),
+            attempt=1,
+            model="m",
+            prompt_tokens=1200,
+            completion_tokens=300,
+            latency_s=2.5,
+            errors=("step 's2': unknown tool", "cycle"),
+            at=T0,
+        ),
+        PlannerAttempt(plan_id=PlanId("p1"), attempt=2, model="m", latency_s=1.0, at=T0),
+        PlannerAttempt(plan_id=None, attempt=1, model="m", at=T0),
+        PlannerAttempt(plan_id=PlanId("p2"), attempt=1, at=T0),
+    ]
+    for attempt in attempts:
+        await store.record_planner_attempt(attempt)
+    assert await store.get_planner_attempts("p1") == attempts[:2]
+    assert await store.get_planner_attempts("p2") == attempts[3:]
+    assert await store.get_planner_attempts("p3") == []
+
+
+# --- atomicity under failure -----------------------------------------------------------
+
+
+async def test_save_plan_leaves_nothing_behind_on_failure(store: Store) -> None:
+    # A trigger makes the last insert of save_plan (its events) fail inside SQLite.
+    raw_script(
+        store.path,
+        "CREATE TRIGGER no_events BEFORE INSERT ON events"
+        " BEGIN SELECT RAISE(ABORT, 'no events'); END;",
+    )
+    with pytest.raises(StoreError, match="no events"):
+        await store.save_plan(make_plan(), events=[event("p1", EventKind.PLAN_CREATED)])
+    for table in ("plans", "steps", "step_states", "events"):
+        assert raw_query(store.path, f"SELECT count(*) FROM {table}") == [(0,)]
+    # The connection is usable afterwards, and nothing of the failed attempt blocks a retry.
+    await store.save_plan(make_plan())
+    assert len(await store.get_step_states("p1", 1)) == 3
+
+
+async def test_write_is_atomic_on_failure(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan, events=[event("p1", EventKind.PLAN_CREATED)])
+    await store.update_plan_status("p1", 1, PlanStatus.CONFIRMED)
+    raw_script(
+        store.path,
+        "CREATE TRIGGER no_stats BEFORE INSERT ON tool_stats"
+        " BEGIN SELECT RAISE(ABORT, 'nope'); END;",
+    )
+    batch = WriteBatch(
+        step_states=[state(plan, "s0", StepStatus.SUCCEEDED, attempts=1)],
+        attempts=[
+            AttemptRecord(plan_id=plan.id, version=1, step_id="s0", attempt=1, started_at=T0)
+        ],
+        events=[event("p1", EventKind.STEP_SUCCEEDED)],
+        durations=[("srv", "tool0", 0.5)],
+        plan_status=PlanStatusChange("p1", 1, PlanStatus.EXECUTING, started_at=T0),
+    )
+    with pytest.raises(StoreError, match="nope"):
+        await store.write(batch)
+    assert (await store.get_step_states("p1", 1))["s0"].status is StepStatus.PENDING
+    assert await store.get_attempts("p1", 1) == []
+    assert [e.kind for e in await store.get_events("p1")] == [EventKind.PLAN_CREATED]
+    assert (await store.get_plan("p1")).status is PlanStatus.CONFIRMED
+    raw_script(store.path, "DROP TRIGGER no_stats;")
+    await store.write(batch)
+    assert (await store.get_plan("p1")).status is PlanStatus.EXECUTING
+
+
+# --- opening, migrating, refusing ------------------------------------------------------
+
+
+async def test_migrates_an_empty_file_and_creates_parents(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    write_bytes(empty, b"")
+    nested = tmp_path / "a" / "b" / "c.db"
+    for path in (empty, nested):
+        async with await Store.open(path) as store:
+            await store.save_plan(make_plan())
+            assert store.path == path
+        assert raw_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        assert raw_query(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
+        assert raw_query(path, "PRAGMA journal_mode") == [("wal",)]
+        # Reopening a current file migrates nothing and keeps the data.
+        async with await Store.open(path) as store:
+            assert (await store.get_plan("p1")).id == "p1"
+
+
+async def test_pending_migrations_run_in_order_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db.sqlite"
+    async with await Store.open(path) as store:
+        await store.save_plan(make_plan())
+
+    broken = (
+        *store_module.MIGRATIONS,
+        Migration(2, "add notes", ("CREATE TABLE notes (x TEXT)", "INSERT INTO notes VALUES (1)")),
+        Migration(3, "broken", ("ALTER TABLE notes ADD COLUMN y TEXT", "SELECT * FROM nowhere")),
+    )
+    monkeypatch.setattr(store_module, "MIGRATIONS", broken)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    with pytest.raises(StoreError, match="no such table: nowhere"):
+        await Store.open(path)
+    # All or nothing: migration 2 is not kept when 3 fails.
+    assert raw_query(path, "PRAGMA user_version") == [(1,)]
+    assert raw_query(path, "SELECT name FROM sqlite_master WHERE name = 'notes'") == []
+
+    fixed = (*broken[:2], Migration(3, "add y", ("ALTER TABLE notes ADD COLUMN y TEXT",)))
+    monkeypatch.setattr(store_module, "MIGRATIONS", fixed)
+    async with await Store.open(path) as store:
+        assert (await store.get_plan("p1")).id == "p1"
+    assert raw_query(path, "PRAGMA user_version") == [(3,)]
+    assert raw_query(path, "SELECT x, y FROM notes") == [("1", None)]
+
+
+async def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    async with await Store.open(path) as store:
+        await store.save_plan(make_plan())
+    raw_script(path, f"PRAGMA user_version = {SCHEMA_VERSION + 4};")
+    before = read_bytes(path)
+    files = listing(tmp_path)
+    with pytest.raises(SchemaTooNewError) as info:
+        await Store.open(path)
+    message = str(info.value)
+    assert str(path) in message
+    assert f"schema version {SCHEMA_VERSION + 4}" in message
+    assert f"up to {SCHEMA_VERSION}" in message
+    assert "upgrade taskorch" in message
+    assert read_bytes(path) == before
+    assert listing(tmp_path) == files
+
+
+def _damaged_sqlite(path: Path) -> None:
+    """A real database whose pages after the header are overwritten with garbage."""
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "PRAGMA page_size = 1024; CREATE TABLE t (x); "
+        "INSERT INTO t SELECT randomblob(500) FROM (SELECT 1 UNION SELECT 2 UNION SELECT 3);"
+    )
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[100:] = random.Random(1).randbytes(len(data) - 100)
+    path.write_bytes(bytes(data))
+
+
+def _foreign_sqlite(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT);")
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("random", "file is not a database"),
+        ("text", "file is not a database"),
+        ("damaged", "malformed"),
+        ("foreign", "not a taskorch one"),
+    ],
+)
+async def test_a_bad_file_is_reported_and_left_untouched(
+    tmp_path: Path, kind: str, expected: str
+) -> None:
+    path = tmp_path / f"{kind}.db"
+    if kind == "random":
+        write_bytes(path, random.Random(0).randbytes(8192))
+    elif kind == "text":
+        write_bytes(path, b"these are my notes, not a database\n" * 50)
+    elif kind == "damaged":
+        _damaged_sqlite(path)
+    else:
+        _foreign_sqlite(path)
+    before = read_bytes(path)
+    files = listing(tmp_path)
+    with pytest.raises(CorruptDatabaseError) as info:
+        await Store.open(path)
+    assert str(path) in str(info.value)
+    assert expected in str(info.value)
+    assert "left untouched" in str(info.value)
+    assert read_bytes(path) == before
+    assert listing(tmp_path) == files
+
+
+async def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory: give the path of a file") as info:
+        await Store.open(tmp_path)
+    assert str(tmp_path) in str(info.value)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
+async def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    async with await Store.open(path):
+        pass
+    path.chmod(0)
+    try:
+        with pytest.raises(StoreError, match="unable to open") as info:
+            await Store.open(path)
+        assert str(path) in str(info.value)
+    finally:
+        path.chmod(0o600)
+
+
+async def test_an_uncreatable_parent_is_refused(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    write_bytes(blocker, b"x")
+    with pytest.raises(StoreError, match="cannot create the directory") as info:
+        await Store.open(blocker / "sub" / "db.sqlite")
+    assert str(blocker / "sub") in str(info.value)
+
+
+async def test_bad_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="synchronous must be one of OFF, NORMAL, FULL, EXTRA"):
+        await Store.open(tmp_path / "x.db", synchronous="sometimes")
+    with pytest.raises(ConfigError, match="busy_timeout_s"):
+        await Store.open(tmp_path / "x.db", busy_timeout_s=-1)
+    async with await Store.open(tmp_path / "x.db", synchronous="full") as store:
+        await store.save_plan(make_plan())
+
+
+async def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "x.db")
+    await store.close()
+    await store.close()
+    with pytest.raises(StoreError, match="is closed"):
+        await store.get_plan("p1")
+    with pytest.raises(StoreError, match="is closed"):
+        await store.save_plan(make_plan())
+
+
+# --- concurrency -----------------------------------------------------------------------
+
+
+async def _writer(store: Store, plan: Plan, rounds: int) -> None:
+    """Write one batch per step per round, reading back after each commit."""
+    for r in range(rounds):
+        for step in plan.steps:
+            tag = f"{plan.id}/{step.id}/{r}"
+            await store.write(
+                WriteBatch(
+                    step_states=[
+                        state(plan, step.id, StepStatus.RUNNING, attempts=r + 1, output=tag)
+                    ],
+                    attempts=[
+                        AttemptRecord(
+                            plan_id=plan.id,
+                            version=1,
+                            step_id=step.id,
+                            attempt=r + 1,
+                            started_at=T0,
+                        )
+                    ],
+                    events=[
+                        Event(
+                            plan_id=plan.id,
+                            kind=EventKind.STEP_STARTED,
+                            step_id=step.id,
+                            data={"tag": tag},
+                        )
+                    ],
+                    durations=[("shared", "tool", 1.0)],
+                )
+            )
+            mine = await store.get_step_states(plan.id, 1)
+            assert mine[step.id].output == tag
+        # A refused write in the mix must roll back its own work only.
+        with pytest.raises(TransitionError):
+            await store.write(
+                WriteBatch(
+                    events=[event(plan.id, EventKind.PLAN_FINISHED, bogus=True)],
+                    plan_status=PlanStatusChange(plan.id, 1, PlanStatus.COMPLETED),
+                )
+            )
+
+
+async def _check_writers(store: Store, plans: list[Plan], rounds: int) -> None:
+    all_seqs: list[int] = []
+    for plan in plans:
+        states = await store.get_step_states(plan.id, 1)
+        assert {k: s.output for k, s in states.items()} == {
+            s.id: f"{plan.id}/{s.id}/{rounds - 1}" for s in plan.steps
+        }
+        events = await store.get_events(plan.id, limit=100_000)
+        assert [e.data["tag"] for e in events] == [
+            f"{plan.id}/{s.id}/{r}" for r in range(rounds) for s in plan.steps
+        ]
+        all_seqs += [e.seq for e in events]
+        attempts = await store.get_attempts(plan.id, 1)
+        assert len(attempts) == rounds * len(plan.steps)
+    assert len(set(all_seqs)) == len(all_seqs)
+    stats = await store.tool_stats()
+    assert stats["shared", "tool"].count == rounds * sum(len(p.steps) for p in plans)
+
+
+async def test_concurrent_writers_never_lose_or_mix_writes(store: Store) -> None:
+    plans = [make_plan(f"w{i}", steps=4, status=PlanStatus.CONFIRMED) for i in range(12)]
+    for plan in plans:
+        await store.save_plan(plan)
+    async with anyio.create_task_group() as tg:
+        for plan in plans:
+            tg.start_soon(_writer, store, plan, 5)
+    await _check_writers(store, plans, 5)
+
+
+async def test_several_stores_share_one_file(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    stores = [await Store.open(path) for _ in range(3)]
+    try:
+        first, second, third = stores
+        await first.save_plan(make_plan("seen", status=PlanStatus.CONFIRMED))
+        assert (await second.get_plan("seen")).id == "seen"
+        await second.update_plan_status("seen", 1, PlanStatus.EXECUTING)
+        assert (await third.get_plan("seen")).status is PlanStatus.EXECUTING
+        await third.write(WriteBatch(events=[event("seen", EventKind.EXECUTION_STARTED)]))
+        assert [e.kind for e in await first.get_events("seen")] == [EventKind.EXECUTION_STARTED]
+
+        plans = [make_plan(f"x{i}", steps=3, status=PlanStatus.CONFIRMED) for i in range(6)]
+        for plan in plans:
+            await first.save_plan(plan)
+        async with anyio.create_task_group() as tg:
+            for i, plan in enumerate(plans):
+                tg.start_soon(_writer, stores[i % 3], plan, 4)
+        for each in stores:
+            await _check_writers(each, plans, 4)
+    finally:
+        for each in stores:
+            await each.close()
+
+
+async def test_cancelled_writers_leave_whole_batches_only(store: Store) -> None:
+    plans = [make_plan(f"c{i}", steps=50, status=PlanStatus.CONFIRMED) for i in range(4)]
+    for plan in plans:
+        await store.save_plan(plan)
+
+    async def write_all(plan: Plan) -> None:
+        for step in plan.steps:
+            await store.write(
+                WriteBatch(
+                    step_states=[state(plan, step.id, StepStatus.SUCCEEDED, output=step.id)],
+                    events=[Event(plan_id=plan.id, kind=EventKind.STEP_SUCCEEDED, step_id=step.id)],
+                )
+            )
+
+    with anyio.move_on_after(0.05):
+        async with anyio.create_task_group() as tg:
+            for plan in plans:
+                tg.start_soon(write_all, plan)
+    # Wherever the cancellation landed, each batch is all there or not there at all.
+    for plan in plans:
+        states = await store.get_step_states(plan.id, 1)
+        done = [k for k, s in states.items() if s.status is StepStatus.SUCCEEDED]
+        events = await store.get_events(plan.id)
+        assert [e.step_id for e in events] == done
+    # And the shared connection is not left inside a transaction.
+    await store.save_plan(make_plan("after"))
+    assert (await store.get_plan("after")).id == "after"

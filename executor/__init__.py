@@ -40,6 +40,16 @@ from executor.records import (
     ToolStats,
 )
 from executor.refs import StepRef, find_references, parse_template, resolve_references
+from executor.scheduler import (
+    Decision,
+    ExecutionReport,
+    OnInterrupted,
+    Run,
+    Scheduler,
+    SchedulerConfig,
+    StepReport,
+    Subscription,
+)
 from executor.specs import (
     HttpServerSpec,
     ServerSpec,
@@ -47,7 +57,7 @@ from executor.specs import (
     StdioServerSpec,
     WebSocketServerSpec,
 )
-from executor.store import PlanStatusChange, Store, WriteBatch
+from executor.store import ExpectedPlanStatus, PlanStatusChange, Store, WriteBatch
 from executor.validate import (
     Problem,
     check_plan,
@@ -66,14 +76,18 @@ __all__ = [
     "Catalog",
     "ConfigError",
     "CorruptDatabaseError",
+    "Decision",
     "ErrorKind",
     "Event",
     "EventKind",
     "ExecutionProgress",
+    "ExecutionReport",
+    "ExpectedPlanStatus",
     "HttpServerSpec",
     "InternalError",
     "NotFoundError",
     "OnError",
+    "OnInterrupted",
     "Plan",
     "PlanId",
     "PlanStatus",
@@ -83,6 +97,9 @@ __all__ = [
     "Problem",
     "ProgressFn",
     "RetryPolicy",
+    "Run",
+    "Scheduler",
+    "SchedulerConfig",
     "SchemaTooNewError",
     "ServerName",
     "ServerSpec",
@@ -93,10 +110,12 @@ __all__ = [
     "StepId",
     "StepRef",
     "StepReferenceError",
+    "StepReport",
     "StepState",
     "StepStatus",
     "Store",
     "StoreError",
+    "Subscription",
     "TaskorchError",
     "ToolAnnotations",
     "ToolCallError",

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from executor.errors import (
     NotFoundError,
     SchemaTooNewError,
     StoreError,
+    TransitionError,
     UserError,
 )
 from executor.ids import PlanId
@@ -51,6 +53,7 @@ from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, To
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "ExpectedPlanStatus",
     "Migration",
     "PlanStatusChange",
     "Store",
@@ -226,6 +229,22 @@ class PlanStatusChange:
     """Set when given (a run ends)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ExpectedPlanStatus:
+    """A condition on a `WriteBatch`: the plan version still has this status.
+
+    A run sets it on every batch, so that once another process has changed the
+    plan (cancelled it, say) the run's next write fails instead of carrying on.
+    """
+
+    plan_id: str
+    """The plan."""
+    version: int
+    """The plan version."""
+    status: PlanStatus
+    """The status the plan must have for the batch to be written."""
+
+
 @dataclass(slots=True)
 class WriteBatch:
     """Everything in it is committed in one transaction, or nothing is."""
@@ -240,6 +259,9 @@ class WriteBatch:
     """(server, tool, seconds) of successful calls, folded into `ToolStats`."""
     plan_status: PlanStatusChange | None = None
     """A plan status change, checked against the stored status inside the transaction."""
+    expect: ExpectedPlanStatus | None = None
+    """Checked first inside the transaction; when the stored status differs, nothing
+    is written and `TransitionError` is raised. Not something to write on its own."""
 
     def __bool__(self) -> bool:
         """Whether there is anything to write."""
@@ -742,7 +764,7 @@ class Store:
             UserError: This (id, version) is already stored, or two steps share an id.
         """
         ids = [s.id for s in plan.steps]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
         if duplicates:
             raise UserError(
                 f"plan {plan.id!r} has duplicate step ids {duplicates}: give each step its own id"
@@ -942,6 +964,8 @@ class Store:
         duration_rows = [_duration_row(sv, tl, sec, now) for sv, tl, sec in batch.durations]
         last_seq = 0
         async with self._transaction() as db:
+            if batch.expect is not None:
+                await _check_status(db, batch.expect)
             if batch.plan_status is not None:
                 await _change_status(db, batch.plan_status, now)
             try:
@@ -1141,6 +1165,22 @@ async def _change_status(db: aiosqlite.Connection, change: PlanStatusChange, now
             "now": now,
         },
     )
+
+
+async def _check_status(db: aiosqlite.Connection, expect: ExpectedPlanStatus) -> None:
+    rows = list(
+        await db.execute_fetchall(
+            "SELECT status FROM plans WHERE plan_id = ? AND version = ?",
+            (expect.plan_id, expect.version),
+        )
+    )
+    if not rows:
+        raise NotFoundError(f"no plan {expect.plan_id!r} version {expect.version}")
+    if rows[0][0] != PlanStatus(expect.status).value:
+        raise TransitionError(
+            f"plan {expect.plan_id!r} version {expect.version} is {rows[0][0]}, not "
+            f"{PlanStatus(expect.status).value}: another process changed it; nothing was written"
+        )
 
 
 async def _last_rowid(db: aiosqlite.Connection) -> int:

@@ -1,3 +1,120 @@
-"""The compiler: turns a query, an agent and a tool catalog into a validated plan."""
+"""The compiler: turns a query, an agent and a tool catalog into a validated plan.
 
-__all__: list[str] = []
+Every way to a plan ends in the same check, `executor.validate.validate_plan`
+against the catalog, the agent's tool policy and its step limit; a plan that
+fails it is never returned (`PlanValidationError` carries the problems).
+
+The API the face uses:
+
+```python
+request = PlanRequest(
+    query="...", catalog=await pool.catalog(), agent=agent,
+    history=(SessionEntry.from_plan(p, outcome), ...),      # same session, oldest first
+    revision=Revision(plan=old_plan, feedback="..."),       # only when revising
+    plan_id=new_id,                                         # stamps the attempt records
+)
+
+# 1. A model through litellm (None when no model is configured anywhere):
+backend = LiteLLMBackend.from_agent(agent, default_model=config.model,
+                                    default_api_base=..., default_api_key_env=...)
+planner: Planner = ModelPlanner(backend, max_repairs=2)
+#    ordered_steps=True fixes ids to s1, s2, ... with dependencies on earlier steps
+#    only, in the decoding constraint: what makes a tiny local model's plans valid.
+# 2. Caller-written steps, no model:
+planner = StepsPlanner(steps, strategy="...")
+# 3. The host's model, from an MCPServer tool: see `planner.host.HostPlanning`
+#    (or `ModelPlanner(SamplingBackend(sampler))` given a sampling function).
+
+draft = await planner.plan(request, on_attempt=store.record_planner_attempt)
+plan = draft.to_plan(new_id, query=request.query, agent=agent.name, session_id=...)
+```
+
+`PlanDraft` holds `strategy`, `steps`, `considered_tools` (the aliases shown to
+the model after policy and shortlisting), `model` and `attempts`.
+
+Errors: `PlanValidationError` (the plan is still invalid after the repairs;
+`UserError`; its problems are `executor.validate.Problem`s, with the planner's own
+codes `unparseable_answer` and `invalid_answer` for answers that are not a
+`{strategy, steps}` object), `PlannerError` (the model could not be used:
+`failure` says why, one of `PlannerFailure`; the message says what to check).
+Both are `TaskorchError`s.
+
+Every model call is passed to `on_attempt` as an `executor.records.PlannerAttempt`
+(prompt tokens as reported, else estimated at four characters a token; latency;
+the problems of its answer), failed calls included, before the error is raised.
+
+Pieces, for tests and benchmarks: `RepairSession` (the loop without I/O),
+`plan_with_repair`, `plan_schema` (the constrained answer schema), `build_messages`
+(the prompt), `shortlist` (BM25 ranking above `SHORTLIST_THRESHOLD` tools),
+`estimate_tokens`.
+"""
+
+from planner.backends import (
+    DEFAULT_MODEL_ENV,
+    LiteLLMBackend,
+    ModelBackend,
+    Sampler,
+    SamplingBackend,
+    sampling_params,
+)
+from planner.errors import PlannerError, PlannerFailure
+from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
+from planner.models import (
+    ChatMessage,
+    ModelReply,
+    ModelRequest,
+    PlanDraft,
+    PlanRequest,
+    ResponseMode,
+    Revision,
+    SessionEntry,
+)
+from planner.planners import CALLER_MODEL, ModelPlanner, Planner, StepsPlanner
+from planner.prompt import build_messages, estimate_tokens
+from planner.repair import (
+    DEFAULT_MAX_REPAIRS,
+    AttemptCallback,
+    RepairSession,
+    parse_answer,
+    plan_with_repair,
+)
+from planner.schema import grammar_safe, plan_schema
+from planner.shortlist import SHORTLIST_SIZE, SHORTLIST_THRESHOLD, shortlist
+
+__all__ = [
+    "CALLER_MODEL",
+    "DEFAULT_MAX_REPAIRS",
+    "DEFAULT_MODEL_ENV",
+    "SHORTLIST_SIZE",
+    "SHORTLIST_THRESHOLD",
+    "AttemptCallback",
+    "ChatMessage",
+    "HostPlanOutcome",
+    "HostPlanning",
+    "LiteLLMBackend",
+    "ModelBackend",
+    "ModelPlanner",
+    "ModelReply",
+    "ModelRequest",
+    "PlanDraft",
+    "PlanRequest",
+    "Planner",
+    "PlannerError",
+    "PlannerFailure",
+    "RepairSession",
+    "ResponseMode",
+    "Revision",
+    "Sampler",
+    "SamplingBackend",
+    "SessionEntry",
+    "StepsPlanner",
+    "build_messages",
+    "estimate_tokens",
+    "grammar_safe",
+    "host_supports_sampling",
+    "parse_answer",
+    "plan_schema",
+    "plan_with_repair",
+    "sampling_params",
+    "shortlist",
+]

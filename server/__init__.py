@@ -1,3 +1,89 @@
-"""The face: the MCP server, the Python API, the CLI and config loading."""
+"""The face: the MCP server, the Python API, the CLI and config loading.
 
-__all__: list[str] = []
+Names are imported on first use, so that `import server.config` (or the CLI's
+`--help`) does not load the MCP SDK and the engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from server.app import TaskorchServer, build_http_app, build_server, serve_http, serve_stdio
+    from server.config import TaskorchConfig, load_config, resolve_db_path
+    from server.orchestrator import AgentList, ProgressUpdate, TaskOrchestrator
+    from server.render import render_graph, render_plan_json, render_timeline
+    from server.views import (
+        ExecutionReport,
+        PlanList,
+        PlanSummary,
+        PlanView,
+        ProgressView,
+        StepView,
+        ToolList,
+        ToolView,
+    )
+
+__all__ = [
+    "AgentList",
+    "ExecutionReport",
+    "PlanList",
+    "PlanSummary",
+    "PlanView",
+    "ProgressUpdate",
+    "ProgressView",
+    "StepView",
+    "TaskOrchestrator",
+    "TaskorchConfig",
+    "TaskorchServer",
+    "ToolList",
+    "ToolView",
+    "build_http_app",
+    "build_server",
+    "load_config",
+    "render_graph",
+    "render_plan_json",
+    "render_timeline",
+    "resolve_db_path",
+    "serve_http",
+    "serve_stdio",
+]
+
+_HOME = {
+    "AgentList": "server.orchestrator",
+    "ExecutionReport": "server.views",
+    "PlanList": "server.views",
+    "PlanSummary": "server.views",
+    "PlanView": "server.views",
+    "ProgressUpdate": "server.orchestrator",
+    "ProgressView": "server.views",
+    "StepView": "server.views",
+    "TaskOrchestrator": "server.orchestrator",
+    "TaskorchConfig": "server.config",
+    "TaskorchServer": "server.app",
+    "ToolList": "server.views",
+    "ToolView": "server.views",
+    "build_http_app": "server.app",
+    "build_server": "server.app",
+    "load_config": "server.config",
+    "render_graph": "server.render",
+    "render_plan_json": "server.render",
+    "render_timeline": "server.render",
+    "resolve_db_path": "server.config",
+    "serve_http": "server.app",
+    "serve_stdio": "server.app",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'server' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

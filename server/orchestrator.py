@@ -1,0 +1,928 @@
+"""`TaskOrchestrator`: the Python API, and what the MCP tools and the CLI call.
+
+It wires the pieces together: the store (`executor.store`), the pool of
+downstream sessions (`executor.downstream`), the scheduler
+(`executor.scheduler`) and the planner (`planner`). Use it as an async context
+manager; entering opens the store, the pool and the scheduler, saves the
+config's agents, and resumes (in the background) runs a crash interrupted;
+leaving stops runs as a crash would (the next start resumes them) and ends
+every downstream server.
+
+```python
+async with TaskOrchestrator.from_paths(config_path, db_path) as orch:
+    plan = await orch.create_task_plan("...", steps=[{...}, {...}])
+    await orch.confirm_task_plan(plan.plan_id, plan_hash=plan.plan_hash)
+    report = await orch.execute_task_plan(plan.plan_id)        # waits; report.steps
+```
+
+Approval binds to content: `confirm_task_plan` approves one `plan_hash`, and
+the scheduler refuses to run a plan whose approved hash is not its current
+one. An agent whose rule is `read_only` has plans auto-approved when every
+tool they call is annotated read-only.
+
+Agents: those of the config file are written to the store at start (the file
+wins over an earlier `add_agent_config` of the same name); `add_agent_config`
+adds or replaces one in the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from pydantic import BaseModel, ConfigDict
+
+from executor.calls import ProgressFn, ToolCaller
+from executor.catalog import Catalog
+from executor.errors import (
+    ApprovalError,
+    ConfigError,
+    NotFoundError,
+    TransitionError,
+    UserError,
+)
+from executor.ids import PlanId
+from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus, check_transition
+from executor.policy import AgentConfig, AutoApprove
+from executor.records import Event, EventKind, StepState
+from executor.scheduler import ExecutionReport as RunReport
+from executor.scheduler import OnInterrupted, Scheduler, SchedulerConfig
+from executor.store import Store
+from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
+from server.views import (
+    ExecutionReport,
+    PlanList,
+    PlanView,
+    ProgressView,
+    StepErrorView,
+    StepView,
+    ToolList,
+    plan_view,
+    progress_view,
+    summaries,
+    tool_view,
+)
+
+if TYPE_CHECKING:
+    from planner.host import HostPlanOutcome
+    from planner.models import PlanDraft, PlanRequest
+
+__all__ = [
+    "DEFAULT_AGENT",
+    "AgentList",
+    "ProgressUpdate",
+    "TaskOrchestrator",
+    "UpdateFn",
+    "new_plan_id",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_AGENT = AgentConfig(name="default", description="Used when a request names no agent.")
+"""The agent that applies when neither the request nor the config names one."""
+
+_ACTIVE = (
+    PlanStatus.DRAFT,
+    PlanStatus.AWAITING_CONFIRMATION,
+    PlanStatus.CONFIRMED,
+    PlanStatus.EXECUTING,
+    PlanStatus.INTERRUPTED,
+)
+_HISTORY = 5
+"""Earlier plans of a session shown to the planner."""
+
+
+def new_plan_id() -> PlanId:
+    """A fresh plan id: 12 hex digits, URI-safe."""
+    return PlanId(uuid.uuid4().hex[:12])
+
+
+class AgentList(BaseModel):
+    """The answer of `list_agents`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    agents: list[AgentConfig]
+    """Every agent, by name."""
+    default_agent: str | None = None
+    """The agent used when a request names none (`null`: built-in defaults)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """One event of a run, with the progress just after it.
+
+    Attributes:
+        event: What happened (`step_started`, `step_progress`, `plan_finished`, ...).
+        progress: Where the run stands.
+    """
+
+    event: Event
+    progress: ProgressView
+
+
+UpdateFn = Callable[[ProgressUpdate], Awaitable[None]]
+"""Receives each event of a run with the progress after it."""
+
+
+class TaskOrchestrator:
+    """Plans, approves, runs and reports; the one object every face drives."""
+
+    def __init__(
+        self,
+        config: TaskorchConfig | None = None,
+        *,
+        db_path: str | os.PathLike[str] | None = None,
+        caller: ToolCaller | None = None,
+        log_dir: Path | None = None,
+        resume: bool = True,
+    ) -> None:
+        """Configure; nothing is opened until the context is entered.
+
+        Args:
+            config: The loaded config (an empty one when `None`).
+            db_path: The database file; else resolved from the config and environment.
+            caller: Calls downstream tools; a `Pool` over `config.servers` when `None`.
+            log_dir: Where stdio servers' stderr goes (default: `logs/` beside the database).
+            resume: Whether to resume, in the background, runs a crash interrupted.
+        """
+        self.config = config or TaskorchConfig()
+        self.db_path = Path(db_path) if db_path is not None else resolve_db_path(None, self.config)
+        self._caller_given = caller
+        self._log_dir = log_dir
+        self._resume = resume
+        self._stack: AsyncExitStack | None = None
+        self._store: Store | None = None
+        self._caller: ToolCaller | None = None
+        self._scheduler: Scheduler | None = None
+        self._pool: Any = None
+
+    @classmethod
+    def from_paths(
+        cls,
+        config_path: str | os.PathLike[str] | None = None,
+        db_path: str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> TaskOrchestrator:
+        """Load the config (`--config`, `TASKORCH_CONFIG`, default) and pick the database.
+
+        Raises:
+            ConfigError: The config cannot be read or is wrong.
+        """
+        config = load_config(config_path)
+        return cls(config, db_path=resolve_db_path(db_path, config), **kwargs)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> TaskOrchestrator:
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._store = await stack.enter_async_context(await Store.open(self.db_path))
+            if self._caller_given is not None:
+                self._caller = self._caller_given
+            else:
+                from executor.downstream import Pool
+
+                limits = self.config.limits
+                pool = Pool(
+                    self.config.servers,
+                    log_dir=self._log_dir or self.db_path.parent / "logs",
+                    default_timeout_s=limits.default_timeout_s,
+                    max_timeout_s=limits.max_timeout_s,
+                )
+                self._pool = pool
+                self._caller = await stack.enter_async_context(pool)
+            for agent in self.config.agents.values():
+                await self._store.save_agent(agent)
+            self._scheduler = await stack.enter_async_context(
+                Scheduler(self._store, self._caller, self._scheduler_config())
+            )
+            tg = await stack.enter_async_context(anyio.create_task_group())
+            stack.callback(tg.cancel_scope.cancel)
+            if self._resume:
+                tg.start_soon(self._resume_runs)
+        except BaseException:
+            await stack.__aexit__(None, None, None)
+            raise
+        self._stack = stack
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stack, self._stack = self._stack, None
+        try:
+            if stack is not None:
+                await stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # anyio's task groups wrap the body's own exception; callers of this API
+            # get it back as it was raised, not nested in groups.
+            if exc is not None and _leaves(group) == [exc]:
+                raise exc from None
+            raise
+        finally:
+            self._scheduler = None
+            self._caller = None
+            self._store = None
+
+    def _scheduler_config(self) -> SchedulerConfig:
+        limits = self.config.limits
+        per_server = {
+            name: spec.max_concurrency
+            for name, spec in self.config.servers.items()
+            if spec.max_concurrency is not None
+        }
+        return SchedulerConfig(
+            max_concurrent_executions=limits.max_concurrent_executions,
+            max_parallel_steps=limits.max_parallel_steps,
+            max_calls_per_server=limits.max_calls_per_server,
+            server_max_calls=per_server,
+        )
+
+    async def _resume_runs(self) -> None:
+        try:
+            runs = await self.scheduler.resume()
+        except Exception:
+            logger.exception("could not resume interrupted runs")
+            return
+        if runs:
+            logger.info("resumed %d run(s): %s", len(runs), ", ".join(r.plan_id for r in runs))
+
+    @property
+    def store(self) -> Store:
+        """The open store."""
+        if self._store is None:
+            raise UserError("the orchestrator is not open: use `async with TaskOrchestrator(...)`")
+        return self._store
+
+    @property
+    def caller(self) -> ToolCaller:
+        """What calls downstream tools (the pool, unless one was given)."""
+        if self._caller is None:
+            raise UserError("the orchestrator is not open: use `async with TaskOrchestrator(...)`")
+        return self._caller
+
+    @property
+    def scheduler(self) -> Scheduler:
+        """The execution engine."""
+        if self._scheduler is None:
+            raise UserError("the orchestrator is not open: use `async with TaskOrchestrator(...)`")
+        return self._scheduler
+
+    @property
+    def pool(self) -> Any:
+        """The `executor.downstream.Pool`, or `None` when a caller was given."""
+        return self._pool
+
+    # --- agents ---------------------------------------------------------------------------
+
+    async def get_agent_config(self, name: str) -> AgentConfig:
+        """The agent of that name.
+
+        Raises:
+            NotFoundError: No such agent; the message lists the known ones.
+        """
+        try:
+            return await self.store.get_agent(name)
+        except NotFoundError:
+            known = sorted(a.name for a in await self.store.list_agents())
+            listed = ", ".join(repr(n) for n in known) or "none yet (add_agent adds one)"
+            raise NotFoundError(f"no agent named {name!r}; known agents: {listed}") from None
+
+    async def add_agent_config(self, agent: AgentConfig | Mapping[str, Any]) -> AgentConfig:
+        """Add an agent, or replace the one of the same name; returns it as stored.
+
+        Raises:
+            UserError: The mapping is not a valid agent (the message says which field).
+        """
+        if not isinstance(agent, AgentConfig):
+            try:
+                agent = AgentConfig.model_validate(agent)
+            except ValueError as exc:
+                raise UserError(f"the agent is not valid: {exc}") from exc
+        await self.store.save_agent(agent)
+        return agent
+
+    async def list_agent_configs(self) -> AgentList:
+        """Every agent, and which one applies by default."""
+        agents = sorted(await self.store.list_agents(), key=lambda a: a.name)
+        return AgentList(agents=agents, default_agent=self.config.default_agent)
+
+    async def _resolve_agent(self, name: str | None) -> tuple[AgentConfig, str | None]:
+        """The agent that applies, its step limit capped by the config's `limits.max_steps`."""
+        chosen = name or self.config.default_agent
+        agent = DEFAULT_AGENT if chosen is None else await self.get_agent_config(chosen)
+        cap = self.config.limits.max_steps
+        if agent.limits.max_steps > cap:
+            limits = agent.limits.model_copy(update={"max_steps": cap})
+            agent = agent.model_copy(update={"limits": limits})
+        return agent, chosen
+
+    # --- tools ----------------------------------------------------------------------------
+
+    async def catalog(self) -> Catalog:
+        """The tools of every reachable downstream server."""
+        return await self.caller.catalog()
+
+    async def list_tools(self, server: str | None = None) -> ToolList:
+        """The downstream tools, optionally one server's.
+
+        Raises:
+            NotFoundError: `server` is not configured.
+        """
+        if server is not None and self.config.servers and server not in self.config.servers:
+            known = ", ".join(sorted(self.config.servers))
+            raise NotFoundError(f"no server named {server!r} is configured; servers: {known}")
+        catalog = await self.catalog()
+        tools = [tool_view(t) for t in catalog if server is None or t.server == server]
+        tools.sort(key=lambda t: (t.server, t.tool))
+        down: list[str] = []
+        if self._pool is not None:
+            down = sorted(h.name for h in self._pool.health() if h.status == "down")
+        return ToolList(tools=tools, count=len(tools), servers_down=down)
+
+    # --- plans ----------------------------------------------------------------------------
+
+    async def create_task_plan(
+        self,
+        query: str,
+        session_id: str | None = None,
+        agent_id: str | None = None,
+        steps: Sequence[Mapping[str, Any]] | None = None,
+        *,
+        strategy: str = "",
+        revise: str | None = None,
+        feedback: str = "",
+        host_outcome: HostPlanOutcome | None = None,
+    ) -> PlanView:
+        """Make, validate and store a plan; auto-approve it when the agent's rule allows.
+
+        Args:
+            query: What the user wants done.
+            session_id: Groups plans; the planner sees the session's earlier plans.
+            agent_id: The agent whose policy, limits and approval rule apply.
+            steps: Caller-written steps (no model involved); else the planner writes them.
+            strategy: The caller's account of its steps.
+            revise: Make a new version of this plan instead of a new plan.
+            feedback: What to change, when revising with a model.
+            host_outcome: A plan the host's model made (the MCP face's sampling path).
+
+        Returns:
+            The stored plan, `awaiting_confirmation` or (auto-approved) `confirmed`.
+
+        Raises:
+            UserError: The query is empty, the agent unknown, no way to plan is
+                configured, or the plan is not valid (`PlanValidationError`, every
+                problem listed).
+        """
+        query = query.strip()
+        if not query:
+            raise UserError("the query is empty: say what the plan should do")
+        agent, agent_name = await self._resolve_agent(agent_id)
+        old: Plan | None = None
+        if revise is not None:
+            old = await self.store.get_plan(revise)
+            if old.status in (PlanStatus.CONFIRMED, PlanStatus.EXECUTING, PlanStatus.INTERRUPTED):
+                raise UserError(
+                    f"plan {old.id!r} is {old.status.value}: cancel it (cancel_execution) "
+                    "before revising it"
+                )
+        plan_id = old.id if old is not None else new_plan_id()
+        version = max(await self.store.plan_versions(plan_id), default=0) + 1
+        catalog = await self.catalog()
+        if host_outcome is not None:
+            for attempt in host_outcome.attempts:
+                await self.store.record_planner_attempt(
+                    attempt.model_copy(update={"plan_id": plan_id})
+                )
+            draft = host_outcome.unwrap()
+        else:
+            draft = await self._plan(
+                query, agent, catalog, steps, strategy, plan_id, session_id, old, feedback
+            )
+        plan = draft.to_plan(
+            plan_id,
+            query=query,
+            version=version,
+            agent=agent_name,
+            session_id=session_id,
+            deadline_s=agent.limits.plan_deadline_s,
+        )
+        auto = self._auto_approves(agent, plan, catalog)
+        status = check_transition(
+            PlanStatus.DRAFT, PlanStatus.CONFIRMED if auto else PlanStatus.AWAITING_CONFIRMATION
+        )
+        plan = plan.model_copy(
+            update={"status": status, "approved_hash": plan.plan_hash if auto else None}
+        )
+        events = [
+            Event(
+                plan_id=plan.id,
+                kind=EventKind.PLAN_CREATED,
+                data={
+                    "version": plan.version,
+                    "steps": len(plan.steps),
+                    "model": draft.model,
+                    "planner_attempts": draft.attempts,
+                    "plan_hash": plan.plan_hash,
+                },
+            )
+        ]
+        if auto:
+            events.append(
+                Event(
+                    plan_id=plan.id,
+                    kind=EventKind.PLAN_CONFIRMED,
+                    data={
+                        "version": plan.version,
+                        "plan_hash": plan.plan_hash,
+                        "reason": f"auto-approved: agent {agent.name!r} approves read-only plans",
+                    },
+                )
+            )
+        await self.store.save_plan(plan, events=events)
+        return plan_view(plan)
+
+    async def _plan(
+        self,
+        query: str,
+        agent: AgentConfig,
+        catalog: Catalog,
+        steps: Sequence[Mapping[str, Any]] | None,
+        strategy: str,
+        plan_id: PlanId,
+        session_id: str | None,
+        old: Plan | None,
+        feedback: str,
+    ) -> PlanDraft:
+        # Imported here: the planner is not needed to serve, and start-up must stay fast.
+        from planner import PlanRequest, Revision, StepsPlanner
+        from planner.planners import Planner
+
+        planner: Planner
+        if steps is not None:
+            planner = StepsPlanner(list(steps), strategy=strategy)
+        else:
+            planner = self._model_planner(agent)
+        request = PlanRequest(
+            query=query,
+            catalog=catalog,
+            agent=agent,
+            history=await self._history(session_id),
+            revision=None if old is None else Revision(plan=old, feedback=feedback),
+            plan_id=plan_id,
+        )
+        return await planner.plan(request, on_attempt=self.store.record_planner_attempt)
+
+    def model_configured(self, agent: AgentConfig | None) -> bool:
+        """Whether a litellm model is named for this agent (agent, config or environment)."""
+        return model_for(agent, self.config).model is not None
+
+    def _model_planner(self, agent: AgentConfig) -> Any:
+        from planner import LiteLLMBackend, ModelPlanner
+
+        choice = model_for(agent, self.config)
+        if choice.model is None:
+            raise UserError(
+                "no planning model is configured: pass `steps` yourself (no model needed), "
+                "or name a litellm model in the config ('model'), the agent ('model') or "
+                "TASKORCH_MODEL, or use a host that supports sampling"
+            )
+        try:
+            backend = LiteLLMBackend(
+                choice.model, api_base=choice.api_base, api_key_env=choice.api_key_env
+            )
+        except ValueError as exc:
+            raise ConfigError(f"the planning model cannot be used: {exc}") from exc
+        return ModelPlanner(backend, max_repairs=self.config.limits.max_repairs)
+
+    async def plan_request(
+        self,
+        query: str,
+        agent_id: str | None,
+        session_id: str | None,
+        *,
+        revise: str | None = None,
+        feedback: str = "",
+    ) -> PlanRequest:
+        """What a planner needs for this query (the MCP face's host-sampling path).
+
+        Raises:
+            NotFoundError: The agent or the plan to revise does not exist.
+        """
+        from planner import PlanRequest, Revision
+
+        agent, _ = await self._resolve_agent(agent_id)
+        old = None if revise is None else await self.store.get_plan(revise)
+        return PlanRequest(
+            query=query.strip() or "(empty query)",
+            catalog=await self.catalog(),
+            agent=agent,
+            history=await self._history(session_id),
+            revision=None if old is None else Revision(plan=old, feedback=feedback),
+        )
+
+    async def _history(self, session_id: str | None) -> tuple[Any, ...]:
+        if session_id is None:
+            return ()
+        from planner import SessionEntry
+
+        plans = await self.store.list_plans(session_id=session_id, limit=_HISTORY)
+        return tuple(SessionEntry.from_plan(p, p.status.value) for p in reversed(plans))
+
+    @staticmethod
+    def _auto_approves(agent: AgentConfig, plan: Plan, catalog: Catalog) -> bool:
+        if agent.auto_approve is not AutoApprove.READ_ONLY:
+            return False
+        for step in plan.steps:
+            info = catalog.get(step.server, step.tool)
+            if info is None or not info.annotations.read_only:
+                return False
+        return True
+
+    async def confirm_task_plan(
+        self,
+        plan_id: str,
+        approve: bool = True,
+        plan_hash: str | None = None,
+        reason: str | None = None,
+    ) -> PlanView:
+        """Approve or reject the latest version of a plan.
+
+        Args:
+            plan_id: The plan.
+            approve: `True` to approve, `False` to reject.
+            plan_hash: The hash the user reviewed; refused when the plan differs.
+                `None` approves the latest version as it is.
+            reason: Why, kept in the event log.
+
+        Raises:
+            NotFoundError: No such plan.
+            ApprovalError: The hash does not match, or the plan is past approval.
+        """
+        plan = await self.store.get_plan(plan_id)
+        if plan_hash is not None and plan_hash != plan.plan_hash:
+            raise ApprovalError(
+                f"plan {plan.id!r} is now version {plan.version} with plan_hash "
+                f"{plan.plan_hash!r}, not the {plan_hash!r} given: the plan changed since it "
+                "was reviewed; read it again (get_plan) and confirm with its current plan_hash"
+            )
+        target = PlanStatus.CONFIRMED if approve else PlanStatus.REJECTED
+        if plan.status is target or (approve and plan.is_approved):
+            return plan_view(plan)  # asked twice: the answer is the same
+        if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
+            what = "approved" if approve else "rejected"
+            hint = (
+                "cancel_execution stops it"
+                if plan.status in (PlanStatus.CONFIRMED, PlanStatus.EXECUTING)
+                else "create_plan makes a new one"
+            )
+            raise ApprovalError(
+                f"plan {plan.id!r} is {plan.status.value}: only a plan awaiting confirmation "
+                f"can be {what}; {hint}"
+            )
+        kind = EventKind.PLAN_CONFIRMED if approve else EventKind.PLAN_REJECTED
+        event = Event(
+            plan_id=plan.id,
+            kind=kind,
+            data={"version": plan.version, "plan_hash": plan.plan_hash, "reason": reason or ""},
+        )
+        try:
+            updated = await self.store.update_plan_status(
+                plan.id,
+                plan.version,
+                target,
+                approved_hash=plan.plan_hash if approve else None,
+                events=[event],
+            )
+        except TransitionError:
+            # Someone else decided first; answer with what they decided.
+            current = await self.store.get_plan(plan.id, plan.version)
+            if current.status is target:
+                return plan_view(current)
+            raise ApprovalError(
+                f"plan {plan.id!r} became {current.status.value} meanwhile; "
+                "it can no longer be confirmed or rejected"
+            ) from None
+        return plan_view(updated)
+
+    async def load_plan(self, plan_id: str, version: int | None = None) -> Plan:
+        """The stored plan (latest version by default).
+
+        Raises:
+            NotFoundError: No such plan or version.
+        """
+        return await self.store.get_plan(plan_id, version)
+
+    async def plan_with_states(
+        self, plan_id: str, version: int | None = None
+    ) -> tuple[Plan, dict[str, StepState]]:
+        """A plan version and its step states."""
+        plan = await self.store.get_plan(plan_id, version)
+        return plan, await self.store.get_step_states(plan.id, plan.version)
+
+    async def get_task_plan(self, plan_id: str, version: int | None = None) -> PlanView:
+        """A plan with every step's status, attempts, output and error.
+
+        Raises:
+            NotFoundError: No such plan or version.
+        """
+        plan, states = await self.plan_with_states(plan_id, version)
+        return plan_view(plan, states)
+
+    async def list_task_plans(
+        self,
+        statuses: Sequence[PlanStatus] | None = None,
+        session_id: str | None = None,
+        limit: int = 50,
+    ) -> PlanList:
+        """Plans, newest first (their latest versions)."""
+        plans = await self.store.list_plans(statuses=statuses, session_id=session_id, limit=limit)
+        return summaries(plans)
+
+    async def get_active_task_plans(self, session_id: str | None = None) -> PlanList:
+        """Plans not finished: draft, awaiting confirmation, confirmed, executing, interrupted."""
+        return await self.list_task_plans(statuses=_ACTIVE, session_id=session_id, limit=500)
+
+    # --- execution ------------------------------------------------------------------------
+
+    async def execute_task_plan(
+        self,
+        plan_id: str,
+        wait: bool = True,
+        *,
+        on_interrupted: OnInterrupted | None = None,
+        on_progress: ProgressFn | None = None,
+        on_update: UpdateFn | None = None,
+    ) -> ExecutionReport:
+        """Run an approved plan, re-run a failed one's failed part, or resume an interrupted one.
+
+        Args:
+            plan_id: The plan.
+            wait: Wait for the end and return the final report; else return at once.
+            on_interrupted: `rerun` or `skip` for steps a crash interrupted.
+            on_progress: Receives (done steps + fraction of running ones, total, message)
+                at every event, increasing; only while waiting.
+            on_update: Receives every event of the run with the progress after it;
+                only while waiting.
+
+        Raises:
+            NotFoundError: No such plan.
+            ApprovalError: Not confirmed, or changed since it was.
+            UserError: Already running, or nothing left to run.
+        """
+        run = await self.scheduler.start(plan_id, on_interrupted=on_interrupted)
+        if not wait:
+            report = run.report()
+            progress = run.progress()
+            return self._report(run.plan, report, progress, started=True)
+        subscriptions = []
+        async with anyio.create_task_group() as tg:
+            if on_progress is not None:
+                subscriptions.append(sub := run.subscribe())
+                tg.start_soon(_forward_progress, run, sub, on_progress)
+            if on_update is not None:
+                subscriptions.append(sub := run.subscribe())
+                tg.start_soon(_forward_updates, run, sub, on_update)
+            try:
+                report = await run.wait()
+            finally:
+                for sub in subscriptions:
+                    sub.close()
+        progress = await self.scheduler.progress(plan_id)
+        return self._report(run.plan, report, progress)
+
+    async def cancel_task_execution(self, plan_id: str) -> ExecutionReport:
+        """Cancel a plan's run (or a confirmed plan not started yet).
+
+        Raises:
+            NotFoundError: No such plan.
+            UserError: The plan was never confirmed (reject it instead).
+        """
+        report = await self.scheduler.cancel(plan_id)
+        plan = await self.store.get_plan(plan_id, report.version)
+        return self._report(plan, report, await self.scheduler.progress(plan_id))
+
+    async def execution_report(self, plan_id: str, message: str | None = None) -> ExecutionReport:
+        """The plan's report as it stands (live for an active run)."""
+        report = await self.scheduler.report(plan_id)
+        plan = await self.store.get_plan(plan_id, report.version)
+        progress = await self.scheduler.progress(plan_id)
+        return self._report(plan, report, progress, message=message)
+
+    async def get_progress(self, plan_id: str) -> ProgressView:
+        """Where a plan's run stands (live for an active run here, else from the store).
+
+        Raises:
+            NotFoundError: No such plan.
+        """
+        return progress_view(await self.scheduler.progress(plan_id))
+
+    async def subscribe_progress(self, plan_id: str) -> AsyncIterator[ProgressUpdate]:
+        """Follow the plan's active run here, event by event, until it ends.
+
+        Yields nothing when the plan has no active run in this process (see
+        `poll_progress` to follow a run from its stored events).
+        """
+        run = self.scheduler.get_run(plan_id)
+        if run is None:
+            return
+        async with run.subscribe() as subscription:
+            async for event in subscription:
+                yield ProgressUpdate(event, progress_view(run.progress()))
+
+    async def poll_progress(
+        self, plan_id: str, *, interval_s: float = 0.25
+    ) -> AsyncIterator[ProgressUpdate]:
+        """Follow a plan from the store's event log, wherever it runs, until it stops.
+
+        Yields each new stored event with the progress then, and stops once the
+        plan is finished, rejected or waiting for a decision.
+
+        Raises:
+            NotFoundError: No such plan.
+        """
+        plan = await self.store.get_plan(plan_id)
+        after = 0
+        while True:
+            events = await self.store.get_events(plan.id, after_seq=after)
+            progress = progress_view(await self.scheduler.progress(plan.id))
+            for event in events:
+                after = max(after, event.seq)
+                yield ProgressUpdate(event, progress)
+            if progress.status.is_terminal or progress.status in (
+                PlanStatus.INTERRUPTED,
+                PlanStatus.AWAITING_CONFIRMATION,
+                PlanStatus.DRAFT,
+            ):
+                if not events:
+                    return
+                continue
+            await anyio.sleep(interval_s)
+
+    def _report(
+        self,
+        plan: Plan,
+        report: RunReport,
+        progress: ExecutionProgress,
+        *,
+        started: bool = False,
+        message: str | None = None,
+    ) -> ExecutionReport:
+        by_id = {s.id: s for s in report.steps}
+        steps = []
+        for step in plan.steps:
+            r = by_id.get(step.id)
+            steps.append(
+                StepView(
+                    id=step.id,
+                    server=step.server,
+                    tool=step.tool,
+                    arguments=step.arguments,
+                    depends_on=list(step.depends_on),
+                    description=step.description,
+                    status=r.status if r else StepStatus.PENDING,
+                    attempts=r.attempts if r else 0,
+                    output=r.output if r else None,
+                    error=(
+                        StepErrorView(kind=r.error.kind.value, message=r.error.message)
+                        if r is not None and r.error is not None
+                        else None
+                    ),
+                    duration_s=r.duration_s if r else None,
+                )
+            )
+        status = report.status
+        finished = status.is_terminal or status is PlanStatus.INTERRUPTED
+        return ExecutionReport(
+            plan_id=plan.id,
+            version=plan.version,
+            status=status,
+            finished=finished,
+            message=message or report.message or _outcome_message(plan, report, started),
+            progress=progress_view(progress),
+            steps=steps,
+        )
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for inner in group.exceptions:
+        if isinstance(inner, BaseExceptionGroup):
+            found.extend(_leaves(inner))
+        else:
+            found.append(inner)
+    return found
+
+
+def _outcome_message(plan: Plan, report: RunReport, started: bool) -> str:
+    pid = plan.id
+    failed = [s.id for s in report.steps if s.status is StepStatus.FAILED]
+    match report.status:
+        case PlanStatus.COMPLETED:
+            return f"All {len(plan.steps)} steps succeeded; each step's output is in `steps`."
+        case PlanStatus.FAILED:
+            names = ", ".join(failed) or "none"
+            return (
+                f"The plan failed (failed steps: {names}); read their errors, then "
+                f"execute_plan(plan_id={pid!r}) re-runs only what failed or was skipped."
+            )
+        case PlanStatus.CANCELLED:
+            return "The run was cancelled; calls in flight were cancelled downstream."
+        case PlanStatus.EXECUTING if started:
+            return f"Started; follow it with get_progress(plan_id={pid!r})."
+        case _:
+            return f"The plan is {report.status.value}."
+
+
+async def _forward_progress(run: Any, subscription: Any, on_progress: ProgressFn) -> None:
+    """Turn a run's events into increasing (progress, total, message) reports."""
+    total = float(len(run.plan.steps)) or 1.0
+    fractions: dict[str, float] = {}
+    last = -1.0
+    broken = False
+    async for event in subscription:
+        if broken:
+            continue  # keep draining, so the run's buffer is not held
+        snapshot = run.progress()
+        done = float(
+            sum(n for status, n in snapshot.counts.items() if StepStatus(status).is_terminal)
+        )
+        step = event.step_id
+        if event.kind is EventKind.STEP_PROGRESS and step is not None:
+            p, t = event.data.get("progress"), event.data.get("total")
+            if isinstance(p, int | float) and isinstance(t, int | float) and t > 0:
+                fractions[step] = min(max(float(p) / float(t), 0.0), 0.99)
+        elif step is not None and event.kind is not EventKind.STEP_STARTED:
+            fractions.pop(step, None)
+        running = set(snapshot.running_steps)
+        partial = sum(f for s, f in fractions.items() if s in running)
+        value = min(done + partial, total)
+        # MCP requires each notification's progress to be larger than the last.
+        value = value if value > last else math.nextafter(last, math.inf)
+        last = value
+        try:
+            await on_progress(value, total, _event_message(event, run))
+        except Exception:
+            # The client went away or cannot take notifications: the run goes on.
+            logger.debug("progress could not be forwarded", exc_info=True)
+            broken = True
+
+
+async def _forward_updates(run: Any, subscription: Any, on_update: UpdateFn) -> None:
+    broken = False
+    async for event in subscription:
+        if broken:
+            continue
+        try:
+            await on_update(ProgressUpdate(event, progress_view(run.progress())))
+        except Exception:
+            logger.exception("a progress subscriber failed; it gets no more updates")
+            broken = True
+
+
+def _event_message(event: Event, run: Any) -> str:
+    step = event.step_id
+    where = ""
+    if step is not None:
+        with contextlib.suppress(KeyError):
+            s = run.plan.step(step)
+            where = f" ({s.server}.{s.tool})"
+    data = event.data
+    match event.kind:
+        case EventKind.STEP_STARTED:
+            return f"{step}{where}: started"
+        case EventKind.STEP_PROGRESS:
+            detail = data.get("message")
+            if not detail:
+                p, t = data.get("progress"), data.get("total")
+                detail = f"{p}/{t}" if t is not None else f"{p}"
+            return f"{step}{where}: {detail}"
+        case EventKind.STEP_SUCCEEDED:
+            return f"{step}{where}: succeeded"
+        case EventKind.STEP_FAILED | EventKind.STEP_CANCELLED | EventKind.STEP_INTERRUPTED:
+            error = data.get("error") or {}
+            text = error.get("message", "") if isinstance(error, dict) else str(error)
+            return f"{step}{where}: {event.kind.value.removeprefix('step_')}: {text}"[:500]
+        case EventKind.STEP_RETRYING:
+            return f"{step}{where}: retrying"
+        case EventKind.STEP_SKIPPED:
+            return f"{step}{where}: skipped"
+        case EventKind.PLAN_FINISHED:
+            return f"plan {data.get('status', 'finished')}"
+        case _:
+            return event.kind.value.replace("_", " ")

@@ -1,0 +1,375 @@
+"""What the faces hand back: plans, steps, progress and reports as plain JSON-able models.
+
+These are the output schemas of the MCP tools and the shape of the `plan://{id}`
+resource, so a model reading them can act on every field. Built from the
+executor's records by pure functions; nothing here touches the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from executor.catalog import ToolInfo
+from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus
+from executor.policy import AgentConfig
+from executor.records import StepState
+
+__all__ = [
+    "AgentView",
+    "ExecutionReport",
+    "PlanList",
+    "PlanSummary",
+    "PlanView",
+    "ProgressView",
+    "StepErrorView",
+    "StepView",
+    "ToolList",
+    "ToolView",
+    "next_action",
+    "plan_view",
+    "progress_view",
+    "summaries",
+    "tool_view",
+]
+
+_FROZEN = ConfigDict(frozen=True)
+
+
+class StepErrorView(BaseModel):
+    """Why a step failed, was skipped, cancelled or interrupted."""
+
+    model_config = _FROZEN
+
+    kind: str
+    """The error kind: network, authentication, authorization, invalid_arguments,
+    tool_unavailable, tool_error, timeout, cancelled, interrupted or internal."""
+    message: str
+    """What happened, in the words of whoever reported it."""
+
+
+class StepView(BaseModel):
+    """One step, with where it stands in the latest run."""
+
+    model_config = _FROZEN
+
+    id: str
+    """The step id; other steps read its output as `${id}` or `${id.key.0}`."""
+    server: str
+    """The downstream server's configured name."""
+    tool: str
+    """The tool's name on that server."""
+    arguments: dict[str, Any]
+    """The arguments as written, references unresolved."""
+    depends_on: list[str]
+    """Steps that must succeed first."""
+    description: str | None = None
+    """What the step is for."""
+    status: StepStatus = StepStatus.PENDING
+    """pending, running, succeeded, failed, skipped, cancelled or interrupted."""
+    attempts: int = 0
+    """Attempts started in the latest run."""
+    output: Any = None
+    """The step's output once it succeeded (structured content, else text or parsed JSON)."""
+    error: StepErrorView | None = None
+    """Why the step did not succeed, when it did not."""
+    started_at: datetime | None = None
+    """When the step first started in the latest run."""
+    finished_at: datetime | None = None
+    """When it reached a final status."""
+    duration_s: float | None = None
+    """Seconds from start to finish."""
+
+
+class PlanView(BaseModel):
+    """A plan version, its approval state and every step."""
+
+    model_config = _FROZEN
+
+    plan_id: str
+    """The plan's id, shared by all its versions."""
+    version: int
+    """This version's number."""
+    status: PlanStatus
+    """draft, awaiting_confirmation, confirmed, executing, completed, failed, cancelled,
+    rejected or interrupted."""
+    plan_hash: str
+    """Digest of what would run; `confirm_plan` approves exactly this hash."""
+    approved: bool
+    """Whether the approval on record is for this exact content."""
+    query: str = ""
+    """What was asked for."""
+    strategy: str = ""
+    """How the plan means to get there."""
+    agent: str | None = None
+    """The agent whose policy applies."""
+    session_id: str | None = None
+    """The session the plan belongs to."""
+    created_at: datetime | None = None
+    """When this version was made."""
+    steps: list[StepView]
+    """The steps, in the order written."""
+    next_action: str = ""
+    """What to do next, as a tool call to make."""
+
+
+class PlanSummary(BaseModel):
+    """One line of `list_plans`."""
+
+    model_config = _FROZEN
+
+    plan_id: str
+    """The plan's id."""
+    version: int
+    """Latest version."""
+    status: PlanStatus
+    """Its status."""
+    query: str
+    """What was asked for."""
+    steps: int
+    """How many steps it has."""
+    agent: str | None = None
+    """The agent whose policy applies."""
+    session_id: str | None = None
+    """The session it belongs to."""
+    created_at: datetime | None = None
+    """When the latest version was made."""
+
+
+class PlanList(BaseModel):
+    """The answer of `list_plans`."""
+
+    model_config = _FROZEN
+
+    plans: list[PlanSummary]
+    """Newest first."""
+    count: int
+    """How many are listed."""
+
+
+class ProgressView(BaseModel):
+    """Where a run stands."""
+
+    model_config = _FROZEN
+
+    plan_id: str
+    """The plan."""
+    status: PlanStatus
+    """The plan's status."""
+    total: int
+    """Steps in the plan."""
+    completed: int
+    """Steps that succeeded."""
+    failed: int
+    """Steps that failed."""
+    running: int
+    """Steps in flight."""
+    percent: float
+    """Share of steps that are done (any final status), 0 to 100."""
+    elapsed_s: float
+    """Seconds since the run started (0 before it does)."""
+    eta_s: float | None
+    """Estimated seconds left; null when nothing is known to estimate from."""
+    running_steps: list[str] = Field(default_factory=list)
+    """Ids of the steps in flight."""
+    counts: dict[str, int] = Field(default_factory=dict)
+    """Steps in each status."""
+
+
+class ExecutionReport(BaseModel):
+    """What `execute_plan` answers: the run's outcome, or that it has started."""
+
+    model_config = _FROZEN
+
+    plan_id: str
+    """The plan."""
+    version: int
+    """The version that ran."""
+    status: PlanStatus
+    """The plan's status now."""
+    finished: bool
+    """Whether the run is over (completed, failed, cancelled) or waiting for a decision."""
+    message: str
+    """One sentence on the outcome and what to do next."""
+    progress: ProgressView
+    """Counts, percent, elapsed time and ETA."""
+    steps: list[StepView]
+    """Every step with its status, attempts, output or error."""
+
+
+class ToolView(BaseModel):
+    """One downstream tool a plan may call."""
+
+    model_config = _FROZEN
+
+    server: str
+    """The server's configured name: the step's `server`."""
+    tool: str
+    """The tool's name: the step's `tool`."""
+    title: str | None = None
+    """A human title."""
+    description: str = ""
+    """What the tool does, in its server's words."""
+    input_schema: dict[str, Any]
+    """JSON Schema of the step's `arguments`."""
+    output_schema: dict[str, Any] | None = None
+    """JSON Schema of the output that later steps can reference."""
+    read_only: bool
+    """The tool changes nothing."""
+    destructive: bool
+    """The tool may destroy or overwrite things."""
+    idempotent: bool
+    """Calling it again with the same arguments has no further effect."""
+    open_world: bool
+    """The tool reaches outside a closed domain."""
+
+
+class ToolList(BaseModel):
+    """The answer of `list_tools`."""
+
+    model_config = _FROZEN
+
+    tools: list[ToolView]
+    """Tools of every reachable server, by server then name."""
+    count: int
+    """How many."""
+    servers_down: list[str] = Field(default_factory=list)
+    """Configured servers that could not be reached (their tools are missing)."""
+
+
+class AgentView(BaseModel):
+    """An agent configuration, as stored."""
+
+    model_config = _FROZEN
+
+    agent: AgentConfig
+    """The configuration."""
+
+
+def next_action(plan: Plan) -> str:
+    """Say what a caller should do next with this plan, as the tool call to make."""
+    pid = plan.id
+    match plan.status:
+        case PlanStatus.DRAFT | PlanStatus.AWAITING_CONFIRMATION:
+            return (
+                f"Review the steps, then call confirm_plan(plan_id={pid!r}, approve=true, "
+                f"plan_hash={plan.plan_hash!r}) to approve or approve=false to reject."
+            )
+        case PlanStatus.CONFIRMED:
+            return f"Call execute_plan(plan_id={pid!r})."
+        case PlanStatus.EXECUTING:
+            return f"Call get_progress(plan_id={pid!r}) to follow it, or cancel_execution to stop."
+        case PlanStatus.INTERRUPTED:
+            return (
+                f"A step was in flight when taskorch stopped and is not safe to repeat unasked: "
+                f"call execute_plan(plan_id={pid!r}, on_interrupted='rerun') to run it again or "
+                "on_interrupted='skip' to skip it."
+            )
+        case PlanStatus.FAILED:
+            return (
+                f"Read the failed steps' errors; call execute_plan(plan_id={pid!r}) to re-run only "
+                "what failed or was skipped, or create_plan for a new plan."
+            )
+        case PlanStatus.COMPLETED:
+            return "Done: read each step's output."
+        case PlanStatus.CANCELLED | PlanStatus.REJECTED:
+            return "Nothing more will run; create_plan makes a new plan."
+
+
+def _step_views(plan: Plan, states: Mapping[str, StepState]) -> list[StepView]:
+    views = []
+    for step in plan.steps:
+        state = states.get(step.id)
+        error = None
+        if state is not None and state.error is not None:
+            error = StepErrorView(kind=state.error.kind.value, message=state.error.message)
+        views.append(
+            StepView(
+                id=step.id,
+                server=step.server,
+                tool=step.tool,
+                arguments=step.arguments,
+                depends_on=list(step.depends_on),
+                description=step.description,
+                status=state.status if state else StepStatus.PENDING,
+                attempts=state.attempts if state else 0,
+                output=state.output if state else None,
+                error=error,
+                started_at=state.started_at if state else None,
+                finished_at=state.finished_at if state else None,
+                duration_s=state.duration_s if state else None,
+            )
+        )
+    return views
+
+
+def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> PlanView:
+    """Build the view of a plan version and its step states."""
+    return PlanView(
+        plan_id=plan.id,
+        version=plan.version,
+        status=plan.status,
+        plan_hash=plan.plan_hash,
+        approved=plan.is_approved,
+        query=plan.query,
+        strategy=plan.strategy,
+        agent=plan.agent,
+        session_id=plan.session_id,
+        created_at=plan.created_at,
+        steps=_step_views(plan, states or {}),
+        next_action=next_action(plan),
+    )
+
+
+def progress_view(progress: ExecutionProgress) -> ProgressView:
+    """Turn the scheduler's snapshot into the tool's answer."""
+    return ProgressView(
+        plan_id=progress.plan_id,
+        status=progress.status,
+        total=progress.total,
+        completed=progress.completed,
+        failed=progress.failed,
+        running=progress.running,
+        percent=round(progress.percent, 2),
+        elapsed_s=round(progress.elapsed_s, 3),
+        eta_s=None if progress.eta_s is None else round(progress.eta_s, 3),
+        running_steps=list(progress.running_steps),
+        counts={status.value: n for status, n in progress.counts.items()},
+    )
+
+
+def tool_view(info: ToolInfo) -> ToolView:
+    """Describe one catalog entry for `list_tools`."""
+    return ToolView(
+        server=info.server,
+        tool=info.name,
+        title=info.title,
+        description=info.description,
+        input_schema=info.input_schema,
+        output_schema=info.output_schema,
+        read_only=info.annotations.read_only,
+        destructive=info.annotations.destructive,
+        idempotent=info.annotations.idempotent,
+        open_world=info.annotations.open_world,
+    )
+
+
+def summaries(plans: Sequence[Plan]) -> PlanList:
+    """Build the `list_plans` answer."""
+    items = [
+        PlanSummary(
+            plan_id=p.id,
+            version=p.version,
+            status=p.status,
+            query=p.query,
+            steps=len(p.steps),
+            agent=p.agent,
+            session_id=p.session_id,
+            created_at=p.created_at,
+        )
+        for p in plans
+    ]
+    return PlanList(plans=items, count=len(items))

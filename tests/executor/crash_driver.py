@@ -1,0 +1,107 @@
+"""The engine in a process of its own, for the crash-and-resume test to kill.
+
+`python -m tests.executor.crash_driver DB OUT`:
+
+1. opens the store `DB` and the engine fixture server, and resumes every run
+   found `executing` (as taskorch does at start);
+2. creates the 50-step plan `crash` the first time (every step appends its
+   id to the file `OUT`; even steps with a non-idempotent tool, odd steps with
+   an idempotent one), and starts it if it is only confirmed;
+3. an `interrupted` plan gets the decision a person would make, step by
+   step: `skip` when the step's line is in `OUT` (it took effect), else
+   `rerun`; the driver prints `INTERRUPTED <json {step: decision}>` and
+   executes the plan again with those decisions;
+4. prints `EVENT <kind> <step>` for every event (so the test can time its
+   kills), and `DONE <status>` at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from executor.errors import NotFoundError
+from executor.plan import PlanStatus
+from executor.scheduler import Decision, Run, Scheduler, SchedulerConfig
+from executor.store import Store
+from tests.executor.scheduler_support import engine_caller, save_confirmed
+
+PLAN_ID = "crash"
+STEPS = 50
+
+
+def is_idempotent(index: int) -> bool:
+    """Odd steps use the idempotent tool."""
+    return index % 2 == 1
+
+
+def plan_steps(out: Path) -> list[dict[str, Any]]:
+    """A random (but seeded) DAG of 50 appending steps."""
+    rng = random.Random(50)
+    steps: list[dict[str, Any]] = []
+    for i in range(STEPS):
+        earlier = list(range(max(0, i - 6), i))
+        deps = rng.sample(earlier, k=min(len(earlier), rng.randint(0, 2)))
+        steps.append(
+            {
+                "id": f"s{i}",
+                "server": "engine",
+                "tool": "append_line_idempotent" if is_idempotent(i) else "append_line",
+                "arguments": {"path": str(out), "line": f"s{i}", "delay_ms": 80},
+                "depends_on": [f"s{d}" for d in sorted(deps)],
+                "retry": {"initial_interval_s": 0.01, "maximum_interval_s": 0.05},
+            }
+        )
+    return steps
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def follow(scheduler: Scheduler, run: Run) -> None:
+    async with scheduler.subscribe(PLAN_ID) as events:
+        async for event in events:
+            say(f"EVENT {event.kind.value} {event.step_id or '-'}")
+    report = await run.wait()
+    say(f"DONE {report.status.value}")
+
+
+def decide(out: Path, waiting: tuple[str, ...]) -> dict[str, Decision]:
+    """Skip what took effect, rerun what did not."""
+    done = set(out.read_text().splitlines()) if out.exists() else set()
+    return {sid: "skip" if sid in done else "rerun" for sid in waiting}
+
+
+async def main(db: Path, out: Path) -> int:
+    async with await Store.open(db) as store, engine_caller() as caller:
+        config = SchedulerConfig(max_parallel_steps=3)
+        async with Scheduler(store, caller, config) as scheduler:
+            resumed = {r.plan_id: r for r in await scheduler.resume()}
+            try:
+                plan = await store.get_plan(PLAN_ID)
+            except NotFoundError:
+                plan = await save_confirmed(store, PLAN_ID, plan_steps(out))
+            run = resumed.get(plan.id)
+            if run is None or run.done:
+                plan = await store.get_plan(PLAN_ID)
+                decisions = None
+                if plan.status is PlanStatus.INTERRUPTED:
+                    waiting = (await scheduler.report(PLAN_ID)).needs_decision
+                    decisions = decide(out, waiting)
+                    say(f"INTERRUPTED {json.dumps(decisions)}")
+                if plan.status.is_terminal:
+                    say(f"DONE {plan.status.value}")
+                    return 0
+                run = await scheduler.start(PLAN_ID, on_interrupted=decisions)
+            await follow(scheduler, run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(anyio.run(main, Path(sys.argv[1]), Path(sys.argv[2])))

@@ -1,0 +1,144 @@
+"""Crash and resume: the engine in a child process, killed with SIGKILL again and again."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import anyio
+import psutil
+import pytest
+from anyio.abc import Process
+from anyio.streams.text import TextReceiveStream
+
+from executor.errors import ErrorKind
+from executor.plan import PlanStatus, StepStatus
+from executor.store import Store
+from tests.executor.crash_driver import PLAN_ID, STEPS, is_idempotent
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLS = 10
+
+
+def kill_tree(proc: Process) -> None:
+    """SIGKILL the driver and its downstream server at once: a machine-level crash."""
+    try:
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in family:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+
+
+def lines(out: Path) -> Counter[str]:
+    return Counter(out.read_text().splitlines()) if out.exists() else Counter()
+
+
+async def check_invariants(db: Path, out: Path) -> dict[str, StepStatus]:
+    """Nothing done twice that may not be, nothing recorded done that did not happen."""
+    seen = lines(out)
+    async with await Store.open(db) as store:
+        states = await store.get_step_states(PLAN_ID, 1)
+    for i in range(STEPS):
+        sid = f"s{i}"
+        assert seen[sid] <= 1, f"{sid} took effect {seen[sid]} times"
+        if sid in states and states[sid].status is StepStatus.SUCCEEDED:
+            assert seen[sid] == 1, f"{sid} is recorded succeeded but its line is missing"
+    return {k: v.status for k, v in states.items()}
+
+
+async def drive(
+    db: Path, out: Path, kill_after: int | None, rng: random.Random
+) -> tuple[str, dict[str, str]]:
+    """Run the driver; kill it after `kill_after` step events (plus a random pause).
+
+    Returns the outcome (`killed` or `DONE <status>`) and the decisions the
+    driver made on interrupted steps.
+    """
+    args = [sys.executable, "-m", "tests.executor.crash_driver", str(db), str(out)]
+    decisions: dict[str, str] = {}
+    async with await anyio.open_process(
+        args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=dict(os.environ)
+    ) as proc:
+        assert proc.stdout is not None
+        seen_steps = 0
+        buffer = ""
+        try:
+            with anyio.fail_after(90):
+                async for chunk in TextReceiveStream(proc.stdout):
+                    buffer += chunk
+                    *complete, buffer = buffer.split("\n")
+                    for line in complete:
+                        if line.startswith("INTERRUPTED "):
+                            decisions.update(json.loads(line.split(" ", 1)[1]))
+                        if line.startswith("DONE "):
+                            await proc.wait()
+                            return line, decisions
+                        if line.startswith("EVENT step_"):
+                            seen_steps += 1
+                    if kill_after is not None and seen_steps >= kill_after:
+                        await anyio.sleep(rng.uniform(0, 0.15))
+                        kill_tree(proc)
+                        await proc.wait()
+                        return "killed", decisions
+        finally:
+            if proc.returncode is None:
+                kill_tree(proc)
+                await proc.wait()
+    return f"exited {proc.returncode}", decisions
+
+
+@pytest.mark.anyio
+@pytest.mark.timeout(300)
+async def test_kill_9_at_random_moments_never_repeats_or_loses_an_effect(tmp_path: Path) -> None:
+    db, out = tmp_path / "crash.db", tmp_path / "out.txt"
+    rng = random.Random(2024)
+    kills = 0
+    decided: dict[str, str] = {}
+    outcome = ""
+    for _ in range(40):
+        kill_after = rng.randint(1, 6) if kills < KILLS else None
+        outcome, decisions = await drive(db, out, kill_after, rng)
+        # The driver decides as a person would: skip what took effect, rerun the rest.
+        decided.update(decisions)
+        await check_invariants(db, out)
+        if outcome == "killed":
+            kills += 1
+        elif outcome.startswith("DONE"):
+            break
+        else:
+            pytest.fail(f"the driver ended unexpectedly: {outcome}")
+    assert outcome == "DONE completed", outcome
+    assert kills >= KILLS
+
+    statuses = await check_invariants(db, out)
+    seen = lines(out)
+    async with await Store.open(db) as store:
+        states = await store.get_step_states(PLAN_ID, 1)
+    for i in range(STEPS):
+        sid = f"s{i}"
+        # Every effect happened exactly once, in the end.
+        assert seen[sid] == 1, (sid, seen[sid])
+        if is_idempotent(i):
+            # Safe to repeat, so never left waiting for a decision.
+            assert statuses[sid] is StepStatus.SUCCEEDED and sid not in decided
+        else:
+            state = states[sid]
+            by_decision = (
+                state.status is StepStatus.SKIPPED
+                and decided.get(sid) == "skip"
+                and state.error is not None
+                and state.error.kind is ErrorKind.INTERRUPTED
+            )
+            assert state.status is StepStatus.SUCCEEDED or by_decision, (sid, state.status)
+    async with await Store.open(db) as store:
+        assert (await store.get_plan(PLAN_ID)).status is PlanStatus.COMPLETED

@@ -1,0 +1,88 @@
+"""Two engines on one database file (as two processes would be): neither overrides the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from executor.calls import ProgressFn
+from executor.errors import TransitionError, UserError
+from executor.plan import PlanStatus, StepStatus
+from executor.records import EventKind
+from executor.scheduler import Scheduler
+from executor.store import ExpectedPlanStatus, Store, WriteBatch
+from tests.executor.scheduler_support import InProcessCaller, save_confirmed
+
+
+@pytest.mark.anyio
+async def test_a_batch_expecting_a_status_is_refused_once_the_status_changed(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "db") as store:
+        plan = await save_confirmed(store, "p", [{"id": "a", "server": "s", "tool": "t"}])
+        states = await store.get_step_states(plan.id, 1)
+        running = states["a"].model_copy(update={"status": StepStatus.RUNNING, "attempts": 1})
+        batch = WriteBatch(
+            step_states=[running], expect=ExpectedPlanStatus("p", 1, PlanStatus.EXECUTING)
+        )
+        with pytest.raises(TransitionError, match="is confirmed, not executing"):
+            await store.write(batch)
+        assert (await store.get_step_states("p", 1))["a"].status is StepStatus.PENDING
+        await store.update_plan_status("p", 1, PlanStatus.EXECUTING)
+        await store.write(batch)
+        assert (await store.get_step_states("p", 1))["a"].status is StepStatus.RUNNING
+
+
+@pytest.mark.anyio
+async def test_a_cancel_from_another_engine_stops_the_run_at_its_next_write(
+    tmp_path: Path,
+) -> None:
+    release = anyio.Event()
+
+    async def slow(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
+        if arguments["tag"] == "first":
+            await release.wait()
+        return {}
+
+    tools = InProcessCaller({("mem", "work"): slow})
+    steps = [
+        {"id": "first", "server": "mem", "tool": "work", "arguments": {"tag": "first"}},
+        {
+            "id": "second",
+            "server": "mem",
+            "tool": "work",
+            "arguments": {"tag": "second"},
+            "depends_on": ["first"],
+        },
+    ]
+    db = tmp_path / "shared.db"
+    async with (
+        await Store.open(db) as store_a,
+        await Store.open(db) as store_b,
+        Scheduler(store_a, tools) as engine_a,
+        Scheduler(store_b, InProcessCaller({})) as engine_b,
+    ):
+        await save_confirmed(store_a, "p", steps)
+        run = await engine_a.start("p")
+        async with engine_a.subscribe("p") as events:
+            async for event in events:
+                if event.kind is EventKind.STEP_STARTED:
+                    break
+        # Engine B has no run of its own: it cancels the plan in the store.
+        cancelled = await engine_b.cancel("p")
+        assert cancelled.status is PlanStatus.CANCELLED
+        release.set()
+        with pytest.raises(UserError, match="another process changed it"):
+            await run.wait()
+        plan = await store_b.get_plan("p")
+        states = await store_b.get_step_states("p", 1)
+
+    assert plan.status is PlanStatus.CANCELLED
+    assert [tag for tag, _ in tools.log.started] == ["first"]
+    assert {k: v.status for k, v in states.items()} == {
+        "first": StepStatus.CANCELLED,
+        "second": StepStatus.CANCELLED,
+    }

@@ -2,6 +2,14 @@
 
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo, make_alias
+from executor.downstream import (
+    DEFAULT_MAX_TIMEOUT_S,
+    Pool,
+    ServerHealth,
+    ServerStatus,
+    classify_exception,
+    render_health_table,
+)
 from executor.errors import (
     ApprovalError,
     ConfigError,
@@ -67,6 +75,7 @@ from executor.validate import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_TIMEOUT_S",
     "AgentConfig",
     "AgentLimits",
     "AgentName",
@@ -94,6 +103,7 @@ __all__ = [
     "PlanStatusChange",
     "PlanValidationError",
     "PlannerAttempt",
+    "Pool",
     "Problem",
     "ProgressFn",
     "RetryPolicy",
@@ -101,8 +111,10 @@ __all__ = [
     "Scheduler",
     "SchedulerConfig",
     "SchemaTooNewError",
+    "ServerHealth",
     "ServerName",
     "ServerSpec",
+    "ServerStatus",
     "SseServerSpec",
     "StdioServerSpec",
     "Step",
@@ -131,10 +143,12 @@ __all__ = [
     "WriteBatch",
     "check_plan",
     "check_transition",
+    "classify_exception",
     "find_references",
     "make_alias",
     "parse_steps",
     "parse_template",
+    "render_health_table",
     "resolve_references",
     "topological_order",
     "validate_plan",

@@ -515,6 +515,13 @@ class _Graph:
             # Keep the message readable; both ends show where the cycle closes.
             hidden = len(cycle) - 2 * _MAX_SHOWN
             shown = [*cycle[:_MAX_SHOWN], f"({hidden} more steps)", *cycle[-_MAX_SHOWN:]]
+        if len(set(cycle)) == 1:
+            return Problem(
+                cycle[0],
+                "cycle",
+                f"step '{cycle[0]}' depends on itself{detail}: remove '{cycle[0]}' from its "
+                "own depends_on and any reference to its own output",
+            )
         return Problem(
             cycle[0],
             "cycle",

@@ -71,9 +71,9 @@ file is an error. The database is the explicit path (`--db`), else
 `$TASKORCH_DB`, else the config's `database` (relative to the config file's
 directory), else `platformdirs.user_data_dir("taskorch")/taskorch.db`.
 
-Server names are the `mcpServers` keys: 1 to 64 characters without spaces,
-`.`, `*`, `?`, `[` or `]`, because tools are written `server.tool` and
-matched with globs.
+Server names are the `mcpServers` keys: 1 to 64 characters without `.`,
+`*`, `?`, `[`, `]` or control whitespace, and no space at either end, because
+tools are written `server.tool` and matched with globs.
 
 Models. `model_for()` picks an agent's model: the agent's `model`, else the
 config's `model`, else `$TASKORCH_MODEL`; `api_base` and `api_key_env` come
@@ -153,7 +153,7 @@ Location = tuple[str | int, ...]
 
 # A server name is written `server.tool` and matched by globs (see
 # `executor.policy.ToolPolicy`), so it may hold no dot, glob character or space.
-_SERVER_NAME = re.compile(r"^[^\s.*?\[\]]{1,64}$")
+_SERVER_NAME = re.compile(r"^(?! )[^\t\n\r\f\v.*?\[\]]{1,64}(?<! )$")
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
@@ -228,7 +228,8 @@ class TaskorchConfig(BaseModel):
 
 
 _SERVER_NAME_RULE = (
-    "a server name must be 1 to 64 characters with no spaces, '.', '*', '?', '[' or ']' "
+    "a server name must be 1 to 64 characters with no '.', '*', '?', '[', ']', tab or "
+    "newline, and no space at either end "
     "(tools are written server.tool and matched with globs); rename the entry"
 )
 

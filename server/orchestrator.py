@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 from pydantic import BaseModel, ConfigDict
@@ -508,7 +509,11 @@ class TaskOrchestrator:
             )
         except ValueError as exc:
             raise ConfigError(f"the planning model cannot be used: {exc}") from exc
-        return ModelPlanner(backend, max_repairs=self.config.limits.max_repairs)
+        return ModelPlanner(
+            backend,
+            max_repairs=self.config.limits.max_repairs,
+            ordered_steps=_is_local_model(choice.model, choice.api_base),
+        )
 
     async def plan_request(
         self,
@@ -926,3 +931,18 @@ def _event_message(event: Event, run: Any) -> str:
             return f"plan {data.get('status', 'finished')}"
         case _:
             return event.kind.value.replace("_", " ")
+
+
+_LOCAL_PROVIDERS = ("hosted_vllm/", "ollama/", "ollama_chat/", "llamafile/", "lm_studio/")
+
+
+def _is_local_model(model: str, api_base: str | None) -> bool:
+    """Whether the model is a small local one that plans better with the ordered schema.
+
+    Measured on SmolLM2-135M: 19 of 20 queries gave a valid plan with the ordered
+    schema against 0 of 20 with the plain one (bench/bench_planner.py).
+    """
+    if model.startswith(_LOCAL_PROVIDERS):
+        return True
+    host = (urlsplit(api_base).hostname or "") if api_base else ""
+    return host in {"127.0.0.1", "localhost", "::1"}

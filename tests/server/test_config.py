@@ -313,7 +313,7 @@ def test_both_spellings_of_one_key_are_an_error() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["my.server", "has space", "glob*", ""])
+@pytest.mark.parametrize("name", ["my.server", " padded", "tab\there", "glob*", ""])
 def test_server_names_that_break_server_dot_tool_are_refused(name: str) -> None:
     message = error_of(servers(**{name: {"command": "x"}}))
     assert "a server name must be 1 to 64 characters" in message

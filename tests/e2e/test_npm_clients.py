@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -193,11 +194,17 @@ def test_inspector_over_http_with_a_bearer_token(tmp_path: Path) -> None:
         assert "auth_required" in refused.stdout + refused.stderr
 
 
+_RESULT_DIR = re.compile(r"server-(.+)-\d{4}-\d{2}-\d{2}T\d{2}-\d{2}-\d{2}-\d{3}Z")
+
+
 def _conformance_results(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
     results: dict[str, list[dict[str, Any]]] = {}
     for checks in out_dir.glob("server-*/checks.json"):
-        scenario = checks.parent.name.removeprefix("server-").rsplit("-20", 1)[0]
-        results[scenario] = json.loads(checks.read_text(encoding="utf-8"))
+        # Folders are named server-<scenario>-<ISO timestamp>; the timestamp's own
+        # digits can contain "-20", so match its whole shape.
+        match = _RESULT_DIR.fullmatch(checks.parent.name)
+        assert match is not None, f"unexpected conformance output folder {checks.parent.name}"
+        results[match.group(1)] = json.loads(checks.read_text(encoding="utf-8"))
     return results
 
 

@@ -27,7 +27,7 @@ from planner import (
     parse_answer,
 )
 from planner.prompt import HISTORY_ENTRIES
-from tests.planner.conftest import NetworkGuard
+from tests.conftest import NetworkGuard
 from tests.planner.fake_openai import MODEL, FakeOpenAI
 from tests.planner.test_litellm import GOOD
 

@@ -36,8 +36,9 @@ The API (all on `Scheduler`; a `Run` is the handle of one active run):
   run: past `subscription_buffer` unread events, further ones are dropped
   and counted in `Subscription.dropped` (the store's event log has them all,
   except `step_progress`, which is live only).
-- `resume() -> list[Run]` finds `executing` plans in the store (after a crash)
-  and resumes them; call it once at start.
+- `resume() -> list[Run]` claims the `executing` plan versions no live process
+  runs (after a crash: see Leases) and resumes them; call it at start (and
+  again later to take over runs whose owner's lease has since expired).
 - `get_run(plan_id) -> Run | None`, `active() -> list[PlanId]`: runs in progress here.
 
 `Run` (the handle): `plan`, `plan_id`, `version`, `done`, `await wait()`,
@@ -99,7 +100,8 @@ Semantics:
 - **Shutdown.** Leaving the `Scheduler` context cancels active runs without
   writing anything more: to the store they look exactly like a crash, and
   `resume()` at the next start treats them so (a non-idempotent call that was
-  in flight may have happened, so it is `interrupted`).
+  in flight may have happened, so it is `interrupted`). Only their leases are
+  released, so that the next start need not wait for them to expire.
 - **Progress.** `ExecutionProgress.eta_s` is the larger of the remaining
   critical path and the remaining work over the steps allowed in flight, with
   durations from the store's per-tool history (read when the run starts),
@@ -107,13 +109,28 @@ Semantics:
 
 Other processes: the store keeps no state another process could make stale,
 and every status change is checked against the stored status inside the
-write's transaction. Every write of a run also requires the plan to be still
-`executing` (`WriteBatch.expect`), so a run that another process cancelled
-stops at its next write — when a step ends — without calling anything more
-(`Run.wait()` then raises a `UserError` saying so). A call in flight that never
-ends is not noticed before its timeout. Two processes calling `resume()` on one
-database would both resume the same plans: taking runs by lease is the
-store's job once several processes share one.
+write's transaction.
+
+Leases: each `Scheduler` has a unique owner id (`Scheduler.lease.owner`:
+host, pid, process start time, random token), and every run it executes is
+held by a lease on the plan version's row — an owner and an expiry
+(`SchedulerConfig.lease_s`, 30 s by default). `start()` claims the run in the
+same transaction that makes the plan `executing`; `resume()` claims, in one
+atomic conditional UPDATE, only versions without an owner (rows from before
+leases, runs released at shutdown), with an expired lease, or whose owner is a
+process on this machine that has ended — so two processes resuming at once
+never both take a plan, and a live owner's runs are never taken. The owner
+renews its leases every `lease_s / 3` (one UPDATE for all its runs) and with
+every write of a run; a run that ends (or is cancelled, or waits for a
+decision) releases its lease with its final status change. Every write of a
+run requires the plan to be still `executing` and still held by this owner
+(`WriteBatch.expect`), and the renewal notices a run that is no longer held,
+so a run another process cancelled or took over stops — in-flight calls
+cancelled, nothing more written — at the latest `lease_s / 3` later
+(`Run.wait()` then raises a `UserError` saying so). A lease is wall-clock
+time in the database: processes sharing one should have clocks in step to
+well within `lease_s`, and an event loop blocked longer than `lease_s`
+may lose its runs to another process (which then stops them here).
 """
 
 from __future__ import annotations
@@ -121,7 +138,10 @@ from __future__ import annotations
 import heapq
 import logging
 import math
+import os
 import random
+import socket
+import uuid
 from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -131,6 +151,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeAlias
 
 import anyio
+import psutil
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
@@ -164,7 +185,7 @@ from executor.policy import AgentConfig
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import find_references, resolve_references
-from executor.store import ExpectedPlanStatus, PlanStatusChange, Store, WriteBatch
+from executor.store import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
 
 __all__ = [
     "Decision",
@@ -207,6 +228,9 @@ class SchedulerConfig(BaseModel):
     """Unread events a subscription holds before it drops further ones."""
     resume_catalog_timeout_s: float = Field(default=60.0, gt=0)
     """How long `resume()` waits for the caller's catalog (tool annotations)."""
+    lease_s: float = Field(default=30.0, gt=0, le=86_400)
+    """How long this process's claim on a run holds without renewal; renewed every
+    third of it. A crashed process's runs can be resumed elsewhere once it passes."""
 
 
 class StepReport(BaseModel):
@@ -519,7 +543,11 @@ class Run:
             deadline = limits.plan_deadline_s
         self._deadline_s = deadline
         self._started_at = started_at or utc_now()
-        self._expect = ExpectedPlanStatus(plan.id, plan.version, PlanStatus.EXECUTING)
+        # Every write checks that the plan is still executing AND still ours, and renews
+        # our lease on it.
+        self._expect = ExpectedPlanStatus(
+            plan.id, plan.version, PlanStatus.EXECUTING, lease=scheduler.lease
+        )
         self._finished_at: datetime | None = None
         self._status = PlanStatus.EXECUTING
         self._message: str | None = None
@@ -602,6 +630,24 @@ class Run:
                 self._send.send_nowait(_Stop(_StopReason.CANCEL))
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass  # The run has just ended.
+
+    def _lose(self) -> None:
+        """Another process changed the plan or took the run over: stop, writing nothing more.
+
+        In-flight calls are cancelled; `wait()` raises a `UserError` saying why.
+        """
+        if self.done or self._ending is not None or self._failure is not None:
+            return
+        self._failure = UserError(
+            f"the run of plan {self.plan.id!r} version {self.plan.version} stopped: another "
+            "process changed it or took it over (this process's lease on it is gone); look "
+            "at the plan again before doing anything with it"
+        )
+        logger.warning("%s", self._failure)
+        if self._queue_scope is not None:
+            self._queue_scope.cancel()
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     def subscribe(self) -> Subscription:
         """Follow this run's events from now on (see `Subscription`)."""
@@ -694,7 +740,8 @@ class Run:
                 acquired = True
             self._queue_scope = None
             try:
-                await self._coordinate()
+                if self._failure is None:  # not lost while it waited for a slot
+                    await self._coordinate()
             finally:
                 if acquired:
                     self._sched._executions.release_on_behalf_of(self)
@@ -727,6 +774,8 @@ class Run:
         assert recv is not None
         async with anyio.create_task_group() as tg:
             self._tg = tg
+            if self._failure is not None:
+                return
             if self._deadline_s is not None:
                 left = self._deadline_s - (utc_now() - self._started_at).total_seconds()
                 tg.start_soon(self._deadline_timer, max(left, 0.0))
@@ -1234,11 +1283,14 @@ class Scheduler:
         self._runs: dict[str, Run] = {}
         self._starting: set[str] = set()
         self._tg: TaskGroup | None = None
+        self.lease = RunLease(_new_owner_id(), self.config.lease_s)
+        """This scheduler's claim on the runs it executes (`lease.owner` is unique)."""
 
     async def __aenter__(self) -> Scheduler:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        tg.start_soon(self._keep_leases)
         return self
 
     async def __aexit__(
@@ -1252,7 +1304,31 @@ class Scheduler:
             return
         # Runs are stopped as a crash would stop them: resume() picks them up.
         tg.cancel_scope.cancel()
-        await tg.__aexit__(exc_type, exc, tb)
+        try:
+            await tg.__aexit__(exc_type, exc, tb)
+        finally:
+            # Unlike a crash, nobody need wait for the leases to expire.
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.store.release_leases(self.lease.owner)
+                except Exception as error:
+                    logger.warning("could not release this process's run leases: %s", error)
+
+    async def _keep_leases(self) -> None:
+        """Renew this scheduler's leases every third of their length; stop lost runs."""
+        while True:
+            await anyio.sleep(self.lease.lease_s / 3)
+            # Only runs registered before the renewal can be judged by it: a run's
+            # claim is committed before the run is registered.
+            judged = list(self._runs.values())
+            try:
+                held = await self.store.renew_leases(self.lease)
+            except Exception:
+                logger.exception("could not renew this process's run leases; will retry")
+                continue
+            for run in judged:
+                if (run.plan_id, run.version) not in held:
+                    run._lose()
 
     def _server_limiter(self, server: str) -> anyio.CapacityLimiter:
         limiter = self._server_limits.get(server)
@@ -1370,6 +1446,7 @@ class Scheduler:
             version=plan.version,
             status=PlanStatus.EXECUTING,
             started_at=started_at,
+            lease=self.lease,
         )
         batch.events = list(events)
         try:
@@ -1530,25 +1607,42 @@ class Scheduler:
     # --- resume after a crash -------------------------------------------------------------
 
     async def resume(self) -> list[Run]:
-        """Resume every `executing` plan in the store that is not running here.
+        """Resume every `executing` plan version that no live process runs.
+
+        It claims, in one atomic write, every executing version without an owner,
+        with an expired lease, or whose owner is a process on this machine that no
+        longer exists; so two processes resuming at once never both take a plan.
+        A run whose owner's lease is still fresh is left alone: call `resume()`
+        again once it has expired to take it over.
 
         Returns:
-            A handle per plan: running ones, and finished ones for plans that
-            now wait for a decision (`interrupted`).
+            A handle per plan taken: running ones, and finished ones for plans
+            that now wait for a decision (`interrupted`).
         """
         if self._tg is None:
             raise InternalError(
                 "the Scheduler is not running: use it as `async with Scheduler(...)`"
             )
-        plans = await self.store.list_plans(statuses=[PlanStatus.EXECUTING], limit=1_000_000)
+        claimed = await self.store.claim_runs(self.lease, gone_owners=await self._gone_owners())
         runs: list[Run] = []
         safe: dict[tuple[str, str], bool] | None = None
-        for listed in plans:
-            if listed.id in self._runs or listed.id in self._starting:
+        for plan_id, version in claimed:
+            active = self._runs.get(plan_id)
+            if active is not None and active.version == version:
+                continue  # already running here; the claim merely renewed its lease
+            if active is not None or plan_id in self._starting:
+                logger.warning(
+                    "plan %s version %d is executing, but another version of the plan runs "
+                    "here: it is left for later",
+                    plan_id,
+                    version,
+                )
+                await self._release(plan_id, version)
                 continue
-            self._starting.add(listed.id)
+            self._starting.add(plan_id)
+            run: Run | None = None
             try:
-                plan = listed
+                plan = await self.store.get_plan(plan_id, version)
                 states = await self.store.get_step_states(plan.id, plan.version)
                 needs_catalog = any(s.status is StepStatus.RUNNING for s in states.values())
                 if needs_catalog and safe is None:
@@ -1557,10 +1651,29 @@ class Scheduler:
                 if run is not None:
                     runs.append(run)
             except Exception:
-                logger.exception("could not resume plan %s", listed.id)
+                logger.exception("could not resume plan %s version %d", plan_id, version)
             finally:
-                self._starting.discard(listed.id)
+                self._starting.discard(plan_id)
+            if run is None:
+                # Not run here: let another process (or a later resume) have it.
+                await self._release(plan_id, version)
         return runs
+
+    async def _release(self, plan_id: str, version: int) -> None:
+        try:
+            await self.store.release_leases(self.lease.owner, [(plan_id, version)])
+        except Exception as error:
+            logger.warning("could not release the lease on plan %s: %s", plan_id, error)
+
+    async def _gone_owners(self) -> list[str]:
+        """Owners of fresh leases that are processes on this machine which have ended."""
+        now = utc_now()
+        owners = {
+            lease.owner
+            for lease in await self.store.list_leases()
+            if lease.owner is not None and lease.until is not None and lease.until > now
+        }
+        return sorted(o for o in owners if _owner_is_gone(o))
 
     async def _safe_tools(self) -> dict[tuple[str, str], bool]:
         try:
@@ -1583,6 +1696,10 @@ class Scheduler:
         started_at, _ = await self.store.get_run_times(plan.id, plan.version)
         now = utc_now()
         batch = _new_batch()
+        # Written only while the claim resume() just made is still ours.
+        batch.expect = ExpectedPlanStatus(
+            plan.id, plan.version, PlanStatus.EXECUTING, lease=self.lease
+        )
         retry_counts: dict[str, int] = {}
         interrupted: list[str] = []
         for sid, st in states.items():
@@ -1828,6 +1945,40 @@ class Scheduler:
             sub.close()
             return sub
         return run.subscribe()
+
+
+def _process_start(pid: int) -> str:
+    """When process `pid` started, as text; tells it from a later process given its pid."""
+    return f"{psutil.Process(pid).create_time():.3f}"
+
+
+def _new_owner_id() -> str:
+    """A lease owner id unique to this scheduler: host, process, process start, token."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether `owner` is a scheduler of a process on this machine that has ended.
+
+    Owners on other machines (or in a form not ours) are never judged gone: their
+    leases are taken only once they expire.
+    """
+    parts = owner.split("|")
+    if len(parts) != 4 or parts[0] != socket.gethostname():
+        return False
+    try:
+        pid = int(parts[1])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False  # another scheduler in this very process: alive
+    try:
+        return _process_start(pid) != parts[2]  # the pid now names another process
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False  # cannot tell (access denied): wait for the lease to expire
 
 
 def _requeued(state: StepState) -> StepState:

@@ -4,9 +4,16 @@ One `Store` owns one aiosqlite connection. Every public write is one
 transaction (`BEGIN IMMEDIATE` ... `COMMIT`, rolled back on any error), and
 transactions are serialised on the connection by an `anyio.Lock`, so a
 concurrent task never sees or commits another's half-written transaction.
+A transaction runs whole as one call on aiosqlite's worker thread (one
+cross-thread round trip, not one per statement): see `Store._transact`.
 The file is in WAL mode: readers never block the writer, and several `Store`s
 (in one process or several) may share a file; the store keeps no state in
 memory that another process could make stale.
+
+An `executing` plan version carries a lease (`lease_owner`, `lease_until`):
+the process that runs it, and until when its claim holds unless renewed
+(`RunLease`, `claim_runs`, `renew_leases`, `release_leases`). Leaving
+`executing` releases it.
 
 The schema is versioned by `PRAGMA user_version` and migrated on open by the
 steps in `MIGRATIONS`. A file written by a newer taskorch is refused
@@ -24,13 +31,13 @@ import math
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Collection, Sequence
-from contextlib import asynccontextmanager, suppress
+from collections.abc import Callable, Collection, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 import anyio
@@ -54,8 +61,10 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "ExpectedPlanStatus",
+    "LeaseInfo",
     "Migration",
     "PlanStatusChange",
+    "RunLease",
     "Store",
     "WriteBatch",
 ]
@@ -64,6 +73,8 @@ APPLICATION_ID: Final = 0x544B4F52
 """`PRAGMA application_id` of a taskorch database ("TKOR"), to tell it from other SQLite files."""
 
 _SYNCHRONOUS_MODES: Final = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +217,57 @@ _SCHEMA_1: Final = (
     "CREATE INDEX planner_attempts_by_plan ON planner_attempts (plan_id, id)",
 )
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "initial schema", _SCHEMA_1),)
+# Who runs an `executing` plan version, and until when (see `RunLease`). NULL owner:
+# nobody holds it (rows from before this migration, or a run that was released).
+_SCHEMA_2: Final = (
+    "ALTER TABLE plans ADD COLUMN lease_owner TEXT",
+    "ALTER TABLE plans ADD COLUMN lease_until TEXT",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema", _SCHEMA_1),
+    Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
+)
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The newest schema version this taskorch knows."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunLease:
+    """Who runs a plan version, and for how long a renewal holds.
+
+    A process takes an `executing` plan version by writing its owner id and an
+    expiry (`lease_until`, now + `lease_s`) on the row; it renews the expiry while
+    it runs, and another process may take the run over only once it has passed.
+    """
+
+    owner: str
+    """The running process's (scheduler's) unique id."""
+    lease_s: float
+    """How long a claim or renewal holds, in seconds."""
+
+    def __post_init__(self) -> None:
+        """Refuse an empty owner or a lease that is not a positive number of seconds."""
+        if not self.owner:
+            raise InternalError("a run lease needs a non-empty owner id")
+        if not (math.isfinite(self.lease_s) and self.lease_s > 0):
+            raise InternalError(f"lease_s must be > 0 seconds, got {self.lease_s!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseInfo:
+    """The lease on one `executing` plan version, as stored."""
+
+    plan_id: PlanId
+    """The plan."""
+    version: int
+    """The plan version."""
+    owner: str | None
+    """Who holds it; `None` when nobody does (it may be claimed at once)."""
+    until: datetime | None
+    """When it expires unless renewed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +284,9 @@ class PlanStatusChange:
     """Set when given (a run starts); a new start also clears the previous run's end."""
     finished_at: datetime | None = None
     """Set when given (a run ends)."""
+    lease: RunLease | None = None
+    """With `status` executing: the run is claimed for this owner. Any other status
+    releases the lease, whoever held it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +303,9 @@ class ExpectedPlanStatus:
     """The plan version."""
     status: PlanStatus
     """The status the plan must have for the batch to be written."""
+    lease: RunLease | None = None
+    """When given, the plan version's lease must be held by `lease.owner` too, and
+    the write renews it (now + `lease.lease_s`)."""
 
 
 @dataclass(slots=True)
@@ -494,7 +557,9 @@ ON CONFLICT (server, tool) DO UPDATE SET
     updated_at = excluded.updated_at
 """
 
-# A new run start (started_at given) clears the previous run's end.
+# A new run start (started_at given) clears the previous run's end. Only an executing
+# plan version has a lease: leaving `executing` releases it; entering it with an owner
+# claims it.
 _UPDATE_STATUS: Final = """
 UPDATE plans SET
     status = :status,
@@ -502,8 +567,16 @@ UPDATE plans SET
     started_at = COALESCE(:started_at, started_at),
     finished_at = CASE WHEN :started_at IS NOT NULL THEN :finished_at
                        ELSE COALESCE(:finished_at, finished_at) END,
+    lease_owner = CASE WHEN :status = 'executing' THEN COALESCE(:lease_owner, lease_owner) END,
+    lease_until = CASE WHEN :status = 'executing' THEN COALESCE(:lease_until, lease_until) END,
     updated_at = :now
 WHERE plan_id = :plan_id AND version = :version
+"""
+
+# Renews the lease only while the run is still ours and still executing.
+_RENEW_ONE: Final = """
+UPDATE plans SET lease_until = :until
+WHERE plan_id = :plan_id AND version = :version AND status = :status AND lease_owner = :owner
 """
 
 _LATEST_VERSION: Final = (
@@ -716,11 +789,16 @@ class Store:
             raise StoreError(f"the store for {self.path} is closed")
         return self._db
 
-    @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction, serialised with every other use of the connection.
+    async def _transact(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `body` as one write transaction, serialised with every other use of the store.
 
-        The body is shielded from cancellation: a write either commits or fails with an
+        The whole transaction (BEGIN IMMEDIATE, `body`, COMMIT, or ROLLBACK on any
+        error) is ONE call on aiosqlite's worker thread, not an await per statement:
+        each await is a round trip between threads, and a commit is on the path from a
+        step's end to its dependent's start. `body` therefore runs on that thread: it
+        must only use the sqlite3 connection it is given and data it owns.
+
+        The wait is shielded from cancellation: a write either commits or fails with an
         error, so a cancelled caller never leaves the shared connection mid-transaction
         nor wonders whether its commit happened.
         """
@@ -728,20 +806,10 @@ class Store:
             db = self._require_db()
             with anyio.CancelScope(shield=True):
                 try:
-                    await db.execute("BEGIN IMMEDIATE")
+                    result = await _on_worker_thread(db, _in_transaction, body)
                 except sqlite3.Error as exc:
                     raise _store_error(self.path, exc) from exc
-                try:
-                    yield db
-                    await db.execute("COMMIT")
-                except BaseException as exc:
-                    # rollback() is a no-op when no transaction is open (e.g. COMMIT failed
-                    # after SQLite had already ended it).
-                    with suppress(sqlite3.Error):
-                        await db.rollback()
-                    if isinstance(exc, sqlite3.Error):
-                        raise _store_error(self.path, exc) from exc
-                    raise
+        return result
 
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         async with self._lock:
@@ -780,18 +848,20 @@ class Store:
             for s in plan.steps
         ]
         event_rows = [_event_row(e) for e in events]
-        async with self._transaction() as db:
-            cursor = await db.execute(_INSERT_PLAN, plan_row)
-            if cursor.rowcount == 0:
+
+        def body(conn: sqlite3.Connection) -> None:
+            if conn.execute(_INSERT_PLAN, plan_row).rowcount == 0:
                 raise UserError(
                     f"plan {plan.id!r} version {plan.version} already exists: "
                     "save a new version instead"
                 )
             if step_rows:
-                await db.executemany(_INSERT_STEP, step_rows)
-                await db.executemany(_UPSERT_STATE, state_rows)
+                conn.executemany(_INSERT_STEP, step_rows)
+                conn.executemany(_UPSERT_STATE, state_rows)
             if event_rows:
-                await db.executemany(_INSERT_EVENT, event_rows)
+                conn.executemany(_INSERT_EVENT, event_rows)
+
+        await self._transact(body)
 
     async def get_plan(self, plan_id: str, version: int | None = None) -> Plan:
         """Return a plan version, the latest when `version` is None.
@@ -888,12 +958,14 @@ class Store:
         event_rows = [_event_row(e) for e in events]
         params = {"plan_id": plan_id, "version": version, "limit": 1}
         select = _PLAN_SELECT.format(where="p.plan_id = :plan_id AND p.version = :version")
-        async with self._transaction() as db:
-            plans = _plans_from_rows(list(await db.execute_fetchall(select, params)))
+        now = _now()
+
+        def body(conn: sqlite3.Connection) -> Plan:
+            plans = _plans_from_rows(conn.execute(select, params).fetchall())
             if not plans:
                 raise NotFoundError(f"no plan {plan_id!r} version {version}")
             check_transition(plans[0].status, status)
-            await db.execute(
+            conn.execute(
                 _UPDATE_STATUS,
                 {
                     "plan_id": plan_id,
@@ -902,15 +974,20 @@ class Store:
                     "approved_hash": approved_hash,
                     "started_at": None,
                     "finished_at": None,
-                    "now": _now(),
+                    "lease_owner": None,
+                    "lease_until": None,
+                    "now": now,
                 },
             )
             if event_rows:
-                await db.executemany(_INSERT_EVENT, event_rows)
+                conn.executemany(_INSERT_EVENT, event_rows)
+            return plans[0]
+
+        stored = await self._transact(body)
         update: dict[str, Any] = {"status": status}
         if approved_hash is not None:
             update["approved_hash"] = approved_hash
-        return plans[0].model_copy(update=update)
+        return stored.model_copy(update=update)
 
     async def get_run_times(
         self, plan_id: str, version: int
@@ -927,6 +1004,106 @@ class Store:
         if not rows:
             raise NotFoundError(f"no plan {plan_id!r} version {version}")
         return _parse_ts(rows[0]["started_at"]), _parse_ts(rows[0]["finished_at"])
+
+    # --- run leases ---
+
+    async def claim_runs(
+        self, lease: RunLease, *, gone_owners: Collection[str] = ()
+    ) -> list[tuple[PlanId, int]]:
+        """Take every `executing` plan version that nobody holds, in one atomic UPDATE.
+
+        A version is taken when it has no owner (rows from before leases, or a run
+        released on shutdown), when its lease has expired, or when its owner is in
+        `gone_owners` (processes the caller knows are dead). Since the check and the
+        write are one statement under the write lock, two processes claiming at once
+        never both get a version.
+
+        Args:
+            lease: The claiming owner, and how long the claim holds.
+            gone_owners: Owners whose leases may be taken before they expire.
+
+        Returns:
+            The (plan_id, version) pairs now held by `lease.owner`, sorted.
+        """
+        now = _now()
+        params: dict[str, Any] = {
+            "owner": lease.owner,
+            "until": _lease_until(now, lease.lease_s),
+            "now": now,
+            "executing": PlanStatus.EXECUTING.value,
+        }
+        names = [f":gone{i}" for i in range(len(gone_owners))]
+        params.update({n[1:]: o for n, o in zip(names, gone_owners, strict=True)})
+        gone = f" OR lease_owner IN ({', '.join(names)})" if names else ""
+        sql = (
+            "UPDATE plans SET lease_owner = :owner, lease_until = :until"
+            " WHERE status = :executing AND (lease_owner IS NULL OR lease_until IS NULL"
+            f" OR lease_until <= :now{gone}) RETURNING plan_id, version"
+        )
+
+        def body(conn: sqlite3.Connection) -> list[tuple[PlanId, int]]:
+            return sorted((PlanId(r[0]), int(r[1])) for r in conn.execute(sql, params))
+
+        return await self._transact(body)
+
+    async def renew_leases(self, lease: RunLease) -> set[tuple[PlanId, int]]:
+        """Extend every lease `lease.owner` holds to now + `lease.lease_s`.
+
+        Returns:
+            The (plan_id, version) pairs it still holds: a run missing from them was
+            taken over (or changed) by another process.
+        """
+        now = _now()
+        params = {
+            "owner": lease.owner,
+            "until": _lease_until(now, lease.lease_s),
+            "executing": PlanStatus.EXECUTING.value,
+        }
+        sql = (
+            "UPDATE plans SET lease_until = :until"
+            " WHERE status = :executing AND lease_owner = :owner RETURNING plan_id, version"
+        )
+
+        def body(conn: sqlite3.Connection) -> set[tuple[PlanId, int]]:
+            return {(PlanId(r[0]), int(r[1])) for r in conn.execute(sql, params)}
+
+        return await self._transact(body)
+
+    async def release_leases(
+        self, owner: str, runs: Collection[tuple[str, int]] | None = None
+    ) -> int:
+        """Give up `owner`'s leases (all, or those of `runs`), so another may claim them now.
+
+        Returns:
+            How many were released.
+        """
+        keys = None if runs is None else list(runs)
+
+        def body(conn: sqlite3.Connection) -> int:
+            sql = "UPDATE plans SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?"
+            if keys is None:
+                return conn.execute(sql, (owner,)).rowcount
+            rows = [(owner, p, v) for p, v in keys]
+            return conn.executemany(sql + " AND plan_id = ? AND version = ?", rows).rowcount
+
+        return await self._transact(body)
+
+    async def list_leases(self) -> list[LeaseInfo]:
+        """Return the lease of every `executing` plan version, oldest plan first."""
+        rows = await self._read(
+            "SELECT plan_id, version, lease_owner, lease_until FROM plans"
+            " WHERE status = ? ORDER BY created_at, rowid",
+            (PlanStatus.EXECUTING.value,),
+        )
+        return [
+            LeaseInfo(
+                plan_id=PlanId(r["plan_id"]),
+                version=int(r["version"]),
+                owner=r["lease_owner"],
+                until=_parse_ts(r["lease_until"]),
+            )
+            for r in rows
+        ]
 
     # --- runs ---
 
@@ -962,26 +1139,31 @@ class Store:
         attempt_rows = [_attempt_row(a) for a in batch.attempts]
         event_rows = [_event_row(e) for e in batch.events]
         duration_rows = [_duration_row(sv, tl, sec, now) for sv, tl, sec in batch.durations]
-        last_seq = 0
-        async with self._transaction() as db:
-            if batch.expect is not None:
-                await _check_status(db, batch.expect)
-            if batch.plan_status is not None:
-                await _change_status(db, batch.plan_status, now)
+        expect, change = batch.expect, batch.plan_status
+
+        def body(conn: sqlite3.Connection) -> int:
+            last_seq = 0
+            if expect is not None:
+                _check_status(conn, expect, now)
+            if change is not None:
+                _change_status(conn, change, now)
             try:
                 if state_rows:
-                    await db.executemany(_UPSERT_STATE, state_rows)
+                    conn.executemany(_UPSERT_STATE, state_rows)
                 if attempt_rows:
-                    await db.executemany(_UPSERT_ATTEMPT, attempt_rows)
+                    conn.executemany(_UPSERT_ATTEMPT, attempt_rows)
             except sqlite3.IntegrityError as exc:
                 raise _unknown_steps_error(batch, exc) from exc
             if event_rows:
-                await db.executemany(_INSERT_EVENT, event_rows)
+                conn.executemany(_INSERT_EVENT, event_rows)
                 if want_seqs:
                     # The write lock is ours, so the batch's seqs are the last len(rows).
-                    last_seq = await _last_rowid(db)
+                    last_seq = int(conn.execute("SELECT last_insert_rowid()").fetchone()[0])
             if duration_rows:
-                await db.executemany(_FOLD_DURATION, duration_rows)
+                conn.executemany(_FOLD_DURATION, duration_rows)
+            return last_seq
+
+        last_seq = await self._transact(body)
         if not want_seqs:
             return []
         first = last_seq - len(event_rows) + 1
@@ -1044,13 +1226,17 @@ class Store:
     async def save_agent(self, agent: AgentConfig) -> None:
         """Insert or replace the agent with this name."""
         now = _now()
-        async with self._transaction() as db:
-            await db.execute(
+        row = (agent.name, _dumps(agent.model_dump(mode="json")), now, now)
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO agents (name, content, created_at, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET content = excluded.content,"
                 " updated_at = excluded.updated_at",
-                (agent.name, _dumps(agent.model_dump(mode="json")), now, now),
+                row,
             )
+
+        await self._transact(body)
 
     async def get_agent(self, name: str) -> AgentConfig:
         """Return the agent with this name.
@@ -1074,21 +1260,25 @@ class Store:
 
     async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
         """Append one planning-model call."""
-        async with self._transaction() as db:
-            await db.execute(
+        row = (
+            attempt.plan_id,
+            attempt.attempt,
+            attempt.model,
+            attempt.prompt_tokens,
+            attempt.completion_tokens,
+            attempt.latency_s,
+            _dumps(list(attempt.errors)),
+            _ts(attempt.at),
+        )
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO planner_attempts (plan_id, attempt, model, prompt_tokens,"
                 " completion_tokens, latency_s, errors, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    attempt.plan_id,
-                    attempt.attempt,
-                    attempt.model,
-                    attempt.prompt_tokens,
-                    attempt.completion_tokens,
-                    attempt.latency_s,
-                    _dumps(list(attempt.errors)),
-                    _ts(attempt.at),
-                ),
+                row,
             )
+
+        await self._transact(body)
 
     async def get_planner_attempts(self, plan_id: str) -> list[PlannerAttempt]:
         """Return the planning-model calls recorded for a plan, oldest first."""
@@ -1143,17 +1333,52 @@ async def _setup(db: aiosqlite.Connection, path: Path, synchronous: str) -> None
         await _migrate(db, path)
 
 
-async def _change_status(db: aiosqlite.Connection, change: PlanStatusChange, now: str) -> None:
-    rows = list(
-        await db.execute_fetchall(
-            "SELECT status FROM plans WHERE plan_id = ? AND version = ?",
-            (change.plan_id, change.version),
-        )
-    )
-    if not rows:
+# aiosqlite private API, pinned (aiosqlite 0.22): `Connection._execute(fn, *args)` runs
+# `fn(*args)` on the connection's worker thread and returns its result (or raises its
+# exception); `Connection._conn` is the sqlite3 connection that thread owns. Nothing
+# public runs several statements in one round trip. If aiosqlite renames either,
+# tests/executor/test_store.py::test_the_private_aiosqlite_api_the_store_uses_exists fails.
+async def _on_worker_thread(
+    db: aiosqlite.Connection,
+    fn: Callable[[sqlite3.Connection, Callable[[sqlite3.Connection], _T]], _T],
+    body: Callable[[sqlite3.Connection], _T],
+) -> _T:
+    conn: sqlite3.Connection = db._conn
+    result: _T = await db._execute(fn, conn, body)  # type: ignore[no-untyped-call]
+    return result
+
+
+def _in_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    """BEGIN IMMEDIATE, `body`, COMMIT; on any error ROLLBACK and re-raise (worker thread)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        # Guarded: COMMIT may fail after SQLite has already ended the transaction.
+        if conn.in_transaction:
+            with suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _lease_until(now: str, lease_s: float) -> str:
+    until = _ts(datetime.fromisoformat(now) + timedelta(seconds=lease_s))
+    assert until is not None
+    return until
+
+
+def _change_status(conn: sqlite3.Connection, change: PlanStatusChange, now: str) -> None:
+    row = conn.execute(
+        "SELECT status FROM plans WHERE plan_id = ? AND version = ?",
+        (change.plan_id, change.version),
+    ).fetchone()
+    if row is None:
         raise NotFoundError(f"no plan {change.plan_id!r} version {change.version}")
-    check_transition(PlanStatus(rows[0][0]), PlanStatus(change.status))
-    await db.execute(
+    check_transition(PlanStatus(row[0]), PlanStatus(change.status))
+    lease = change.lease
+    conn.execute(
         _UPDATE_STATUS,
         {
             "plan_id": change.plan_id,
@@ -1162,30 +1387,48 @@ async def _change_status(db: aiosqlite.Connection, change: PlanStatusChange, now
             "approved_hash": None,
             "started_at": _ts(change.started_at),
             "finished_at": _ts(change.finished_at),
+            "lease_owner": None if lease is None else lease.owner,
+            "lease_until": None if lease is None else _lease_until(now, lease.lease_s),
             "now": now,
         },
     )
 
 
-async def _check_status(db: aiosqlite.Connection, expect: ExpectedPlanStatus) -> None:
-    rows = list(
-        await db.execute_fetchall(
-            "SELECT status FROM plans WHERE plan_id = ? AND version = ?",
-            (expect.plan_id, expect.version),
+def _check_status(conn: sqlite3.Connection, expect: ExpectedPlanStatus, now: str) -> None:
+    status = PlanStatus(expect.status).value
+    lease = expect.lease
+    if lease is not None:
+        # The common case in one statement: still ours and still in this status.
+        renewed = conn.execute(
+            _RENEW_ONE,
+            {
+                "plan_id": expect.plan_id,
+                "version": expect.version,
+                "status": status,
+                "owner": lease.owner,
+                "until": _lease_until(now, lease.lease_s),
+            },
         )
-    )
-    if not rows:
+        if renewed.rowcount == 1:
+            return
+    row = conn.execute(
+        "SELECT status, lease_owner FROM plans WHERE plan_id = ? AND version = ?",
+        (expect.plan_id, expect.version),
+    ).fetchone()
+    if row is None:
         raise NotFoundError(f"no plan {expect.plan_id!r} version {expect.version}")
-    if rows[0][0] != PlanStatus(expect.status).value:
+    if row[0] != status:
         raise TransitionError(
-            f"plan {expect.plan_id!r} version {expect.version} is {rows[0][0]}, not "
-            f"{PlanStatus(expect.status).value}: another process changed it; nothing was written"
+            f"plan {expect.plan_id!r} version {expect.version} is {row[0]}, not "
+            f"{status}: another process changed it; nothing was written"
         )
-
-
-async def _last_rowid(db: aiosqlite.Connection) -> int:
-    rows = list(await db.execute_fetchall("SELECT last_insert_rowid()"))
-    return int(rows[0][0])
+    if lease is not None:
+        holder = "nobody" if row[1] is None else f"owner {row[1]!r}"
+        raise TransitionError(
+            f"plan {expect.plan_id!r} version {expect.version} is no longer run by this "
+            f"process (its lease now belongs to {holder}): another process took it over "
+            "after this one's lease expired; nothing was written"
+        )
 
 
 def _unknown_steps_error(batch: WriteBatch, exc: sqlite3.IntegrityError) -> NotFoundError:

@@ -47,7 +47,8 @@ import jsonschema.validators
 from jsonschema.exceptions import SchemaError, ValidationError
 from jsonschema.protocols import Validator
 from pydantic import ValidationError as PydanticValidationError
-from referencing.exceptions import Unresolvable
+from referencing import Registry, Resource
+from referencing.exceptions import NoSuchResource, Unresolvable
 
 from executor.catalog import Catalog
 from executor.errors import PlanValidationError, StepReferenceError
@@ -826,6 +827,15 @@ class _Validators:
     """A quick acceptor for common schemas, or `None` when the schema is beyond it."""
 
 
+def _refuse_remote(uri: str) -> Resource[Any]:
+    # A tool's schema must never make taskorch fetch a URL (or even resolve a
+    # name): a remote `$ref` is simply unresolvable, and the arguments unchecked.
+    raise NoSuchResource(ref=uri)  # type: ignore[call-arg]
+
+
+_LOCAL_ONLY: Registry[Any] = Registry(retrieve=_refuse_remote)  # type: ignore[call-arg]
+
+
 def _compiled(schema: Mapping[str, Any]) -> _Validators | None:
     try:
         key = json.dumps(schema, sort_keys=True, separators=(",", ":"), default=repr)
@@ -848,8 +858,8 @@ def _compile_cached(key: str) -> _Validators | None:
         return None
     props = schema.get("properties") if isinstance(schema, dict) else None
     return _Validators(
-        plain=base(schema),
-        lenient=_lenient_class(base)(schema),
+        plain=base(schema, registry=_LOCAL_ONLY),
+        lenient=_lenient_class(base)(schema, registry=_LOCAL_ONLY),
         properties=tuple(props) if isinstance(props, dict) else (),
         fast=_Fast.compile(schema, root=True),
     )

@@ -47,38 +47,51 @@ Pieces, for tests and benchmarks: `RepairSession` (the loop without I/O),
 `plan_with_repair`, `plan_schema` (the constrained answer schema), `build_messages`
 (the prompt), `shortlist` (BM25 ranking above `SHORTLIST_THRESHOLD` tools),
 `estimate_tokens`.
+
+Names are imported on first use (`__getattr__` below), so that importing one
+module (`planner.host`, say) does not load every planner piece.
 """
 
-from planner.backends import (
-    DEFAULT_MODEL_ENV,
-    LiteLLMBackend,
-    ModelBackend,
-    Sampler,
-    SamplingBackend,
-    sampling_params,
-)
-from planner.errors import PlannerError, PlannerFailure
-from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
-from planner.models import (
-    ChatMessage,
-    ModelReply,
-    ModelRequest,
-    PlanDraft,
-    PlanRequest,
-    ResponseMode,
-    Revision,
-    SessionEntry,
-)
-from planner.planners import CALLER_MODEL, ModelPlanner, Planner, StepsPlanner
-from planner.prompt import build_messages, estimate_tokens
-from planner.repair import (
-    DEFAULT_MAX_REPAIRS,
-    AttemptCallback,
-    RepairSession,
-    parse_answer,
-    plan_with_repair,
-)
-from planner.schema import grammar_safe, plan_schema
+from __future__ import annotations
+
+import importlib
+import typing
+
+# `typing` itself, not its names: the package's namespace holds only its exports.
+if typing.TYPE_CHECKING:
+    from planner.backends import (
+        DEFAULT_MODEL_ENV,
+        LiteLLMBackend,
+        ModelBackend,
+        Sampler,
+        SamplingBackend,
+        sampling_params,
+    )
+    from planner.errors import PlannerError, PlannerFailure
+    from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
+    from planner.models import (
+        ChatMessage,
+        ModelReply,
+        ModelRequest,
+        PlanDraft,
+        PlanRequest,
+        ResponseMode,
+        Revision,
+        SessionEntry,
+    )
+    from planner.planners import CALLER_MODEL, ModelPlanner, Planner, StepsPlanner
+    from planner.prompt import build_messages, estimate_tokens
+    from planner.repair import (
+        DEFAULT_MAX_REPAIRS,
+        AttemptCallback,
+        RepairSession,
+        parse_answer,
+        plan_with_repair,
+    )
+    from planner.schema import grammar_safe, plan_schema
+
+# Not lazy: importing the submodule `planner.shortlist` (planner.host does) would
+# bind its name here to the module, hiding the function of the same name.
 from planner.shortlist import SHORTLIST_SIZE, SHORTLIST_THRESHOLD, shortlist
 
 __all__ = [
@@ -118,3 +131,51 @@ __all__ = [
     "sampling_params",
     "shortlist",
 ]
+
+_HOME = {
+    "CALLER_MODEL": "planner.planners",
+    "DEFAULT_MAX_REPAIRS": "planner.repair",
+    "DEFAULT_MODEL_ENV": "planner.backends",
+    "AttemptCallback": "planner.repair",
+    "ChatMessage": "planner.models",
+    "HostPlanOutcome": "planner.host",
+    "HostPlanning": "planner.host",
+    "LiteLLMBackend": "planner.backends",
+    "ModelBackend": "planner.backends",
+    "ModelPlanner": "planner.planners",
+    "ModelReply": "planner.models",
+    "ModelRequest": "planner.models",
+    "PlanDraft": "planner.models",
+    "PlanRequest": "planner.models",
+    "Planner": "planner.planners",
+    "PlannerError": "planner.errors",
+    "PlannerFailure": "planner.errors",
+    "RepairSession": "planner.repair",
+    "ResponseMode": "planner.models",
+    "Revision": "planner.models",
+    "Sampler": "planner.backends",
+    "SamplingBackend": "planner.backends",
+    "SessionEntry": "planner.models",
+    "StepsPlanner": "planner.planners",
+    "build_messages": "planner.prompt",
+    "estimate_tokens": "planner.prompt",
+    "grammar_safe": "planner.schema",
+    "host_supports_sampling": "planner.host",
+    "parse_answer": "planner.repair",
+    "plan_schema": "planner.schema",
+    "plan_with_repair": "planner.repair",
+    "sampling_params": "planner.backends",
+}
+
+
+def __getattr__(name: str) -> typing.Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'planner' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -179,6 +179,9 @@ class Limits(BaseModel):
     """Most steps any plan may have, whatever its agent allows."""
     max_repairs: int = Field(default=2, ge=0, le=20)
     """Times the planner may try to repair a plan that failed validation."""
+    run_lease_s: float = Field(default=30.0, ge=1, le=86_400)
+    """How long a process's claim on a running plan lasts unless renewed; another
+    taskorch on the same database takes the run over once it lapses."""
 
     @model_validator(mode="after")
     def _timeouts_in_order(self) -> Limits:

@@ -252,16 +252,23 @@ class TaskOrchestrator:
             max_parallel_steps=limits.max_parallel_steps,
             max_calls_per_server=limits.max_calls_per_server,
             server_max_calls=per_server,
+            lease_s=limits.run_lease_s,
         )
 
     async def _resume_runs(self) -> None:
-        try:
-            runs = await self.scheduler.resume()
-        except Exception:
-            logger.exception("could not resume interrupted runs")
-            return
-        if runs:
-            logger.info("resumed %d run(s): %s", len(runs), ", ".join(r.plan_id for r in runs))
+        # Not only at start: a run owned by another process on this database (or
+        # one we cannot check) is taken over only once its lease lapses, so look
+        # again every lease period.
+        while True:
+            try:
+                runs = await self.scheduler.resume()
+            except Exception:
+                logger.exception("could not resume interrupted runs")
+            else:
+                if runs:
+                    names = ", ".join(r.plan_id for r in runs)
+                    logger.info("resumed %d run(s): %s", len(runs), names)
+            await anyio.sleep(self.config.limits.run_lease_s)
 
     @property
     def store(self) -> Store:

@@ -57,3 +57,25 @@ def test_importing_the_face_does_not_load_litellm() -> None:
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+# What each import must leave unloaded: `taskorch --help` and `taskorch serve`
+# start faster when nothing the first answer does not need is imported.
+_LAZY = {
+    "server.cli": ("mcp", "jsonschema", "aiosqlite", "rich", "litellm"),
+    "server.app": ("typer", "rich", "litellm"),
+    "executor": ("mcp", "jsonschema", "aiosqlite", "websockets"),
+    "executor.errors": ("mcp", "jsonschema", "pydantic"),
+    "planner": ("mcp", "jsonschema", "litellm"),
+}
+
+
+@pytest.mark.parametrize("module", sorted(_LAZY))
+def test_importing_a_module_leaves_heavy_libraries_unloaded(module: str) -> None:
+    code = (
+        f"import sys, {module}; print(' '.join(m for m in {_LAZY[module]!r} if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == [], f"import {module} loaded {out.stdout.strip()}"

@@ -3,7 +3,9 @@
 `python -m tests.executor.crash_driver DB OUT`:
 
 1. opens the store `DB` and the engine fixture server, and resumes every run
-   found `executing` (as taskorch does at start);
+   found `executing` (as taskorch does at start). The killed driver's lease is
+   taken at once, its process being gone; should that ever not be seen, the
+   driver resumes again until the (short) lease has expired;
 2. creates the 50-step plan `crash` the first time (every step appends its
    id to the file `OUT`; even steps with a non-idempotent tool, odd steps with
    an idempotent one), and starts it if it is only confirmed;
@@ -33,6 +35,8 @@ from tests.executor.scheduler_support import engine_caller, save_confirmed
 
 PLAN_ID = "crash"
 STEPS = 50
+LEASE_S = 1.0
+"""Short, so that a run whose killed owner is not recognised as gone is soon free."""
 
 
 def is_idempotent(index: int) -> bool:
@@ -80,13 +84,18 @@ def decide(out: Path, waiting: tuple[str, ...]) -> dict[str, Decision]:
 
 async def main(db: Path, out: Path) -> int:
     async with await Store.open(db) as store, engine_caller() as caller:
-        config = SchedulerConfig(max_parallel_steps=3)
+        config = SchedulerConfig(max_parallel_steps=3, lease_s=LEASE_S)
         async with Scheduler(store, caller, config) as scheduler:
             resumed = {r.plan_id: r for r in await scheduler.resume()}
             try:
                 plan = await store.get_plan(PLAN_ID)
             except NotFoundError:
                 plan = await save_confirmed(store, PLAN_ID, plan_steps(out))
+            with anyio.fail_after(10 * LEASE_S):
+                while plan.status is PlanStatus.EXECUTING and plan.id not in resumed:
+                    await anyio.sleep(LEASE_S / 4)
+                    resumed.update({r.plan_id: r for r in await scheduler.resume()})
+                    plan = await store.get_plan(PLAN_ID)
             run = resumed.get(plan.id)
             if run is None or run.done:
                 plan = await store.get_plan(PLAN_ID)

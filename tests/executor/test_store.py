@@ -6,6 +6,7 @@ import os
 import random
 import sqlite3
 import statistics
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -34,8 +35,10 @@ from executor.records import AttemptRecord, Event, EventKind, PlannerAttempt, St
 from executor.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
+    ExpectedPlanStatus,
     Migration,
     PlanStatusChange,
+    RunLease,
     Store,
     WriteBatch,
 )
@@ -624,24 +627,29 @@ async def test_pending_migrations_run_in_order_in_one_transaction(
     async with await Store.open(path) as store:
         await store.save_plan(make_plan())
 
+    n = len(store_module.MIGRATIONS)
     broken = (
         *store_module.MIGRATIONS,
-        Migration(2, "add notes", ("CREATE TABLE notes (x TEXT)", "INSERT INTO notes VALUES (1)")),
-        Migration(3, "broken", ("ALTER TABLE notes ADD COLUMN y TEXT", "SELECT * FROM nowhere")),
+        Migration(
+            n + 1, "add notes", ("CREATE TABLE notes (x TEXT)", "INSERT INTO notes VALUES (1)")
+        ),
+        Migration(
+            n + 2, "broken", ("ALTER TABLE notes ADD COLUMN y TEXT", "SELECT * FROM nowhere")
+        ),
     )
     monkeypatch.setattr(store_module, "MIGRATIONS", broken)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(store_module, "SCHEMA_VERSION", n + 2)
     with pytest.raises(StoreError, match="no such table: nowhere"):
         await Store.open(path)
-    # All or nothing: migration 2 is not kept when 3 fails.
-    assert raw_query(path, "PRAGMA user_version") == [(1,)]
+    # All or nothing: migration n + 1 is not kept when n + 2 fails.
+    assert raw_query(path, "PRAGMA user_version") == [(n,)]
     assert raw_query(path, "SELECT name FROM sqlite_master WHERE name = 'notes'") == []
 
-    fixed = (*broken[:2], Migration(3, "add y", ("ALTER TABLE notes ADD COLUMN y TEXT",)))
+    fixed = (*broken[: n + 1], Migration(n + 2, "add y", ("ALTER TABLE notes ADD COLUMN y TEXT",)))
     monkeypatch.setattr(store_module, "MIGRATIONS", fixed)
     async with await Store.open(path) as store:
         assert (await store.get_plan("p1")).id == "p1"
-    assert raw_query(path, "PRAGMA user_version") == [(3,)]
+    assert raw_query(path, "PRAGMA user_version") == [(n + 2,)]
     assert raw_query(path, "SELECT x, y FROM notes") == [("1", None)]
 
 
@@ -887,3 +895,186 @@ async def test_cancelled_writers_leave_whole_batches_only(store: Store) -> None:
     # And the shared connection is not left inside a transaction.
     await store.save_plan(make_plan("after"))
     assert (await store.get_plan("after")).id == "after"
+
+
+# --- one worker-thread call per transaction ------------------------------------------------
+
+
+async def test_the_private_aiosqlite_api_the_store_uses_exists(store: Store) -> None:
+    """The store runs whole transactions through aiosqlite's private `_execute` and `_conn`.
+
+    If aiosqlite renames or changes them, this fails first, and loudly: pin aiosqlite
+    or adapt `executor.store._on_worker_thread`.
+    """
+    import aiosqlite
+
+    assert callable(getattr(aiosqlite.Connection, "_execute", None)), (
+        "aiosqlite.Connection._execute is gone: executor.store._on_worker_thread needs it"
+    )
+    assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property), (
+        "aiosqlite.Connection._conn is gone: executor.store._on_worker_thread needs it"
+    )
+    db = store._db
+    assert db is not None
+    assert isinstance(db._conn, sqlite3.Connection)
+    # `_execute(fn, *args)` runs fn(*args) on the connection's own thread, returning its result.
+    here = threading.get_ident()
+    there = await db._execute(threading.get_ident)  # type: ignore[no-untyped-call]
+    assert isinstance(there, int) and there != here
+    same = await db._execute(lambda conn, x: (conn is db._conn, x), db._conn, 7)  # type: ignore[no-untyped-call]
+    assert same == (True, 7)
+
+
+async def test_a_write_is_one_call_on_the_worker_thread(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = make_plan("one", steps=2, status=PlanStatus.CONFIRMED)
+    await store.save_plan(plan)
+    db = store._db
+    assert db is not None
+    calls: list[str] = []
+    real: Any = db._execute
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db, "_execute", counting)
+    batch = WriteBatch(
+        step_states=[state(plan, "s0", StepStatus.RUNNING, attempts=1)],
+        attempts=[
+            AttemptRecord(plan_id=plan.id, version=1, step_id="s0", attempt=1, started_at=T0)
+        ],
+        events=[event("one", EventKind.STEP_STARTED)],
+        durations=[("srv", "tool0", 0.5)],
+        plan_status=PlanStatusChange("one", 1, PlanStatus.EXECUTING, T0),
+        expect=ExpectedPlanStatus("one", 1, PlanStatus.CONFIRMED),
+    )
+    stored = await store.write_returning_events(batch)
+    assert calls == ["_in_transaction"]
+    assert stored[0].seq == await store.last_event_seq("one")
+    # A failing one is rolled back in that same call, then re-raised.
+    calls.clear()
+    bad = WriteBatch(
+        step_states=[state(plan, "s1", StepStatus.RUNNING, attempts=1)],
+        events=[event("one", EventKind.STEP_STARTED)],
+        plan_status=PlanStatusChange("one", 1, PlanStatus.DRAFT),
+    )
+    with pytest.raises(TransitionError):
+        await store.write(bad)
+    assert calls == ["_in_transaction"]
+    monkeypatch.undo()
+    assert (await store.get_step_states("one", 1))["s1"].status is StepStatus.PENDING
+    assert len(await store.get_events("one")) == 1
+    assert db._conn.in_transaction is False
+
+
+# --- run leases ----------------------------------------------------------------------------
+
+
+async def executing(store: Store, plan_id: str, *, version: int = 1) -> None:
+    await store.save_plan(make_plan(plan_id, version=version, status=PlanStatus.CONFIRMED))
+    await store.update_plan_status(plan_id, version, PlanStatus.EXECUTING)
+
+
+async def test_a_schema_1_file_migrates_and_its_executing_runs_are_claimable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "old.db"
+    with monkeypatch.context() as old:
+        old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
+        old.setattr(store_module, "SCHEMA_VERSION", 1)
+        async with await Store.open(path) as store:
+            await store.save_plan(make_plan("legacy", status=PlanStatus.CONFIRMED))
+    # As a taskorch of schema 1 left it when it crashed mid-run.
+    raw_script(path, "UPDATE plans SET status = 'executing' WHERE plan_id = 'legacy';")
+    assert raw_query(path, "PRAGMA user_version") == [(1,)]
+    async with await Store.open(path) as store:
+        assert raw_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        [lease] = await store.list_leases()
+        assert (lease.plan_id, lease.owner, lease.until) == ("legacy", None, None)
+        assert await store.claim_runs(RunLease("me", 30)) == [("legacy", 1)]
+        assert (await store.get_plan("legacy")).status is PlanStatus.EXECUTING
+
+
+async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    stores = [await Store.open(path) for _ in range(4)]
+    try:
+        first = stores[0]
+        for i in range(10):
+            await executing(first, f"r{i}")
+        await executing(first, "r0", version=2)  # an older version is executing too
+        await first.save_plan(make_plan("idle", status=PlanStatus.CONFIRMED))
+        got: dict[str, list[tuple[PlanId, int]]] = {}
+
+        async def claim(owner: str, each: Store) -> None:
+            got[owner] = await each.claim_runs(RunLease(owner, 3600))
+
+        async with anyio.create_task_group() as tg:
+            for i, each in enumerate(stores):
+                tg.start_soon(claim, f"o{i}", each)
+        everything = sorted(k for taken in got.values() for k in taken)
+        # Each executing version claimed by exactly one owner; nothing else.
+        assert everything == sorted([*((PlanId(f"r{i}"), 1) for i in range(10)), ("r0", 2)])
+        owner = next(o for o, taken in got.items() if taken)
+        assert await first.claim_runs(RunLease("late", 3600)) == []
+
+        before = {(x.plan_id, x.version): x.until for x in await first.list_leases()}
+        assert await stores[1].renew_leases(RunLease(owner, 7200)) == set(got[owner])
+        after = {(x.plan_id, x.version): x for x in await first.list_leases()}
+        for key in got[owner]:
+            renewed, previous = after[key].until, before[key]
+            assert after[key].owner == owner
+            assert renewed is not None and previous is not None
+            assert renewed > previous
+        assert await first.renew_leases(RunLease("nobody", 60)) == set()
+
+        # Releasing one, then the rest; released ones are claimable at once.
+        one = got[owner][0]
+        assert await first.release_leases(owner, [one]) == 1
+        assert await first.claim_runs(RunLease("next", 60)) == [one]
+        assert await first.release_leases(owner) == len(got[owner]) - 1
+        # Leaving `executing` releases the lease whoever held it.
+        await first.update_plan_status(one[0], one[1], PlanStatus.CANCELLED)
+        assert one not in {(x.plan_id, x.version) for x in await first.list_leases()}
+    finally:
+        for each in stores:
+            await each.close()
+
+
+async def test_an_expired_or_gone_lease_is_claimable_and_a_write_checks_the_owner(
+    store: Store,
+) -> None:
+    await executing(store, "e")
+    assert await store.claim_runs(RunLease("short", 0.001)) == [("e", 1)]
+    [lease] = await store.list_leases()
+    assert lease.until is not None
+    with anyio.fail_after(10):
+        while datetime.now(UTC) <= lease.until:  # noqa: ASYNC110 - waiting on the clock
+            await anyio.sleep(0.01)
+    assert await store.claim_runs(RunLease("taker", 3600)) == [("e", 1)]
+    assert await store.claim_runs(RunLease("other", 3600)) == []
+    assert await store.claim_runs(RunLease("other", 3600), gone_owners=["taker"]) == [("e", 1)]
+
+    plan = await store.get_plan("e")
+    batch = WriteBatch(
+        step_states=[state(plan, "s0", StepStatus.RUNNING, attempts=1)],
+        expect=ExpectedPlanStatus("e", 1, PlanStatus.EXECUTING, lease=RunLease("taker", 60)),
+    )
+    with pytest.raises(TransitionError, match="another process took it over"):
+        await store.write(batch)
+    assert (await store.get_step_states("e", 1))["s0"].status is StepStatus.PENDING
+    ours = WriteBatch(
+        step_states=batch.step_states,
+        expect=ExpectedPlanStatus("e", 1, PlanStatus.EXECUTING, lease=RunLease("other", 60)),
+    )
+    await store.write(ours)
+    assert (await store.get_step_states("e", 1))["s0"].status is StepStatus.RUNNING
+
+
+async def test_bad_leases_are_refused() -> None:
+    with pytest.raises(InternalError, match="non-empty owner"):
+        RunLease("", 1)
+    with pytest.raises(InternalError, match="lease_s must be > 0"):
+        RunLease("x", 0)

@@ -292,10 +292,8 @@ class _Server:
         self.attempts = 0
         self.starts = 0
         self.latency_ms: float | None = None
-
-    @property
-    def is_http(self) -> bool:
-        return isinstance(self.spec, HttpServerSpec | SseServerSpec)
+        self.is_http = isinstance(spec, HttpServerSpec | SseServerSpec)
+        """HTTP failures are noted per call (`HttpNote`); fixed with the spec."""
 
     @property
     def up(self) -> bool:
@@ -647,18 +645,21 @@ class Pool:
                 async with client:
                     conn.client = client
                     conn.protocol_version = client.protocol_version
-                    await srv.refresh_tools(conn)
-                    scope.deadline = math.inf
-                    started = True
-                    srv.conn = conn
-                    srv.starts += 1
-                    opening.conn = conn
-                    srv.opening = None
-                    opening.done.set()
-                    if srv.starts > 1:
-                        logger.info("downstream server %r restarted", srv.name)
                     async with anyio.create_task_group() as tg:
-                        tg.start_soon(self._watch_tools, srv, conn)
+                        # Subscribe to tool changes before listing the tools and
+                        # publishing the session: a change made in between (by a
+                        # first call, say) would otherwise never be heard of.
+                        await tg.start(self._watch_tools, srv, conn)
+                        await srv.refresh_tools(conn)
+                        scope.deadline = math.inf
+                        started = True
+                        srv.conn = conn
+                        srv.starts += 1
+                        opening.conn = conn
+                        srv.opening = None
+                        opening.done.set()
+                        if srv.starts > 1:
+                            logger.info("downstream server %r restarted", srv.name)
                         await conn.ended.wait()
                         tg.cancel_scope.cancel()
             if not started and opening.error is None:
@@ -721,15 +722,26 @@ class Pool:
             _with_stderr(f"cannot open a session: {type(first).__name__}: {first}", tail),
         )
 
-    async def _watch_tools(self, srv: _Server, conn: _Connection) -> None:
-        """Refresh the server's tools whenever it says they changed."""
+    async def _watch_tools(
+        self,
+        srv: _Server,
+        conn: _Connection,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Refresh the server's tools whenever it says they changed.
+
+        Reports started once changes will be heard of (a 2026-07-28 subscription
+        acknowledged, or refused; older servers notify without one).
+        """
         client = conn.client
         assert client is not None
         async with anyio.create_task_group() as tg:
             tools_cap = client.server_capabilities.tools
             modern = client.protocol_version in MODERN_PROTOCOL_VERSIONS
             if modern and tools_cap is not None and tools_cap.list_changed:
-                tg.start_soon(self._listen_for_tools, srv, conn)
+                await tg.start(self._listen_for_tools, srv, conn)
+            task_status.started()
             while True:
                 await conn.tools_stale.wait()
                 conn.tools_stale = anyio.Event()
@@ -740,16 +752,27 @@ class Pool:
                 else:
                     logger.info("tools of %r changed (%d now)", srv.name, len(srv.tools))
 
-    async def _listen_for_tools(self, srv: _Server, conn: _Connection) -> None:
+    async def _listen_for_tools(
+        self,
+        srv: _Server,
+        conn: _Connection,
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
         client = conn.client
         assert client is not None
+        acknowledged = False
         try:
             async with client.listen(tools_list_changed=True) as subscription:
+                acknowledged = True
+                task_status.started()
                 async for _event in subscription:
                     conn.tools_stale.set()
         except (MCPError, ToolCallError, RuntimeError, TimeoutError, ValidationError) as exc:
             # Without the subscription the catalog only refreshes on reconnects.
             logger.debug("no tools/list_changed subscription on %r: %s", srv.name, exc)
+            if not acknowledged:
+                task_status.started()
 
     # ----------------------------------------------------------------- ToolCaller
 
@@ -802,11 +825,32 @@ class Pool:
             raise srv.error(ErrorKind.INVALID_ARGUMENTS, message, tool)
         start = anyio.current_time()
         hard = start + self.max_timeout_s
-        # Until the request goes out (a free slot, an open session) only the hard
-        # cap applies: starting a server has its own `connect_timeout_s`.
-        with anyio.CancelScope(deadline=hard) as scope:
-            async with srv.limiter:
-                return await self._call(srv, tool, arguments, scope, idle, hard, on_progress)
+        limiter = srv.limiter
+        try:
+            # A free slot and nobody queued: take it without the two scheduling
+            # points of `await limiter.acquire()` (the request's own send is a
+            # checkpoint). Fairness is kept: `acquire_nowait` refuses while others wait.
+            limiter.acquire_nowait()
+            held = True
+        except anyio.WouldBlock:
+            held = False
+        try:
+            conn = srv.conn
+            # With a slot, a live session and a known tool the request goes out at
+            # once: arm the idle deadline now rather than rescheduling the timer.
+            # Otherwise, until the request goes out (a free slot, an open session),
+            # only the hard cap applies: starting a server has its own `connect_timeout_s`.
+            armed = held and conn is not None and not conn.dead and tool in srv.tools
+            with anyio.CancelScope(deadline=min(start + idle, hard) if armed else hard) as scope:
+                if not held:
+                    await limiter.acquire()
+                    held = True
+                return await self._call(
+                    srv, tool, arguments, scope, idle, hard, on_progress, armed=armed
+                )
+        finally:
+            if held:
+                limiter.release()
         elapsed = anyio.current_time() - start
         if elapsed >= self.max_timeout_s:
             why = f"the call ran for the maximum of {self.max_timeout_s:g} s"
@@ -828,6 +872,8 @@ class Pool:
         idle: float,
         hard: float,
         on_progress: ProgressFn | None,
+        *,
+        armed: bool,
     ) -> ToolResult:
         async def report(progress: float, total: float | None, message: str | None) -> None:
             # Progress is a sign of life: the idle deadline starts again.
@@ -847,7 +893,8 @@ class Pool:
                     raise srv.error(ErrorKind.TOOL_UNAVAILABLE, srv.unknown_tool(tool), tool)
             client = conn.client
             assert client is not None
-            scope.deadline = min(anyio.current_time() + idle, hard)
+            if attempt > 1 or not armed:
+                scope.deadline = min(anyio.current_time() + idle, hard)
             note = HttpNote() if srv.is_http else None
             token = HTTP_NOTE.set(note) if note is not None else None
             try:

@@ -806,7 +806,14 @@ class Run:
                     self._finished = True
                     break
                 batch = _new_batch()
-                self._handle(await recv.receive(), batch)
+                try:
+                    # A message that came during the commit is handled at once:
+                    # receive() would first yield one event-loop turn (a checkpoint)
+                    # even with a message waiting. The commit has just yielded anyway.
+                    msg = recv.receive_nowait()
+                except anyio.WouldBlock:
+                    msg = await recv.receive()
+                self._handle(msg, batch)
             tg.cancel_scope.cancel()
 
     async def _commit(self, batch: WriteBatch) -> None:

@@ -42,6 +42,7 @@ from typing import Any, Final, TypeVar
 import aiosqlite
 import anyio
 
+from executor.calls import ToolResult
 from executor.errors import (
     ConfigError,
     CorruptDatabaseError,
@@ -53,7 +54,7 @@ from executor.errors import (
     UserError,
 )
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, check_transition, utc_now
+from executor.plan import Plan, PlanStatus, StepError, check_transition, utc_now
 from executor.policy import AgentConfig
 from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
 
@@ -340,10 +341,15 @@ class WriteBatch:
 # --- encoding ------------------------------------------------------------------------------
 
 
+# ensure_ascii (the default) keeps lone surrogates, which a tool's JSON may carry,
+# from failing the UTF-8 encoding sqlite3 applies to text. Encoders are made once:
+# `json.dumps` with any option builds a new one per call, which costs microseconds.
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
+_STRICT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+
+
 def _dumps(value: Any) -> str:
-    # ensure_ascii (the default) keeps lone surrogates, which a tool's JSON may carry,
-    # from failing the UTF-8 encoding sqlite3 applies to text.
-    return json.dumps(value, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _dumps_opt(value: Any) -> str | None:
@@ -356,7 +362,9 @@ def _ts(value: datetime | None) -> str | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    elif value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 def _parse_ts(value: str | None) -> datetime | None:
@@ -389,17 +397,58 @@ def _plan_row(plan: Plan, now: str) -> dict[str, Any]:
     }
 
 
+def _fast_json(value: Any) -> str | None:
+    """`value` as compact JSON when it is plain JSON already, else `None`.
+
+    On the hot path (every transition of every step) this skips pydantic's
+    `model_dump(mode="json")`, which costs several times more. Anything plain JSON
+    cannot say as pydantic would (bytes, datetimes, models, NaN or infinities) makes
+    the caller fall back to pydantic, so what is stored is the same either way.
+    """
+    try:
+        return _STRICT_ENCODER.encode(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_json(error: StepError | None) -> str | None:
+    if error is None:
+        return None
+    # Both fields are plain text (the kind a str enum): no fallback is needed.
+    return _dumps({"kind": error.kind.value, "message": error.message})
+
+
+def _result_json(result: ToolResult | None) -> str | None:
+    if result is None:
+        return None
+    # Keys in field order, as model_dump gives them.
+    fast = _fast_json(
+        {
+            "content": result.content,
+            "structured_content": result.structured_content,
+            "is_error": result.is_error,
+        }
+    )
+    return fast if fast is not None else _dumps(result.model_dump(mode="json"))
+
+
+def _output_json(state: StepState) -> str:
+    fast = _fast_json(state.output)
+    if fast is not None:
+        return fast
+    return _dumps(state.model_dump(mode="json", include={"output"})["output"])
+
+
 def _state_row(state: StepState, now: str) -> tuple[Any, ...]:
-    payload = state.model_dump(mode="json", include={"output", "result", "error"})
     return (
         state.plan_id,
         state.version,
         state.step_id,
         state.status.value,
         state.attempts,
-        _dumps(payload["output"]),
-        _dumps_opt(payload["result"]),
-        _dumps_opt(payload["error"]),
+        _output_json(state),
+        _result_json(state.result),
+        _error_json(state.error),
         _ts(state.started_at),
         _ts(state.finished_at),
         now,
@@ -407,7 +456,6 @@ def _state_row(state: StepState, now: str) -> tuple[Any, ...]:
 
 
 def _attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
-    error = None if record.error is None else record.error.model_dump(mode="json")
     return (
         record.plan_id,
         record.version,
@@ -416,13 +464,15 @@ def _attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
         record.status.value,
         _ts(record.started_at),
         _ts(record.finished_at),
-        _dumps_opt(error),
+        _error_json(record.error),
     )
 
 
 def _event_row(event: Event) -> tuple[Any, ...]:
-    data = event.model_dump(mode="json", include={"data"})["data"]
-    return (event.plan_id, event.kind.value, event.step_id, _ts(event.at), _dumps(data))
+    data = _fast_json(event.data)
+    if data is None:
+        data = _dumps(event.model_dump(mode="json", include={"data"})["data"])
+    return (event.plan_id, event.kind.value, event.step_id, _ts(event.at), data)
 
 
 def _duration_row(server: str, tool: str, seconds: float, now: str) -> tuple[Any, ...]:
@@ -711,7 +761,9 @@ class Store:
         """Wrap an open, migrated connection; use `Store.open` instead."""
         self.path = path
         self._db: aiosqlite.Connection | None = db
-        self._lock = anyio.Lock()
+        # Uncontended, taking the lock does not yield: a commit is on the path from a
+        # step's end to its dependents' start, and a yield there is one event-loop turn.
+        self._lock = anyio.Lock(fast_acquire=True)
 
     @classmethod
     async def open(

@@ -486,10 +486,15 @@ class _WatchedReadStream:
         return self
 
     async def __anext__(self) -> SessionMessage | Exception:
+        # Inlined rather than calling `receive`: one frame less on every message.
         try:
-            return await self.receive()
+            return await self._inner.receive()
         except anyio.EndOfStream:
+            self._on_end()
             raise StopAsyncIteration from None
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            self._on_end()
+            raise
 
     async def __aenter__(self) -> _WatchedReadStream:
         return self

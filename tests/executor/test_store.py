@@ -359,6 +359,66 @@ async def test_step_states_keep_the_full_result(store: Store) -> None:
     assert (await store.get_step_states("p1", 1))["s1"] == rerun
 
 
+def _pydantic_json(model: Any, name: str) -> str | None:
+    """How a field was encoded before the fast path: pydantic's JSON mode, then compact."""
+    value = model.model_dump(mode="json", include={name})[name]
+    return None if value is None and getattr(model, name) is None else store_module._dumps(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        "plain",
+        "héllo ✓ 😀 and a lone \udc80 surrogate",
+        {"a": [1, 2.5, None, True, "x"], "big": 2**70, "nested": {"k": []}},
+        [1, (2, 3), {"t": (4,)}],
+        StepStatus.RUNNING,
+        b"raw bytes",
+        {"when": T0, "blob": b"\x00\x01"},
+        float("nan"),
+        [float("inf"), -float("inf")],
+        {1: "an int key"},
+        ToolResult(content=[{"type": "text", "text": "a model as an output"}]),
+    ],
+)
+def test_rows_are_encoded_as_pydantic_would(value: Any) -> None:
+    # The store encodes rows without pydantic when the value is plain JSON; whatever
+    # the value, the text stored must be what pydantic's JSON mode gives.
+    result = ToolResult(
+        content=[{"type": "text", "text": "x", "extra": value}],
+        structured_content={"v": value},
+        is_error=True,
+    )
+    error = StepError(kind=ErrorKind.TOOL_ERROR, message="boom \udc80 ✓")
+    st = StepState(
+        plan_id=PlanId("p"),
+        version=1,
+        step_id="s",
+        status=StepStatus.FAILED,
+        output=value,
+        result=result,
+        error=error,
+        started_at=T0,
+        finished_at=T0.astimezone(timezone(timedelta(hours=2))),
+    )
+    row = store_module._state_row(st, "now")
+    assert row[5] == store_module._dumps(st.model_dump(mode="json", include={"output"})["output"])
+    assert row[6] == _pydantic_json(st, "result")
+    assert row[7] == _pydantic_json(st, "error")
+    assert row[8:10] == ("2025-03-01T12:00:00.123456+00:00",) * 2
+
+    record = AttemptRecord(
+        plan_id=PlanId("p"), version=1, step_id="s", attempt=1, started_at=T0, error=error
+    )
+    assert store_module._attempt_row(record)[7] == _pydantic_json(record, "error")
+    bare = record.model_copy(update={"error": None})
+    assert store_module._attempt_row(bare)[7] is None
+
+    event = Event(plan_id=PlanId("p"), kind=EventKind.STEP_FAILED, data={"v": value, "n": 1})
+    assert store_module._event_row(event)[4] == _pydantic_json(event, "data")
+
+
 async def test_timestamps_are_stored_as_utc_iso_text(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)

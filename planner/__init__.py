@@ -54,8 +54,9 @@ module (`planner.host`, say) does not load every planner piece.
 
 from __future__ import annotations
 
-import importlib
 import typing
+
+from executor._lazy import lazy_exports as _lazy_exports
 
 # `typing` itself, not its names: the package's namespace holds only its exports.
 if typing.TYPE_CHECKING:
@@ -168,14 +169,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> typing.Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'planner' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = _lazy_exports(__name__, _HOME, globals())

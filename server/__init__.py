@@ -6,8 +6,9 @@ Names are imported on first use, so that `import server.config` (or the CLI's
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from executor._lazy import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from server.app import TaskorchServer, build_http_app, build_server, serve_http, serve_stdio
@@ -76,14 +77,4 @@ _HOME = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOME.get(name)
-    if home is None:
-        raise AttributeError(f"module 'server' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = _lazy_exports(__name__, _HOME, globals())

@@ -42,21 +42,13 @@ def test_imports_point_down_only(package: str) -> None:
 
 
 @pytest.mark.parametrize("package", PACKAGES)
-def test_all_is_sorted_unique_and_resolvable(package: str) -> None:
+def test_all_is_unique_and_resolvable(package: str) -> None:
+    # Its order is ruff's (RUF022, isort-style), checked by `make lint`.
     module = importlib.import_module(package)
     exported = list(module.__all__)
     assert len(exported) == len(set(exported))
     missing = [name for name in exported if not hasattr(module, name)]
     assert missing == []
-
-
-def test_importing_the_face_does_not_load_litellm() -> None:
-    # Cold start must stay fast: litellm takes seconds to import.
-    code = "import sys, server, server.app, server.cli; print('litellm' in sys.modules)"
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert out.stdout.strip() == "False"
 
 
 # What each import must leave unloaded: `taskorch --help` and `taskorch serve`
@@ -67,6 +59,7 @@ _LAZY = {
     "executor": ("mcp", "jsonschema", "aiosqlite", "websockets"),
     "executor.errors": ("mcp", "jsonschema", "pydantic"),
     "planner": ("mcp", "jsonschema", "litellm"),
+    "server": ("mcp", "jsonschema", "aiosqlite", "litellm"),
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typing
 
-from executor._lazy import lazy_exports as _lazy_exports
+from executor._utils import lazy_exports as _lazy_exports
 
 # `typing` itself, not its names: the package's namespace holds only its exports.
 if typing.TYPE_CHECKING:

@@ -53,6 +53,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from executor._utils import leaf_exceptions
 from executor.calls import ProgressFn, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import ErrorKind, InternalError, ToolCallError
@@ -147,13 +148,6 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     if isinstance(exc, TimeoutError):
         return ErrorKind.TIMEOUT
     return ErrorKind.INTERNAL
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside (possibly nested) exception groups."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
 
 
 def _annotations(raw: mcp_types.ToolAnnotations | None) -> ToolAnnotations:
@@ -695,7 +689,7 @@ class Pool:
     def _connect_error(
         self, srv: _Server, conn: _Connection, exc: BaseException, note: HttpNote
     ) -> ToolCallError:
-        leaves = _leaves(exc)
+        leaves = leaf_exceptions(exc)
         tail = srv.stderr_tail()
         for leaf in leaves:
             if isinstance(leaf, ToolCallError):

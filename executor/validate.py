@@ -50,6 +50,7 @@ from pydantic import ValidationError as PydanticValidationError
 from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
+from executor._utils import json_kind
 from executor.catalog import Catalog
 from executor.errors import PlanValidationError, StepReferenceError
 from executor.plan import Step
@@ -157,7 +158,7 @@ def parse_steps(raw: Sequence[Mapping[str, Any]]) -> tuple[list[Step], list[Prob
                 Problem(
                     None,
                     "invalid_step",
-                    f"steps[{index}] is {_json_kind(item)}, not a step: write an object with "
+                    f"steps[{index}] is {json_kind(item)}, not a step: write an object with "
                     f"the fields {', '.join(_STEP_FIELDS)}",
                 )
             )
@@ -255,20 +256,6 @@ def _walk_strings(value: Any) -> Iterator[tuple[str, str]]:
             stack.extend((f"{path}.{k}", v) for k, v in reversed(list(item.items())))
         elif isinstance(item, list | tuple):
             stack.extend((f"{path}[{i}]", v) for i, v in reversed(list(enumerate(item))))
-
-
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return f"a {type(value).__name__}"
 
 
 def _short(value: Any) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from executor._lazy import lazy_exports as _lazy_exports
+from executor._utils import lazy_exports as _lazy_exports
 
 if TYPE_CHECKING:
     from server.app import TaskorchServer, build_http_app, build_server, serve_http, serve_stdio

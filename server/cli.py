@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from executor._utils import leaf_exceptions
 from executor.errors import TaskorchError, UserError
 
 if TYPE_CHECKING:
@@ -78,8 +79,8 @@ def main() -> None:
     """Entry point of the `taskorch` console script."""
     args = sys.argv[1:]
     if args[:1] == ["serve"] and (options := serve_fast_options(args[1:])) is not None:
-        # Typer's parsing costs ~50 ms of `serve`'s cold start (it builds the whole
-        # command tree and a pydantic adapter per option); a host starts the server often.
+        # Typer's parsing adds to `serve`'s cold start (it builds the whole command
+        # tree and a pydantic adapter per option); a host starts the server often.
         try:
             serve(**options)
         except typer.BadParameter as exc:
@@ -181,7 +182,8 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
         return anyio.run(fn)
     except BaseExceptionGroup as group:
         # One real error inside task groups: report it like a bare one.
-        inner = _single(group)
+        leaves = leaf_exceptions(group)
+        inner = leaves[0] if len(leaves) == 1 else None
         if isinstance(inner, UserError):
             raise _fail(str(inner), 2) from None
         if isinstance(inner, TaskorchError):
@@ -195,13 +197,6 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
         raise _fail(str(exc)) from None
     except KeyboardInterrupt:
         raise _fail("interrupted", 130) from None
-
-
-def _single(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    if len(group.exceptions) != 1:
-        return None
-    inner = group.exceptions[0]
-    return _single(inner) if isinstance(inner, BaseExceptionGroup) else inner
 
 
 def _orchestrator(
@@ -223,10 +218,9 @@ def _pause_gc() -> Callable[[], None]:
 
     Start-up allocates a few hundred thousand objects (the SDK's and taskorch's
     pydantic models, the tools' JSON schemas) and frees almost none of them, so
-    collecting during it is wasted time: about a tenth of `serve`'s cold start.
-    Resuming freezes what start-up made (`gc.freeze`), so later collections do
-    not walk those ~160k objects again during the first requests; the few
-    thousand cyclic leftovers of start-up (under 1 MB) are kept for good, once.
+    collecting during it is wasted time. Resuming freezes what start-up made
+    (`gc.freeze`), so later collections do not walk those objects again during
+    the first requests; the cyclic leftovers of start-up are kept for good, once.
     Calling the function twice is harmless.
     """
     was_enabled = gc.isenabled()

@@ -101,6 +101,7 @@ import platformdirs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
+from executor._utils import json_kind
 from executor.errors import ConfigError
 from executor.policy import AgentConfig
 from executor.specs import (
@@ -261,22 +262,6 @@ def _format_path(path: Location) -> str:
         else:
             out += f"[{json.dumps(segment)}]"
     return out or "(top level)"
-
-
-def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
-    return type(value).__name__
 
 
 def _number(value: object) -> str:
@@ -476,7 +461,7 @@ def _check_object(value: Mapping[Any, Any], ctx: _Context, path: Location) -> No
         raise ctx.error((*path, key), "given more than once in the same object; keep one")
     for key in value:
         if not isinstance(key, str):
-            raise ctx.error(path, f"keys must be strings, found {_json_type(key)}")
+            raise ctx.error(path, f"keys must be strings, found {json_kind(key)}")
 
 
 def _decode_json(raw: bytes, source: str) -> object:
@@ -606,7 +591,7 @@ _SERVER_KEY_LIST = ", ".join(
 def _parse_server(name: str, raw: object, ctx: _Context, path: Location) -> ServerSpec | None:
     """Read one `mcpServers` entry; `None` when it is disabled."""
     if not isinstance(raw, Mapping):
-        raise ctx.error(path, f"a server entry must be an object, not {_json_type(raw)}")
+        raise ctx.error(path, f"a server entry must be an object, not {json_kind(raw)}")
     _check_object(raw, ctx, path)
     if _is_disabled(raw, ctx, path):
         logger.debug("%s: server %r is disabled; skipping it", ctx.source, name)
@@ -743,7 +728,7 @@ def _mismatch_hint(kind: str, key: str) -> str:
 
 def _parse_servers(raw: object, ctx: _Context, path: Location) -> dict[str, ServerSpec]:
     if not isinstance(raw, Mapping):
-        raise ctx.error(path, f"must be an object of server entries by name, not {_json_type(raw)}")
+        raise ctx.error(path, f"must be an object of server entries by name, not {json_kind(raw)}")
     _check_object(raw, ctx, path)
     servers: dict[str, ServerSpec] = {}
     for name, entry in raw.items():
@@ -786,7 +771,7 @@ def _parse_agents(raw: object, ctx: _Context, path: Location) -> dict[str, Agent
         entries = [(None, (*path, i), value) for i, value in enumerate(raw)]
     else:
         raise ctx.error(
-            path, f"must be an object of agents by name or an array of them, not {_json_type(raw)}"
+            path, f"must be an object of agents by name or an array of them, not {json_kind(raw)}"
         )
     agents: dict[str, AgentConfig] = {}
     for key, where, value in entries:
@@ -799,7 +784,7 @@ def _parse_agents(raw: object, ctx: _Context, path: Location) -> dict[str, Agent
 
 def _parse_agent(key: str | None, raw: object, ctx: _Context, path: Location) -> AgentConfig:
     if not isinstance(raw, Mapping):
-        raise ctx.error(path, f"an agent must be an object, not {_json_type(raw)}")
+        raise ctx.error(path, f"an agent must be an object, not {json_kind(raw)}")
     data: dict[str, Any] = _expand(raw, ctx, path)
     _reject_api_key(data, ctx, path)
     for spelling in ("api_key_env", "apiKeyEnv"):
@@ -868,7 +853,7 @@ def parse_config(
     ctx = _Context(source=source, env=os.environ if env is None else env)
     if not isinstance(data, Mapping):
         raise ConfigError(
-            f"{source}: the top level must be a JSON object ({{...}}), not {_json_type(data)}"
+            f"{source}: the top level must be a JSON object ({{...}}), not {json_kind(data)}"
         )
     _check_object(data, ctx, ())
     raw = _taskorch_keys(data, ctx)
@@ -940,7 +925,7 @@ def _spelt_like(raw: Mapping[str, tuple[object, Location]]) -> dict[str | int, o
 def _string(value: object, path: Location, ctx: _Context) -> str:
     expanded = _expand(value, ctx, path)
     if not isinstance(expanded, str):
-        raise ctx.error(path, f"must be a string, not {_json_type(expanded)}")
+        raise ctx.error(path, f"must be a string, not {json_kind(expanded)}")
     if not expanded:
         raise ctx.error(path, "must not be empty; remove the key to use the default")
     return expanded
@@ -957,7 +942,7 @@ def _log_level(value: str, ctx: _Context, path: Location) -> str:
 
 def _parse_limits(value: object, path: Location, ctx: _Context) -> Limits:
     if not isinstance(value, Mapping):
-        raise ctx.error(path, f"must be an object, not {_json_type(value)}")
+        raise ctx.error(path, f"must be an object, not {json_kind(value)}")
     data: dict[str, Any] = _expand(value, ctx, path)
     normalised = _normalise_keys(data, Limits, ctx, path)
     try:

@@ -43,6 +43,7 @@ from urllib.parse import urlsplit
 import anyio
 from pydantic import BaseModel, ConfigDict
 
+from executor._utils import leaf_exceptions
 from executor.calls import ProgressFn, ToolCaller
 from executor.catalog import Catalog
 from executor.errors import (
@@ -65,11 +66,10 @@ from server.views import (
     PlanList,
     PlanView,
     ProgressView,
-    StepErrorView,
-    StepView,
     ToolList,
     plan_view,
     progress_view,
+    step_view,
     summaries,
     tool_view,
 )
@@ -232,7 +232,7 @@ class TaskOrchestrator:
         except BaseExceptionGroup as group:
             # anyio's task groups wrap the body's own exception; callers of this API
             # get it back as it was raised, not nested in groups.
-            if exc is not None and _leaves(group) == [exc]:
+            if exc is not None and leaf_exceptions(group) == [exc]:
                 raise exc from None
             raise
         finally:
@@ -796,28 +796,7 @@ class TaskOrchestrator:
         message: str | None = None,
     ) -> ExecutionReport:
         by_id = {s.id: s for s in report.steps}
-        steps = []
-        for step in plan.steps:
-            r = by_id.get(step.id)
-            steps.append(
-                StepView(
-                    id=step.id,
-                    server=step.server,
-                    tool=step.tool,
-                    arguments=step.arguments,
-                    depends_on=list(step.depends_on),
-                    description=step.description,
-                    status=r.status if r else StepStatus.PENDING,
-                    attempts=r.attempts if r else 0,
-                    output=r.output if r else None,
-                    error=(
-                        StepErrorView(kind=r.error.kind.value, message=r.error.message)
-                        if r is not None and r.error is not None
-                        else None
-                    ),
-                    duration_s=r.duration_s if r else None,
-                )
-            )
+        steps = [step_view(step, by_id.get(step.id)) for step in plan.steps]
         status = report.status
         finished = status.is_terminal or status is PlanStatus.INTERRUPTED
         return ExecutionReport(
@@ -829,16 +808,6 @@ class TaskOrchestrator:
             progress=progress_view(progress),
             steps=steps,
         )
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for inner in group.exceptions:
-        if isinstance(inner, BaseExceptionGroup):
-            found.extend(_leaves(inner))
-        else:
-            found.append(inner)
-    return found
 
 
 def _outcome_message(plan: Plan, report: RunReport, started: bool) -> str:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import ToolInfo
-from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus
+from executor.plan import ExecutionProgress, Plan, PlanStatus, Step, StepStatus
 from executor.policy import AgentConfig
 from executor.records import StepState
+
+if TYPE_CHECKING:
+    from executor.scheduler import StepReport
 
 __all__ = [
     "AgentView",
@@ -32,6 +35,7 @@ __all__ = [
     "next_action",
     "plan_view",
     "progress_view",
+    "step_view",
     "summaries",
     "tool_view",
 ]
@@ -279,31 +283,30 @@ def next_action(plan: Plan) -> str:
             return "Nothing more will run; create_plan makes a new plan."
 
 
-def _step_views(plan: Plan, states: Mapping[str, StepState]) -> list[StepView]:
-    views = []
-    for step in plan.steps:
-        state = states.get(step.id)
-        error = None
-        if state is not None and state.error is not None:
-            error = StepErrorView(kind=state.error.kind.value, message=state.error.message)
-        views.append(
-            StepView(
-                id=step.id,
-                server=step.server,
-                tool=step.tool,
-                arguments=step.arguments,
-                depends_on=list(step.depends_on),
-                description=step.description,
-                status=state.status if state else StepStatus.PENDING,
-                attempts=state.attempts if state else 0,
-                output=state.output if state else None,
-                error=error,
-                started_at=state.started_at if state else None,
-                finished_at=state.finished_at if state else None,
-                duration_s=state.duration_s if state else None,
-            )
-        )
-    return views
+def step_view(step: Step, outcome: StepState | StepReport | None) -> StepView:
+    """A step as shown to callers, with its outcome so far (pending when `None`).
+
+    Args:
+        step: The plan's step.
+        outcome: Its stored state, or its line of a run report (which has no times).
+    """
+    error = outcome.error if outcome is not None else None
+    timed = outcome if isinstance(outcome, StepState) else None
+    return StepView(
+        id=step.id,
+        server=step.server,
+        tool=step.tool,
+        arguments=step.arguments,
+        depends_on=list(step.depends_on),
+        description=step.description,
+        status=outcome.status if outcome else StepStatus.PENDING,
+        attempts=outcome.attempts if outcome else 0,
+        output=outcome.output if outcome else None,
+        error=StepErrorView(kind=error.kind.value, message=error.message) if error else None,
+        started_at=timed.started_at if timed else None,
+        finished_at=timed.finished_at if timed else None,
+        duration_s=outcome.duration_s if outcome else None,
+    )
 
 
 def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> PlanView:
@@ -319,7 +322,7 @@ def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> Plan
         agent=plan.agent,
         session_id=plan.session_id,
         created_at=plan.created_at,
-        steps=_step_views(plan, states or {}),
+        steps=[step_view(step, (states or {}).get(step.id)) for step in plan.steps],
         next_action=next_action(plan),
     )
 

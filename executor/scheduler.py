@@ -437,6 +437,32 @@ def _count(states: Collection[StepState]) -> dict[StepStatus, int]:
     return counts
 
 
+def _progress(
+    plan_id: PlanId,
+    status: PlanStatus,
+    total: int,
+    counts: dict[StepStatus, int],
+    running_steps: tuple[str, ...],
+    elapsed_s: float,
+    eta_s: float | None,
+) -> ExecutionProgress:
+    """The progress snapshot of a run of `total` steps, with these counts (every status)."""
+    done = sum(n for st, n in counts.items() if st.is_terminal)
+    return ExecutionProgress(
+        plan_id=plan_id,
+        status=status,
+        total=total,
+        counts=counts,
+        completed=counts[StepStatus.SUCCEEDED],
+        failed=counts[StepStatus.FAILED],
+        running=counts[StepStatus.RUNNING],
+        running_steps=running_steps,
+        percent=100.0 * done / total if total else 100.0,
+        elapsed_s=elapsed_s,
+        eta_s=eta_s,
+    )
+
+
 def _error_json(error: StepError | None) -> dict[str, str] | None:
     return None if error is None else {"kind": error.kind.value, "message": error.message}
 
@@ -677,23 +703,15 @@ class Run:
         Cheap enough to take at every event: counts are kept as the run goes,
         and the ETA of a large plan is recomputed at most every quarter second.
         """
-        counts = dict(self._counts)
-        total = len(self._slots)
-        done = sum(n for st, n in counts.items() if st.is_terminal)
-        now = utc_now()
-        elapsed = max((now - self._started_at).total_seconds(), 0.0)
-        return ExecutionProgress(
-            plan_id=self.plan.id,
-            status=self._status,
-            total=total,
-            counts=counts,
-            completed=counts[StepStatus.SUCCEEDED],
-            failed=counts[StepStatus.FAILED],
-            running=counts[StepStatus.RUNNING],
-            running_steps=tuple(sorted(self._in_flight)),
-            percent=100.0 * done / total if total else 100.0,
-            elapsed_s=elapsed,
-            eta_s=self._eta() if not self._status.is_terminal else 0.0,
+        elapsed = max((utc_now() - self._started_at).total_seconds(), 0.0)
+        return _progress(
+            self.plan.id,
+            self._status,
+            len(self._slots),
+            dict(self._counts),
+            tuple(sorted(self._in_flight)),
+            elapsed,
+            self._eta() if not self._status.is_terminal else 0.0,
         )
 
     def _eta(self) -> float | None:
@@ -1893,9 +1911,6 @@ class Scheduler:
         states = await self.store.get_step_states(plan.id, plan.version)
         started, finished = await self.store.get_run_times(plan.id, plan.version)
         listed = [states[s.id] for s in plan.steps if s.id in states]
-        counts = _count(listed)
-        total = len(plan.steps)
-        done = sum(n for st, n in counts.items() if st.is_terminal)
         elapsed = 0.0
         if started is not None:
             end = finished if finished is not None and plan.status.is_terminal else utc_now()
@@ -1908,18 +1923,14 @@ class Scheduler:
             eta = None
         else:
             eta = await self._static_eta(plan, states)
-        return ExecutionProgress(
-            plan_id=plan.id,
-            status=plan.status,
-            total=total,
-            counts=counts,
-            completed=counts[StepStatus.SUCCEEDED],
-            failed=counts[StepStatus.FAILED],
-            running=counts[StepStatus.RUNNING],
-            running_steps=tuple(s.step_id for s in listed if s.status is StepStatus.RUNNING),
-            percent=100.0 * done / total if total else 100.0,
-            elapsed_s=elapsed,
-            eta_s=eta,
+        return _progress(
+            plan.id,
+            plan.status,
+            len(plan.steps),
+            _count(listed),
+            tuple(s.step_id for s in listed if s.status is StepStatus.RUNNING),
+            elapsed,
+            eta,
         )
 
     async def _static_eta(self, plan: Plan, states: Mapping[str, StepState]) -> float | None:

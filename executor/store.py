@@ -352,10 +352,6 @@ def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
-def _dumps_opt(value: Any) -> str | None:
-    return None if value is None else _dumps(value)
-
-
 def _ts(value: datetime | None) -> str | None:
     """Encode a time as sortable ISO-8601 UTC text; a naive time is taken as UTC."""
     if value is None:

@@ -130,12 +130,6 @@ async def noop_tool(arguments: dict[str, Any], on_progress: ProgressFn | None) -
     return dict(arguments)
 
 
-async def sleep_tool(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
-    """Sleep `ms` milliseconds, then return the arguments."""
-    await anyio.sleep(float(arguments.get("ms", 0)) / 1000)
-    return dict(arguments)
-
-
 @asynccontextmanager
 async def engine_caller(**spec_extra: Any) -> AsyncIterator[Pool]:
     """The pool, reaching the engine fixture server (as `engine`) over stdio, started."""

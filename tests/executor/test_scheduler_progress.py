@@ -46,6 +46,8 @@ async def test_eta_is_none_until_something_is_known_then_uses_the_runs_mean(
         await save_confirmed(h.store, "p", steps)
         before = await h.scheduler.progress("p")
         assert before.status is PlanStatus.CONFIRMED and before.eta_s is None
+        # Steps with no stored state yet still count towards the total.
+        assert before.total == 3 and before.percent == 0.0
 
         run = await h.scheduler.start("p")
         async with h.scheduler.subscribe("p") as events:

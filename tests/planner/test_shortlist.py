@@ -4,60 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from executor.catalog import Catalog, ToolInfo
+from executor.catalog import Catalog
 from executor.ids import PlanId
 from executor.plan import Plan, Step
 from executor.policy import AgentConfig, ToolPolicy
 from planner import PlanRequest, RepairSession, Revision, estimate_tokens, shortlist
 from planner.shortlist import SHORTLIST_SIZE, SHORTLIST_THRESHOLD, tokenize
-
-VERBS = [
-    "list",
-    "get",
-    "create",
-    "update",
-    "delete",
-    "search",
-    "export",
-    "archive",
-    "send",
-    "count",
-]
-NOUNS = [
-    "invoice", "customer", "ticket", "repository", "issue", "file", "calendar_event", "email",
-    "contact", "order", "product", "shipment", "payment", "refund", "user", "group", "role",
-    "project", "task", "comment", "document", "folder", "image", "video", "playlist", "song",
-    "album", "artist", "flight", "hotel", "booking", "car", "driver", "route", "warehouse",
-    "supplier", "employee", "payslip", "timesheet", "meeting", "room", "device", "sensor",
-    "alert", "metric", "dashboard", "report", "backup", "certificate", "domain",
-]  # fmt: skip
-
-
-def generated_catalog() -> Catalog:
-    """500 tools: ten verbs over fifty nouns, each noun its own server."""
-    tools = []
-    for noun in NOUNS:
-        words = noun.replace("_", " ")
-        for verb in VERBS:
-            tools.append(
-                ToolInfo(
-                    server=f"{noun}s",
-                    name=f"{verb}_{noun}",
-                    description=f"{verb.capitalize()} a {words} in the {words} service. "
-                    "Returns the result as JSON with ids and timestamps.",
-                    input_schema={
-                        "type": "object",
-                        "properties": {
-                            f"{noun}_id": {"type": "string", "description": f"The {words} id"},
-                            "fields": {"type": "array", "items": {"type": "string"}},
-                            "limit": {"type": "integer"},
-                        },
-                        "required": [f"{noun}_id"],
-                    },
-                )
-            )
-    return Catalog(tools)
-
+from tests.planner.generated import generated_catalog
 
 TOKEN_BUDGET = 3000
 """Prompt tokens (estimated) a request over the 500-tool catalog may take."""

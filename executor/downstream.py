@@ -21,17 +21,16 @@ opening) and shared by every call:
   Cancellation itself propagates as anyio's cancellation exception;
   `classify_exception` maps it to `ErrorKind.CANCELLED`.
 - **Catalog.** Tools of every reachable server, filtered by the server's
-  `allowed_tools` / `denied_tools` globs (deny wins; a filtered tool can be
-  neither listed nor called), refreshed when the server reports
-  `tools/list_changed` (a notification before 2026-07-28, a
-  `subscriptions/listen` event after).
+  `allowed_tools` / `denied_tools` globs (`executor.policy.ToolFilter`: deny wins
+  and ignores case; a filtered tool can be neither listed nor called), refreshed
+  when the server reports `tools/list_changed` (a notification before
+  2026-07-28, a `subscriptions/listen` event after).
 - **Errors.** Failures raise `ToolCallError` with an `ErrorKind`; an `isError`
   result is returned, not raised. Messages keep the server's own words.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import importlib.metadata
 import logging
 import math
@@ -275,6 +274,7 @@ class _Server:
         self.name = name
         self.spec = spec
         self.stderr = stderr
+        self.tool_filter = spec.tool_filter
         self.limiter = anyio.CapacityLimiter(spec.max_concurrency or DEFAULT_MAX_CONCURRENCY)
         self.conn: _Connection | None = None
         self.opening: _Opening | None = None
@@ -319,14 +319,7 @@ class _Server:
 
     def filter_reason(self, tool: str) -> str | None:
         """Why `tool` is hidden by the server's config, or `None` when it is allowed."""
-        for pattern in self.spec.denied_tools:
-            if fnmatch.fnmatchcase(tool, pattern):
-                return f"it matches {pattern!r} in the server's `denied_tools`"
-        allowed = self.spec.allowed_tools
-        if allowed is not None and not any(fnmatch.fnmatchcase(tool, p) for p in allowed):
-            patterns = ", ".join(repr(p) for p in allowed)
-            return f"it matches none of the server's `allowed_tools` ({patterns})"
-        return None
+        return self.tool_filter.refusal(tool)
 
     def set_tools(self, tools: Sequence[mcp_types.Tool]) -> None:
         self.tools = {

@@ -13,7 +13,7 @@ import json
 import random
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -28,6 +28,9 @@ from executor.errors import ErrorKind, TransitionError
 from executor.ids import PlanId, StepId
 from executor.refs import STEP_ID_PATTERN, find_references
 
+if TYPE_CHECKING:
+    from executor.policy import RunPolicy
+
 __all__ = [
     "ExecutionProgress",
     "OnError",
@@ -41,7 +44,10 @@ __all__ = [
     "utc_now",
 ]
 
-HASH_VERSION = "v1"
+HASH_VERSION = "v2"
+"""The shape of `plan_hash`'s payload: v2 adds the agent's run policy."""
+_HASH_VERSION_WITHOUT_POLICY = "v1"
+"""Plans stored before they recorded a policy keep their v1 hash, and their approvals."""
 
 
 def utc_now() -> datetime:
@@ -310,8 +316,8 @@ class StepError(BaseModel):
 class Plan(BaseModel):
     """A versioned, immutable DAG of steps and the facts about its making.
 
-    The content that would run is `steps` plus `deadline_s`; `plan_hash`
-    covers exactly that, so approval binds to it.
+    The content that would run is `steps` plus `deadline_s`, under the agent's
+    `policy`; `plan_hash` covers exactly that, so approval binds to it.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -326,6 +332,9 @@ class Plan(BaseModel):
     """How the plan means to get there, in a sentence or two."""
     agent: str | None = None
     """The agent whose policy and limits apply."""
+    policy: RunPolicy | None = None
+    """The agent's tool policy, limits and default retry when the plan was made: the
+    ones approved with it and run under (`None`: a plan stored before plans kept it)."""
     session_id: str | None = None
     """Plans in one session see each other's queries and outcomes when planning."""
     steps: tuple[Step, ...]
@@ -341,13 +350,22 @@ class Plan(BaseModel):
     created_at: datetime = Field(default_factory=utc_now)
     """When this version was made."""
 
+    @field_validator("policy")
+    @classmethod
+    def _just_the_run_policy(cls, value: RunPolicy | None) -> RunPolicy | None:
+        # An `AgentConfig` is a `RunPolicy` too: keep (and hash) only the policy part.
+        return None if value is None else value.run_policy()
+
     def hash_payload(self) -> dict[str, Any]:
         """Everything about this plan that changes what would run."""
-        return {
+        payload: dict[str, Any] = {
             "steps": [s.hash_payload() for s in self.steps],
             "deadline_s": self.deadline_s,
             "agent": self.agent,
         }
+        if self.policy is not None:
+            payload["policy"] = self.policy.model_dump(mode="json")
+        return payload
 
     @property
     def plan_hash(self) -> str:
@@ -357,7 +375,8 @@ class Plan(BaseModel):
         )
         # JSON can carry lone surrogates ("\ud800"); hash them rather than crash.
         digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
-        return f"{HASH_VERSION}:{digest}"
+        version = _HASH_VERSION_WITHOUT_POLICY if self.policy is None else HASH_VERSION
+        return f"{version}:{digest}"
 
     def step(self, step_id: str) -> Step:
         """Return the step with this id.
@@ -403,3 +422,9 @@ class ExecutionProgress(BaseModel):
     """Seconds since the run started (0 before it does)."""
     eta_s: float | None
     """Estimated seconds left; `None` when nothing is known to estimate from."""
+
+
+# `Plan.policy` is typed by `executor.policy`, which imports this module for
+# `RetryPolicy`: importing it here, last, lets either module be imported first.
+# `executor.policy` completes `Plan` once `RunPolicy` exists.
+import executor.policy  # noqa: E402, F401

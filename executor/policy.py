@@ -1,22 +1,75 @@
-"""Agents and the tool policy that bounds what their plans may call."""
+"""Agents, and the tool policies and limits that bound what their plans may call.
+
+One glob matcher (`glob_match`) serves every tool rule: an agent's
+`ToolPolicy` over `server.tool` and a server's `allowed_tools` /
+`denied_tools` (`ToolFilter`). Deny patterns ignore case and Unicode
+compatibility forms, so `delete_*` also stops `Delete_all`; allow patterns
+match as written. Either way a doubtful name is refused, never let through.
+
+`RunPolicy` is the part of an agent a run is bound by (tool policy, limits,
+default retry). A plan records the one in force when it was made and
+`plan_hash` covers it, so an approval covers the rules the plan runs under;
+`CallGate` checks them, and the agent's policy as it is now, before every call.
+"""
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from executor.plan import RetryPolicy
+from executor.plan import Plan, RetryPolicy
 
-__all__ = ["AgentConfig", "AgentLimits", "AutoApprove", "ToolPolicy"]
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "AgentConfig",
+    "AgentLimits",
+    "AutoApprove",
+    "CallGate",
+    "MaxSteps",
+    "RunPolicy",
+    "ToolFilter",
+    "ToolPolicy",
+    "approved_agent",
+    "glob_match",
+]
+
+DEFAULT_MAX_STEPS = 200
+"""Most steps a plan may have unless the config or its agent allows fewer."""
+
+MaxSteps = Annotated[int, Field(ge=1, le=100_000)]
+"""A step limit: the one shape of `AgentLimits.max_steps` and the config's `limits.max_steps`."""
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def glob_match(pattern: str, name: str, *, ignore_case: bool = False) -> bool:
+    """Whether `name` matches the `fnmatch` glob `pattern`.
+
+    Args:
+        pattern: `*`, `?` and `[...]` as in `fnmatch`.
+        name: A server or tool name.
+        ignore_case: Compare after NFKC normalisation and case folding (deny rules),
+            so that `delete_*` matches `Delete_all` and its full-width spelling.
+    """
+    if ignore_case:
+        return fnmatchcase(_fold(name), _fold(pattern))
+    return fnmatchcase(name, pattern)
 
 
 class ToolPolicy(BaseModel):
     """Allow and deny globs over `server.tool`; deny always wins.
 
     A pattern without a dot matches the server name alone, so `"fs"` allows or
-    denies every tool of the server `fs`, the same as `"fs.*"`.
+    denies every tool of the server `fs`, the same as `"fs.*"`. Deny patterns
+    ignore case; allow patterns match as written.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -24,33 +77,54 @@ class ToolPolicy(BaseModel):
     allow: tuple[str, ...] = ("*",)
     """Globs a tool must match at least one of."""
     deny: tuple[str, ...] = ()
-    """Globs a tool must match none of."""
+    """Globs a tool must match none of (case ignored)."""
 
     def allows(self, server: str, tool: str) -> bool:
         """Whether `server`'s tool `tool` may be used."""
-        if any(_matches(p, server, tool) for p in self.deny):
-            return False
-        return any(_matches(p, server, tool) for p in self.allow)
+        return self.explain(server, tool) is None
 
     def explain(self, server: str, tool: str) -> str | None:
         """Say why a tool is refused, or `None` if it is allowed."""
         for p in self.deny:
-            if _matches(p, server, tool):
+            if _matches(p, server, tool, ignore_case=True):
                 return f"denied by the pattern {p!r}"
-        if not any(_matches(p, server, tool) for p in self.allow):
+        if not any(_matches(p, server, tool, ignore_case=False) for p in self.allow):
             allowed = ", ".join(repr(p) for p in self.allow) or "nothing"
             return f"not matched by any allowed pattern ({allowed})"
         return None
 
 
-def _matches(pattern: str, server: str, tool: str) -> bool:
+def _matches(pattern: str, server: str, tool: str, *, ignore_case: bool) -> bool:
     if pattern == "*":
         return True
     if "." not in pattern:
-        return fnmatchcase(server, pattern)
+        return glob_match(pattern, server, ignore_case=ignore_case)
     head, _, tail = pattern.partition(".")
     # Match the halves separately: a tool name may itself contain dots.
-    return fnmatchcase(server, head) and fnmatchcase(tool, tail)
+    return glob_match(head, server, ignore_case=ignore_case) and glob_match(
+        tail, tool, ignore_case=ignore_case
+    )
+
+
+class ToolFilter(BaseModel):
+    """One server's `allowed_tools` / `denied_tools`: globs over its tool names; deny wins."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allowed: tuple[str, ...] | None = None
+    """Globs a tool must match one of; `None` allows every tool."""
+    denied: tuple[str, ...] = ()
+    """Globs a tool must match none of (case ignored)."""
+
+    def refusal(self, tool: str) -> str | None:
+        """Why `tool` is hidden and refused, or `None` when it is allowed."""
+        for pattern in self.denied:
+            if glob_match(pattern, tool, ignore_case=True):
+                return f"it matches {pattern!r} in the server's `denied_tools`"
+        if self.allowed is not None and not any(glob_match(p, tool) for p in self.allowed):
+            patterns = ", ".join(repr(p) for p in self.allowed)
+            return f"it matches none of the server's `allowed_tools` ({patterns})"
+        return None
 
 
 class AutoApprove(StrEnum):
@@ -67,8 +141,8 @@ class AgentLimits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_steps: int = Field(default=50, ge=1, le=100_000)
-    """Most steps a plan may have."""
+    max_steps: MaxSteps = DEFAULT_MAX_STEPS
+    """Most steps a plan may have (the config's `limits.max_steps` caps it)."""
     max_parallel_steps: int | None = Field(default=None, ge=1)
     """Steps in flight at once for this agent's plans (else the global default)."""
     plan_deadline_s: float | None = Field(default=None, gt=0)
@@ -77,10 +151,33 @@ class AgentLimits(BaseModel):
     """Default per-step timeout for this agent's plans."""
 
 
-class AgentConfig(BaseModel):
-    """A named planning persona: prompt, model, tool policy, limits and approval rule."""
+class RunPolicy(BaseModel):
+    """What bounds a plan's run: its agent's tool policy, limits and default retry.
+
+    Every agent is one (`AgentConfig` adds a name and how it plans); a plan
+    records its agent's as `Plan.policy`, covered by `plan_hash`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tool_policy: ToolPolicy = ToolPolicy()
+    """Which tools this agent's plans may call."""
+    limits: AgentLimits = AgentLimits()
+    """Bounds on plans."""
+    retry: RetryPolicy | None = None
+    """Default retry policy for this agent's steps."""
+
+    def run_policy(self) -> RunPolicy:
+        """Just the run policy (of an agent: without its name and planning fields)."""
+        return RunPolicy(tool_policy=self.tool_policy, limits=self.limits, retry=self.retry)
+
+
+# `Plan.policy` is a `RunPolicy`; `executor.plan` cannot import this module first.
+Plan.model_rebuild(_types_namespace={"RunPolicy": RunPolicy})
+
+
+class AgentConfig(RunPolicy):
+    """A named planning persona (prompt, model, approval rule) and its plans' run policy."""
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     """How callers name this agent."""
@@ -96,11 +193,65 @@ class AgentConfig(BaseModel):
     """Endpoint for the model, when not the provider's default."""
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     """Name of the environment variable holding the model's API key (never the key)."""
-    tool_policy: ToolPolicy = ToolPolicy()
-    """Which tools this agent's plans may call."""
-    limits: AgentLimits = AgentLimits()
-    """Bounds on plans."""
-    retry: RetryPolicy | None = None
-    """Default retry policy for this agent's steps."""
     auto_approve: AutoApprove = AutoApprove.NEVER
     """Which plans are confirmed without asking."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallGate:
+    """The policy checked before every call of a run; a refused call is never made.
+
+    Attributes:
+        agent: The plan's agent name, for messages.
+        approved: The tool policy the plan was approved under (`Plan.policy`).
+        current: The agent's tool policy now, when it is known: an operator who
+            tightens it stops calls of runs already approved.
+        filters: Each server's `allowed_tools` / `denied_tools`.
+    """
+
+    agent: str
+    approved: ToolPolicy | None = None
+    current: ToolPolicy | None = None
+    filters: Mapping[str, ToolFilter] = field(default_factory=dict)
+
+    @classmethod
+    def for_plan(
+        cls, plan: Plan, agent: AgentConfig | None, filters: Mapping[str, ToolFilter]
+    ) -> CallGate:
+        """The gate of one run: `agent` is the plan's agent as stored now, if any."""
+        return cls(
+            agent=plan.agent or "default",
+            approved=None if plan.policy is None else plan.policy.tool_policy,
+            current=None if agent is None else agent.tool_policy,
+            filters=filters,
+        )
+
+    def refusal(self, server: str, tool: str) -> str | None:
+        """Why calling `server`'s `tool` is not allowed, or `None` when it is."""
+        name = f"{server}.{tool}"
+        for policy, when in ((self.approved, "approved"), (self.current, "now in force")):
+            why = None if policy is None else policy.explain(server, tool)
+            if why is not None:
+                return (
+                    f"the tool {name!r} is not allowed by the policy of agent {self.agent!r} "
+                    f"{when} ({why}); it was not called"
+                )
+        flt = self.filters.get(server)
+        why = None if flt is None else flt.refusal(tool)
+        if why is not None:
+            return f"the tool {name!r} is not allowed by the config: {why}; it was not called"
+        return None
+
+
+def approved_agent(plan: Plan, agent: AgentConfig | None) -> AgentConfig | None:
+    """The agent a run of `plan` uses: its limits and retry as approved with the plan.
+
+    Args:
+        plan: The plan version being run.
+        agent: Its agent as stored now (`None`: the built-in default, or not found).
+    """
+    if plan.policy is None:
+        return agent  # a plan from before plans kept their policy
+    # Only the limits and retry of the agent returned are read by a run.
+    base = agent if agent is not None else AgentConfig(name="default")
+    return base.model_copy(update={"limits": plan.policy.limits, "retry": plan.policy.retry})

@@ -181,7 +181,7 @@ from executor.plan import (
     check_transition,
     utc_now,
 )
-from executor.policy import AgentConfig
+from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import find_references, resolve_references
@@ -220,6 +220,8 @@ class SchedulerConfig(BaseModel):
     """Calls in flight per downstream server, across all runs."""
     server_max_calls: dict[str, int] = Field(default_factory=dict)
     """Per-server overrides of `max_calls_per_server`."""
+    tool_filters: dict[str, ToolFilter] = Field(default_factory=dict)
+    """Each server's `allowed_tools` / `denied_tools`, checked before every call."""
     default_retry: RetryPolicy = RetryPolicy()
     """Retry policy for steps whose plan and agent set none."""
     default_step_timeout_s: float | None = Field(default=None, gt=0)
@@ -551,6 +553,10 @@ class Run:
         self._sched = scheduler
         self._store = scheduler.store
         self._caller = scheduler.caller
+        # The policy as approved and the agent's as it is now, both checked before each
+        # call; limits and retry are the ones approved with the plan.
+        self._gate = CallGate.for_plan(plan, agent, scheduler.config.tool_filters)
+        agent = approved_agent(plan, agent)
         self._agent = agent
         self._graph = graph or PlanGraph.of(plan.steps)
         limits = agent.limits if agent is not None else None
@@ -919,6 +925,11 @@ class Run:
                 attempt=attempt,
                 started_at=now,
             )
+            refusal = self._gate.refusal(slot.step.server, slot.step.tool)
+            if refusal is not None:
+                error = StepError(kind=ErrorKind.AUTHORIZATION, message=refusal)
+                self._fail_before_call(batch, slot, record, error)
+                continue
             try:
                 arguments = resolve_references(slot.step.arguments, self._outputs)
             except StepReferenceError as exc:
@@ -957,6 +968,20 @@ class Run:
             )
             launches.append((slot, attempt, arguments))
         return launches
+
+    def _fail_before_call(
+        self, batch: WriteBatch, slot: _Slot, record: AttemptRecord, error: StepError
+    ) -> None:
+        """Nothing was called: the attempt starts and fails at once, never retried."""
+        self._set(
+            batch,
+            slot,
+            status=StepStatus.RUNNING,
+            attempts=record.attempt,
+            started_at=slot.state.started_at or record.started_at,
+        )
+        self._attempt_done(batch, record, StepStatus.FAILED, record.started_at, error)
+        self._fail(batch, slot, error, record.attempt)
 
     def _attempt_done(
         self,

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from executor.policy import ToolFilter
+
 __all__ = [
     "HttpServerSpec",
     "ServerSpec",
@@ -36,7 +38,13 @@ class _Common(BaseModel):
     allowed_tools: tuple[str, ...] | None = None
     """Globs over tool names; only matching tools are listed (else all)."""
     denied_tools: tuple[str, ...] = ()
-    """Globs over tool names that are never listed or called; wins over `allowed_tools`."""
+    """Globs over tool names that are never listed or called, case ignored; wins over
+    `allowed_tools`."""
+
+    @property
+    def tool_filter(self) -> ToolFilter:
+        """`allowed_tools` and `denied_tools`, as the rule checked before every call."""
+        return ToolFilter(allowed=self.allowed_tools, denied=self.denied_tools)
 
 
 class StdioServerSpec(_Common):

@@ -103,7 +103,7 @@ from pydantic_core import ErrorDetails
 
 from executor._utils import json_kind
 from executor.errors import ConfigError
-from executor.policy import AgentConfig
+from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
@@ -176,8 +176,9 @@ class Limits(BaseModel):
     """Per-call timeout when neither the step nor the server sets one."""
     max_timeout_s: float = Field(default=3600.0, gt=0)
     """The longest per-call timeout any step or server may ask for."""
-    max_steps: int = Field(default=200, ge=1, le=100_000)
-    """Most steps any plan may have, whatever its agent allows."""
+    max_steps: MaxSteps = DEFAULT_MAX_STEPS
+    """Most steps any plan may have, whatever its agent allows; the built-in default
+    agent allows exactly this many."""
     max_repairs: int = Field(default=2, ge=0, le=20)
     """Times the planner may try to repair a plan that failed validation."""
     run_lease_s: float = Field(default=30.0, ge=1, le=86_400)

@@ -20,9 +20,11 @@ the scheduler refuses to run a plan whose approved hash is not its current
 one. An agent whose rule is `read_only` has plans auto-approved when every
 tool they call is annotated read-only.
 
-Agents: those of the config file are written to the store at start (the file
-wins over an earlier `add_agent_config` of the same name); `add_agent_config`
-adds or replaces one in the store.
+Agents: those of the config file are the operator's: written to the store at
+start, read from the config before the store, and never replaced or shadowed
+by `add_agent_config`, which adds or replaces the others in the store. A plan
+records its agent's tool policy, limits and retry (`Plan.policy`, covered by
+`plan_hash`); the built-in default agent allows the config's `limits.max_steps`.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from executor.errors import (
 )
 from executor.ids import PlanId
 from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus, check_transition
-from executor.policy import AgentConfig, AutoApprove
+from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.records import Event, EventKind, StepState
 from executor.scheduler import ExecutionReport as RunReport
 from executor.scheduler import OnInterrupted, Scheduler, SchedulerConfig
@@ -252,6 +254,7 @@ class TaskOrchestrator:
             max_parallel_steps=limits.max_parallel_steps,
             max_calls_per_server=limits.max_calls_per_server,
             server_max_calls=per_server,
+            tool_filters={name: spec.tool_filter for name, spec in self.config.servers.items()},
             lease_s=limits.run_lease_s,
         )
 
@@ -304,6 +307,8 @@ class TaskOrchestrator:
         Raises:
             NotFoundError: No such agent; the message lists the known ones.
         """
+        if name in self.config.agents:
+            return self.config.agents[name]  # the operator's, whatever the store holds
         try:
             return await self.store.get_agent(name)
         except NotFoundError:
@@ -312,29 +317,49 @@ class TaskOrchestrator:
             raise NotFoundError(f"no agent named {name!r}; known agents: {listed}") from None
 
     async def add_agent_config(self, agent: AgentConfig | Mapping[str, Any]) -> AgentConfig:
-        """Add an agent, or replace the one of the same name; returns it as stored.
+        """Add an agent, or replace one added before; returns it as stored.
 
         Raises:
-            UserError: The mapping is not a valid agent (the message says which field).
+            UserError: The mapping is not a valid agent (the message says which field),
+                or its name is that of an agent of the config file, ignoring case.
         """
         if not isinstance(agent, AgentConfig):
             try:
                 agent = AgentConfig.model_validate(agent)
             except ValueError as exc:
                 raise UserError(f"the agent is not valid: {exc}") from exc
+        self._check_not_a_config_agent(agent.name)
         await self.store.save_agent(agent)
         return agent
 
+    def _check_not_a_config_agent(self, name: str) -> None:
+        # Ignoring case: "OPS" beside the operator's "ops" would pass for it in a list.
+        for configured in self.config.agents:
+            if configured.casefold() == name.casefold():
+                where = self.config.config_path or "the config"
+                raise UserError(
+                    f"the agent {configured!r} is defined in the config file {where}: "
+                    "change it there, or add this one under another name "
+                    "(agents from the config cannot be replaced or shadowed)"
+                )
+
     async def list_agent_configs(self) -> AgentList:
         """Every agent, and which one applies by default."""
-        agents = sorted(await self.store.list_agents(), key=lambda a: a.name)
+        by_name = {a.name: a for a in await self.store.list_agents()}
+        by_name.update(self.config.agents)
+        agents = sorted(by_name.values(), key=lambda a: a.name)
         return AgentList(agents=agents, default_agent=self.config.default_agent)
 
     async def _resolve_agent(self, name: str | None) -> tuple[AgentConfig, str | None]:
-        """The agent that applies, its step limit capped by the config's `limits.max_steps`."""
+        """The agent that applies, its step limit capped by the config's `limits.max_steps`.
+
+        The built-in default agent allows exactly that limit: one default, in the config.
+        """
         chosen = name or self.config.default_agent
-        agent = DEFAULT_AGENT if chosen is None else await self.get_agent_config(chosen)
         cap = self.config.limits.max_steps
+        if chosen is None:
+            return DEFAULT_AGENT.model_copy(update={"limits": AgentLimits(max_steps=cap)}), None
+        agent = await self.get_agent_config(chosen)
         if agent.limits.max_steps > cap:
             limits = agent.limits.model_copy(update={"max_steps": cap})
             agent = agent.model_copy(update={"limits": limits})
@@ -430,6 +455,8 @@ class TaskOrchestrator:
             session_id=session_id,
             deadline_s=agent.limits.plan_deadline_s,
         )
+        # What the run will be bound by, covered by the hash the user approves.
+        plan = plan.model_copy(update={"policy": agent.run_policy()})
         auto = self._auto_approves(agent, plan, catalog)
         status = check_transition(
             PlanStatus.DRAFT, PlanStatus.CONFIRMED if auto else PlanStatus.AWAITING_CONFIRMATION

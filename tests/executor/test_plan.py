@@ -28,6 +28,7 @@ from executor.plan import (
     StepStatus,
     check_transition,
 )
+from executor.policy import ToolPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -160,24 +161,51 @@ plan = Plan(
 """
 
 
-def _golden_plan() -> Plan:
+# v2 (deliberately changed when plans began to record their agent's run policy): the
+# same plan with a policy. A plan without one keeps its v1 hash above, so approvals
+# stored before v2 stay valid.
+GOLDEN_HASH_V2 = "v2:601812985092d993df0ecd11ac16b3dc602c6f3bf0d200d789b7be6b1e281b5e"
+
+GOLDEN_SOURCE_V2 = (
+    GOLDEN_SOURCE
+    + """
+from executor.policy import AgentLimits, RunPolicy, ToolPolicy
+
+plan = plan.model_copy(
+    update={
+        "policy": RunPolicy(
+            tool_policy=ToolPolicy(allow=("time",), deny=("time.set_*",)),
+            limits=AgentLimits(max_steps=20, max_parallel_steps=4, step_timeout_s=30),
+            retry=RetryPolicy(maximum_attempts=2),
+        )
+    }
+)
+"""
+)
+
+GOLDEN = [(GOLDEN_SOURCE, GOLDEN_HASH), (GOLDEN_SOURCE_V2, GOLDEN_HASH_V2)]
+
+
+def _golden_plan(source: str = GOLDEN_SOURCE) -> Plan:
     namespace: dict[str, Any] = {}
-    exec(GOLDEN_SOURCE, namespace)
+    exec(source, namespace)
     plan = namespace["plan"]
     assert isinstance(plan, Plan)
     return plan
 
 
-def test_plan_hash_matches_golden_value() -> None:
-    assert _golden_plan().plan_hash == GOLDEN_HASH
+@pytest.mark.parametrize(("source", "golden"), GOLDEN, ids=["v1", "v2"])
+def test_plan_hash_matches_golden_value(source: str, golden: str) -> None:
+    assert _golden_plan(source).plan_hash == golden
 
 
+@pytest.mark.parametrize(("source", "golden"), GOLDEN, ids=["v1", "v2"])
 @pytest.mark.parametrize("hash_seed", ["0", "12345"])
-def test_plan_hash_is_the_same_in_another_process(hash_seed: str) -> None:
+def test_plan_hash_is_the_same_in_another_process(hash_seed: str, source: str, golden: str) -> None:
     # A different PYTHONHASHSEED reorders sets and frozensets (non_retryable).
     env = {**os.environ, "PYTHONHASHSEED": hash_seed}
     out = subprocess.run(
-        [sys.executable, "-c", GOLDEN_SOURCE + "\nprint(plan.plan_hash)"],
+        [sys.executable, "-c", source + "\nprint(plan.plan_hash)"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -185,7 +213,20 @@ def test_plan_hash_is_the_same_in_another_process(hash_seed: str) -> None:
         timeout=60,
         check=True,
     )
-    assert out.stdout.strip() == GOLDEN_HASH
+    assert out.stdout.strip() == golden
+
+
+def test_plan_hash_covers_the_run_policy() -> None:
+    plan = _golden_plan(GOLDEN_SOURCE_V2)
+    assert plan.policy is not None
+    changes: list[dict[str, Any]] = [
+        {"tool_policy": ToolPolicy(allow=("time",))},
+        {"limits": plan.policy.limits.model_copy(update={"max_parallel_steps": 5})},
+        {"retry": None},
+    ]
+    for update in changes:
+        other = plan.model_copy(update={"policy": plan.policy.model_copy(update=update)})
+        assert other.plan_hash != plan.plan_hash, update
 
 
 def test_plan_hash_ignores_argument_key_order_and_dependency_order() -> None:

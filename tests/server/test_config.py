@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from executor.errors import ConfigError, UserError
-from executor.policy import AgentConfig, AutoApprove
+from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.specs import HttpServerSpec, SseServerSpec, StdioServerSpec, WebSocketServerSpec
 from server.config import (
     Limits,
@@ -421,6 +421,8 @@ def test_limits_defaults_spellings_and_order() -> None:
         max_steps=200,
         max_repairs=2,
     )
+    # One default step limit: the agents' and the config's are the same value.
+    assert Limits().max_steps == AgentLimits().max_steps
     limits = parse(
         {"limits": {"maxConcurrentExecutions": 2, "max_calls_per_server": 3, "maxSteps": 10}}
     ).limits

@@ -12,7 +12,7 @@ When the host supports form elicitation, `execute_plan` on an unapproved plan
 also asks the user directly, through the SDK's `Resolve`/`Elicit` form, which
 works on both protocol eras (a mid-call request on 2025-11-25, an
 `InputRequiredResult` round on 2026-07-28). The approval binds to the hash
-shown in the question.
+shown in the question, which `server.approval` writes.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hmac
 import inspect
-import json
 import logging
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
@@ -51,11 +50,13 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from executor.catalog import Catalog
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
+from server.approval import approval_text
 from server.orchestrator import AgentList, TaskOrchestrator
 from server.render import render_graph, render_plan_json, render_timeline
 from server.views import ExecutionReport, PlanList, PlanView, ProgressView, ToolList
@@ -67,7 +68,6 @@ __all__ = [
     "BearerTokenMiddleware",
     "StepSpec",
     "TaskorchServer",
-    "approval_message",
     "build_http_app",
     "build_server",
     "serve_http",
@@ -186,7 +186,6 @@ def _boundary() -> Iterator[None]:
 # The hash the approval question showed, for the tool body of the same request: the
 # answer approves that content and nothing else, even if a new version appeared since.
 _ASKED_HASH: ContextVar[str | None] = ContextVar("taskorch_asked_hash", default=None)
-_MAX_SHOWN_STEPS = 20
 
 
 def _can_elicit(ctx: Context[Any, Any]) -> bool:
@@ -194,22 +193,6 @@ def _can_elicit(ctx: Context[Any, Any]) -> bool:
     elicitation = caps.elicitation if caps is not None else None
     # A bare `elicitation: {}` (before modes existed) means form support; url-only does not.
     return elicitation is not None and (elicitation.form is not None or elicitation.url is None)
-
-
-def approval_message(plan: Plan) -> str:
-    """The question put to the user: what would run, and the hash approved."""
-    lines = [f"taskorch wants to run plan {plan.id} v{plan.version}: {plan.query or plan.strategy}"]
-    if plan.strategy:
-        lines.append(f"Strategy: {plan.strategy}")
-    for i, step in enumerate(plan.steps[:_MAX_SHOWN_STEPS], start=1):
-        args = json.dumps(step.arguments, ensure_ascii=False, separators=(",", ":"))
-        if len(args) > 160:
-            args = args[:157] + "..."
-        lines.append(f"{i}. {step.id}: {step.server}.{step.tool} {args}")
-    if len(plan.steps) > _MAX_SHOWN_STEPS:
-        lines.append(f"... and {len(plan.steps) - _MAX_SHOWN_STEPS} more steps")
-    lines.append(f"Approving binds to plan_hash {plan.plan_hash}.")
-    return "\n".join(lines)
 
 
 async def _ask_approval(plan_id: str, ctx: Context[Any, Any]) -> Elicit[ApprovalForm] | None:
@@ -223,8 +206,12 @@ async def _ask_approval(plan_id: str, ctx: Context[Any, Any]) -> Elicit[Approval
         return None  # the tool body reports the problem
     if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
         return None
+    try:
+        catalog = await _orchestrator(ctx).catalog()
+    except TaskorchError:
+        catalog = Catalog()  # every step is then shown with its effects unknown
     _ASKED_HASH.set(plan.plan_hash)
-    return Elicit(approval_message(plan), ApprovalForm)
+    return Elicit(approval_text(plan, catalog), ApprovalForm)
 
 
 # --- planning with the host's model ---------------------------------------------------------
@@ -508,7 +495,11 @@ async def add_agent(
         RetryPolicy | None, Field(description="Default retry policy for its steps.")
     ] = None,
 ) -> AgentConfig:
-    """Add an agent, or replace the one of the same name. Returns the stored agent."""
+    """Add an agent, or replace one added before. Returns the stored agent.
+
+    Agents defined in taskorch's config file are the operator's: they cannot be
+    replaced or shadowed (a name differing only in case is refused too).
+    """
     policy = ToolPolicy(
         allow=tuple(allow) if allow is not None else ("*",),
         deny=tuple(deny or ()),

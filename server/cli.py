@@ -342,7 +342,9 @@ def plan(
                 steps=None if data is None else data["steps"],
                 strategy=str(data.get("strategy", "")) if data else "",
             )
-        _print_plan(view)
+            _print_plan(view)
+            if not view.approved:
+                await _print_approval(orch, view)
 
     _run(go)
 
@@ -407,6 +409,8 @@ def run(
                 view = await orch.get_task_plan(target)
             _print_plan(view, console)
             if not view.approved and view.status.value in ("draft", "awaiting_confirmation"):
+                if not yes:
+                    await _print_approval(orch, view)
                 if not yes and not typer.confirm(f"Run plan {view.plan_id}?", default=False):
                     await orch.confirm_task_plan(view.plan_id, False, view.plan_hash, "declined")
                     raise _fail("not approved: the plan is rejected")
@@ -689,9 +693,19 @@ def _styled_status(status: str) -> str:
 
 
 def _short(value: Any, limit: int = 100) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    from server.approval import one_line
+
+    # One line, whatever the text holds, and a cut that says how much it left out.
+    text = one_line(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+    return text if len(text) <= limit else f"{text[:limit]}…[{len(text) - limit} more characters]"
+
+
+async def _print_approval(orch: TaskOrchestrator, view: PlanView) -> None:
+    """Print the question a person approves: the same text as the MCP approval dialog."""
+    from server.approval import approval_text
+
+    plan = await orch.load_plan(view.plan_id, view.version)
+    typer.echo(approval_text(plan, await orch.catalog()))
 
 
 def _print_plan(view: PlanView, console: Console | None = None, *, outputs: bool = False) -> None:
@@ -701,10 +715,10 @@ def _print_plan(view: PlanView, console: Console | None = None, *, outputs: bool
     console = console or _console()
     tree = Tree(
         f"[bold]plan {view.plan_id}[/bold] v{view.version} {_styled_status(view.status.value)}"
-        f" — {escape(view.query[:100])}"
+        f" — {escape(_short(view.query))}"
     )
     if view.strategy:
-        tree.add(f"[italic]{escape(view.strategy[:200])}[/italic]")
+        tree.add(f"[italic]{escape(_short(view.strategy, 200))}[/italic]")
     for step in view.steps:
         deps = f" after {', '.join(step.depends_on)}" if step.depends_on else ""
         node = tree.add(

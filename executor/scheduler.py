@@ -18,13 +18,16 @@ The API (all on `Scheduler`; a `Run` is the handle of one active run):
   (`ApprovalError` unless `approved_hash == plan_hash`), commits the plan as
   `executing` and starts the run in the background. Nothing yields between
   registering the run and returning, so a `subscribe()` right after `start()`
-  sees every event of the run, `execution_started` included.
+  sees every event of the run, `execution_started` included. A plan left
+  `executing` by a process that is gone is taken over and resumed (see Leases);
+  one a live process runs is refused, naming that process.
 - `execute(plan_id, *, version=None, wait=True, on_interrupted=None) -> ExecutionReport`
   is `start` and, with `wait`, `Run.wait()`; without, the report as it stands.
-- `cancel(plan_id) -> ExecutionReport` ends an active run `cancelled` (in-flight
-  calls are cancelled downstream; nothing runs afterwards; well under a
-  second), or cancels a `confirmed` / `interrupted` / orphaned `executing` plan
-  in the store.
+- `cancel(plan_id, *, wait_s=None) -> ExecutionReport` ends an active run
+  `cancelled` (in-flight calls are cancelled downstream; nothing runs
+  afterwards; well under a second), asks another live process to do so and
+  waits for it (see Cancel requests), or cancels a `confirmed` / `interrupted`
+  / orphaned `executing` plan in the store.
 - `wait(plan_id)`, `report(plan_id, version=None)`: the final (or current) report.
 - `progress(plan_id) -> ExecutionProgress`: a snapshot; `progress_now` is its
   synchronous form for active runs.
@@ -39,7 +42,8 @@ The API (all on `Scheduler`; a `Run` is the handle of one active run):
 - `resume() -> list[Run]` claims the `executing` plan versions no live process
   runs (after a crash: see Leases) and resumes them; call it at start (and
   again later to take over runs whose owner's lease has since expired).
-- `get_run(plan_id) -> Run | None`, `active() -> list[PlanId]`: runs in progress here.
+- `get_run(plan_id) -> Run | None`, `active() -> list[PlanId]`: runs in progress here;
+  `owner(plan_id) -> RunOwner | None`: who runs it, wherever, and whether it is alive.
 
 `Run` (the handle): `plan`, `plan_id`, `version`, `done`, `await wait()`,
 `cancel()`, `report()`, `progress()`, `subscribe()`. `ExecutionReport` lists
@@ -120,17 +124,38 @@ atomic conditional UPDATE, only versions without an owner (rows from before
 leases, runs released at shutdown), with an expired lease, or whose owner is a
 process on this machine that has ended — so two processes resuming at once
 never both take a plan, and a live owner's runs are never taken. The owner
-renews its leases every `lease_s / 3` (one UPDATE for all its runs) and with
-every write of a run; a run that ends (or is cancelled, or waits for a
+renews the leases of the runs going on here every `lease_s / 3` (one
+transaction) and with every write of a run; a run that ends (or is cancelled, or waits for a
 decision) releases its lease with its final status change. Every write of a
 run requires the plan to be still `executing` and still held by this owner
 (`WriteBatch.expect`), and the renewal notices a run that is no longer held,
-so a run another process cancelled or took over stops — in-flight calls
+so a run another process changed or took over stops — in-flight calls
 cancelled, nothing more written — at the latest `lease_s / 3` later
 (`Run.wait()` then raises a `UserError` saying so). A lease is wall-clock
 time in the database: processes sharing one should have clocks in step to
 well within `lease_s`, and an event loop blocked longer than `lease_s`
 may lose its runs to another process (which then stops them here).
+
+Taking over: `start()` on a plan version that is `executing` with no live
+owner (no owner, a lapsed lease, or an owner process on this machine that has
+ended) claims it for this scheduler alone (the same atomic claim) and resumes
+it as `resume()` would; whoever else finds it so does the same, so a run whose
+process was killed is finished by the next `execute` from any face.
+
+Cancel requests: `cancel()` of a run that another live process holds writes
+a request on the plan version (`Store.request_cancel`). Every scheduler waits
+for requests on the runs it holds (`Store.wait_cancel_requests`: with SQLite a
+cheap poll of `PRAGMA data_version` every `control_poll_s`; a server database
+would notify) and cancels such a run as if `cancel()` were called here; the
+asking side answers `cancelled` once the run has ended, or after `wait_s` says
+the request stands. A request outlives its asker and a crash of the owner:
+whoever takes the run over cancels it instead of resuming it.
+
+A store failure stops a run cleanly: a write that fails (a full disk, say)
+cancels the calls in flight, writes nothing more, releases the lease (the run
+is no longer renewed even if that release fails) and makes `Run.wait()` raise
+a `StoreError` saying what failed; the plan stays `executing`, and `start()`
+takes it over and resumes it once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -164,6 +189,7 @@ from executor.errors import (
     NotFoundError,
     PlanValidationError,
     StepReferenceError,
+    StoreError,
     ToolCallError,
     TransitionError,
     UserError,
@@ -185,17 +211,26 @@ from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import find_references, resolve_references
-from executor.store import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
+from executor.store import (
+    ExpectedPlanStatus,
+    LeaseInfo,
+    PlanStatusChange,
+    RunLease,
+    Store,
+    WriteBatch,
+)
 
 __all__ = [
     "Decision",
     "ExecutionReport",
     "OnInterrupted",
     "Run",
+    "RunOwner",
     "Scheduler",
     "SchedulerConfig",
     "StepReport",
     "Subscription",
+    "rejected_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -233,6 +268,12 @@ class SchedulerConfig(BaseModel):
     lease_s: float = Field(default=30.0, gt=0, le=86_400)
     """How long this process's claim on a run holds without renewal; renewed every
     third of it. A crashed process's runs can be resumed elsewhere once it passes."""
+    control_poll_s: float = Field(default=0.2, gt=0, le=60)
+    """How often the runs here look for cancel requests from other processes, and a
+    cancel from here looks whether another process's run has stopped."""
+    cancel_wait_s: float = Field(default=10.0, ge=0, le=86_400)
+    """How long `cancel()` waits for another process to stop its run before answering
+    that the request is made and the run still stopping."""
 
 
 class StepReport(BaseModel):
@@ -283,6 +324,62 @@ class ExecutionReport(BaseModel):
     """Anything the caller should know, such as what decision an interrupted plan awaits."""
     needs_decision: tuple[str, ...] = ()
     """Steps interrupted by a crash that await `on_interrupted` (`rerun` or `skip`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOwner:
+    """Who runs an `executing` plan version, and whether it still can (see Leases).
+
+    Attributes:
+        plan_id: The plan.
+        version: The plan version.
+        owner: The owner's id; `None` when nobody holds the run (it was let go).
+        host: The owner's machine, when its id says.
+        pid: The owner's process id on that machine, when its id says.
+        alive: Whether that process still runs; known on this machine only
+            (`None` elsewhere: the lease decides).
+        lease_until: When the owner's claim lapses unless renewed.
+        lapsed: Whether it has lapsed.
+        here: Whether the owner is the scheduler asking.
+    """
+
+    plan_id: PlanId
+    version: int
+    owner: str | None
+    host: str | None
+    pid: int | None
+    alive: bool | None
+    lease_until: datetime | None
+    lapsed: bool
+    here: bool
+
+    @property
+    def holds(self) -> bool:
+        """Whether a live owner holds the run, so that no other process may take it."""
+        return self.owner is not None and self.alive is not False and not self.lapsed
+
+    def describe(self) -> str:
+        """Say who runs the plan, and whether it still does, in a clause."""
+        if self.owner is None:
+            return "nobody runs it (the process that ran it let it go)"
+        if self.here:
+            return "this process runs it"
+        who = (
+            f"process {self.pid} on {self.host}"
+            if self.pid is not None
+            else f"owner {self.owner!r}"
+        )
+        until = "" if self.lease_until is None else f"{self.lease_until:%H:%M:%S} UTC"
+        if self.alive is False:
+            return f"{who} ran it and is no longer running"
+        if self.lapsed:
+            return f"{who} ran it but has not renewed its lease since {until}"
+        if self.alive:
+            return f"{who} runs it and is alive (its lease holds until {until})"
+        return (
+            f"{who} runs it (another machine: it holds the run while it renews its "
+            f"lease, now until {until})"
+        )
 
 
 class Subscription:
@@ -411,6 +508,9 @@ class _Slot:
     attempt_started: datetime | None = None
     attempt_started_mono: float = 0.0
 
+
+_LOOK_AGAIN_S = 1.0
+"""How long to wait after the store failed to say whether there are cancel requests."""
 
 _ETA_RECOMPUTE_ABOVE = 1_000
 """Plans with more steps than this recompute their ETA at most every quarter second."""
@@ -643,7 +743,8 @@ class Run:
 
         Raises:
             TaskorchError: The run stopped on an error (such as a store failure),
-                leaving the plan `executing` for `resume()` to pick up.
+                leaving the plan `executing` and let go, for `start()` (or `resume()`)
+                to take up again.
         """
         await self._done.wait()
         if self._failure is not None:
@@ -777,6 +878,8 @@ class Run:
                 logger.warning("%s", exc)
             else:
                 logger.exception("run of plan %s stopped on an error", self.plan.id)
+            if isinstance(exc, StoreError):
+                exc = self._store_failure(exc)
             self._failure = exc
         finally:
             send.close()
@@ -790,8 +893,25 @@ class Run:
                 self._message = (
                     "the scheduler closed during the run; it resumes when taskorch starts again"
                 )
+            else:
+                self._message = str(self._failure)
+                # Stopped for good here: let any process (or a later execute) take it,
+                # rather than hold a run nothing works on.
+                with anyio.CancelScope(shield=True):
+                    await self._sched._release(self.plan.id, self.plan.version)
             self._sched._forget(self)
             self._done.set()
+
+    def _store_failure(self, error: StoreError) -> StoreError:
+        """Say what a run that could not write its state did, and how it goes on."""
+        pid = self.plan.id
+        return StoreError(
+            f"the run of plan {pid!r} version {self.plan.version} stopped: its progress "
+            f"could not be saved ({error}). Calls in flight were cancelled and nothing more "
+            "was started; the plan stays executing and this process no longer holds it. "
+            f"Once the cause is fixed, execute_plan(plan_id={pid!r}) (or `taskorch run "
+            f"{pid}`) resumes it."
+        )
 
     async def _coordinate(self) -> None:
         recv = self._recv
@@ -1335,12 +1455,21 @@ class Scheduler:
         self._tg: TaskGroup | None = None
         self.lease = RunLease(_new_owner_id(), self.config.lease_s)
         """This scheduler's claim on the runs it executes (`lease.owner` is unique)."""
+        # Claims are taken and turned into runs one at a time (resume, take-over, a
+        # cancel of an abandoned run), so that two of them never resume one run.
+        self._claim_lock = anyio.Lock()
+        self._claims: set[tuple[str, int]] = set()
+        """Runs claimed and being resumed: held, but not in `_runs` yet."""
+        self._unreleased: set[tuple[str, int]] = set()
+        """Runs that stopped here whose lease could not be released yet."""
+        self._watch_scope: anyio.CancelScope | None = None
 
     async def __aenter__(self) -> Scheduler:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self._keep_leases)
+        tg.start_soon(self._watch_cancel_requests)
         return self
 
     async def __aexit__(
@@ -1365,20 +1494,64 @@ class Scheduler:
                     logger.warning("could not release this process's run leases: %s", error)
 
     async def _keep_leases(self) -> None:
-        """Renew this scheduler's leases every third of their length; stop lost runs."""
+        """Renew the leases of the runs here every third of their length; stop lost runs.
+
+        Only runs that are going on here are renewed: one that stopped (on a store
+        failure, say) lapses even if releasing it failed, and is released later.
+        """
         while True:
             await anyio.sleep(self.lease.lease_s / 3)
+            if self._unreleased:
+                stopped = set(self._unreleased)
+                self._unreleased -= stopped
+                for plan_id, version in stopped:
+                    await self._release(plan_id, version)
             # Only runs registered before the renewal can be judged by it: a run's
             # claim is committed before the run is registered.
             judged = list(self._runs.values())
+            keys = {(r.plan_id, r.version) for r in judged} | self._claims
+            if not keys:
+                continue
             try:
-                held = await self.store.renew_leases(self.lease)
+                held = await self.store.renew_leases(self.lease, keys)
             except Exception:
                 logger.exception("could not renew this process's run leases; will retry")
                 continue
             for run in judged:
                 if (run.plan_id, run.version) not in held:
                     run._lose()
+
+    async def _watch_cancel_requests(self) -> None:
+        """Cancel the runs here that another process asked to cancel (see `cancel`).
+
+        The store says when one of the runs it is given has a request; a run that
+        starts here restarts the wait, so that it is watched too.
+        """
+        while True:
+            watched = {
+                (r.plan_id, r.version): r
+                for r in self._runs.values()
+                if not r.done and not r._cancel_requested
+            }
+            asked: set[tuple[PlanId, int]] = set()
+            with anyio.CancelScope() as scope:
+                self._watch_scope = scope
+                try:
+                    if watched:
+                        asked = await self.store.wait_cancel_requests(
+                            set(watched), poll_s=self.config.control_poll_s
+                        )
+                    else:
+                        await anyio.sleep_forever()
+                except Exception as error:
+                    logger.warning("could not look for cancel requests (%s); looking again", error)
+                    await anyio.sleep(_LOOK_AGAIN_S)
+            self._watch_scope = None
+            for key in asked:
+                run = watched.get(key)
+                if run is not None:
+                    logger.info("plan %s: another process asked to cancel the run", key[0])
+                    run.cancel()
 
     def _server_limiter(self, server: str) -> anyio.CapacityLimiter:
         limiter = self._server_limits.get(server)
@@ -1410,6 +1583,10 @@ class Scheduler:
     ) -> Run:
         """Start running a plan (or re-run its failed part, or resume it after a decision).
 
+        A plan `executing` with no live owner (its process ended, or its lease
+        lapsed, or it let the run go after a failure) is taken over and resumed
+        here; a plan already running here gives that run's handle.
+
         Args:
             plan_id: The plan.
             version: The version to run; the latest when `None`.
@@ -1423,7 +1600,8 @@ class Scheduler:
         Raises:
             NotFoundError: No such plan or version.
             ApprovalError: The plan is not approved, or not for its current content.
-            UserError: The plan is already running, or has nothing left to run.
+            UserError: The plan is running in another live process, or has nothing
+                left to run.
             PlanValidationError: The plan's dependencies cannot be run (a cycle,
                 an unknown step).
         """
@@ -1431,6 +1609,11 @@ class Scheduler:
             raise InternalError(
                 "the Scheduler is not running: use it as `async with Scheduler(...)`"
             )
+        active = self._runs.get(plan_id)
+        if active is not None and on_interrupted is None:
+            latest = version or max(await self.store.plan_versions(plan_id), default=0)
+            if latest == active.version and self._runs.get(plan_id) is active:
+                return active  # asked twice: follow the run that is going on
         if plan_id in self._runs or plan_id in self._starting:
             raise UserError(
                 f"plan {plan_id!r} is already executing: follow it with get_progress, "
@@ -1447,7 +1630,9 @@ class Scheduler:
     ) -> Run:
         plan = await self.store.get_plan(plan_id, version)
         status = plan.status
-        if status in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION, PlanStatus.REJECTED):
+        if status is PlanStatus.REJECTED:
+            raise ApprovalError(rejected_message(plan))
+        if status in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
             raise ApprovalError(
                 f"plan {plan.id!r} version {plan.version} is {status.value}, not confirmed: "
                 "confirm it before executing it"
@@ -1458,10 +1643,11 @@ class Scheduler:
                 f"(approved {plan.approved_hash!r}, now {plan.plan_hash!r}): confirm this version"
             )
         if status is PlanStatus.EXECUTING:
-            raise UserError(
-                f"plan {plan.id!r} is already executing (in another taskorch process, or one "
-                "that stopped and has not resumed it yet): follow it with get_progress"
-            )
+            run = await self._take_over(plan)
+            if run.done and run.report().status is PlanStatus.INTERRUPTED and on_interrupted:
+                # Taken over, it waits for a decision: the caller has given one.
+                return await self._start(plan.id, plan.version, on_interrupted)
+            return run
         if status in (PlanStatus.COMPLETED, PlanStatus.CANCELLED):
             raise UserError(
                 f"plan {plan.id!r} version {plan.version} is {status.value}: nothing is left "
@@ -1523,10 +1709,59 @@ class Scheduler:
         self._launch(run)
         return run
 
+    async def _take_over(self, plan: Plan) -> Run:
+        """Claim an executing plan version whose owner is gone, and resume it here.
+
+        Raises:
+            UserError: A live process holds it (the message says which).
+        """
+        key = (plan.id, plan.version)
+        async with self._claim_lock:
+            active = self._runs.get(plan.id)
+            if active is not None and active.version == plan.version:
+                return active  # resume() took it meanwhile
+            info = await self.store.get_lease(plan.id, plan.version)
+            if info is None:
+                raise UserError(
+                    f"plan {plan.id!r} version {plan.version} stopped executing while it was "
+                    "being started (another process?): look at it again"
+                )
+            owner = _run_owner(info, self.lease.owner)
+            if not owner.here:
+                gone = [info.owner] if info.owner is not None and owner.alive is False else []
+                if not await self.store.claim_runs(self.lease, gone_owners=gone, runs=[key]):
+                    raise UserError(
+                        f"plan {plan.id!r} is already executing: {owner.describe()}. Follow "
+                        f"it with get_progress (`taskorch watch {plan.id}`), or cancel it"
+                    )
+            self._claims.add(key)
+            try:
+                run = await self._obey_cancel_request(plan, info)
+                if run is not None:
+                    return run
+                states = await self.store.get_step_states(plan.id, plan.version)
+                in_flight = any(s.status is StepStatus.RUNNING for s in states.values())
+                safe = await self._safe_tools() if in_flight else {}
+                run = await self._resume_one(plan, states, safe)
+                if run is None:
+                    raise ApprovalError(
+                        f"plan {plan.id!r} is executing but not approved for its content"
+                    )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._release(plan.id, plan.version)
+                raise
+            finally:
+                self._claims.discard(key)
+        logger.info("took over plan %s version %d: %s", plan.id, plan.version, owner.describe())
+        return run
+
     def _launch(self, run: Run) -> None:
         assert self._tg is not None
         self._runs[run.plan.id] = run
         self._tg.start_soon(run._main)
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()  # watch this run for cancel requests too
 
     def _finished_run(
         self,
@@ -1673,14 +1908,27 @@ class Scheduler:
             raise InternalError(
                 "the Scheduler is not running: use it as `async with Scheduler(...)`"
             )
-        claimed = await self.store.claim_runs(self.lease, gone_owners=await self._gone_owners())
+        async with self._claim_lock:
+            gone = await self._gone_owners()
+            claimed = await self.store.claim_runs(self.lease, gone_owners=gone)
+            self._claims.update(claimed)
+            try:
+                return await self._resume_claimed(claimed)
+            finally:
+                self._claims.difference_update(claimed)
+
+    async def _resume_claimed(self, claimed: list[tuple[PlanId, int]]) -> list[Run]:
         runs: list[Run] = []
         safe: dict[tuple[str, str], bool] | None = None
         for plan_id, version in claimed:
             active = self._runs.get(plan_id)
             if active is not None and active.version == version:
                 continue  # already running here; the claim merely renewed its lease
-            if active is not None or plan_id in self._starting:
+            if plan_id in self._starting:
+                # start() is on it right now, and takes the run over itself if need be.
+                await self._release(plan_id, version)
+                continue
+            if active is not None:
                 logger.warning(
                     "plan %s version %d is executing, but another version of the plan runs "
                     "here: it is left for later",
@@ -1693,6 +1941,10 @@ class Scheduler:
             run: Run | None = None
             try:
                 plan = await self.store.get_plan(plan_id, version)
+                run = await self._obey_cancel_request(plan)
+                if run is not None:
+                    runs.append(run)
+                    continue
                 states = await self.store.get_step_states(plan.id, plan.version)
                 needs_catalog = any(s.status is StepStatus.RUNNING for s in states.values())
                 if needs_catalog and safe is None:
@@ -1709,10 +1961,29 @@ class Scheduler:
                 await self._release(plan_id, version)
         return runs
 
+    async def _obey_cancel_request(self, plan: Plan, info: LeaseInfo | None = None) -> Run | None:
+        """Cancel a run just claimed, instead of resuming it, if a cancel request stands.
+
+        Whoever asked was told the run ends as soon as its owner sees the request;
+        the new owner sees it before it calls anything.
+        """
+        if info is None:
+            info = await self.store.get_lease(plan.id, plan.version)
+        if info is None or info.cancel_requested_at is None:
+            return None
+        logger.info("plan %s: a cancel request stands; cancelling the run taken over", plan.id)
+        expect = ExpectedPlanStatus(plan.id, plan.version, PlanStatus.EXECUTING, lease=self.lease)
+        report = await self._cancel_in_store(plan, expect)
+        states = await self.store.get_step_states(plan.id, plan.version)
+        ended = plan.model_copy(update={"status": report.status})
+        return self._finished_run(ended, states, None, {})
+
     async def _release(self, plan_id: str, version: int) -> None:
         try:
             await self.store.release_leases(self.lease.owner, [(plan_id, version)])
         except Exception as error:
+            # Not renewed any more, it lapses anyway; meanwhile try again.
+            self._unreleased.add((plan_id, version))
             logger.warning("could not release the lease on plan %s: %s", plan_id, error)
 
     async def _gone_owners(self) -> list[str]:
@@ -1849,13 +2120,17 @@ class Scheduler:
 
     # --- control and observation -----------------------------------------------------------
 
-    async def cancel(self, plan_id: str) -> ExecutionReport:
+    async def cancel(self, plan_id: str, *, wait_s: float | None = None) -> ExecutionReport:
         """End a plan's execution as `cancelled`.
 
-        An active run here is stopped (in-flight calls cancelled downstream);
-        a plan that is `confirmed`, `interrupted`, or `executing` with no run
-        here (another process, or one not resumed) is cancelled in the store.
-        A plan that has already ended is left as it is.
+        An active run here is stopped (in-flight calls cancelled downstream). A
+        run in another live process is asked to stop, through the store: that
+        process sees the request within `control_poll_s`, stops its calls in
+        flight and ends the run `cancelled`; this waits for that, up to `wait_s`
+        (`cancel_wait_s` by default), and else answers with the plan still
+        `executing` and a message saying the request is made. A run whose owner
+        is gone, and a plan that is `confirmed` or `interrupted`, are cancelled
+        in the store. A plan that has already ended is left as it is.
 
         Raises:
             NotFoundError: No such plan.
@@ -1866,7 +2141,6 @@ class Scheduler:
             run.cancel()
             return await run.wait()
         plan = await self.store.get_plan(plan_id)
-        states = await self.store.get_step_states(plan.id, plan.version)
         if plan.status in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
             raise UserError(
                 f"plan {plan.id!r} is {plan.status.value}: it has not run, so there is "
@@ -1874,6 +2148,56 @@ class Scheduler:
             )
         if plan.status.is_terminal:
             return await self.report(plan.id, plan.version)
+        if plan.status is PlanStatus.EXECUTING:
+            wait = self.config.cancel_wait_s if wait_s is None else wait_s
+            return await self._cancel_elsewhere(plan, wait)
+        return await self._cancel_in_store(plan)
+
+    async def _cancel_elsewhere(self, plan: Plan, wait_s: float) -> ExecutionReport:
+        """Cancel a run this process does not run: ask its owner, or take it if it is gone."""
+        key = (plan.id, plan.version)
+        deadline = anyio.current_time() + wait_s
+        asked = False
+        while True:
+            info = await self.store.get_lease(*key)
+            if info is None:  # not executing any more: its owner ended it
+                return await self.report(plan.id, plan.version)
+            owner = _run_owner(info, self.lease.owner)
+            if not owner.holds or owner.here:
+                async with self._claim_lock:
+                    run = self._runs.get(plan.id)
+                    if run is not None and run.version == plan.version:
+                        run.cancel()
+                        return await run.wait()
+                    gone = [info.owner] if info.owner is not None and owner.alive is False else []
+                    if owner.here or await self.store.claim_runs(
+                        self.lease, gone_owners=gone, runs=[key]
+                    ):
+                        expect = ExpectedPlanStatus(*key, PlanStatus.EXECUTING, lease=self.lease)
+                        return await self._cancel_in_store(plan, expect)
+                continue  # someone else took it meanwhile: look again
+            if not asked:
+                asked = True
+                await self.store.request_cancel(*key)
+                logger.info("plan %s: asked to cancel the run: %s", plan.id, owner.describe())
+            if anyio.current_time() >= deadline:
+                report = await self.report(plan.id, plan.version)
+                if report.status is not PlanStatus.EXECUTING:
+                    return report
+                message = (
+                    f"cancel requested, not done yet: {owner.describe()}, and has not "
+                    "stopped the run yet; it cancels its calls in flight and ends the run "
+                    "as soon as it sees the request. Follow it with get_progress "
+                    f"(`taskorch watch {plan.id}`)"
+                )
+                return report.model_copy(update={"message": message})
+            await anyio.sleep(self.config.control_poll_s)
+
+    async def _cancel_in_store(
+        self, plan: Plan, expect: ExpectedPlanStatus | None = None
+    ) -> ExecutionReport:
+        """Cancel a plan no process runs, by writing it `cancelled` with its unfinished steps."""
+        states = await self.store.get_step_states(plan.id, plan.version)
         now = utc_now()
         batch = _new_batch()
         error = StepError(kind=ErrorKind.CANCELLED, message="not run: cancelled")
@@ -1894,6 +2218,7 @@ class Scheduler:
                 data={"status": PlanStatus.CANCELLED.value, "message": "cancelled on request"},
             )
         ]
+        batch.expect = expect
         await self.store.write(batch)
         return await self.report(plan.id, plan.version)
 
@@ -1916,7 +2241,31 @@ class Scheduler:
         plan = await self.store.get_plan(plan_id, version)
         states = await self.store.get_step_states(plan.id, plan.version)
         started, finished = await self.store.get_run_times(plan.id, plan.version)
-        return _build_report(plan, states, plan.status, started, finished)
+        message = None
+        info = None
+        if plan.status is PlanStatus.EXECUTING:
+            info = await self.store.get_lease(plan.id, plan.version)
+        if info is not None:
+            owner = _run_owner(info, self.lease.owner)
+            message = f"the plan is executing: {owner.describe()}" + (
+                ""
+                if owner.holds
+                else f"; execute_plan(plan_id={plan.id!r}) takes the run over and resumes it"
+            )
+        return _build_report(plan, states, plan.status, started, finished, message)
+
+    async def owner(self, plan_id: str, version: int | None = None) -> RunOwner | None:
+        """Who runs the plan version (the latest by default); `None` when it is not executing.
+
+        Raises:
+            NotFoundError: No such plan or version.
+        """
+        if version is None:
+            version = max(await self.store.plan_versions(plan_id), default=0)
+            if not version:
+                raise NotFoundError(f"no plan with id {plan_id!r}")
+        info = await self.store.get_lease(plan_id, version)
+        return None if info is None else _run_owner(info, self.lease.owner)
 
     def progress_now(self, plan_id: str) -> ExecutionProgress | None:
         """The progress of the plan's active run here, without I/O; `None` if none."""
@@ -2001,27 +2350,63 @@ def _new_owner_id() -> str:
     return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
 
 
-def _owner_is_gone(owner: str) -> bool:
-    """Whether `owner` is a scheduler of a process on this machine that has ended.
-
-    Owners on other machines (or in a form not ours) are never judged gone: their
-    leases are taken only once they expire.
-    """
+def _owner_parts(owner: str) -> tuple[str, int, str] | None:
+    """The host, pid and process start of an owner id of ours; `None` for another form."""
     parts = owner.split("|")
-    if len(parts) != 4 or parts[0] != socket.gethostname():
-        return False
+    if len(parts) != 4:
+        return None
     try:
-        pid = int(parts[1])
+        return parts[0], int(parts[1]), parts[2]
     except ValueError:
-        return False
+        return None
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """Whether `owner`'s process still runs; `None` when that cannot be told from here.
+
+    Only processes on this machine can be looked at: owners elsewhere (or in a form
+    not ours) are judged by their lease alone.
+    """
+    parts = _owner_parts(owner)
+    if parts is None or parts[0] != socket.gethostname():
+        return None
+    _, pid, started = parts
     if pid == os.getpid():
-        return False  # another scheduler in this very process: alive
+        return True  # another scheduler in this very process
     try:
-        return _process_start(pid) != parts[2]  # the pid now names another process
+        return _process_start(pid) == started  # else the pid now names another process
     except psutil.NoSuchProcess:
-        return True
+        return False
     except psutil.Error:
-        return False  # cannot tell (access denied): wait for the lease to expire
+        return None  # cannot tell (access denied): wait for the lease to expire
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether `owner` is a scheduler of a process on this machine that has ended."""
+    return _owner_alive(owner) is False
+
+
+def _run_owner(info: LeaseInfo, me: str) -> RunOwner:
+    parts = None if info.owner is None else _owner_parts(info.owner)
+    return RunOwner(
+        plan_id=info.plan_id,
+        version=info.version,
+        owner=info.owner,
+        host=None if parts is None else parts[0],
+        pid=None if parts is None else parts[1],
+        alive=None if info.owner is None else _owner_alive(info.owner),
+        lease_until=info.until,
+        lapsed=info.until is None or info.until <= utc_now(),
+        here=info.owner == me,
+    )
+
+
+def rejected_message(plan: Plan) -> str:
+    """What anyone trying to run or approve a rejected plan is told, wherever they try."""
+    return (
+        f"plan {plan.id!r} version {plan.version} was rejected: a rejected plan never runs "
+        "and cannot be approved again; create a new plan to run it"
+    )
 
 
 def _requeued(state: StepState) -> StepState:

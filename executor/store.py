@@ -12,8 +12,10 @@ memory that another process could make stale.
 
 An `executing` plan version carries a lease (`lease_owner`, `lease_until`):
 the process that runs it, and until when its claim holds unless renewed
-(`RunLease`, `claim_runs`, `renew_leases`, `release_leases`). Leaving
-`executing` releases it.
+(`RunLease`, `claim_runs`, `renew_leases`, `release_leases`), and may carry a
+cancel request from another process (`request_cancel`, which the owner sees
+through `wait_cancel_requests`). Leaving `executing` releases the lease and
+clears the request.
 
 The schema is versioned by `PRAGMA user_version` and migrated on open by the
 steps in `MIGRATIONS`. A file written by a newer taskorch is refused
@@ -225,9 +227,14 @@ _SCHEMA_2: Final = (
     "ALTER TABLE plans ADD COLUMN lease_until TEXT",
 )
 
+# When another process asked the owner of an executing plan version to cancel it;
+# NULL when nobody has. Cleared by every status change.
+_SCHEMA_3: Final = ("ALTER TABLE plans ADD COLUMN cancel_requested_at TEXT",)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SCHEMA_1),
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
+    Migration(3, "cancel requests to the process that runs a plan version", _SCHEMA_3),
 )
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 
@@ -269,6 +276,8 @@ class LeaseInfo:
     """Who holds it; `None` when nobody does (it may be claimed at once)."""
     until: datetime | None
     """When it expires unless renewed."""
+    cancel_requested_at: datetime | None = None
+    """When another process asked its owner to cancel the run, if one did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +533,16 @@ def _event_from_row(row: sqlite3.Row) -> Event:
     )
 
 
+def _lease_from_row(row: sqlite3.Row) -> LeaseInfo:
+    return LeaseInfo(
+        plan_id=PlanId(row["plan_id"]),
+        version=int(row["version"]),
+        owner=row["lease_owner"],
+        until=_parse_ts(row["lease_until"]),
+        cancel_requested_at=_parse_ts(row["cancel_requested_at"]),
+    )
+
+
 def _plans_from_rows(rows: Sequence[sqlite3.Row]) -> list[Plan]:
     """Rebuild plans from rows of `_PLAN_SELECT`: one row per step, grouped by plan."""
     plans: list[Plan] = []
@@ -605,7 +624,7 @@ ON CONFLICT (server, tool) DO UPDATE SET
 
 # A new run start (started_at given) clears the previous run's end. Only an executing
 # plan version has a lease: leaving `executing` releases it; entering it with an owner
-# claims it.
+# claims it. A cancel request is about the run in progress: any change ends it.
 _UPDATE_STATUS: Final = """
 UPDATE plans SET
     status = :status,
@@ -615,6 +634,7 @@ UPDATE plans SET
                        ELSE COALESCE(:finished_at, finished_at) END,
     lease_owner = CASE WHEN :status = 'executing' THEN COALESCE(:lease_owner, lease_owner) END,
     lease_until = CASE WHEN :status = 'executing' THEN COALESCE(:lease_until, lease_until) END,
+    cancel_requested_at = NULL,
     updated_at = :now
 WHERE plan_id = :plan_id AND version = :version
 """
@@ -672,6 +692,18 @@ def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     else:
         hint = "see the sqlite message"
     return StoreError(f"database {path}: {message} ({hint})")
+
+
+_SQLITE_MIN_INT: Final = -(2**63)
+_SQLITE_MAX_INT: Final = 2**63 - 1
+
+
+def _overflow_error(exc: OverflowError) -> UserError:
+    """A number too large for SQLite's 64-bit integers is the caller's to fix."""
+    return UserError(
+        f"a number in the request is too large for the database ({exc}): integers "
+        f"must lie between {_SQLITE_MIN_INT} and {_SQLITE_MAX_INT}"
+    )
 
 
 # --- migrations ----------------------------------------------------------------------------
@@ -760,6 +792,7 @@ class Store:
         # Uncontended, taking the lock does not yield: a commit is on the path from a
         # step's end to its dependents' start, and a yield there is one event-loop turn.
         self._lock = anyio.Lock(fast_acquire=True)
+        self._cancels_asked = 0
 
     @classmethod
     async def open(
@@ -857,6 +890,8 @@ class Store:
                     result = await _on_worker_thread(db, _in_transaction, body)
                 except sqlite3.Error as exc:
                     raise _store_error(self.path, exc) from exc
+                except OverflowError as exc:
+                    raise _overflow_error(exc) from exc
         return result
 
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
@@ -866,6 +901,8 @@ class Store:
                 return list(await db.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
                 raise _store_error(self.path, exc) from exc
+            except OverflowError as exc:
+                raise _overflow_error(exc) from exc
 
     # --- plans ---
 
@@ -919,6 +956,8 @@ class Store:
         """
         if version is None:
             where = f"p.plan_id = :plan_id AND {_LATEST_VERSION}"
+        elif not _SQLITE_MIN_INT <= version <= _SQLITE_MAX_INT:
+            raise await self._plan_not_found(plan_id, version)  # no row could hold it
         else:
             where = "p.plan_id = :plan_id AND p.version = :version"
         params = {"plan_id": plan_id, "version": version, "limit": 1}
@@ -1056,7 +1095,11 @@ class Store:
     # --- run leases ---
 
     async def claim_runs(
-        self, lease: RunLease, *, gone_owners: Collection[str] = ()
+        self,
+        lease: RunLease,
+        *,
+        gone_owners: Collection[str] = (),
+        runs: Collection[tuple[str, int]] | None = None,
     ) -> list[tuple[PlanId, int]]:
         """Take every `executing` plan version that nobody holds, in one atomic UPDATE.
 
@@ -1069,6 +1112,7 @@ class Store:
         Args:
             lease: The claiming owner, and how long the claim holds.
             gone_owners: Owners whose leases may be taken before they expire.
+            runs: Only these (plan_id, version) pairs; every executing one when `None`.
 
         Returns:
             The (plan_id, version) pairs now held by `lease.owner`, sorted.
@@ -1086,20 +1130,32 @@ class Store:
         sql = (
             "UPDATE plans SET lease_owner = :owner, lease_until = :until"
             " WHERE status = :executing AND (lease_owner IS NULL OR lease_until IS NULL"
-            f" OR lease_until <= :now{gone}) RETURNING plan_id, version"
+            f" OR lease_until <= :now{gone})"
         )
+        keys = None if runs is None else sorted({(str(p), int(v)) for p, v in runs})
 
         def body(conn: sqlite3.Connection) -> list[tuple[PlanId, int]]:
-            return sorted((PlanId(r[0]), int(r[1])) for r in conn.execute(sql, params))
+            if keys is None:
+                rows = conn.execute(sql + " RETURNING plan_id, version", params).fetchall()
+            else:
+                one = sql + " AND plan_id = :plan_id AND version = :version"
+                rows = [
+                    (p, v)
+                    for p, v in keys
+                    if conn.execute(one, {**params, "plan_id": p, "version": v}).rowcount
+                ]
+            return sorted((PlanId(r[0]), int(r[1])) for r in rows)
 
         return await self._transact(body)
 
-    async def renew_leases(self, lease: RunLease) -> set[tuple[PlanId, int]]:
-        """Extend every lease `lease.owner` holds to now + `lease.lease_s`.
+    async def renew_leases(
+        self, lease: RunLease, runs: Collection[tuple[str, int]] | None = None
+    ) -> set[tuple[PlanId, int]]:
+        """Extend the leases `lease.owner` holds (all, or those of `runs`) to now + `lease.lease_s`.
 
         Returns:
-            The (plan_id, version) pairs it still holds: a run missing from them was
-            taken over (or changed) by another process.
+            The (plan_id, version) pairs it still holds among those asked for: a run
+            missing from them was taken over (or changed) by another process.
         """
         now = _now()
         params = {
@@ -1109,11 +1165,21 @@ class Store:
         }
         sql = (
             "UPDATE plans SET lease_until = :until"
-            " WHERE status = :executing AND lease_owner = :owner RETURNING plan_id, version"
+            " WHERE status = :executing AND lease_owner = :owner"
         )
+        keys = None if runs is None else sorted({(str(p), int(v)) for p, v in runs})
 
         def body(conn: sqlite3.Connection) -> set[tuple[PlanId, int]]:
-            return {(PlanId(r[0]), int(r[1])) for r in conn.execute(sql, params)}
+            if keys is None:
+                rows = conn.execute(sql + " RETURNING plan_id, version", params).fetchall()
+            else:
+                one = sql + " AND plan_id = :plan_id AND version = :version"
+                rows = [
+                    (p, v)
+                    for p, v in keys
+                    if conn.execute(one, {**params, "plan_id": p, "version": v}).rowcount
+                ]
+            return {(PlanId(r[0]), int(r[1])) for r in rows}
 
         return await self._transact(body)
 
@@ -1139,19 +1205,82 @@ class Store:
     async def list_leases(self) -> list[LeaseInfo]:
         """Return the lease of every `executing` plan version, oldest plan first."""
         rows = await self._read(
-            "SELECT plan_id, version, lease_owner, lease_until FROM plans"
-            " WHERE status = ? ORDER BY created_at, rowid",
+            "SELECT plan_id, version, lease_owner, lease_until, cancel_requested_at"
+            " FROM plans WHERE status = ? ORDER BY created_at, rowid",
             (PlanStatus.EXECUTING.value,),
         )
-        return [
-            LeaseInfo(
-                plan_id=PlanId(r["plan_id"]),
-                version=int(r["version"]),
-                owner=r["lease_owner"],
-                until=_parse_ts(r["lease_until"]),
+        return [_lease_from_row(r) for r in rows]
+
+    async def get_lease(self, plan_id: str, version: int) -> LeaseInfo | None:
+        """Return the lease of one plan version; `None` when it is not `executing`."""
+        rows = await self._read(
+            "SELECT plan_id, version, lease_owner, lease_until, cancel_requested_at"
+            " FROM plans WHERE plan_id = ? AND version = ? AND status = ?",
+            (plan_id, version, PlanStatus.EXECUTING.value),
+        )
+        return _lease_from_row(rows[0]) if rows else None
+
+    # --- cancel requests ---
+
+    async def request_cancel(self, plan_id: str, version: int) -> bool:
+        """Ask the process that runs this plan version to cancel it.
+
+        The request stays until the plan leaves `executing` (whoever changes it),
+        so an owner that is slow to look, or a process that takes the run over,
+        still finds it.
+
+        Returns:
+            Whether the plan version is executing (else there is nothing to ask).
+        """
+        now = _now()
+
+        def body(conn: sqlite3.Connection) -> bool:
+            return bool(
+                conn.execute(
+                    "UPDATE plans SET cancel_requested_at = COALESCE(cancel_requested_at, ?)"
+                    " WHERE plan_id = ? AND version = ? AND status = ?",
+                    (now, plan_id, version, PlanStatus.EXECUTING.value),
+                ).rowcount
             )
-            for r in rows
-        ]
+
+        asked = await self._transact(body)
+        # This connection's own commits do not change its data_version: count them.
+        self._cancels_asked += 1
+        return asked
+
+    async def wait_cancel_requests(
+        self, runs: Collection[tuple[str, int]], *, poll_s: float = 0.2
+    ) -> set[tuple[PlanId, int]]:
+        """Wait until one of `runs` has a cancel request; return every one of them that has.
+
+        It looks at once, then again only when the database may have changed:
+        SQLite cannot notify, so every `poll_s` it reads `PRAGMA data_version`
+        (which changes when another connection commits, and touches no table).
+        A store on a database server would LISTEN for a notification that
+        `request_cancel` sends, and keep this signature.
+
+        Args:
+            runs: The (plan_id, version) pairs to watch (the runs of the caller).
+            poll_s: How often to look whether the database changed.
+        """
+        wanted = {(str(p), int(v)) for p, v in runs}
+        if not wanted:
+            await anyio.sleep_forever()
+        looked: tuple[int, int] | None = None
+        while True:
+            rows = await self._read("PRAGMA data_version")
+            version = (int(rows[0][0]), self._cancels_asked)
+            if version != looked:
+                looked = version
+                rows = await self._read(
+                    "SELECT plan_id, version FROM plans"
+                    " WHERE status = ? AND cancel_requested_at IS NOT NULL",
+                    (PlanStatus.EXECUTING.value,),
+                )
+                found = {(PlanId(r[0]), int(r[1])) for r in rows if (r[0], int(r[1])) in wanted}
+                if found:
+                    return found
+            await anyio.sleep(poll_s)
 
     # --- runs ---
 

@@ -50,6 +50,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from executor._utils import leaf_exceptions
 from executor.catalog import Catalog
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
@@ -166,19 +167,34 @@ def _orchestrator(ctx: Context[Any, Any]) -> TaskOrchestrator:
 
 @contextlib.contextmanager
 def _boundary() -> Iterator[None]:
-    """Turn taskorch's errors into tool errors a caller can act on."""
+    """Turn taskorch's errors into tool errors a caller can act on.
+
+    Errors that reach here inside exception groups (from task groups) are
+    unwrapped: the caller is told each of taskorch's own errors, not "error".
+    """
     try:
         yield
-    except UserError as exc:
-        raise ToolError(str(exc)) from exc
-    except ToolCallError as exc:
-        raise ToolError(f"a downstream call failed ({exc.kind.value}): {exc}") from exc
-    except StoreError as exc:
-        raise ToolError(f"the taskorch database cannot be used: {exc}") from exc
     except TaskorchError as exc:
-        # InternalError and the like: a bug, but the caller still gets a clear answer.
-        logger.exception("internal error")
-        raise ToolError(f"internal error in taskorch: {exc}") from exc
+        raise _tool_error(exc) from exc
+    except BaseExceptionGroup as group:
+        leaves = leaf_exceptions(group)
+        ours = [e for e in leaves if isinstance(e, TaskorchError)]
+        if not ours or len(ours) != len(leaves):
+            raise
+        messages = dict.fromkeys(str(_tool_error(e)) for e in ours)
+        raise ToolError("; ".join(messages)) from group
+
+
+def _tool_error(exc: TaskorchError) -> ToolError:
+    if isinstance(exc, UserError):
+        return ToolError(str(exc))
+    if isinstance(exc, ToolCallError):
+        return ToolError(f"a downstream call failed ({exc.kind.value}): {exc}")
+    if isinstance(exc, StoreError):
+        return ToolError(f"the taskorch database cannot be used: {exc}")
+    # InternalError and the like: a bug, but the caller still gets a clear answer.
+    logger.error("internal error", exc_info=exc)
+    return ToolError(f"internal error in taskorch: {exc}")
 
 
 # --- approval through elicitation -----------------------------------------------------------

@@ -387,10 +387,15 @@ def run(
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id."""
+    """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
+
+    A stored plan left executing by a process that is gone is taken over and resumed.
+    """
     if on_interrupted not in (None, "rerun", "skip"):
         raise _fail("--on-interrupted takes 'rerun' or 'skip'", 2)
-    orch = _orchestrator(config, db, log_level=log_level)
+    # Not resume=True: this command runs its own plan, and exits when that ends; other
+    # plans it resumed would stop (as after a crash) when it does.
+    orch = _orchestrator(config, db, log_level=log_level, resume=False)
     path = Path(target)
     data = _read_plan_file(path) if path.suffix == ".json" or path.is_file() else None
     console = _console()
@@ -408,13 +413,21 @@ def run(
             else:
                 view = await orch.get_task_plan(target)
             _print_plan(view, console)
+            pid = view.plan_id
             if not view.approved and view.status.value in ("draft", "awaiting_confirmation"):
                 if not yes:
                     await _print_approval(orch, view)
-                if not yes and not typer.confirm(f"Run plan {view.plan_id}?", default=False):
-                    await orch.confirm_task_plan(view.plan_id, False, view.plan_hash, "declined")
-                    raise _fail("not approved: the plan is rejected")
-                await orch.confirm_task_plan(view.plan_id, True, view.plan_hash, "approved (cli)")
+                if not yes and not typer.confirm(f"Run plan {pid}?", default=False):
+                    raise _fail(
+                        f"not approved: plan {pid} still awaits confirmation; "
+                        f"`taskorch confirm {pid}` approves it, "
+                        f"`taskorch confirm {pid} --reject` rejects it"
+                    )
+                await orch.confirm_task_plan(pid, True, view.plan_hash, "approved (cli)")
+            if view.status.value == "executing":
+                owner = await orch.run_owner(pid)
+                if owner is not None and not owner.holds:
+                    console.print(f"plan {pid}: {owner.describe()}; taking the run over")
             return await _execute_with_bars(orch, view, console, on_interrupted)
 
     report = _run(go)
@@ -566,6 +579,9 @@ def watch(
 
         async with orch:
             progress = await orch.get_progress(plan_id)
+            owner = await orch.run_owner(plan_id)
+            if owner is not None:
+                console.print(f"plan {plan_id}: {owner.describe()}")
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
             ) as bars:
@@ -579,7 +595,14 @@ def watch(
                             f"  {update.event.step_id}: {update.event.kind.value}", highlight=False
                         )
             final = await orch.get_progress(plan_id)
+            owner = await orch.run_owner(plan_id)
         console.print(f"plan {plan_id}: {_styled_status(final.status.value)}")
+        if owner is not None and not owner.holds:
+            # poll_progress stopped because nobody runs the plan: say so, not "done".
+            raise _fail(
+                f"plan {plan_id} is executing, but {owner.describe()}: nothing runs it now; "
+                f"`taskorch run {plan_id}` takes it over and resumes it"
+            )
 
     _run(go)
 
@@ -587,18 +610,29 @@ def watch(
 @app.command()
 def cancel(
     plan_id: Annotated[str, typer.Argument(help="The plan.")],
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for the process that runs the plan to stop it."),
+    ] = 10.0,
     config: ConfigOpt = None,
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Cancel a plan's run (in this process, or in the store for one running elsewhere)."""
+    """Cancel a plan's run; a run in another process is asked to stop, and this waits for it.
+
+    Exits 0 once the run has stopped (or had already ended), 1 if its process has
+    not stopped it within --wait (the request stands: it stops it when it sees it).
+    """
     orch = _orchestrator(config, db, log_level=log_level, resume=False)
 
     async def go() -> ExecutionReport:
         async with orch:
-            return await orch.cancel_task_execution(plan_id)
+            return await orch.cancel_task_execution(plan_id, wait_s=wait)
 
-    _print_report(_run(go), _console())
+    report = _run(go)
+    _print_report(report, _console())
+    if report.status.value == "executing":
+        raise typer.Exit(1)
 
 
 # --- config check -----------------------------------------------------------------------------

@@ -60,7 +60,13 @@ from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus, check
 from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.records import Event, EventKind, StepState
 from executor.scheduler import ExecutionReport as RunReport
-from executor.scheduler import OnInterrupted, Scheduler, SchedulerConfig
+from executor.scheduler import (
+    OnInterrupted,
+    RunOwner,
+    Scheduler,
+    SchedulerConfig,
+    rejected_message,
+)
 from executor.store import Store
 from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
 from server.views import (
@@ -623,6 +629,8 @@ class TaskOrchestrator:
         target = PlanStatus.CONFIRMED if approve else PlanStatus.REJECTED
         if plan.status is target or (approve and plan.is_approved):
             return plan_view(plan)  # asked twice: the answer is the same
+        if plan.status is PlanStatus.REJECTED:
+            raise ApprovalError(rejected_message(plan))
         if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
             what = "approved" if approve else "rejected"
             hint = (
@@ -730,31 +738,55 @@ class TaskOrchestrator:
             progress = run.progress()
             return self._report(run.plan, report, progress, started=True)
         subscriptions = []
-        async with anyio.create_task_group() as tg:
-            if on_progress is not None:
-                subscriptions.append(sub := run.subscribe())
-                tg.start_soon(_forward_progress, run, sub, on_progress)
-            if on_update is not None:
-                subscriptions.append(sub := run.subscribe())
-                tg.start_soon(_forward_updates, run, sub, on_update)
-            try:
-                report = await run.wait()
-            finally:
-                for sub in subscriptions:
-                    sub.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                if on_progress is not None:
+                    subscriptions.append(sub := run.subscribe())
+                    tg.start_soon(_forward_progress, run, sub, on_progress)
+                if on_update is not None:
+                    subscriptions.append(sub := run.subscribe())
+                    tg.start_soon(_forward_updates, run, sub, on_update)
+                try:
+                    report = await run.wait()
+                finally:
+                    for sub in subscriptions:
+                        sub.close()
+        except ExceptionGroup as group:
+            # The run's own error (a store failure, say), not nested in a task group.
+            leaves = leaf_exceptions(group)
+            if len(leaves) == 1 and isinstance(leaves[0], Exception):
+                raise leaves[0] from None
+            raise
         progress = await self.scheduler.progress(plan_id)
         return self._report(run.plan, report, progress)
 
-    async def cancel_task_execution(self, plan_id: str) -> ExecutionReport:
+    async def cancel_task_execution(
+        self, plan_id: str, *, wait_s: float | None = None
+    ) -> ExecutionReport:
         """Cancel a plan's run (or a confirmed plan not started yet).
+
+        A run in another taskorch process is asked to stop, and this waits up to
+        `wait_s` seconds (the scheduler's `cancel_wait_s` by default) for it to
+        end; the report is `cancelled` once nothing is in flight any more, else
+        still `executing`, with a message saying the request is made.
 
         Raises:
             NotFoundError: No such plan.
             UserError: The plan was never confirmed (reject it instead).
         """
-        report = await self.scheduler.cancel(plan_id)
+        report = await self.scheduler.cancel(plan_id, wait_s=wait_s)
         plan = await self.store.get_plan(plan_id, report.version)
         return self._report(plan, report, await self.scheduler.progress(plan_id))
+
+    async def run_owner(self, plan_id: str) -> RunOwner | None:
+        """Who runs the plan (its latest version), and whether it still does.
+
+        `None` when the plan is not executing.
+
+        Raises:
+            NotFoundError: No such plan.
+        """
+        return await self.scheduler.owner(plan_id)
 
     async def execution_report(self, plan_id: str, message: str | None = None) -> ExecutionReport:
         """The plan's report as it stands (live for an active run)."""
@@ -790,7 +822,8 @@ class TaskOrchestrator:
         """Follow a plan from the store's event log, wherever it runs, until it stops.
 
         Yields each new stored event with the progress then, and stops once the
-        plan is finished, rejected or waiting for a decision.
+        plan is finished, rejected or waiting for a decision, or once nobody runs
+        it any more (`executing`, but its owner is gone: see `run_owner`).
 
         Raises:
             NotFoundError: No such plan.
@@ -811,6 +844,10 @@ class TaskOrchestrator:
                 if not events:
                     return
                 continue
+            if progress.status is PlanStatus.EXECUTING and not events:
+                owner = await self.scheduler.owner(plan.id)
+                if owner is not None and not owner.holds:
+                    return  # nothing will happen until someone takes the run over
             await anyio.sleep(interval_s)
 
     def _report(

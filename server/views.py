@@ -279,8 +279,10 @@ def next_action(plan: Plan) -> str:
             )
         case PlanStatus.COMPLETED:
             return "Done: read each step's output."
-        case PlanStatus.CANCELLED | PlanStatus.REJECTED:
+        case PlanStatus.CANCELLED:
             return "Nothing more will run; create_plan makes a new plan."
+        case PlanStatus.REJECTED:
+            return "It was rejected and never runs; create a new plan (create_plan) to run it."
 
 
 def step_view(step: Step, outcome: StepState | StepReport | None) -> StepView:

@@ -14,7 +14,7 @@ from executor.errors import ErrorKind, UserError
 from executor.plan import PlanStatus, StepStatus, utc_now
 from executor.records import AttemptRecord, EventKind, StepState
 from executor.scheduler import Scheduler
-from executor.store import PlanStatusChange, Store, WriteBatch
+from executor.store import PlanStatusChange, RunLease, Store, WriteBatch
 from tests.executor.scheduler_support import (
     InProcessCaller,
     harness,
@@ -200,7 +200,9 @@ async def test_a_plan_executing_elsewhere_is_not_started_twice(tmp_path: Path) -
     async with harness(tmp_path, caller()) as h:
         await save_confirmed(h.store, "p", [step("a")])
         await crash_state(h.store, "p")
-        with pytest.raises(UserError, match="already executing"):
+        # A live process holds it (on another machine: its lease is all there is to go by).
+        await h.store.claim_runs(RunLease("other-host|1|0.000|a", 3600.0))
+        with pytest.raises(UserError, match="already executing: process 1 on other-host runs it"):
             await h.scheduler.start("p")
 
 

@@ -71,8 +71,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest JSON-RPC message accepted from a server (tool results can carry files)."""
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""Largest JSON-RPC message accepted from a server: tool results carry files, often twice
+(as text and as structured content), and results are stored, not answered whole."""
 _ERROR_BODY_LIMIT = 16384
 _EXIT_SETTLE_S = 0.05
 """How long to let stdout and stderr drain once the process is gone, so the last

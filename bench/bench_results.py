@@ -70,8 +70,9 @@ def _db_bytes(db: Path) -> int:
 def _structured(result: CallToolResult) -> dict[str, Any]:
     if result.is_error:
         raise RuntimeError(" ".join(getattr(c, "text", "") for c in result.content))
-    assert result.structured_content is not None
-    return result.structured_content
+    content: dict[str, Any] | None = result.structured_content
+    assert content is not None
+    return content
 
 
 async def _scenario(workdir: Path, name: str, count: int, size: int) -> dict[str, Any]:

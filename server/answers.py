@@ -25,10 +25,13 @@ __all__ = ["BYTES_PER_TOKEN", "LINK_BYTES", "answer_bytes", "fit", "links_in"]
 
 BYTES_PER_TOKEN: Final = 4
 """How budgets in tokens become bytes (about right for English and JSON)."""
-LINK_BYTES: Final = 300
-"""What one resource_link block of an answer is counted as."""
-MAX_LINKS: Final = 50
+LINK_BYTES: Final = 200
+"""What one resource_link block of an answer is counted as (about 150 bytes of JSON)."""
+MAX_LINKS: Final = 20
 """Most resource links one answer carries (the view has every URI anyway)."""
+
+_HEAD_FLOOR: Final = 256
+"""Bytes of beginning every preview keeps before outputs are shown whole."""
 
 _V = TypeVar("_V", PlanView, ExecutionReport)
 
@@ -87,32 +90,41 @@ def _outputs(view: PlanView | ExecutionReport) -> list[tuple[int, OutputSummary,
 def _shares(
     view: PlanView | ExecutionReport, items: list[tuple[int, OutputSummary, bool]], room: int
 ) -> tuple[dict[int, int], set[int]]:
-    """Water-filling: smallest demand first, each up to an equal share of what is left.
+    """Who is shown whole, and how much beginning each preview gets.
+
+    Small outputs shown whole are worth more than a longer beginning of a large
+    one: after a short beginning is kept for every preview, outputs are shown
+    whole, smallest first, while they fit; the previews then share what is left
+    (water-filling: each takes up to an equal share, the rest goes to the others).
 
     Returns:
         The bytes of beginning each preview gets, and the steps shown whole.
     """
-    demands = []
-    for i, summary, shown in items:
-        shown_as = view.steps[i].output if shown else summary.head
-        demands.append((len(pydantic_core.to_json(shown_as)), i, summary, shown))
-    demands.sort(key=lambda d: (d[0], d[1]))
     heads: dict[int, int] = {}
     whole: set[int] = set()
-    left = len(demands)
-    for demand, i, summary, shown in demands:
-        share = max(room, 0) // left
+    shown = sorted(
+        (len(pydantic_core.to_json(view.steps[i].output)), i) for i, _, was in items if was
+    )
+    floor = min(_HEAD_FLOOR, max(room, 0) // max(len(items), 1))
+    room -= floor * len(items)
+    for cost, i in shown:
+        if cost - floor > room:
+            break
+        whole.add(i)
+        room -= cost - floor
+    previews = sorted(
+        (len(summary.head.encode("utf-8", "surrogatepass")), i)
+        for i, summary, _ in items
+        if i not in whole
+    )
+    room += floor * len(previews)
+    left = len(previews)
+    for demand, i in previews:
+        # Escapes make JSON longer than the text: leave them some room.
+        share = max(room, 0) // left * 3 // 4
         left -= 1
-        if demand <= share:
-            room -= demand
-            if shown:
-                whole.add(i)
-            else:
-                heads[i] = len(summary.head.encode("utf-8", "surrogatepass"))
-        else:
-            # Escapes make JSON longer than the text: leave them some room.
-            heads[i] = share * 3 // 4
-            room -= share
+        heads[i] = min(demand, share)
+        room -= heads[i] * 4 // 3
     return heads, whole
 
 

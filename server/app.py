@@ -263,8 +263,8 @@ async def _answer(orch: TaskOrchestrator, view: PlanView | ExecutionReport) -> C
         candidates: list[tuple[str, str, str | None, int]] = []
         if step.output_preview is not None:
             preview = step.output_preview
-            mime = "application/json" if preview.kind == "json" else "text/plain"
-            candidates.append((preview.uri, f"{step.id} output", mime, preview.size_bytes))
+            of_output = "application/json" if preview.kind == "json" else "text/plain"
+            candidates.append((preview.uri, f"{step.id} output", of_output, preview.size_bytes))
         for item in step.content:
             if item.type == "text":
                 continue

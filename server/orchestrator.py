@@ -996,7 +996,8 @@ async def _forward_progress(run: Any, subscription: Any, on_progress: ProgressFn
         value = value if value > last else math.nextafter(last, math.inf)
         last = value
         try:
-            await on_progress(value, total, _event_message(event, run))
+            # A downstream progress message is the server's text: keep it to a line.
+            await on_progress(value, total, _event_message(event, run)[:500])
         except Exception:
             # The client went away or cannot take notifications: the run goes on.
             logger.debug("progress could not be forwarded", exc_info=True)

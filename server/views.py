@@ -80,7 +80,7 @@ class OutputPreview(BaseModel):
     uri: str
     """A resource holding the whole output (a resource_link to it is in the answer)."""
     more: str
-    """How to get the rest, page by page or one field at a time."""
+    """The call that reads it page by page (`path` reads one value in it)."""
 
 
 class ContentView(BaseModel):
@@ -363,6 +363,16 @@ def next_action(plan: Plan) -> str:
             return "Nothing more will run; create_plan makes a new plan."
 
 
+_ERROR_SHOWN = 2000
+"""Characters of an error message a view shows (a tool's error text can be a whole file)."""
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= _ERROR_SHOWN:
+        return text
+    return f"{text[:_ERROR_SHOWN]}… ({len(text) - _ERROR_SHOWN} more characters not shown)"
+
+
 def output_uri(plan_id: str, step_id: str) -> str:
     """The resource holding a step's whole output."""
     return f"plan://{plan_id}/steps/{step_id}/output"
@@ -381,10 +391,7 @@ def preview_of(summary: OutputSummary, plan_id: str, step_id: str, head: str) ->
         head=head,
         shape=summary.shape,
         uri=output_uri(plan_id, step_id),
-        more=(
-            f"get_step_output(plan_id={plan_id!r}, step_id={step_id!r}, offset=N) pages "
-            "through it; path='key.0' reads one value; or read the resource"
-        ),
+        more=f"get_step_output(plan_id={plan_id!r}, step_id={step_id!r}, offset=0)",
     )
 
 
@@ -426,7 +433,9 @@ def step_view(step: Step, outcome: StepState | StepReport | None, plan_id: str =
         output=outcome.output if outcome and preview is None else None,
         output_preview=preview,
         content=content,
-        error=StepErrorView(kind=error.kind.value, message=error.message) if error else None,
+        error=StepErrorView(kind=error.kind.value, message=_shortened(error.message))
+        if error
+        else None,
         started_at=timed.started_at if timed else None,
         finished_at=timed.finished_at if timed else None,
         duration_s=outcome.duration_s if outcome else None,

@@ -353,9 +353,7 @@ class BuiltinCaller:
             # A worker thread: a regular expression can take long on a large text, and
             # the event loop must go on meanwhile; a timeout abandons the thread.
             with anyio.fail_after(timeout_s):
-                out = await anyio.to_thread.run_sync(
-                    builtin.run, arguments, abandon_on_cancel=True
-                )
+                out = await anyio.to_thread.run_sync(builtin.run, arguments, abandon_on_cancel=True)
         except _StepFailed as exc:
             return _error(str(exc))
         except TimeoutError:

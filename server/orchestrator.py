@@ -699,8 +699,12 @@ class TaskOrchestrator:
             return plan, cached[1]
         result = await self.store.get_step_result(*key)
         if result is None:
-            # Stored before results had their own table: the state kept the output.
-            result = ToolResult(structured_content={"output": state.output})
+            # No result kept (a state written without one): the output is all there is.
+            output = state.output
+            if isinstance(output, dict):
+                result = ToolResult(structured_content=output)
+            else:
+                result = ToolResult(content=[{"type": "text", "text": value_text(output)}])
         # One result kept: a host paging through an output asks for it again and again.
         self._result_cache = (key, result)
         return plan, result

@@ -17,7 +17,6 @@ import pytest
 
 import executor.store as store_module
 from executor.calls import ToolResult
-from executor.outputs import summarize
 from executor.errors import (
     ConfigError,
     CorruptDatabaseError,
@@ -30,6 +29,7 @@ from executor.errors import (
     UserError,
 )
 from executor.ids import PlanId
+from executor.outputs import summarize
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy, Step, StepError, StepStatus
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
 from executor.records import AttemptRecord, Event, EventKind, PlannerAttempt, StepState
@@ -1183,3 +1183,26 @@ async def test_bad_leases_are_refused() -> None:
         RunLease("", 1)
     with pytest.raises(InternalError, match="lease_s must be > 0"):
         RunLease("x", 0)
+
+
+async def test_a_result_stored_with_its_state_before_migration_4_is_still_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    async with await Store.open(path) as store:
+        await store.save_plan(make_plan())
+    # As schema 2 kept it: the whole result and the output with the step state.
+    old = (
+        '{"content":[{"type":"text","text":"{\\"v\\": 1}"}],'
+        '"structured_content":null,"is_error":false}'
+    )
+    raw_script(
+        path,
+        "UPDATE step_states SET status = 'succeeded', attempts = 1, output = '{\"v\":1}', "
+        f"result = '{old}' WHERE step_id = 's0';",
+    )
+    async with await Store.open(path) as store:
+        state = (await store.get_step_states("p1", 1))["s0"]
+        assert state.output == {"v": 1} and state.summary is None
+        result = await store.get_step_result("p1", 1, "s0")
+        assert result is not None and result.output() == {"v": 1}

@@ -8,8 +8,9 @@ process on a fresh database. Figures per scenario:
 - `answer_bytes`: the `execute_plan` tool result as JSON, as it crosses the wire;
 - `peak_rss_mb`: the serve process's peak resident memory (`VmHWM`), read just
   before it is stopped, and `peak_rss_per_result_mb`, that over the MB of results;
-- `db_bytes_per_stored_mb`: the database's growth (file and WAL) over the MB of
-  file content the run read.
+- `db_bytes_per_stored_mb`: the database's growth over the MB of file content
+  the run read, measured once `serve` has exited (its WAL checkpointed into the
+  file), from the size it had before the run (file and WAL).
 
 `TASKORCH_BENCH_ROOT` runs `serve` from another checkout (its code on
 `PYTHONPATH`, its directory as cwd), to measure an older version the same way:
@@ -121,7 +122,8 @@ async def _scenario(workdir: Path, name: str, count: int, size: int) -> dict[str
             }
             answer = len(result.model_dump_json(by_alias=True, exclude_none=True).encode())
             peak = _vm_hwm_mb(pid)
-            growth = _db_bytes(db) - db_before
+    # Measured once `serve` has exited: its last close checkpoints the WAL into the file.
+    growth = _db_bytes(db) - db_before
     stored_mb = count * size / MB
     return {
         f"{name}_answer_bytes": answer,

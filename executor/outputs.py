@@ -36,6 +36,7 @@ __all__ = [
     "output_text",
     "page_text",
     "summarize",
+    "utf8_size",
     "value_text",
 ]
 
@@ -197,20 +198,44 @@ def _type_name(value: Any) -> str:
     return "string" if isinstance(value, str) else type(value).__name__
 
 
+def utf8_size(text: str) -> int:
+    """Bytes of `text` in UTF-8 (lone surrogates as three), without a copy when it is ASCII."""
+    return len(text) if text.isascii() else len(text.encode("utf-8", _ERRORS))
+
+
+def _text_form_size_and_head(result: ToolResult) -> tuple[int, str]:
+    """Size and beginning of the text form, without building it whole.
+
+    A large output passes through here once per step: encoding it whole would
+    cost twice its size in temporaries; the encoder's pieces are measured instead.
+    """
+    if result.structured_content is None:
+        pieces: Any = [result.text()]
+    else:
+        # In pieces: each string and each bit of punctuation apart.
+        pieces = _COMPACT.iterencode(result.structured_content)
+    size = 0
+    head: list[str] = []
+    for piece in pieces:
+        if size < HEAD_BYTES:
+            head.append(piece[:HEAD_BYTES])
+        size += utf8_size(piece)
+    data = "".join(head).encode("utf-8", _ERRORS)
+    return size, data[: cut_utf8(data, HEAD_BYTES)].decode("utf-8", _ERRORS)
+
+
 def summarize(result: ToolResult, output: Any = None) -> OutputSummary:
     """The summary of a successful result's output (`output` when already computed)."""
     if output is None:
         output = result.output()
-    text = output_text(result)
-    data = text.encode("utf-8", _ERRORS)
-    head = data[: cut_utf8(data, HEAD_BYTES)].decode("utf-8", _ERRORS)
+    size, head = _text_form_size_and_head(result)
     structured = result.structured_content is not None or not isinstance(output, str)
     return OutputSummary(
         kind="json" if structured else "text",
-        size_bytes=len(data),
+        size_bytes=size,
         head=head,
         shape=json_shape(output) if structured else None,
-        inline=len(data) <= INLINE_MAX_BYTES,
+        inline=size <= INLINE_MAX_BYTES,
         content=content_infos(result.content),
     )
 
@@ -228,7 +253,7 @@ def _content_info(index: int, block: dict[str, Any]) -> ContentInfo:
     size = 0
     uri = name = None
     if kind == "text":
-        size = len(str(block.get("text", "")).encode("utf-8", _ERRORS))
+        size = utf8_size(str(block.get("text", "")))
     elif kind in ("image", "audio"):
         size = len(str(block.get("data", "")))
     elif kind == "resource":
@@ -236,7 +261,7 @@ def _content_info(index: int, block: dict[str, Any]) -> ContentInfo:
         uri = resource.get("uri")
         mime = resource.get("mimeType", mime)
         payload = resource.get("text", resource.get("blob", ""))
-        size = len(str(payload).encode("utf-8", _ERRORS))
+        size = utf8_size(str(payload))
     elif kind == "resource_link":
         uri, name = block.get("uri"), block.get("name")
     return ContentInfo(

@@ -30,6 +30,7 @@ import copy
 import json
 import math
 import os
+import re
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -228,9 +229,10 @@ _SCHEMA_2: Final = (
 
 # A step's result, stored once. `skeleton` is the result's JSON with every long string
 # (at least `_PART_MIN` characters) emptied; `parts` lists, as JSON, where each one goes
-# ([[path, part], ...]) and `result_parts` holds each distinct long string once, as UTF-8,
-# so a tool that repeats its text in its structured content costs one copy. The step
-# state keeps only a summary and, when small, the output itself (column `output`).
+# ([[path, part], ...]) and `result_parts` holds each distinct long string once (TEXT, or
+# a UTF-8 BLOB when it has lone surrogates), so a tool that repeats its text in its
+# structured content costs one copy. The step state keeps only a summary and, when
+# small, the output itself (column `output`).
 _SCHEMA_4: Final = (
     "ALTER TABLE step_states ADD COLUMN summary TEXT",
     """
@@ -487,7 +489,7 @@ class _ResultRows:
     key: tuple[str, int, str]
     skeleton: str
     parts: str
-    blobs: list[bytes]
+    blobs: list[str | bytes]
 
 
 def _result_rows(state: StepState) -> _ResultRows | None:
@@ -520,15 +522,18 @@ def _result_rows(state: StepState) -> _ResultRows | None:
 
 def _split_long_strings(
     value: dict[str, Any],
-) -> tuple[list[tuple[list[str | int], int]], list[bytes]] | None:
+) -> tuple[list[tuple[list[str | int], int]], list[str | bytes]] | None:
     """Empty every long string of `value` in place; `None` when it is not plain JSON.
 
     Returns:
-        Where each string was (path, part number) and each distinct string as UTF-8.
+        Where each string was (path, part number) and each distinct string, as the
+        string itself (stored as TEXT: sqlite3 reads an ASCII string's own buffer, so
+        a large part is not copied here first) or, when it holds lone surrogates
+        that UTF-8 cannot say, as bytes (a BLOB, "surrogatepass").
     """
     places: list[tuple[list[str | int], int]] = []
     index: dict[str, int] = {}
-    blobs: list[bytes] = []
+    blobs: list[str | bytes] = []
     stack: list[tuple[Any, list[str | int]]] = [(value, [])]
     while stack:
         node, path = stack.pop()
@@ -545,7 +550,9 @@ def _split_long_strings(
                 part = index.get(item)
                 if part is None:
                     part = index[item] = len(blobs)
-                    blobs.append(item.encode("utf-8", "surrogatepass"))
+                    blobs.append(
+                        item if _utf8_safe(item) else item.encode("utf-8", "surrogatepass")
+                    )
                 places.append(([*path, key], part))
                 node[key] = ""
             elif isinstance(item, dict | list):
@@ -553,6 +560,14 @@ def _split_long_strings(
             elif not _plain_scalar(item):
                 return None
     return places, blobs
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_safe(text: str) -> bool:
+    """Whether UTF-8 can say `text` (no lone surrogates), checked without a copy."""
+    return text.isascii() or _SURROGATE.search(text) is None
 
 
 def _plain_scalar(item: Any) -> bool:
@@ -590,7 +605,7 @@ def _read_result(conn: sqlite3.Connection, key: tuple[str, int, str]) -> ToolRes
         return ToolResult.model_validate_json(old[0])
     value = json.loads(row[0])
     strings = {
-        int(part): bytes(data).decode("utf-8", "surrogatepass")
+        int(part): data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
         for part, data in conn.execute("SELECT part, data FROM result_parts" + where, key)
     }
     for path, part in json.loads(row[1]):

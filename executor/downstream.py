@@ -53,7 +53,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from executor._utils import leaf_exceptions
-from executor.calls import ProgressFn, ToolResult
+from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import ErrorKind, InternalError, ToolCallError
 from executor.specs import (
@@ -178,11 +178,12 @@ def _tool_info(server: str, tool: mcp_types.Tool) -> ToolInfo:
 
 def _to_result(raw: mcp_types.CallToolResult) -> ToolResult:
     # Built by us from an already validated result: skip revalidation on the hot path.
+    content = [
+        block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in raw.content
+    ]
     return ToolResult.model_construct(
-        content=[
-            block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in raw.content
-        ],
-        structured_content=raw.structured_content,
+        content=content,
+        structured_content=share_long_strings(content, raw.structured_content),
         is_error=bool(raw.is_error),
     )
 

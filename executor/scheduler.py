@@ -195,6 +195,7 @@ from executor.errors import (
     UserError,
 )
 from executor.ids import PlanId
+from executor.outputs import OutputSummary, summarize
 from executor.plan import (
     ExecutionProgress,
     OnError,
@@ -210,7 +211,7 @@ from executor.plan import (
 from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
-from executor.refs import find_references, resolve_references
+from executor.refs import StepValue, find_references, resolve_references
 from executor.store import (
     ExpectedPlanStatus,
     LeaseInfo,
@@ -294,9 +295,11 @@ class StepReport(BaseModel):
     duration_s: float | None
     """Seconds from its first attempt of the latest run to its end, when both are known."""
     output: Any = None
-    """Its output, when it succeeded."""
+    """Its output, when it succeeded and is small (`summary.inline`)."""
     error: StepError | None = None
     """Why it failed, was skipped, cancelled or interrupted."""
+    summary: OutputSummary | None = None
+    """Size, beginning, shape and content blocks of its output, when it succeeded."""
 
 
 class ExecutionReport(BaseModel):
@@ -596,6 +599,7 @@ def _build_report(
                 duration_s=st.duration_s,
                 output=st.output,
                 error=st.error,
+                summary=st.summary,
             )
         )
     duration = None
@@ -686,7 +690,9 @@ class Run:
         self._durations = DurationModel(history)
         referenced = {r.step for s in plan.steps for r in find_references(s.arguments)}
         self._keep_output = referenced
-        self._outputs: dict[str, Any] = {}
+        self._outputs: dict[str, StepValue] = {}
+        # Succeeded before this run and read by a step: their results are loaded first.
+        self._to_load: list[str] = []
         self._slots: dict[str, _Slot] = {}
         for i, step in enumerate(plan.steps):
             st = states.get(step.id) or StepState(
@@ -697,7 +703,7 @@ class Run:
                 slot.run_attempts = retry_counts.get(step.id, 0)
             self._slots[step.id] = slot
             if st.status is StepStatus.SUCCEEDED and step.id in referenced:
-                self._outputs[step.id] = st.output
+                self._to_load.append(step.id)
         self._counts = _count([s.state for s in self._slots.values()])
         self._changes = 0
         self._eta_cache: tuple[float, int, float | None] = (-1.0, -1, None)
@@ -913,6 +919,17 @@ class Run:
             f"{pid}`) resumes it."
         )
 
+    async def _load_outputs(self) -> None:
+        """Read from the store the outputs (and content) of earlier runs that steps read."""
+        for sid in self._to_load:
+            state = self._slots[sid].state
+            result = await self._store.get_step_result(self.plan.id, self.plan.version, sid)
+            if result is not None and not result.is_error:
+                self._outputs[sid] = StepValue(result.output(), result.content)
+            else:  # a row from before results were stored apart, or none at all
+                self._outputs[sid] = StepValue(state.output)
+        self._to_load = []
+
     async def _coordinate(self) -> None:
         recv = self._recv
         assert recv is not None
@@ -920,6 +937,7 @@ class Run:
             self._tg = tg
             if self._failure is not None:
                 return
+            await self._load_outputs()
             if self._deadline_s is not None:
                 left = self._deadline_s - (utc_now() - self._started_at).total_seconds()
                 tg.start_soon(self._deadline_timer, max(left, 0.0))
@@ -1265,6 +1283,7 @@ class Run:
     ) -> None:
         step = slot.step
         output = result.output()
+        summary = summarize(result, output)
         self._attempt_done(batch, record, StepStatus.SUCCEEDED, msg.finished_at)
         self._set(
             batch,
@@ -1272,9 +1291,14 @@ class Run:
             status=StepStatus.SUCCEEDED,
             output=output,
             result=result,
+            summary=summary,
             error=None,
             finished_at=msg.finished_at,
         )
+        # The batch carries the whole result to the store, which keeps it; the run keeps
+        # only what reports need, so large results do not stay in memory.
+        light = {"result": None, "output": output if summary.inline else None}
+        slot.state = slot.state.model_copy(update=light)
         batch.durations.append((step.server, step.tool, msg.duration_s))
         self._durations.observe(step.server, step.tool, msg.duration_s)
         self._event(
@@ -1284,7 +1308,7 @@ class Run:
             duration_s=round(msg.duration_s, 6),
         )
         if step.id in self._keep_output:
-            self._outputs[step.id] = output
+            self._outputs[step.id] = StepValue(output, result.content)
         for child in self._graph.dependents[step.id]:
             cslot = self._slots[child]
             cslot.waiting -= 1

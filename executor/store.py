@@ -28,12 +28,14 @@ structured values are compact JSON. aiosqlite needs anyio's asyncio backend.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import re
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -56,7 +58,7 @@ from executor.errors import (
     UserError,
 )
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, StepError, check_transition, utc_now
+from executor.plan import Plan, PlanStatus, StepError, StepStatus, check_transition, utc_now
 from executor.policy import AgentConfig
 from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
 
@@ -231,10 +233,46 @@ _SCHEMA_2: Final = (
 # NULL when nobody has. Cleared by every status change.
 _SCHEMA_3: Final = ("ALTER TABLE plans ADD COLUMN cancel_requested_at TEXT",)
 
+# A step's result, stored once. `skeleton` is the result's JSON with every long string
+# (at least `_PART_MIN` characters) emptied; `parts` lists, as JSON, where each one goes
+# ([[path, part], ...]) and `result_parts` holds each distinct long string once (TEXT, or
+# a UTF-8 BLOB when it has lone surrogates), so a tool that repeats its text in its
+# structured content costs one copy. The step state keeps only a summary and, when
+# small, the output itself (column `output`).
+_SCHEMA_4: Final = (
+    "ALTER TABLE step_states ADD COLUMN summary TEXT",
+    """
+    CREATE TABLE step_results (
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        skeleton TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        PRIMARY KEY (plan_id, version, step_id),
+        FOREIGN KEY (plan_id, version, step_id)
+            REFERENCES steps (plan_id, version, step_id) ON DELETE CASCADE
+    )
+    """,
+    """
+    CREATE TABLE result_parts (
+        id INTEGER PRIMARY KEY,
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (plan_id, version, step_id, part),
+        FOREIGN KEY (plan_id, version, step_id)
+            REFERENCES step_results (plan_id, version, step_id) ON DELETE CASCADE
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SCHEMA_1),
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
     Migration(3, "cancel requests to the process that runs a plan version", _SCHEMA_3),
+    Migration(4, "results stored once: a result table, its long strings apart", _SCHEMA_4),
 )
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 
@@ -423,21 +461,9 @@ def _error_json(error: StepError | None) -> str | None:
     return _dumps({"kind": error.kind.value, "message": error.message})
 
 
-def _result_json(result: ToolResult | None) -> str | None:
-    if result is None:
-        return None
-    # Keys in field order, as model_dump gives them.
-    fast = _fast_json(
-        {
-            "content": result.content,
-            "structured_content": result.structured_content,
-            "is_error": result.is_error,
-        }
-    )
-    return fast if fast is not None else _dumps(result.model_dump(mode="json"))
-
-
 def _output_json(state: StepState) -> str:
+    if state.summary is not None and not state.summary.inline:
+        return "null"  # kept once, in the result table
     fast = _fast_json(state.output)
     if fast is not None:
         return fast
@@ -452,11 +478,152 @@ def _state_row(state: StepState, now: str) -> tuple[Any, ...]:
         state.status.value,
         state.attempts,
         _output_json(state),
-        _result_json(state.result),
+        None,  # the result goes to step_results (`_result_rows`)
         _error_json(state.error),
         _ts(state.started_at),
         _ts(state.finished_at),
         now,
+        None if state.summary is None else _dumps(state.summary.model_dump(mode="json")),
+    )
+
+
+_PART_MIN: Final = 1024
+"""Strings of at least this many characters are stored apart, each distinct one once."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ResultRows:
+    key: tuple[str, int, str]
+    skeleton: str
+    parts: str
+    blobs: list[str | bytes]
+
+
+def _result_rows(state: StepState) -> _ResultRows | None:
+    """Split a state's result into its skeleton and its long strings (`_SCHEMA_4`)."""
+    if state.result is None:
+        return None
+    result = state.result
+    # A copy of the containers only: the long strings are shared, not duplicated.
+    value = copy.deepcopy(
+        {
+            "content": result.content,
+            "structured_content": result.structured_content,
+            "is_error": result.is_error,
+        }
+    )
+    split = _split_long_strings(value)
+    if split is None:
+        # Not plain JSON (bytes, datetimes, models...): encode it as pydantic would.
+        value = result.model_dump(mode="json")
+        split = _split_long_strings(value)
+        assert split is not None
+    places, blobs = split
+    return _ResultRows(
+        key=(state.plan_id, state.version, state.step_id),
+        skeleton=_dumps(value),
+        parts=_dumps(places),
+        blobs=blobs,
+    )
+
+
+def _split_long_strings(
+    value: dict[str, Any],
+) -> tuple[list[tuple[list[str | int], int]], list[str | bytes]] | None:
+    """Empty every long string of `value` in place; `None` when it is not plain JSON.
+
+    Returns:
+        Where each string was (path, part number) and each distinct string, as the
+        string itself (stored as TEXT: sqlite3 reads an ASCII string's own buffer, so
+        a large part is not copied here first) or, when it holds lone surrogates
+        that UTF-8 cannot say, as bytes (a BLOB, "surrogatepass").
+    """
+    places: list[tuple[list[str | int], int]] = []
+    index: dict[str, int] = {}
+    blobs: list[str | bytes] = []
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                return None
+            items: Iterable[tuple[Any, Any]] = node.items()
+        else:
+            items = enumerate(node)
+        for key, item in items:
+            if isinstance(item, str):
+                if len(item) < _PART_MIN:
+                    continue
+                part = index.get(item)
+                if part is None:
+                    part = index[item] = len(blobs)
+                    blobs.append(
+                        item if _utf8_safe(item) else item.encode("utf-8", "surrogatepass")
+                    )
+                places.append(([*path, key], part))
+                node[key] = ""
+            elif isinstance(item, dict | list):
+                stack.append((item, [*path, key]))
+            elif not _plain_scalar(item):
+                return None
+    return places, blobs
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_safe(text: str) -> bool:
+    """Whether UTF-8 can say `text` (no lone surrogates), checked without a copy."""
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
+def _plain_scalar(item: Any) -> bool:
+    if item is None or isinstance(item, bool | int):
+        return True
+    return isinstance(item, float) and math.isfinite(item)
+
+
+_DELETE_RESULT: Final = "DELETE FROM step_results WHERE plan_id = ? AND version = ? AND step_id = ?"
+
+
+def _write_result(conn: sqlite3.Connection, rows: _ResultRows) -> None:
+    # The step's previous result (and its parts, by cascade) gives way to this one.
+    conn.execute(_DELETE_RESULT, rows.key)
+    conn.execute(
+        "INSERT INTO step_results (plan_id, version, step_id, skeleton, parts)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (*rows.key, rows.skeleton, rows.parts),
+    )
+    conn.executemany(
+        "INSERT INTO result_parts (plan_id, version, step_id, part, data) VALUES (?, ?, ?, ?, ?)",
+        ((*rows.key, i, blob) for i, blob in enumerate(rows.blobs)),
+    )
+
+
+def _read_result(conn: sqlite3.Connection, key: tuple[str, int, str]) -> ToolResult | None:
+    """Rebuild a stored result (worker thread); `None` when the step has none."""
+    where = " WHERE plan_id = ? AND version = ? AND step_id = ?"
+    row = conn.execute("SELECT skeleton, parts FROM step_results" + where, key).fetchone()
+    if row is None:
+        # Rows written before results had their own table keep them with the state.
+        old = conn.execute("SELECT result FROM step_states" + where, key).fetchone()
+        if old is None or old[0] is None:
+            return None
+        return ToolResult.model_validate_json(old[0])
+    value = json.loads(row[0])
+    strings = {
+        int(part): data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
+        for part, data in conn.execute("SELECT part, data FROM result_parts" + where, key)
+    }
+    for path, part in json.loads(row[1]):
+        node = value
+        for key_ in path[:-1]:
+            node = node[key_]
+        node[path[-1]] = strings[part]
+    return ToolResult.model_construct(
+        content=value["content"],
+        structured_content=value["structured_content"],
+        is_error=value["is_error"],
     )
 
 
@@ -498,6 +665,7 @@ def _state_from_row(row: sqlite3.Row) -> StepState:
             "attempts": row["attempts"],
             "output": json.loads(row["output"]),
             "result": None if row["result"] is None else json.loads(row["result"]),
+            "summary": None if row["summary"] is None else json.loads(row["summary"]),
             "error": None if row["error"] is None else json.loads(row["error"]),
             "started_at": _parse_ts(row["started_at"]),
             "finished_at": _parse_ts(row["finished_at"]),
@@ -587,12 +755,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 
 _UPSERT_STATE: Final = """
 INSERT INTO step_states (plan_id, version, step_id, status, attempts, output, result, error,
-                         started_at, finished_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         started_at, finished_at, updated_at, summary)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     result = excluded.result, error = excluded.error, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, updated_at = excluded.updated_at
+    finished_at = excluded.finished_at, updated_at = excluded.updated_at,
+    summary = excluded.summary
 """
 
 _UPSERT_ATTEMPT: Final = """
@@ -893,6 +1062,15 @@ class Store:
                 except OverflowError as exc:
                     raise _overflow_error(exc) from exc
         return result
+
+    async def _on_thread(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `body` on the worker thread, outside a write transaction (reads only)."""
+        async with self._lock:
+            db = self._require_db()
+            try:
+                return await _on_worker_thread(db, _in_snapshot, body)
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
 
     async def _read(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[Any]:
         async with self._lock:
@@ -1294,6 +1472,15 @@ class Store:
         )
         return {row["step_id"]: _state_from_row(row) for row in rows}
 
+    async def get_step_result(self, plan_id: str, version: int, step_id: str) -> ToolResult | None:
+        """Return the whole MCP result a step's last finished attempt gave, or `None`."""
+        key = (plan_id, version, step_id)
+
+        def body(conn: sqlite3.Connection) -> ToolResult | None:
+            return _read_result(conn, key)
+
+        return await self._on_thread(body)
+
     async def write(self, batch: WriteBatch) -> None:
         """Commit everything in `batch` in one transaction.
 
@@ -1313,6 +1500,13 @@ class Store:
         # Encode before taking the lock: JSON work needs no connection.
         now = _now()
         state_rows = [_state_row(s, now) for s in batch.step_states]
+        result_rows = [r for r in map(_result_rows, batch.step_states) if r is not None]
+        # A step reset to pending (a re-run, a decision) keeps no result of its past.
+        reset_keys = [
+            (s.plan_id, s.version, s.step_id)
+            for s in batch.step_states
+            if s.status is StepStatus.PENDING
+        ]
         attempt_rows = [_attempt_row(a) for a in batch.attempts]
         event_rows = [_event_row(e) for e in batch.events]
         duration_rows = [_duration_row(sv, tl, sec, now) for sv, tl, sec in batch.durations]
@@ -1327,6 +1521,10 @@ class Store:
             try:
                 if state_rows:
                     conn.executemany(_UPSERT_STATE, state_rows)
+                if reset_keys:
+                    conn.executemany(_DELETE_RESULT, reset_keys)
+                for rows in result_rows:
+                    _write_result(conn, rows)
                 if attempt_rows:
                     conn.executemany(_UPSERT_ATTEMPT, attempt_rows)
             except sqlite3.IntegrityError as exc:
@@ -1538,6 +1736,16 @@ def _in_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection
                 conn.execute("ROLLBACK")
         raise
     return result
+
+
+def _in_snapshot(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    """`body` in a read transaction, so its statements see one state (worker thread)."""
+    conn.execute("BEGIN")
+    try:
+        return body(conn)
+    finally:
+        with suppress(sqlite3.Error):
+            conn.execute("COMMIT")
 
 
 def _lease_until(now: str, lease_s: float) -> str:

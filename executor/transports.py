@@ -71,8 +71,10 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _READ_CHUNK = 65536
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""Largest JSON-RPC message accepted from a server (tool results can carry files)."""
+_BIG_LINE = 1024 * 1024
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""Largest JSON-RPC message accepted from a server: tool results carry files, often twice
+(as text and as structured content), and results are stored, not answered whole."""
 _ERROR_BODY_LIMIT = 16384
 _EXIT_SETTLE_S = 0.05
 """How long to let stdout and stderr drain once the process is gone, so the last
@@ -354,10 +356,16 @@ class StdioProcess:
                     buffer += chunk
                     end = buffer.find(b"\n", start)
                     while end >= 0:
-                        line = bytes(buffer[:end]).strip()
-                        del buffer[: end + 1]
+                        # One copy of the line (a slice would make a second one).
+                        line = bytes(memoryview(buffer)[:end]).strip()
+                        if end > _BIG_LINE:
+                            # A fresh buffer: `del` would keep a large one's capacity.
+                            buffer = bytearray(memoryview(buffer)[end + 1 :])
+                        else:
+                            del buffer[: end + 1]
                         if line and delivering:
                             delivering = await self._deliver(line, send)
+                        del line
                         end = buffer.find(b"\n")
                     if len(buffer) > MAX_MESSAGE_BYTES:
                         # Not a message any client could take: treat it as a broken server.

@@ -760,14 +760,22 @@ def _print_plan(view: PlanView, console: Console | None = None, *, outputs: bool
             f" {_styled_status(step.status.value)}{escape(deps)}"
         )
         node.add(f"[dim]{escape(_short(step.arguments))}[/dim]")
-        if outputs and step.output is not None:
-            node.add(f"→ {escape(_short(step.output))}")
+        if outputs and _shown_output(step) is not None:
+            node.add(f"→ {escape(_short(_shown_output(step)))}")
         if step.error is not None:
             node.add(f"[red]{escape(step.error.kind)}: {escape(_short(step.error.message, 200))}")
     console.print(tree)
     console.print(f"plan_hash: {view.plan_hash}  approved: {view.approved}")
     if view.next_action:
         console.print(f"[dim]{escape(view.next_action)}[/dim]")
+
+
+def _shown_output(step: Any) -> Any:
+    """A step's output, or for a large one the beginning its preview has, with its size."""
+    preview = step.output_preview
+    if preview is None:
+        return step.output
+    return f"[{preview.size_bytes:,} bytes: {preview.uri}] {preview.head}…"
 
 
 def _print_report(report: ExecutionReport, console: Console) -> None:
@@ -781,8 +789,8 @@ def _print_report(report: ExecutionReport, console: Console) -> None:
         detail = (
             f"[red]{escape(step.error.kind)}: {escape(_short(step.error.message, 160))}[/red]"
             if step.error is not None
-            else escape(_short(step.output, 160))
-            if step.output is not None
+            else escape(_short(_shown_output(step), 160))
+            if _shown_output(step) is not None
             else ""
         )
         seconds = "-" if step.duration_s is None else f"{step.duration_s:.2f}"

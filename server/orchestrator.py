@@ -46,19 +46,23 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from executor._utils import leaf_exceptions
-from executor.calls import ProgressFn, ToolCaller
+from executor.builtins import BUILTIN_SERVER, BuiltinCaller
+from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog
 from executor.errors import (
     ApprovalError,
     ConfigError,
     NotFoundError,
+    StepReferenceError,
     TransitionError,
     UserError,
 )
 from executor.ids import PlanId
+from executor.outputs import output_text, page_text, value_text
 from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus, check_transition
 from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.records import Event, EventKind, StepState
+from executor.refs import StepValue, read_path
 from executor.scheduler import ExecutionReport as RunReport
 from executor.scheduler import (
     OnInterrupted,
@@ -68,12 +72,14 @@ from executor.scheduler import (
     rejected_message,
 )
 from executor.store import Store
+from server.answers import BYTES_PER_TOKEN, fit
 from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
 from server.views import (
     ExecutionReport,
     PlanList,
     PlanView,
     ProgressView,
+    StepOutputPage,
     ToolList,
     plan_view,
     progress_view,
@@ -175,6 +181,7 @@ class TaskOrchestrator:
         self._caller: ToolCaller | None = None
         self._scheduler: Scheduler | None = None
         self._pool: Any = None
+        self._result_cache: tuple[tuple[str, int, str], ToolResult] | None = None
 
     @classmethod
     def from_paths(
@@ -198,8 +205,9 @@ class TaskOrchestrator:
         await stack.__aenter__()
         try:
             self._store = await stack.enter_async_context(await Store.open(self.db_path))
+            # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
             if self._caller_given is not None:
-                self._caller = self._caller_given
+                self._caller = BuiltinCaller(self._caller_given)
             else:
                 from executor.downstream import Pool
 
@@ -211,7 +219,7 @@ class TaskOrchestrator:
                     max_timeout_s=limits.max_timeout_s,
                 )
                 self._pool = pool
-                self._caller = await stack.enter_async_context(pool)
+                self._caller = BuiltinCaller(await stack.enter_async_context(pool))
             for agent in self.config.agents.values():
                 await self._store.save_agent(agent)
             self._scheduler = await stack.enter_async_context(
@@ -383,8 +391,9 @@ class TaskOrchestrator:
         Raises:
             NotFoundError: `server` is not configured.
         """
-        if server is not None and self.config.servers and server not in self.config.servers:
-            known = ", ".join(sorted(self.config.servers))
+        configured = {*self.config.servers, BUILTIN_SERVER}
+        if server is not None and self.config.servers and server not in configured:
+            known = ", ".join(sorted(configured))
             raise NotFoundError(f"no server named {server!r} is configured; servers: {known}")
         catalog = await self.catalog()
         tools = [tool_view(t) for t in catalog if server is None or t.server == server]
@@ -689,7 +698,140 @@ class TaskOrchestrator:
             NotFoundError: No such plan or version.
         """
         plan, states = await self.plan_with_states(plan_id, version)
-        return plan_view(plan, states)
+        return fit(plan_view(plan, states), self.answer_budget_bytes)
+
+    @property
+    def answer_budget_bytes(self) -> int:
+        """The most an answer carrying step outputs may cost, in bytes (see `server.answers`)."""
+        return self.config.limits.answer_budget_tokens * BYTES_PER_TOKEN
+
+    async def step_result(
+        self, plan_id: str, step_id: str, version: int | None = None
+    ) -> tuple[Plan, ToolResult]:
+        """The whole result of a step that succeeded (latest plan version by default).
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: The step has not succeeded, so it has no output.
+        """
+        plan, states = await self.plan_with_states(plan_id, version)
+        if step_id not in {s.id for s in plan.steps}:
+            known = ", ".join(repr(s.id) for s in plan.steps[:50])
+            raise NotFoundError(
+                f"plan {plan.id!r} version {plan.version} has no step {step_id!r}; "
+                f"its steps: {known}"
+            )
+        state = states.get(step_id)
+        if state is None or state.status is not StepStatus.SUCCEEDED:
+            status = state.status.value if state is not None else "pending"
+            raise UserError(
+                f"step {step_id!r} of plan {plan.id!r} is {status}: only a step that "
+                "succeeded has an output; execute_plan runs it, get_plan shows where it stands"
+            )
+        key = (plan.id, plan.version, step_id)
+        cached = self._result_cache
+        if cached is not None and cached[0] == key:
+            return plan, cached[1]
+        result = await self.store.get_step_result(*key)
+        if result is None:
+            # No result kept (a state written without one): the output is all there is.
+            output = state.output
+            if isinstance(output, dict):
+                result = ToolResult(structured_content=output)
+            else:
+                result = ToolResult(content=[{"type": "text", "text": value_text(output)}])
+        # One result kept: a host paging through an output asks for it again and again.
+        self._result_cache = (key, result)
+        return plan, result
+
+    async def step_output_text(
+        self, plan_id: str, step_id: str, path: str = "", version: int | None = None
+    ) -> tuple[Plan, str, bool]:
+        """A step's output (or the value at `path` in it) as text, and whether it is JSON.
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: The step has no output, or `path` does not exist in it.
+        """
+        plan, result = await self.step_result(plan_id, step_id, version)
+        if not path:
+            return (
+                plan,
+                output_text(result),
+                result.structured_content is not None or not (isinstance(result.output(), str)),
+            )
+        segments = path.split(".")
+        if not all(segments):
+            raise UserError(
+                f"path {path!r} has an empty segment: write keys and array indexes "
+                "joined by dots, such as items.0.name"
+            )
+        try:
+            value = read_path(StepValue(result.output(), result.content), segments, root=step_id)
+        except StepReferenceError as exc:
+            raise UserError(str(exc)) from None
+        return plan, value_text(value), not isinstance(value, str)
+
+    async def get_step_output(
+        self,
+        plan_id: str,
+        step_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        path: str = "",
+        version: int | None = None,
+    ) -> StepOutputPage:
+        """One page of a step's output, or of the value at a reference path in it.
+
+        Pages are cut between UTF-8 characters; start at 0 and pass each page's
+        `next_offset` to get the next; together they are the output byte for byte.
+
+        Args:
+            plan_id: The plan.
+            step_id: The step.
+            offset: Byte offset to start at.
+            limit: Most bytes in the page (default: what fits the answer budget).
+            path: A reference path inside the output (`items.0`, `content.1.data`).
+            version: The plan version (default the latest).
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: No output, a bad path, or an offset outside the text.
+        """
+        plan, text, is_json = await self.step_output_text(plan_id, step_id, path, version)
+        # A page is answered twice over (structured and as text), with room for the rest.
+        room = max(self.answer_budget_bytes // 2 - 1024, 1)
+        page = page_text(text, offset, room if limit is None else min(limit, room))
+        return StepOutputPage(
+            plan_id=plan.id,
+            version=plan.version,
+            step_id=step_id,
+            path=path,
+            kind="json" if is_json else "text",
+            total_bytes=page.total_bytes,
+            offset=page.offset,
+            next_offset=page.next_offset,
+            data=page.data,
+        )
+
+    async def step_content(
+        self, plan_id: str, step_id: str, index: int, version: int | None = None
+    ) -> dict[str, Any]:
+        """One content block a step's tool returned, as its JSON object.
+
+        Raises:
+            NotFoundError: No such plan, version, step or block.
+            UserError: The step has not succeeded.
+        """
+        _, result = await self.step_result(plan_id, step_id, version)
+        if not 0 <= index < len(result.content):
+            raise NotFoundError(
+                f"step {step_id!r} returned {len(result.content)} content block(s): "
+                f"index {index} is not one of them"
+            )
+        block: dict[str, Any] = result.content[index]
+        return block
 
     async def list_task_plans(
         self,
@@ -860,10 +1002,10 @@ class TaskOrchestrator:
         message: str | None = None,
     ) -> ExecutionReport:
         by_id = {s.id: s for s in report.steps}
-        steps = [step_view(step, by_id.get(step.id)) for step in plan.steps]
+        steps = [step_view(step, by_id.get(step.id), plan.id) for step in plan.steps]
         status = report.status
         finished = status.is_terminal or status is PlanStatus.INTERRUPTED
-        return ExecutionReport(
+        answer = ExecutionReport(
             plan_id=plan.id,
             version=plan.version,
             status=status,
@@ -872,6 +1014,7 @@ class TaskOrchestrator:
             progress=progress_view(progress),
             steps=steps,
         )
+        return fit(answer, self.answer_budget_bytes)
 
 
 def _outcome_message(plan: Plan, report: RunReport, started: bool) -> str:
@@ -921,7 +1064,8 @@ async def _forward_progress(run: Any, subscription: Any, on_progress: ProgressFn
         value = value if value > last else math.nextafter(last, math.inf)
         last = value
         try:
-            await on_progress(value, total, _event_message(event, run))
+            # A downstream progress message is the server's text: keep it to a line.
+            await on_progress(value, total, _event_message(event, run)[:500])
         except Exception:
             # The client went away or cannot take notifications: the run goes on.
             logger.debug("progress could not be forwarded", exc_info=True)

@@ -345,10 +345,30 @@ def check_arguments(info: ToolInfo, arguments: Mapping[str, Any]) -> list[str]:
         when they fit, or when the schema itself cannot be used (the server's
         fault: the call is then left to the server to judge).
     """
-    validators = _compiled(info.input_schema)
+    validators = _compiled_by_identity(info.input_schema)
     if validators is None:
         return []
     return _argument_errors(f"{info.server}.{info.name}", arguments, validators, literal=True)
+
+
+_BY_IDENTITY: dict[int, tuple[Mapping[str, Any], _Validators | None]] = {}
+_BY_IDENTITY_MAX = 4096
+
+
+def _compiled_by_identity(schema: Mapping[str, Any]) -> _Validators | None:
+    """`_compiled`, without serialising the schema again for a schema object seen before.
+
+    A run checks every call's arguments against its catalog's (long-lived) schema
+    objects; keeping a reference to each keeps its id from being reused.
+    """
+    hit = _BY_IDENTITY.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    if len(_BY_IDENTITY) >= _BY_IDENTITY_MAX:
+        _BY_IDENTITY.clear()
+    validators = _compiled(schema)
+    _BY_IDENTITY[id(schema)] = (schema, validators)
+    return validators
 
 
 def check_plan(
@@ -665,6 +685,7 @@ class _ToolChecker:
         self.policy = policy
         self._tool_problems: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._validators: dict[tuple[str, str], _Validators | None] = {}
+        self._outputs: dict[tuple[str, str], ToolInfo | None] = {}
         self._names: list[str] | None = None
 
     def check(self, step: Step) -> list[Problem]:
@@ -693,6 +714,9 @@ class _ToolChecker:
         """References whose path the producing tool's `outputSchema` rules out."""
         if self.catalog is None:
             return []
+        typed = [d for d in step.depends_on if d in producers and self._output_schema(producers[d])]
+        if not typed:
+            return []  # no reference here can be checked: skip the walk
         problems: list[Problem] = []
         for path, text in _walk_strings(step.arguments):
             if "${" not in text:
@@ -704,15 +728,23 @@ class _ToolChecker:
             for ref in parts:
                 if not isinstance(ref, StepRef) or not ref.path or ref.step not in producers:
                     continue
-                producer = producers[ref.step]
-                info = self.catalog.get(producer.server, producer.tool)
-                if info is None or info.output_schema is None:
+                info = self._output_schema(producers[ref.step])
+                if info is None:
                     continue
                 why = _output_path_problem(ref, info)
                 if why is not None:
                     message = f"the reference '{ref}' in arguments{path} {why}"
                     problems.append(Problem(step.id, "invalid_reference", message))
         return problems
+
+    def _output_schema(self, producer: Step) -> ToolInfo | None:
+        """The producer's tool, when it declares an `outputSchema`."""
+        assert self.catalog is not None
+        key = (producer.server, producer.tool)
+        if key not in self._outputs:
+            info = self.catalog.get(*key)
+            self._outputs[key] = info if info is not None and info.output_schema else None
+        return self._outputs[key]
 
     def _tool_problem(self, server: str, tool: str) -> tuple[str, str] | None:
         name = f"{server}.{tool}"

@@ -227,7 +227,11 @@ class RetryPolicy(BaseModel):
         )
 
     def should_retry(self, attempt: int, kind: ErrorKind) -> bool:
-        """Whether to try again after attempt number `attempt` (1-based) failed with `kind`."""
+        """Whether the policy allows another try after attempt `attempt` (1-based) failed.
+
+        Only the budget and the non-retryable kinds: whether repeating the call is
+        safe at all is `executor.retry.decide`'s call.
+        """
         return attempt < self.maximum_attempts and kind not in self.non_retryable
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:

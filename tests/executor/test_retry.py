@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
+from executor.catalog import ToolAnnotations
 from executor.downstream import Pool
-from executor.errors import ErrorKind
-from executor.plan import PlanStatus, StepStatus
+from executor.errors import Delivery, ErrorKind
+from executor.plan import PlanStatus, RetryPolicy, StepStatus
 from executor.records import EventKind
+from executor.retry import Verdict, decide
 from tests.executor.scheduler_support import (
+    confirmed,
     engine_caller,
     harness,
     save_confirmed,
@@ -57,6 +60,68 @@ def echo(step_id: str, value: Any, **extra: Any) -> dict[str, Any]:
 
 def statuses(report: Any) -> dict[str, StepStatus]:
     return {s.id: s.status for s in report.steps}
+
+
+# --------------------------------------------------------------------------- the rule
+
+SAFE = ToolAnnotations(idempotent=True)
+UNSAFE = ToolAnnotations()
+D, K, V = Delivery, ErrorKind, Verdict
+
+
+@pytest.mark.parametrize(
+    ("kind", "delivery", "annotations", "opted_in", "attempt", "verdict", "says_why"),
+    [
+        # Not delivered: the policy alone decides.
+        (K.NETWORK, D.NOT_DELIVERED, UNSAFE, False, 1, V.RETRY, False),
+        (K.TOOL_UNAVAILABLE, D.NOT_DELIVERED, None, False, 2, V.RETRY, False),
+        (K.NETWORK, D.NOT_DELIVERED, UNSAFE, False, 3, V.FAIL, False),
+        (K.AUTHENTICATION, D.NOT_DELIVERED, UNSAFE, False, 1, V.FAIL, False),
+        # Ambiguous: retried only when safe to repeat, else interrupted (budget or not).
+        (K.TIMEOUT, D.AMBIGUOUS, SAFE, False, 1, V.RETRY, False),
+        (K.TIMEOUT, D.AMBIGUOUS, ToolAnnotations(read_only=True), False, 1, V.RETRY, False),
+        (K.TIMEOUT, D.AMBIGUOUS, UNSAFE, True, 1, V.RETRY, False),
+        (K.TIMEOUT, D.AMBIGUOUS, SAFE, False, 3, V.FAIL, False),
+        (K.TIMEOUT, D.AMBIGUOUS, UNSAFE, False, 1, V.INTERRUPT, True),
+        (K.NETWORK, D.AMBIGUOUS, None, False, 3, V.INTERRUPT, True),
+        (K.CANCELLED, D.AMBIGUOUS, UNSAFE, False, 1, V.INTERRUPT, True),
+        # Answered: protocol and argument errors never; tool errors when safe.
+        (K.INVALID_ARGUMENTS, D.ANSWERED, SAFE, True, 1, V.FAIL, False),
+        (K.TOOL_UNAVAILABLE, D.ANSWERED, SAFE, True, 1, V.FAIL, False),
+        (K.TOOL_ERROR, D.ANSWERED, SAFE, False, 1, V.RETRY, False),
+        (K.TOOL_ERROR, D.ANSWERED, UNSAFE, True, 1, V.RETRY, False),
+        (K.TOOL_ERROR, D.ANSWERED, UNSAFE, False, 1, V.FAIL, True),
+        (K.TOOL_ERROR, D.ANSWERED, UNSAFE, False, 3, V.FAIL, False),
+        # A crash: spends no attempt.
+        (K.INTERRUPTED, D.AMBIGUOUS, SAFE, False, 3, V.RETRY, False),
+        (K.INTERRUPTED, D.AMBIGUOUS, UNSAFE, False, 0, V.INTERRUPT, True),
+        (K.INTERRUPTED, D.AMBIGUOUS, UNSAFE, True, 9, V.RETRY, False),
+    ],
+)
+def test_the_one_retry_rule(
+    kind: ErrorKind,
+    delivery: Delivery,
+    annotations: ToolAnnotations | None,
+    opted_in: bool,
+    attempt: int,
+    verdict: Verdict,
+    says_why: bool,
+) -> None:
+    policy = RetryPolicy(maximum_attempts=3, non_idempotent=opted_in)
+    decision = decide(kind, delivery, policy=policy, attempt=attempt, annotations=annotations)
+    assert decision.verdict is verdict
+    # The reason is given when safety, not the policy, stopped a retry.
+    assert bool(decision.reason) is says_why
+
+
+def test_opting_in_is_part_of_what_is_approved() -> None:
+    plain = confirmed("p", [{"id": "a", "server": "s", "tool": "t", "retry": {}}])
+    opted = confirmed(
+        "p", [{"id": "a", "server": "s", "tool": "t", "retry": {"non_idempotent": True}}]
+    )
+    unset = confirmed("p", [{"id": "a", "server": "s", "tool": "t", "retry": {"jitter": 0.1}}])
+    assert plain.plan_hash == unset.plan_hash != opted.plan_hash
+    assert "non_idempotent" not in str(plain.steps[0].hash_payload())
 
 
 # --------------------------------------------------------------------------- ambiguous

@@ -25,8 +25,12 @@ opening) and shared by every call:
   and ignores case; a filtered tool can be neither listed nor called), refreshed
   when the server reports `tools/list_changed` (a notification before
   2026-07-28, a `subscriptions/listen` event after).
-- **Errors.** Failures raise `ToolCallError` with an `ErrorKind`; an `isError`
-  result is returned, not raised. Messages keep the server's own words.
+- **Errors.** Failures raise `ToolCallError` with an `ErrorKind` and a
+  `Delivery` (whether the request may have reached the tool), both from one
+  table, `_FAILURES`. An `isError` result is returned, not raised, unless it is
+  a protocol error in disguise: the TypeScript SDK answers argument and protocol
+  errors as `isError` results reading "MCP error -32602: ...", and those fail
+  like the JSON-RPC errors they are. Messages keep the server's own words.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import math
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from executor._utils import leaf_exceptions
 from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
-from executor.errors import ErrorKind, InternalError, ToolCallError
+from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
@@ -147,6 +153,124 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     if isinstance(exc, TimeoutError):
         return ErrorKind.TIMEOUT
     return ErrorKind.INTERNAL
+
+
+class _Failure(StrEnum):
+    """Every way the pool sees a call fail; `_FAILURES` says what each one means."""
+
+    NO_SERVER = "no_server"
+    TOOL_HIDDEN = "tool_hidden"
+    BAD_TIMEOUT = "bad_timeout"
+    NOT_SENT = "not_sent"
+    """No session, or no tool listing, to send the request with (the cause says why)."""
+    UNKNOWN_TOOL = "unknown_tool"
+    QUEUED_TOO_LONG = "queued_too_long"
+    """The deadline passed before the request went out."""
+    NO_ANSWER = "no_answer"
+    """The deadline passed after the request went out."""
+    SESSION_FORGOTTEN = "session_forgotten"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    UNREACHABLE = "unreachable"
+    CONNECTION_BROKE = "connection_broke"
+    GATEWAY_ERROR = "gateway_error"
+    SERVER_ERROR = "server_error"
+    HTTP_REFUSED = "http_refused"
+    POOL_CLOSED = "pool_closed"
+    SERVER_EXITED = "server_exited"
+    CONNECTION_LOST = "connection_lost"
+    INVALID_ANSWER = "invalid_answer"
+    INVALID_REQUEST = "invalid_request"
+    METHOD_NOT_FOUND = "method_not_found"
+    """Also a tool that requires task augmentation (MCP 2025-11-25 tasks)."""
+    INVALID_PARAMS = "invalid_params"
+    SERVER_TIMEOUT = "server_timeout"
+    TOOL_FAILED = "tool_failed"
+
+
+_D = Delivery
+_FAILURES: dict[_Failure, tuple[ErrorKind | None, Delivery]] = {
+    # Before the request goes out: nothing can have run.
+    _Failure.NO_SERVER: (ErrorKind.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
+    _Failure.TOOL_HIDDEN: (ErrorKind.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
+    _Failure.BAD_TIMEOUT: (ErrorKind.INVALID_ARGUMENTS, _D.NOT_DELIVERED),
+    _Failure.NOT_SENT: (None, _D.NOT_DELIVERED),  # the kind is its cause's
+    _Failure.UNKNOWN_TOOL: (ErrorKind.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
+    _Failure.QUEUED_TOO_LONG: (ErrorKind.TIMEOUT, _D.NOT_DELIVERED),
+    # Refused on the way in (HTTP): the request was not run.
+    _Failure.SESSION_FORGOTTEN: (ErrorKind.NETWORK, _D.NOT_DELIVERED),
+    _Failure.UNAUTHENTICATED: (ErrorKind.AUTHENTICATION, _D.NOT_DELIVERED),
+    _Failure.FORBIDDEN: (ErrorKind.AUTHORIZATION, _D.NOT_DELIVERED),
+    _Failure.UNREACHABLE: (ErrorKind.NETWORK, _D.NOT_DELIVERED),
+    # Sent, and then no answer: it may have run.
+    _Failure.NO_ANSWER: (ErrorKind.TIMEOUT, _D.AMBIGUOUS),
+    _Failure.CONNECTION_BROKE: (ErrorKind.NETWORK, _D.AMBIGUOUS),
+    _Failure.GATEWAY_ERROR: (ErrorKind.NETWORK, _D.AMBIGUOUS),
+    _Failure.SERVER_ERROR: (ErrorKind.TOOL_ERROR, _D.AMBIGUOUS),
+    _Failure.POOL_CLOSED: (ErrorKind.TOOL_UNAVAILABLE, _D.AMBIGUOUS),
+    _Failure.SERVER_EXITED: (ErrorKind.TOOL_UNAVAILABLE, _D.AMBIGUOUS),
+    _Failure.CONNECTION_LOST: (ErrorKind.NETWORK, _D.AMBIGUOUS),
+    _Failure.SERVER_TIMEOUT: (ErrorKind.TIMEOUT, _D.AMBIGUOUS),
+    # The server answered no.
+    _Failure.HTTP_REFUSED: (ErrorKind.TOOL_ERROR, _D.ANSWERED),
+    _Failure.INVALID_ANSWER: (ErrorKind.TOOL_ERROR, _D.ANSWERED),
+    _Failure.INVALID_REQUEST: (ErrorKind.INVALID_ARGUMENTS, _D.ANSWERED),
+    _Failure.METHOD_NOT_FOUND: (ErrorKind.TOOL_UNAVAILABLE, _D.ANSWERED),
+    _Failure.INVALID_PARAMS: (ErrorKind.INVALID_ARGUMENTS, _D.ANSWERED),
+    _Failure.TOOL_FAILED: (ErrorKind.TOOL_ERROR, _D.ANSWERED),
+}
+"""What each call failure means: its kind, and whether the request may have reached the tool."""
+
+_CODE_FAILURES: dict[int, _Failure] = {
+    mcp_types.INVALID_REQUEST: _Failure.INVALID_REQUEST,
+    mcp_types.METHOD_NOT_FOUND: _Failure.METHOD_NOT_FOUND,
+    mcp_types.INVALID_PARAMS: _Failure.INVALID_PARAMS,
+    mcp_types.REQUEST_TIMEOUT: _Failure.SERVER_TIMEOUT,
+    mcp_types.CONNECTION_CLOSED: _Failure.CONNECTION_LOST,
+}
+"""JSON-RPC error codes a server answers with; any other is `TOOL_FAILED`."""
+
+# The TypeScript SDK answers a protocol error from a tool call as an `isError`
+# result with this text (its McpError's message) instead of a JSON-RPC error.
+_DISGUISED_PROTOCOL_ERROR = re.compile(r"MCP error (-3260[012]): ")
+
+
+def _failure_error(
+    failure: _Failure, message: str, *, server: str, tool: str = "", cause: ErrorKind | None = None
+) -> ToolCallError:
+    """The error for a call's failure, classified by `_FAILURES`."""
+    kind, delivery = _FAILURES[failure]
+    kind = kind or cause or ErrorKind.TOOL_UNAVAILABLE
+    return ToolCallError(kind, message, server=server, tool=tool, delivery=delivery)
+
+
+def _http_failure(note: HttpNote) -> _Failure | None:
+    """What the HTTP layer's note says about a failed request, when it could tell."""
+    if note.kind is ErrorKind.AUTHENTICATION:
+        return _Failure.UNAUTHENTICATED
+    if note.kind is ErrorKind.AUTHORIZATION:
+        return _Failure.FORBIDDEN
+    if note.kind is ErrorKind.NETWORK:
+        return _Failure.CONNECTION_BROKE if note.delivered else _Failure.UNREACHABLE
+    return None
+
+
+def _disguised_protocol_error(raw: mcp_types.CallToolResult) -> tuple[_Failure, str] | None:
+    """The protocol error an `isError` result stands for, with its words, when it is one."""
+    if not raw.is_error or len(raw.content) != 1:
+        return None
+    block = raw.content[0]
+    if not isinstance(block, mcp_types.TextContent):
+        return None
+    match = _DISGUISED_PROTOCOL_ERROR.match(block.text)
+    return None if match is None else (_CODE_FAILURES[int(match.group(1))], block.text)
+
+
+@dataclass(slots=True)
+class _Sending:
+    """Whether a call's request has gone out: a timeout after that may have let it run."""
+
+    sent: bool = False
 
 
 def _annotations(raw: mcp_types.ToolAnnotations | None) -> ToolAnnotations:
@@ -307,6 +431,11 @@ class _Server:
 
     def error(self, kind: ErrorKind, message: str, tool: str = "") -> ToolCallError:
         return ToolCallError(kind, message, server=self.name, tool=tool)
+
+    def failure(
+        self, failure: _Failure, message: str, tool: str, cause: ErrorKind | None = None
+    ) -> ToolCallError:
+        return _failure_error(failure, message, server=self.name, tool=tool, cause=cause)
 
     # ----------------------------------------------------------------- filters
 
@@ -768,8 +897,8 @@ class Pool:
         srv = self._servers.get(server)
         if srv is None:
             known = ", ".join(sorted(self._servers)) or "none"
-            raise ToolCallError(
-                ErrorKind.TOOL_UNAVAILABLE,
+            raise _failure_error(
+                _Failure.NO_SERVER,
                 f"no downstream server named {server!r} is configured (configured: {known})",
                 server=server,
             )
@@ -802,18 +931,17 @@ class Pool:
         srv = self._lookup(server)
         hidden = srv.filter_reason(tool)
         if hidden is not None:
-            raise srv.error(
-                ErrorKind.TOOL_UNAVAILABLE, f"the tool is not available: {hidden}", tool
-            )
+            raise srv.failure(_Failure.TOOL_HIDDEN, f"the tool is not available: {hidden}", tool)
         idle = (
             timeout_s if timeout_s is not None else (srv.spec.timeout_s or self.default_timeout_s)
         )
         if not idle > 0:
             message = f"timeout_s must be positive, got {idle!r}"
-            raise srv.error(ErrorKind.INVALID_ARGUMENTS, message, tool)
+            raise srv.failure(_Failure.BAD_TIMEOUT, message, tool)
         start = anyio.current_time()
         hard = start + self.max_timeout_s
         limiter = srv.limiter
+        sending = _Sending()
         try:
             # A free slot and nobody queued: take it without the two scheduling
             # points of `await limiter.acquire()` (the request's own send is a
@@ -834,7 +962,7 @@ class Pool:
                     await limiter.acquire()
                     held = True
                 return await self._call(
-                    srv, tool, arguments, scope, idle, hard, on_progress, armed=armed
+                    srv, tool, arguments, scope, idle, hard, on_progress, sending, armed=armed
                 )
         finally:
             if held:
@@ -844,8 +972,14 @@ class Pool:
             why = f"the call ran for the maximum of {self.max_timeout_s:g} s"
         else:
             why = f"no answer or progress for {idle:g} s"
-        raise srv.error(
-            ErrorKind.TIMEOUT,
+        if not sending.sent:
+            raise srv.failure(
+                _Failure.QUEUED_TOO_LONG,
+                f"timed out before the request could be sent: {why}",
+                tool,
+            )
+        raise srv.failure(
+            _Failure.NO_ANSWER,
             f"timed out: {why}; the server was asked to cancel it "
             "(raise `timeout_s` on the step or the server if it needs longer)",
             tool,
@@ -860,6 +994,7 @@ class Pool:
         idle: float,
         hard: float,
         on_progress: ProgressFn | None,
+        sending: _Sending,
         *,
         armed: bool,
     ) -> ToolResult:
@@ -870,15 +1005,8 @@ class Pool:
                 await on_progress(progress, total, message)
 
         for attempt in (1, 2):
-            try:
-                # A resend follows a refusal, not a crash: no backoff for it.
-                conn = await srv.connection(force=attempt > 1)
-            except ToolCallError as exc:
-                raise srv.error(exc.kind, exc.message, tool) from None
-            if tool not in srv.tools:
-                await srv.refresh_tools(conn)  # it may have appeared since the last listing
-                if tool not in srv.tools:
-                    raise srv.error(ErrorKind.TOOL_UNAVAILABLE, srv.unknown_tool(tool), tool)
+            # A resend follows a refusal, not a crash: no backoff for it.
+            conn = await self._session_for(srv, tool, force=attempt > 1)
             client = conn.client
             assert client is not None
             if attempt > 1 or not armed:
@@ -886,25 +1014,45 @@ class Pool:
             note = HttpNote() if srv.is_http else None
             token = HTTP_NOTE.set(note) if note is not None else None
             try:
+                sending.sent = True
                 raw = await client.call_tool(tool, arguments, progress_callback=report)
             except MCPError as exc:
                 err, resend = await self._failure(srv, conn, tool, exc, note)
                 if resend and attempt == 1:
+                    sending.sent = False  # refused before it ran: sent again below
                     continue
                 raise err from None
             except ToolCallError as exc:  # raised by our own transports (an SSE POST failed)
                 if exc.kind is ErrorKind.NETWORK:
                     conn.mark_dead(exc.message)
-                raise srv.error(exc.kind, exc.message, tool) from None
+                failure = (_http_failure(note) if note is not None else None) or (
+                    _Failure.CONNECTION_BROKE
+                )
+                raise srv.failure(failure, exc.message, tool) from None
             except (RuntimeError, ValidationError) as exc:
                 message = f"the server's answer is not valid: {exc}"
-                raise srv.error(ErrorKind.TOOL_ERROR, message, tool) from None
+                raise srv.failure(_Failure.INVALID_ANSWER, message, tool) from None
             finally:
                 if token is not None:
                     HTTP_NOTE.reset(token)
             srv.succeeded()
+            disguised = _disguised_protocol_error(raw)
+            if disguised is not None:
+                raise srv.failure(*disguised, tool)
             return _to_result(raw)
         raise InternalError("unreachable: the call loop ends by returning or raising")
+
+    async def _session_for(self, srv: _Server, tool: str, *, force: bool) -> _Connection:
+        """The session to send a call of `tool` on; when this fails, nothing was sent."""
+        try:
+            conn = await srv.connection(force=force)
+            if tool not in srv.tools:
+                await srv.refresh_tools(conn)  # it may have appeared since the last listing
+        except ToolCallError as exc:
+            raise srv.failure(_Failure.NOT_SENT, exc.message, tool, exc.kind) from None
+        if tool not in srv.tools:
+            raise srv.failure(_Failure.UNKNOWN_TOOL, srv.unknown_tool(tool), tool)
+        return conn
 
     async def _failure(
         self, srv: _Server, conn: _Connection, tool: str, exc: MCPError, note: HttpNote | None
@@ -918,31 +1066,37 @@ class Pool:
             if words == _SESSION_GONE or (legacy and note.status == 404):
                 # Reconnect, and resend: the request was refused, not run.
                 conn.mark_dead(note.message)
-                return srv.error(ErrorKind.NETWORK, note.message, tool), not note.delivered
-            if note.kind is not None:
+                gone = _Failure.CONNECTION_BROKE if note.delivered else _Failure.SESSION_FORGOTTEN
+                return srv.failure(gone, note.message, tool), not note.delivered
+            failure = _http_failure(note)
+            if failure is not None:
                 if note.kind is ErrorKind.NETWORK:
                     conn.mark_dead(note.message)  # the next use reconnects
-                resend = note.kind is ErrorKind.NETWORK and not note.delivered
-                return srv.error(note.kind, note.message, tool), resend
+                return srv.failure(failure, note.message, tool), failure is _Failure.UNREACHABLE
             if words == _SDK_HTTP_FALLBACK:
                 # An error status without a JSON-RPC body: a gateway in trouble, or the server.
-                gateway = note.status in (502, 503, 504)
-                kind = ErrorKind.NETWORK if gateway else ErrorKind.TOOL_ERROR
-                return srv.error(kind, note.message, tool), False
+                status = note.status or 0
+                if status in (502, 503, 504):
+                    failure = _Failure.GATEWAY_ERROR
+                elif status >= 500:
+                    failure = _Failure.SERVER_ERROR
+                else:
+                    failure = _Failure.HTTP_REFUSED
+                return srv.failure(failure, note.message, tool), False
             # Otherwise the body was a JSON-RPC error: classify it like any other.
         if code == mcp_types.CONNECTION_CLOSED:
             if conn.closing:
                 message = "the pool was closed while the call was in flight"
-                return srv.error(ErrorKind.TOOL_UNAVAILABLE, message, tool), False
+                return srv.failure(_Failure.POOL_CLOSED, message, tool), False
             await conn.settle()
             conn.mark_dead(words)
             if conn.process is not None:
                 message = f"{conn.death()} while the call was in flight"
                 message = _with_stderr(message, srv.stderr_tail())
-                return srv.error(ErrorKind.TOOL_UNAVAILABLE, message, tool), False
+                return srv.failure(_Failure.SERVER_EXITED, message, tool), False
             message = f"the connection was lost: {conn.death()}"
-            return srv.error(ErrorKind.NETWORK, message, tool), False
-        return srv.error(_kind_for_code(code), words, tool), False
+            return srv.failure(_Failure.CONNECTION_LOST, message, tool), False
+        return srv.failure(_CODE_FAILURES.get(code, _Failure.TOOL_FAILED), words, tool), False
 
     async def catalog(self) -> Catalog:
         """The tools of every reachable server; opens servers as needed, concurrently.
@@ -1008,15 +1162,9 @@ class Pool:
 
 def _kind_for_code(code: int) -> ErrorKind:
     """The kind of a JSON-RPC error a server answered a request with."""
-    if code == mcp_types.INVALID_PARAMS:
-        return ErrorKind.INVALID_ARGUMENTS
-    if code == mcp_types.METHOD_NOT_FOUND:
-        return ErrorKind.TOOL_UNAVAILABLE
-    if code == mcp_types.REQUEST_TIMEOUT:
-        return ErrorKind.TIMEOUT
-    if code == mcp_types.CONNECTION_CLOSED:
-        return ErrorKind.NETWORK
-    return ErrorKind.TOOL_ERROR
+    kind, _ = _FAILURES[_CODE_FAILURES.get(code, _Failure.TOOL_FAILED)]
+    assert kind is not None
+    return kind
 
 
 _STATUS_STYLE = {"up": "green", "down": "bold red", "starting": "yellow", "not_started": "dim"}

@@ -66,11 +66,23 @@ Semantics:
   record are committed before its tool is called, a result before any
   dependent is called.
 - **Data.** `${step.path}` references are resolved just before a step is
-  called; a reference that does not resolve fails the step with
-  `invalid_arguments` (never retried), naming the path and the keys there.
+  called, and the arguments are then checked against the tool's `inputSchema`
+  (from the caller's catalog, read when the run starts); a reference that does
+  not resolve, or arguments that do not fit, fail the step with
+  `invalid_arguments` without calling the tool (never retried).
 - **Retries.** The step's `RetryPolicy`, else the agent's, else the config's:
   exponential backoff with jitter, non-retryable kinds, one `AttemptRecord`
-  per try. While it waits for a retry a step stays `running`.
+  per try. While it waits for a retry a step stays `running`. Whether a failed
+  call may be repeated at all is `executor.retry.decide`'s call, from the
+  failure's delivery and the tool's annotations in the caller's catalog: a
+  call that may have taken effect (a timeout, a server lost mid-call) is
+  retried only for a tool annotated idempotent or read-only (or a policy with
+  `non_idempotent`), and is otherwise `interrupted`; an argument or protocol
+  error is never retried; a tool error only for a tool safe to repeat.
+- **Interrupted steps** wait for a decision and block only their dependents:
+  everything else runs to the end, and the plan becomes `interrupted` once
+  nothing else can run. A run that stops on a failure or its deadline marks a
+  call it cut off `interrupted` too, when its tool is not safe to repeat.
 - **Timeouts.** The per-step timeout (step, else agent, else config, else the
   pool's default) goes to the caller, which enforces it (the pool extends it
   while the server reports progress). The plan's deadline (`deadline_s`, else
@@ -87,20 +99,22 @@ Semantics:
 - **Cancellation.** In-flight steps and steps not started end `cancelled`,
   and so does the plan; pending retries are dropped.
 - **Durability and resume.** A step found `running` after a crash with its
-  last attempt still open was in flight: it is queued again when its tool is
-  annotated idempotent or read-only in the caller's catalog, otherwise it is
-  marked `interrupted`, and so is the plan, which then waits for a decision.
-  A step found `running` between attempts (waiting to retry) is simply queued
-  again. Executing an interrupted plan again needs `on_interrupted`: `"rerun"`
+  last attempt still open was in flight: the same rule decides (a crash spends
+  no attempt): it is queued again when its tool is annotated idempotent or
+  read-only in the caller's catalog, otherwise it is marked `interrupted`, and
+  the run resumes everything that does not depend on it before the plan waits
+  for a decision. A step found `running` between attempts (waiting to retry) is
+  simply queued again. Executing an interrupted plan again (or a failed one that
+  has interrupted steps) takes `on_interrupted`: `"rerun"`
   calls those steps again (their side effect may happen twice), `"skip"`
   marks them `skipped` and treats them as done without an output — they are
   never run again, not even by re-running a failed plan, and their dependents
   run (a dependent that reads a skipped step's output fails with
   `invalid_arguments`). A mapping `{step_id: "rerun" | "skip"}` decides step
-  by step. Without a decision the run does not start and the report says why
-  (`message`, `needs_decision`). Executing a `failed` plan again re-runs only
-  its failed, skipped and cancelled steps; succeeded steps are never re-run
-  and their outputs are read from the store.
+  by step. Without a decision an interrupted run does not start and the report
+  says why (`message`, `needs_decision`). Executing a `failed` plan again
+  re-runs only its failed, skipped and cancelled steps; succeeded steps are
+  never re-run and their outputs are read from the store.
 - **Shutdown.** Leaving the `Scheduler` context cancels active runs without
   writing anything more: to the store they look exactly like a crash, and
   `resume()` at the next start treats them so (a non-idempotent call that was
@@ -182,8 +196,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel, ConfigDict, Field
 
 from executor.calls import ToolCaller, ToolResult
+from executor.catalog import Catalog, ToolAnnotations
 from executor.errors import (
     ApprovalError,
+    Delivery,
     ErrorKind,
     InternalError,
     NotFoundError,
@@ -212,6 +228,7 @@ from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references, resolve_references
+from executor.retry import Verdict, decide
 from executor.store import (
     ExpectedPlanStatus,
     LeaseInfo,
@@ -220,6 +237,7 @@ from executor.store import (
     Store,
     WriteBatch,
 )
+from executor.validate import check_arguments
 
 __all__ = [
     "Decision",
@@ -265,7 +283,8 @@ class SchedulerConfig(BaseModel):
     subscription_buffer: int = Field(default=10_000, ge=1)
     """Unread events a subscription holds before it drops further ones."""
     resume_catalog_timeout_s: float = Field(default=60.0, gt=0)
-    """How long `resume()` waits for the caller's catalog (tool annotations)."""
+    """How long a run starting (or `resume()`) waits for the caller's catalog: the tool
+    annotations that say what is safe to repeat, and the input schemas."""
     lease_s: float = Field(default=30.0, gt=0, le=86_400)
     """How long this process's claim on a run holds without renewal; renewed every
     third of it. A crashed process's runs can be resumed elsewhere once it passes."""
@@ -326,7 +345,8 @@ class ExecutionReport(BaseModel):
     message: str | None = None
     """Anything the caller should know, such as what decision an interrupted plan awaits."""
     needs_decision: tuple[str, ...] = ()
-    """Steps interrupted by a crash that await `on_interrupted` (`rerun` or `skip`)."""
+    """Interrupted steps (by a crash, or an ambiguous failure) that await `on_interrupted`
+    (`rerun` or `skip`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +479,7 @@ class _Outcome:
     attempt: int
     result: ToolResult | None = None
     error: StepError | None = None
+    delivery: Delivery = Delivery.AMBIGUOUS
     finished_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
 
@@ -625,12 +646,26 @@ def _build_report(
 def _interrupted_message(step_ids: Collection[str]) -> str:
     names = ", ".join(repr(s) for s in sorted(step_ids))
     return (
-        f"the plan waits for a decision: step(s) {names} were in flight when taskorch "
-        "stopped, and their tools are not annotated idempotent or read-only, so they "
-        "may or may not have taken effect; execute the plan again with "
-        "on_interrupted='rerun' (call them again, possibly repeating their effect) or "
-        "on_interrupted='skip' (treat them as done without an output and go on)"
+        f"the plan waits for a decision: step(s) {names} may or may not have taken effect "
+        "(each step's error says why), and their tools are not annotated idempotent or "
+        "read-only; everything that does not depend on them has run. Execute the plan "
+        "again with on_interrupted='rerun' (call them again, possibly repeating their "
+        "effect) or on_interrupted='skip' (treat them as done without an output and go on)"
     )
+
+
+def _retry_policy(step: Step, agent: AgentConfig | None, config: SchedulerConfig) -> RetryPolicy:
+    """The step's retry policy, else its agent's, else the scheduler's default."""
+    if step.retry is not None:
+        return step.retry
+    if agent is not None and agent.retry is not None:
+        return agent.retry
+    return config.default_retry
+
+
+def _annotations(catalog: Catalog, step: Step) -> ToolAnnotations | None:
+    info = catalog.get(step.server, step.tool)
+    return None if info is None else info.annotations
 
 
 class Run:
@@ -652,6 +687,7 @@ class Run:
         start_events: list[Event],
         retry_counts: Mapping[str, int] | None = None,
         graph: PlanGraph | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.plan = plan
         self._sched = scheduler
@@ -688,6 +724,8 @@ class Run:
         self._status = PlanStatus.EXECUTING
         self._message: str | None = None
         self._durations = DurationModel(history)
+        # The caller's tools (annotations, schemas); read when the run gets its slot.
+        self._catalog = catalog
         referenced = {r.step for s in plan.steps for r in find_references(s.arguments)}
         self._keep_output = referenced
         self._outputs: dict[str, StepValue] = {}
@@ -869,6 +907,8 @@ class Run:
                 self._queue_scope = scope
                 await self._sched._executions.acquire_on_behalf_of(self)
                 acquired = True
+                if self._catalog is None:
+                    self._catalog = await self._sched._tool_catalog()
             self._queue_scope = None
             try:
                 if self._failure is None:  # not lost while it waited for a slot
@@ -1028,7 +1068,8 @@ class Run:
                 dst = self._slots[dep].state
                 if _satisfies(dst):
                     continue
-                if dst.status.is_terminal:
+                # An interrupted dependency waits for a decision; it has not failed.
+                if dst.status.is_terminal and dst.status is not StepStatus.INTERRUPTED:
                     blocked = True
                 slot.waiting += 1
             if blocked:
@@ -1040,11 +1081,23 @@ class Run:
         heapq.heappush(self._ready, (-self._graph.height[slot.step.id], slot.index, slot.step.id))
 
     def _policy(self, step: Step) -> RetryPolicy:
-        if step.retry is not None:
-            return step.retry
-        if self._agent is not None and self._agent.retry is not None:
-            return self._agent.retry
-        return self._sched.config.default_retry
+        return _retry_policy(step, self._agent, self._sched.config)
+
+    def _annotations(self, step: Step) -> ToolAnnotations | None:
+        return None if self._catalog is None else _annotations(self._catalog, step)
+
+    def _argument_problem(self, step: Step, arguments: dict[str, Any]) -> str | None:
+        """Why the resolved arguments cannot be sent, or `None` when they fit (or are unknown)."""
+        info = None if self._catalog is None else self._catalog.get(step.server, step.tool)
+        if info is None:
+            return None  # the tool is unknown here: its server judges
+        problems = check_arguments(info, arguments)
+        if not problems:
+            return None
+        return (
+            "the arguments, with references resolved, do not fit the tool's input schema, "
+            f"so it was not called: {'; '.join(problems)}"
+        )
 
     def _dispatch(self, batch: WriteBatch) -> list[tuple[_Slot, int, dict[str, Any]]]:
         launches: list[tuple[_Slot, int, dict[str, Any]]] = []
@@ -1070,10 +1123,13 @@ class Run:
                 continue
             try:
                 arguments = resolve_references(slot.step.arguments, self._outputs)
+                problem = self._argument_problem(slot.step, arguments)
             except StepReferenceError as exc:
+                problem = str(exc)
+            if problem is not None:
                 # Nothing was called: the attempt starts and fails at once, and is
                 # never retried, since the outputs it reads will not change.
-                error = StepError(kind=ErrorKind.INVALID_ARGUMENTS, message=str(exc))
+                error = StepError(kind=ErrorKind.INVALID_ARGUMENTS, message=problem)
                 self._set(
                     batch,
                     slot,
@@ -1180,8 +1236,8 @@ class Run:
                     limiter.release()
                 outcome = _Outcome(step.id, attempt, result=result)
             except ToolCallError as exc:
-                kind = exc.kind
-                outcome = _Outcome(step.id, attempt, error=StepError(kind=kind, message=str(exc)))
+                error = StepError(kind=exc.kind, message=str(exc))
+                outcome = _Outcome(step.id, attempt, error=error, delivery=exc.delivery)
             except Exception as exc:
                 logger.exception(
                     "calling %s.%s for step %r failed", step.server, step.tool, step.id
@@ -1246,16 +1302,27 @@ class Run:
         if result is not None:
             text = result.text().strip() or "the tool reported an error and gave no message"
             error = StepError(kind=ErrorKind.TOOL_ERROR, message=text)
+            delivery = Delivery.ANSWERED
         elif msg.error is not None:
-            error = msg.error
+            error, delivery = msg.error, msg.delivery
         else:
             self._stopped_in_flight(batch, slot, record, msg.finished_at)
             return
-        self._attempt_done(batch, record, StepStatus.FAILED, msg.finished_at, error)
         if result is not None:
             slot.state = slot.state.model_copy(update={"result": result})
         policy = self._policy(slot.step)
-        if self._stop is None and policy.should_retry(slot.run_attempts, error.kind):
+        decision = decide(
+            error.kind,
+            delivery,
+            policy=policy,
+            attempt=slot.run_attempts,
+            annotations=self._annotations(slot.step),
+        )
+        if decision.verdict is Verdict.INTERRUPT:
+            self._interrupt(batch, slot, record, error, decision.reason, msg.finished_at)
+            return
+        self._attempt_done(batch, record, StepStatus.FAILED, msg.finished_at, error)
+        if self._stop is None and decision.verdict is Verdict.RETRY:
             delay = policy.delay_s(slot.run_attempts, self._sched._rng)
             self._set(batch, slot, error=error)
             scope = anyio.CancelScope()
@@ -1271,7 +1338,32 @@ class Run:
                 error=_error_json(error),
             )
             return
+        if decision.reason:
+            error = StepError(kind=error.kind, message=f"{error.message} ({decision.reason})")
         self._fail(batch, slot, error, msg.attempt, msg.finished_at)
+
+    def _interrupt(
+        self,
+        batch: WriteBatch,
+        slot: _Slot,
+        record: AttemptRecord,
+        error: StepError,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        """The call may have taken effect and may not be repeated: wait for a decision.
+
+        Its dependents stay pending; everything else goes on.
+        """
+        self._attempt_done(batch, record, StepStatus.INTERRUPTED, at, error)
+        error = StepError(kind=error.kind, message=f"{error.message}; {reason}")
+        self._set(batch, slot, status=StepStatus.INTERRUPTED, error=error, finished_at=at)
+        self._event(
+            EventKind.STEP_INTERRUPTED,
+            slot.step.id,
+            attempt=record.attempt,
+            error=_error_json(error),
+        )
 
     def _succeed(
         self,
@@ -1396,6 +1488,18 @@ class Run:
         self, batch: WriteBatch, slot: _Slot, record: AttemptRecord | None, at: datetime
     ) -> None:
         status, error = self._stop_error()
+        if record is not None and self._stop is not _StopReason.CANCEL:
+            # Cut off mid-call by a failure or the deadline: it may have taken effect.
+            decision = decide(
+                error.kind,
+                Delivery.AMBIGUOUS,
+                policy=self._policy(slot.step),
+                attempt=slot.run_attempts,
+                annotations=self._annotations(slot.step),
+            )
+            if decision.verdict is Verdict.INTERRUPT:
+                self._interrupt(batch, slot, record, error, decision.reason, at)
+                return
         if record is not None:
             self._attempt_done(batch, record, status, at, error)
         self._set(batch, slot, status=status, error=error, finished_at=at)
@@ -1409,6 +1513,12 @@ class Run:
             return
         now = utc_now()
         leftover = [s for s in self._slots.values() if not s.state.status.is_terminal]
+        waiting = [
+            s.step.id for s in self._slots.values() if s.state.status is StepStatus.INTERRUPTED
+        ]
+        if self._stop is None and waiting:
+            # Nothing else can run: what is left depends on steps awaiting a decision.
+            leftover = []
         if self._stop is None and leftover:
             # Unreachable while dependencies are tracked right; finishing beats hanging.
             logger.error("plan %s: steps %s could never run", self.plan.id, leftover)
@@ -1426,20 +1536,7 @@ class Run:
                 self._skip(batch, slot, f"the plan failed when step {self._culprit!r} failed")
             else:
                 self._skip(batch, slot, "its dependencies could never be satisfied (a bug)")
-        if self._stop is _StopReason.CANCEL:
-            status = PlanStatus.CANCELLED
-        elif self._stop is not None:
-            status = PlanStatus.FAILED
-        elif all(_satisfies(s.state) for s in self._slots.values()):
-            status = PlanStatus.COMPLETED
-        else:
-            status = PlanStatus.FAILED
-        if self._stop is _StopReason.DEADLINE:
-            self._message = f"the plan's deadline of {self._deadline_s:g} s passed"
-        elif self._stop is _StopReason.FAIL:
-            self._message = f"step {self._culprit!r} failed"
-        elif self._stop is _StopReason.CANCEL:
-            self._message = "cancelled on request"
+        status = self._end_status(waiting)
         batch.plan_status = PlanStatusChange(
             plan_id=self.plan.id, version=self.plan.version, status=status, finished_at=now
         )
@@ -1452,6 +1549,29 @@ class Run:
         )
         # The run counts as finished once this batch is committed, not before.
         self._ending = (status, now)
+
+    def _end_status(self, waiting: list[str]) -> PlanStatus:
+        """The plan's status as the run ends (and why, in `_message`)."""
+        if self._stop is None:
+            if waiting:
+                self._message = _interrupted_message(waiting)
+                return PlanStatus.INTERRUPTED
+            if all(_satisfies(s.state) for s in self._slots.values()):
+                return PlanStatus.COMPLETED
+            return PlanStatus.FAILED
+        if self._stop is _StopReason.DEADLINE:
+            self._message = f"the plan's deadline of {self._deadline_s:g} s passed"
+        elif self._stop is _StopReason.FAIL:
+            self._message = f"step {self._culprit!r} failed"
+        else:
+            self._message = "cancelled on request"
+        if waiting and self._stop is not _StopReason.CANCEL:
+            names = ", ".join(repr(s) for s in sorted(waiting))
+            self._message += (
+                f"; step(s) {names} may or may not have taken effect: executing the plan "
+                "again asks for a decision on them"
+            )
+        return PlanStatus.CANCELLED if self._stop is _StopReason.CANCEL else PlanStatus.FAILED
 
 
 class Scheduler:
@@ -1614,8 +1734,8 @@ class Scheduler:
         Args:
             plan_id: The plan.
             version: The version to run; the latest when `None`.
-            on_interrupted: For an `interrupted` plan, what to do with the steps
-                a crash interrupted (ignored otherwise).
+            on_interrupted: What to do with the interrupted steps of an
+                `interrupted` plan, or of a `failed` one (ignored otherwise).
 
         Returns:
             The run's handle; it is already finished (with `needs_decision`)
@@ -1700,6 +1820,12 @@ class Scheduler:
             data: dict[str, Any] = {"version": plan.version, "steps": len(plan.steps)}
             if status is PlanStatus.FAILED:
                 data["rerun"] = rerun
+                # A failed run may have cut calls off mid-way: they take the same decision.
+                waiting = [s for s in states.values() if s.status is StepStatus.INTERRUPTED]
+                if waiting and on_interrupted is not None:
+                    data["decisions"] = self._apply_decision(
+                        batch, plan, states, waiting, on_interrupted
+                    )
             events.append(Event(plan_id=plan.id, kind=EventKind.EXECUTION_STARTED, data=data))
         batch.plan_status = PlanStatusChange(
             plan_id=plan.id,
@@ -1764,9 +1890,7 @@ class Scheduler:
                 if run is not None:
                     return run
                 states = await self.store.get_step_states(plan.id, plan.version)
-                in_flight = any(s.status is StepStatus.RUNNING for s in states.values())
-                safe = await self._safe_tools() if in_flight else {}
-                run = await self._resume_one(plan, states, safe)
+                run = await self._resume_one(plan, states, await self._tool_catalog())
                 if run is None:
                     raise ApprovalError(
                         f"plan {plan.id!r} is executing but not approved for its content"
@@ -1925,8 +2049,9 @@ class Scheduler:
         again once it has expired to take it over.
 
         Returns:
-            A handle per plan taken: running ones, and finished ones for plans
-            that now wait for a decision (`interrupted`).
+            A handle per plan taken. A run whose in-flight calls may not be
+            repeated goes on with everything that does not depend on them, then
+            ends `interrupted`, waiting for a decision.
         """
         if self._tg is None:
             raise InternalError(
@@ -1943,7 +2068,7 @@ class Scheduler:
 
     async def _resume_claimed(self, claimed: list[tuple[PlanId, int]]) -> list[Run]:
         runs: list[Run] = []
-        safe: dict[tuple[str, str], bool] | None = None
+        catalog: Catalog | None = None
         for plan_id, version in claimed:
             active = self._runs.get(plan_id)
             if active is not None and active.version == version:
@@ -1970,10 +2095,9 @@ class Scheduler:
                     runs.append(run)
                     continue
                 states = await self.store.get_step_states(plan.id, plan.version)
-                needs_catalog = any(s.status is StepStatus.RUNNING for s in states.values())
-                if needs_catalog and safe is None:
-                    safe = await self._safe_tools()
-                run = await self._resume_one(plan, states, safe or {})
+                if catalog is None:
+                    catalog = await self._tool_catalog()
+                run = await self._resume_one(plan, states, catalog)
                 if run is not None:
                     runs.append(run)
             except Exception:
@@ -2020,18 +2144,19 @@ class Scheduler:
         }
         return sorted(o for o in owners if _owner_is_gone(o))
 
-    async def _safe_tools(self) -> dict[tuple[str, str], bool]:
+    async def _tool_catalog(self) -> Catalog:
+        """The caller's catalog: what is safe to repeat, and the tools' input schemas."""
         try:
             with anyio.fail_after(self.config.resume_catalog_timeout_s):
-                catalog = await self.caller.catalog()
+                return await self.caller.catalog()
         except Exception:
-            # Without annotations nothing is known to be safe to repeat.
-            logger.exception("could not get the tool catalog to resume runs")
-            return {}
-        return {t.key: t.annotations.safe_to_repeat for t in catalog}
+            # Without annotations nothing is known to be safe to repeat, and the
+            # servers are left to check the arguments.
+            logger.exception("could not get the tool catalog")
+            return Catalog()
 
     async def _resume_one(
-        self, plan: Plan, states: dict[str, StepState], safe: Mapping[tuple[str, str], bool]
+        self, plan: Plan, states: dict[str, StepState], catalog: Catalog
     ) -> Run | None:
         if not plan.is_approved:
             logger.error(
@@ -2039,6 +2164,8 @@ class Scheduler:
             )
             return None
         started_at, _ = await self.store.get_run_times(plan.id, plan.version)
+        agent = await self._agent(plan)
+        history = await self.store.tool_stats()
         now = utc_now()
         batch = _new_batch()
         # Written only while the claim resume() just made is still ours.
@@ -2046,28 +2173,35 @@ class Scheduler:
             plan.id, plan.version, PlanStatus.EXECUTING, lease=self.lease
         )
         retry_counts: dict[str, int] = {}
-        interrupted: list[str] = []
+        interrupted: list[Event] = []
         for sid, st in states.items():
             if st.status is not StepStatus.RUNNING:
-                if st.status is StepStatus.INTERRUPTED:
-                    interrupted.append(sid)
                 continue
             attempts = await self.store.get_attempts(plan.id, plan.version, sid)
-            this_run = [a for a in attempts if started_at is None or a.started_at >= started_at]
-            retry_counts[sid] = len(this_run)
+            # Only failed attempts count against the retry policy: a crash is not the tool's.
+            retry_counts[sid] = sum(
+                1
+                for a in attempts
+                if (started_at is None or a.started_at >= started_at)
+                and a.status not in (StepStatus.RUNNING, StepStatus.INTERRUPTED)
+            )
             last = attempts[-1] if attempts else None
             step = plan.step(sid)
             if last is not None and last.status is not StepStatus.RUNNING:
                 # Between attempts (waiting to retry): nothing was in flight.
                 batch.step_states.append(_requeued(st))
                 continue
-            error = StepError(
-                kind=ErrorKind.INTERRUPTED,
-                message=(
-                    "taskorch stopped while this call was in flight; "
-                    "it may or may not have taken effect"
-                ),
+            decision = decide(
+                ErrorKind.INTERRUPTED,
+                Delivery.AMBIGUOUS,
+                policy=_retry_policy(step, agent, self.config),
+                attempt=retry_counts[sid],
+                annotations=_annotations(catalog, step),
             )
+            message = "taskorch stopped while this call was in flight"
+            if decision.reason:
+                message = f"{message}; {decision.reason}"
+            error = StepError(kind=ErrorKind.INTERRUPTED, message=message)
             if last is not None:
                 batch.attempts.append(
                     last.model_copy(
@@ -2078,56 +2212,37 @@ class Scheduler:
                         }
                     )
                 )
-            if safe.get((step.server, step.tool), False):
+            if decision.verdict is Verdict.RETRY:
                 batch.step_states.append(_requeued(st))
-            else:
-                check_transition(st.status, StepStatus.INTERRUPTED)
-                batch.step_states.append(
-                    st.model_copy(
-                        update={
-                            "status": StepStatus.INTERRUPTED,
-                            "error": error,
-                            "finished_at": now,
-                        }
-                    )
+                continue
+            check_transition(st.status, StepStatus.INTERRUPTED)
+            batch.step_states.append(
+                st.model_copy(
+                    update={"status": StepStatus.INTERRUPTED, "error": error, "finished_at": now}
                 )
-                batch.events.append(
-                    Event(
-                        plan_id=plan.id,
-                        kind=EventKind.STEP_INTERRUPTED,
-                        step_id=sid,
-                        data={"error": _error_json(error)},
-                    )
+            )
+            interrupted.append(
+                Event(
+                    plan_id=plan.id,
+                    kind=EventKind.STEP_INTERRUPTED,
+                    step_id=sid,
+                    data={"error": _error_json(error)},
                 )
-                interrupted.append(sid)
+            )
         merged = dict(states)
         for new in batch.step_states:
             merged[new.step_id] = new
-        agent = await self._agent(plan)
-        history = await self.store.tool_stats()
-        if interrupted:
-            message = _interrupted_message(interrupted)
-            batch.plan_status = PlanStatusChange(
-                plan_id=plan.id, version=plan.version, status=PlanStatus.INTERRUPTED
-            )
-            batch.events.append(
-                Event(
-                    plan_id=plan.id,
-                    kind=EventKind.PLAN_FINISHED,
-                    data={"status": PlanStatus.INTERRUPTED.value, "message": message},
-                )
-            )
-            await self.store.write(batch)
-            stopped = plan.model_copy(update={"status": PlanStatus.INTERRUPTED})
-            return self._finished_run(stopped, merged, agent, history)
-        events = [
+        # The run goes on with everything that does not depend on an interrupted step,
+        # and waits for a decision only once nothing else can run.
+        requeued = [s.step_id for s in batch.step_states if s.status is StepStatus.PENDING]
+        batch.events = [
             Event(
                 plan_id=plan.id,
                 kind=EventKind.EXECUTION_RESUMED,
-                data={"requeued": [s.step_id for s in batch.step_states]},
-            )
+                data={"requeued": requeued, "interrupted": [e.step_id for e in interrupted]},
+            ),
+            *interrupted,
         ]
-        batch.events = list(events)
         events = await self.store.write_returning_events(batch)
         run = Run(
             self,
@@ -2138,6 +2253,7 @@ class Scheduler:
             started_at=started_at,
             start_events=events,
             retry_counts=retry_counts,
+            catalog=catalog,
         )
         self._launch(run)
         return run

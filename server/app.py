@@ -470,8 +470,9 @@ async def execute_plan(
     on_interrupted: Annotated[
         Literal["rerun", "skip"] | None,
         Field(
-            description="For a plan interrupted by a crash with a step in flight that is "
-            "not safe to repeat: 'rerun' runs that step again, 'skip' skips it."
+            description="For a plan waiting on steps that may or may not have taken effect "
+            "(in flight at a crash, or failed without a clear answer) and are not safe to "
+            "repeat: 'rerun' runs them again, 'skip' skips them."
         ),
     ] = None,
 ) -> Annotated[CallToolResult, ExecutionReport]:

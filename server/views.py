@@ -348,9 +348,9 @@ def next_action(plan: Plan) -> str:
             return f"Call get_progress(plan_id={pid!r}) to follow it, or cancel_execution to stop."
         case PlanStatus.INTERRUPTED:
             return (
-                f"A step was in flight when taskorch stopped and is not safe to repeat unasked: "
-                f"call execute_plan(plan_id={pid!r}, on_interrupted='rerun') to run it again or "
-                "on_interrupted='skip' to skip it."
+                "A step may or may not have taken effect (see its error) and is not safe to "
+                f"repeat unasked: call execute_plan(plan_id={pid!r}, on_interrupted='rerun') to "
+                "run it again or on_interrupted='skip' to skip it."
             )
         case PlanStatus.FAILED:
             return (

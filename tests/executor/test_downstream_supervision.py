@@ -147,7 +147,7 @@ async def test_check_reports_every_server_and_renders_a_table() -> None:
     async with Pool(servers) as pool:
         assert [h.status for h in pool.health()] == ["not_started", "not_started"]
         good, broken = await pool.check()
-        assert (good.status, good.tool_count, good.protocol_version) == ("up", 6, "2025-11-25")
+        assert (good.status, good.tool_count, good.protocol_version) == ("up", 8, "2025-11-25")
         assert good.latency_ms is not None and good.latency_ms > 0
         assert broken.status == "down" and broken.tool_count is None
 

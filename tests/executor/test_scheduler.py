@@ -123,7 +123,8 @@ async def test_a_step_that_fails_twice_then_succeeds_is_retried(tmp_path: Path) 
             "server": "engine",
             "tool": "fail_times",
             "arguments": {"key": "k", "n": 2, "state_dir": str(tmp_path)},
-            "retry": FAST_RETRY,
+            # The tool is not annotated idempotent: the step opts in to retrying it.
+            "retry": {**FAST_RETRY, "non_idempotent": True},
         }
     ]
     async with engine_caller() as caller, harness(tmp_path, caller) as h:

@@ -679,7 +679,10 @@ class BearerTokenMiddleware:
     def __init__(self, app: ASGIApp, token: str) -> None:
         """Wrap `app`; `token` must be non-empty."""
         if not token:
-            raise UserError("the bearer token is empty: give a non-empty --token or unset it")
+            raise UserError(
+                "the bearer token is empty: set a non-empty TASKORCH_TOKEN (or --token), "
+                "or unset it"
+            )
         self.app = app
         self._token = token.encode()
 
@@ -701,7 +704,7 @@ class BearerTokenMiddleware:
             {
                 "error": error,
                 "error_description": "send 'Authorization: Bearer <token>' with the token "
-                "taskorch was started with (--token or TASKORCH_TOKEN)",
+                "taskorch was started with (TASKORCH_TOKEN, or --token)",
             },
             status_code=401,
             headers={"WWW-Authenticate": f'Bearer realm="taskorch", error="{error}"'},

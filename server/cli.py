@@ -5,7 +5,7 @@ location) and `--db PATH` (else `TASKORCH_DB`, else the config's `database`,
 else the default location); `server.config` resolves both.
 
 ```
-taskorch serve [--http [--host 127.0.0.1] [--port 8765] [--token T]]
+taskorch serve [--http [--host 127.0.0.1] [--port 8765]]   (token in $TASKORCH_TOKEN)
 taskorch plan "query" [--steps plan.json]     taskorch run plan.json | PLAN_ID [--yes]
 taskorch plans   taskorch show ID   taskorch watch ID   taskorch confirm ID   taskorch cancel ID
 taskorch config check                         taskorch demo
@@ -18,6 +18,7 @@ library) is loaded at start.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import logging
@@ -35,6 +36,8 @@ from executor.errors import TaskorchError, UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from executor.redact import Scrubber
+    from server.config import TaskorchConfig
     from server.orchestrator import ProgressUpdate, TaskOrchestrator
     from server.views import ExecutionReport, PlanView
 
@@ -157,7 +160,11 @@ def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _setup_logging(level: str | None, config_level: str | None = None) -> None:
+def _setup_logging(
+    level: str | None, config_level: str | None = None, *, secrets: Scrubber | None = None
+) -> None:
+    from executor.logguard import LogGuard
+
     chosen = (level or config_level or "WARNING").upper()
     if chosen not in _LOG_LEVELS:
         raise typer.BadParameter(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
@@ -168,6 +175,17 @@ def _setup_logging(level: str | None, config_level: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    # What servers send reaches the log through many libraries: scrub and bound it all here.
+    guard = LogGuard(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(guard)
+    atexit.register(guard.report)  # before logging's own exit hook, registered earlier
+
+
+def _secrets(cfg: TaskorchConfig, *extra: str | None) -> Scrubber:
+    from executor.redact import Scrubber
+
+    return Scrubber.for_servers(cfg.servers.values(), extra=[e for e in extra if e])
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -200,7 +218,12 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
 
 
 def _orchestrator(
-    config: Path | None, db: Path | None, *, log_level: str | None = None, resume: bool = True
+    config: Path | None,
+    db: Path | None,
+    *,
+    log_level: str | None = None,
+    resume: bool = True,
+    token: str | None = None,
 ) -> TaskOrchestrator:
     from server.config import load_config, resolve_db_path
     from server.orchestrator import TaskOrchestrator
@@ -209,7 +232,7 @@ def _orchestrator(
         cfg = load_config(config)
     except TaskorchError as exc:
         raise _fail(str(exc), 2) from None
-    _setup_logging(log_level, cfg.log_level)
+    _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg, token))
     return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume)
 
 
@@ -257,7 +280,10 @@ def serve(
     port: Annotated[int, typer.Option(help="Port with --http.")] = 8765,
     token: Annotated[
         str | None,
-        typer.Option(help="Bearer token every HTTP request must carry (else $TASKORCH_TOKEN)."),
+        typer.Option(
+            help="Bearer token every HTTP request must carry. Prefer $TASKORCH_TOKEN: "
+            "`ps` shows command lines to every user of the machine."
+        ),
     ] = None,
     allow_host: Annotated[
         list[str] | None,
@@ -268,8 +294,8 @@ def serve(
     """Serve taskorch as an MCP server: stdio (default) or streamable HTTP."""
     resume_gc = _pause_gc()
     try:
-        orch = _orchestrator(config, db, log_level=log_level)
         bearer = token if token is not None else os.environ.get(TOKEN_ENV_VAR) or None
+        orch = _orchestrator(config, db, log_level=log_level, token=bearer)
 
         async def go() -> None:
             from server.app import build_server, serve_http, serve_stdio
@@ -613,7 +639,7 @@ def config_check(
         cfg = load_config(config)
     except TaskorchError as exc:
         raise _fail(str(exc), 2) from None
-    _setup_logging(log_level, cfg.log_level)
+    _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg))
     console = _console()
     where = cfg.config_path or resolve_config_path(config)
     console.print(f"config: {where}{'' if cfg.config_path else ' (not found: empty config)'}")

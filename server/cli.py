@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
     from executor.redact import Scrubber
     from server.config import TaskorchConfig
+    from server.http_guard import HttpLimits
     from server.orchestrator import ProgressUpdate, TaskOrchestrator
     from server.views import ExecutionReport, PlanView
 
@@ -103,7 +104,12 @@ _SERVE_VALUE_OPTIONS = {
     "--token": "token",
     "--allow-host": "allow_host",
     "--log-level": "log_level",
+    "--max-connections": "max_connections",
+    "--request-timeout": "request_timeout",
+    "--keep-alive": "keep_alive",
 }
+_SERVE_FLAGS = {"--http": "http", "--insecure-no-token": "insecure_no_token"}
+_SERVE_INT_OPTIONS = ("port", "max_connections", "keep_alive")
 
 
 def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
@@ -120,8 +126,9 @@ def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
     while i < len(args):
         arg = args[i]
         i += 1
-        if arg == "--http" and "http" not in options:
-            options["http"] = True
+        flag = _SERVE_FLAGS.get(arg)
+        if flag is not None and flag not in options:
+            options[flag] = True
             continue
         name, eq, value = arg.partition("=")
         key = _SERVE_VALUE_OPTIONS.get(name)
@@ -136,22 +143,31 @@ def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
             return None
         if key == "allow_host":
             allow_host.append(value)
-        elif key == "port":
-            if not value.isdigit():
-                return None
-            options[key] = int(value)
-        elif key in ("config", "db"):
-            path = Path(value)
-            if key == "config" and path.is_dir():
-                return None
-            options[key] = path
-        elif key == "log_level" and value.upper() not in _LOG_LEVELS:
+            continue
+        parsed = _fast_value(key, value)
+        if parsed is None:
             return None
-        else:
-            options[key] = value
+        options[key] = parsed
     if allow_host:
         options["allow_host"] = allow_host
     return options
+
+
+def _fast_value(key: str, value: str) -> Any:
+    """`value` as `serve`'s parameter `key` takes it, or `None` when typer should judge it."""
+    if key in _SERVE_INT_OPTIONS:
+        return int(value) if value.isdigit() else None
+    if key == "request_timeout":
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    if key in ("config", "db"):
+        path = Path(value)
+        return None if key == "config" and path.is_dir() else path
+    if key == "log_level" and value.upper() not in _LOG_LEVELS:
+        return None
+    return value
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -289,12 +305,44 @@ def serve(
         list[str] | None,
         typer.Option("--allow-host", help="Another Host header value to accept (repeatable)."),
     ] = None,
+    insecure_no_token: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-token",
+            help="Serve HTTP beyond loopback without a token: anyone who reaches the port "
+            "can run tools.",
+        ),
+    ] = False,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="HTTP connections open at once (default 100); past it the oldest one "
+            "not being answered is closed."
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds an HTTP client has to send a whole request (default 10)."),
+    ] = None,
+    keep_alive: Annotated[
+        int | None,
+        typer.Option(help="Seconds an idle HTTP connection is kept open (default 5)."),
+    ] = None,
     log_level: LogOpt = None,
 ) -> None:
     """Serve taskorch as an MCP server: stdio (default) or streamable HTTP."""
     resume_gc = _pause_gc()
     try:
         bearer = token if token is not None else os.environ.get(TOKEN_ENV_VAR) or None
+        limits = None
+        if http:
+            from server.http_guard import check_bind
+
+            limits = _http_limits(max_connections, request_timeout, keep_alive)
+            try:
+                check_bind(host, bearer, allow_no_token=insecure_no_token)
+            except UserError as exc:
+                raise _fail(str(exc), 2) from None
         orch = _orchestrator(config, db, log_level=log_level, token=bearer)
 
         async def go() -> None:
@@ -311,7 +359,13 @@ def serve(
                         " (bearer token required)" if bearer else "",
                     )
                     await serve_http(
-                        server, host=host, port=port, token=bearer, allowed_hosts=allow_host or ()
+                        server,
+                        host=host,
+                        port=port,
+                        token=bearer,
+                        allowed_hosts=allow_host or (),
+                        limits=limits,
+                        allow_no_token=insecure_no_token,
                     )
                 else:
                     await serve_stdio(server)
@@ -319,6 +373,33 @@ def serve(
         _run(go)
     finally:
         resume_gc()
+
+
+_HTTP_LIMIT_OPTIONS = {
+    "max_connections": "--max-connections",
+    "request_timeout_s": "--request-timeout",
+    "keep_alive_s": "--keep-alive",
+}
+
+
+def _http_limits(
+    max_connections: int | None, request_timeout: float | None, keep_alive: int | None
+) -> HttpLimits:
+    from pydantic import ValidationError
+
+    from server.http_guard import HttpLimits
+
+    given = {
+        "max_connections": max_connections,
+        "request_timeout_s": request_timeout,
+        "keep_alive_s": keep_alive,
+    }
+    try:
+        return HttpLimits.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = _HTTP_LIMIT_OPTIONS.get(str(error["loc"][0]), str(error["loc"][0]))
+        raise typer.BadParameter(f"{option}: {error['msg']}") from None
 
 
 # --- plans ------------------------------------------------------------------------------------

@@ -788,6 +788,7 @@ async def serve_http(
         lifespan="on",
         access_log=False,
         http=protocol_for(limits),
+        ws="none",  # nothing here speaks WebSocket: refuse upgrades rather than hold them
         timeout_keep_alive=limits.keep_alive_s,
         # Counted with the connection asking: past the cap, a request is answered 503.
         limit_concurrency=limits.max_connections + 1,

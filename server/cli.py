@@ -249,7 +249,8 @@ def _orchestrator(
     except TaskorchError as exc:
         raise _fail(str(exc), 2) from None
     _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg, token))
-    return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume)
+    secrets = (token,) if token else ()
+    return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume, secrets=secrets)
 
 
 def _pause_gc() -> Callable[[], None]:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tests.e2e.support import (
     ROOT,
@@ -23,6 +24,7 @@ from tests.e2e.support import (
     free_port,
     http_server,
     serve_args,
+    structured,
     write_config,
 )
 
@@ -210,3 +212,24 @@ def test_http_limits_are_checked(tmp_path: Path, config: Path, option: str, valu
     code, err = _finish(proc)
     assert code == 2, err[-2000:]
     assert option in err
+
+
+@pytest.mark.anyio
+async def test_the_http_token_is_scrubbed_from_what_servers_send(
+    tmp_path: Path, config: Path
+) -> None:
+    token = "s3cret-t0ken-for-this-test"
+    text = f"Our token is {token} today. Keep it safe."
+    steps = [{"id": "s", "server": "text", "tool": "summarize", "arguments": {"text": text}}]
+    with http_server(config, tmp_path / "t.db", token=token) as url:
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with http, Client(streamable_http_client(url, http_client=http)) as client:
+            plan = structured(await client.call_tool("create_plan", {"query": "q", "steps": steps}))
+            ids = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
+            structured(await client.call_tool("confirm_plan", ids))
+            report = structured(
+                await client.call_tool("execute_plan", {"plan_id": plan["plan_id"]})
+            )
+    output = json.dumps(report["steps"][0]["output"])
+    assert "Our token is [redacted] today." in output
+    assert token not in output

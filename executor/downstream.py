@@ -31,6 +31,10 @@ opening) and shared by every call:
   a protocol error in disguise: the TypeScript SDK answers argument and protocol
   errors as `isError` results reading "MCP error -32602: ...", and those fail
   like the JSON-RPC errors they are. Messages keep the server's own words.
+- **Secrets.** Everything a server sends enters taskorch here, so here the
+  configured secrets (`env` and `headers` values, and any `secrets` given) are
+  scrubbed from it (`executor.redact`): error messages, results, progress
+  messages, tool listings, and stderr (in `StderrLog`).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ import importlib.metadata
 import logging
 import math
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
@@ -62,6 +66,7 @@ from executor._utils import leaf_exceptions
 from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
+from executor.redact import Scrubber
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
@@ -72,6 +77,8 @@ from executor.specs import (
     WebSocketServerSpec,
 )
 from executor.transports import (
+    DEFAULT_LOG_LINES_PER_S,
+    DEFAULT_LOG_MAX_BYTES,
     HTTP_NOTE,
     HttpNote,
     StderrLog,
@@ -300,15 +307,29 @@ def _tool_info(server: str, tool: mcp_types.Tool) -> ToolInfo:
     )
 
 
-def _to_result(raw: mcp_types.CallToolResult) -> ToolResult:
+def _to_result(raw: mcp_types.CallToolResult, scrub: Scrubber) -> ToolResult:
     # Built by us from an already validated result: skip revalidation on the hot path.
-    content = [
-        block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in raw.content
-    ]
+    content = scrub.json(
+        [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in raw.content]
+    )
     return ToolResult.model_construct(
         content=content,
-        structured_content=share_long_strings(content, raw.structured_content),
+        structured_content=share_long_strings(content, scrub.json(raw.structured_content)),
         is_error=bool(raw.is_error),
+    )
+
+
+def _scrubbed_tool(tool: mcp_types.Tool, scrub: Scrubber) -> mcp_types.Tool:
+    """The tool with secrets scrubbed from what a planner or host will read of it."""
+    if not scrub:
+        return tool
+    return tool.model_copy(
+        update={
+            "title": scrub.json(tool.title),
+            "description": scrub.json(tool.description),
+            "input_schema": scrub.json(tool.input_schema),
+            "output_schema": scrub.json(tool.output_schema),
+        }
     )
 
 
@@ -430,11 +451,13 @@ class _Server:
         return self.stderr.tail() if self.stderr is not None else ()
 
     def error(self, kind: ErrorKind, message: str, tool: str = "") -> ToolCallError:
-        return ToolCallError(kind, message, server=self.name, tool=tool)
+        # Every failure the pool reports is built here: the one place to scrub its words.
+        return ToolCallError(kind, self.pool.scrub.text(message), server=self.name, tool=tool)
 
     def failure(
         self, failure: _Failure, message: str, tool: str, cause: ErrorKind | None = None
     ) -> ToolCallError:
+        message = self.pool.scrub.text(message)  # scrubbed here, as in `error`
         return _failure_error(failure, message, server=self.name, tool=tool, cause=cause)
 
     # ----------------------------------------------------------------- filters
@@ -453,7 +476,7 @@ class _Server:
 
     def set_tools(self, tools: Sequence[mcp_types.Tool]) -> None:
         self.tools = {
-            tool.name: _tool_info(self.name, tool)
+            tool.name: _tool_info(self.name, _scrubbed_tool(tool, self.pool.scrub))
             for tool in tools
             if self.filter_reason(tool.name) is None
         }
@@ -512,10 +535,10 @@ class _Server:
 
     def died(self, conn: _Connection) -> None:
         """Report a session that ended under us, once its exit details are known."""
-        message = _with_stderr(conn.death(), self.stderr_tail())
-        logger.warning("downstream server %r: %s", self.name, message)
+        error = self.error(self.death_kind(conn), _with_stderr(conn.death(), self.stderr_tail()))
+        logger.warning("downstream server %r: %s", self.name, error.message)
         if conn is self.conn and self.last_error is not None:
-            self.last_error = self.error(self.death_kind(conn), message)
+            self.last_error = error
 
     def down_error(self, wait: float) -> ToolCallError:
         last = self.last_error
@@ -643,6 +666,9 @@ class Pool:
         shutdown_grace_s: float = 2.0,
         kill_grace_s: float = 2.0,
         stderr_lines: int = 40,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
+        secrets: Iterable[str] = (),
     ) -> None:
         """Configure the pool; nothing is started until first use.
 
@@ -659,6 +685,12 @@ class Pool:
             shutdown_grace_s: Time a stdio server gets to exit once its stdin closes.
             kill_grace_s: Time its process group gets between SIGTERM and SIGKILL.
             stderr_lines: Lines of each stdio server's stderr kept in memory.
+            log_max_bytes: Size at which a server's log file is rotated (one
+                previous file is kept, so its logs take at most twice this).
+            log_lines_per_s: Lines a second a server's log file takes once a
+                burst is spent; lines beyond are dropped and counted.
+            secrets: Values to scrub from everything servers send, besides the
+                servers' own `env` and `headers` values (such as the HTTP token).
 
         Raises:
             ValueError: A timeout or limit is not positive.
@@ -682,12 +714,20 @@ class Pool:
         self.restart_backoff_max_s = restart_backoff_max_s
         self.shutdown_grace_s = shutdown_grace_s
         self.kill_grace_s = kill_grace_s
+        self.scrub = Scrubber.for_servers(servers.values(), extra=secrets)
+        """Replaces configured secrets in everything the servers send."""
         self._servers: dict[str, _Server] = {}
         for name, spec in servers.items():
             stderr = None
             if isinstance(spec, StdioServerSpec):
                 path = log_dir / f"{_safe_name(name)}.log" if log_dir is not None else None
-                stderr = StderrLog(path, max_lines=stderr_lines)
+                stderr = StderrLog(
+                    path,
+                    max_lines=stderr_lines,
+                    max_bytes=log_max_bytes,
+                    lines_per_s=log_lines_per_s,
+                    scrubber=self.scrub,
+                )
             self._servers[name] = _Server(self, name, spec, stderr)
         self._tg: anyio.abc.TaskGroup | None = None
         self._catalog: Catalog | None = None
@@ -790,7 +830,9 @@ class Pool:
                 )
         except Exception as exc:
             if started:
-                logger.warning("session to %r ended with an error: %r", srv.name, exc)
+                logger.warning(
+                    "session to %r ended with an error: %s", srv.name, self.scrub.text(repr(exc))
+                )
             elif opening.error is None:
                 await conn.settle()
                 opening.error = self._connect_error(srv, conn, exc, note)
@@ -865,7 +907,8 @@ class Pool:
                 try:
                     await srv.refresh_tools(conn)
                 except (ToolCallError, RuntimeError, ValidationError) as exc:
-                    logger.warning("refreshing the tools of %r failed: %s", srv.name, exc)
+                    words = self.scrub.text(str(exc))
+                    logger.warning("refreshing the tools of %r failed: %s", srv.name, words)
                 else:
                     logger.info("tools of %r changed (%d now)", srv.name, len(srv.tools))
 
@@ -1002,7 +1045,7 @@ class Pool:
             # Progress is a sign of life: the idle deadline starts again.
             scope.deadline = min(anyio.current_time() + idle, hard)
             if on_progress is not None:
-                await on_progress(progress, total, message)
+                await on_progress(progress, total, message and self.scrub.text(message))
 
         for attempt in (1, 2):
             # A resend follows a refusal, not a crash: no backoff for it.
@@ -1039,7 +1082,7 @@ class Pool:
             disguised = _disguised_protocol_error(raw)
             if disguised is not None:
                 raise srv.failure(*disguised, tool)
-            return _to_result(raw)
+            return _to_result(raw, self.scrub)
         raise InternalError("unreachable: the call loop ends by returning or raising")
 
     async def _session_for(self, srv: _Server, tool: str, *, force: bool) -> _Connection:

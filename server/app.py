@@ -69,6 +69,7 @@ from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
 from server.answers import MAX_LINKS, answer_bytes
 from server.approval import approval_text
+from server.http_guard import HttpLimits, check_bind
 from server.orchestrator import AgentList, TaskOrchestrator
 from server.render import render_graph, render_timeline
 from server.views import (
@@ -887,7 +888,10 @@ class BearerTokenMiddleware:
     def __init__(self, app: ASGIApp, token: str) -> None:
         """Wrap `app`; `token` must be non-empty."""
         if not token:
-            raise UserError("the bearer token is empty: give a non-empty --token or unset it")
+            raise UserError(
+                "the bearer token is empty: set a non-empty TASKORCH_TOKEN (or --token), "
+                "or unset it"
+            )
         self.app = app
         self._token = token.encode()
 
@@ -909,7 +913,7 @@ class BearerTokenMiddleware:
             {
                 "error": error,
                 "error_description": "send 'Authorization: Bearer <token>' with the token "
-                "taskorch was started with (--token or TASKORCH_TOKEN)",
+                "taskorch was started with (TASKORCH_TOKEN, or --token)",
             },
             status_code=401,
             headers={"WWW-Authenticate": f'Bearer realm="taskorch", error="{error}"'},
@@ -957,12 +961,44 @@ async def serve_http(
     token: str | None = None,
     allowed_hosts: Sequence[str] = (),
     log_level: str = "warning",
+    limits: HttpLimits | None = None,
+    allow_no_token: bool = False,
 ) -> None:
-    """Serve streamable HTTP at `http://host:port/mcp` until cancelled."""
+    """Serve streamable HTTP at `http://host:port/mcp` until cancelled.
+
+    Args:
+        server: The MCP server.
+        host: The address to bind.
+        port: The port to bind.
+        token: When set, every request must carry it as a bearer token.
+        allowed_hosts: More `Host` values to accept (`name` or `name:port`).
+        log_level: uvicorn's log level.
+        limits: Connection cap and timeouts (`HttpLimits()` when `None`).
+        allow_no_token: Serve beyond loopback without a token anyway (with a warning).
+
+    Raises:
+        UserError: `host` is not loopback and there is no token (see `check_bind`).
+    """
+    warning = check_bind(host, token, allow_no_token=allow_no_token)
+    if warning is not None:
+        logger.warning("%s", warning)
     import uvicorn
 
+    from server.http_protocol import protocol_for
+
+    limits = limits or HttpLimits()
     app = build_http_app(server, host=host, token=token, allowed_hosts=allowed_hosts)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level.lower(), lifespan="on", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        lifespan="on",
+        access_log=False,
+        http=protocol_for(limits),
+        ws="none",  # nothing here speaks WebSocket: refuse upgrades rather than hold them
+        timeout_keep_alive=limits.keep_alive_s,
+        # Counted with the connection asking: past the cap, a request is answered 503.
+        limit_concurrency=limits.max_connections + 1,
     )
     await uvicorn.Server(config).serve()

@@ -161,6 +161,7 @@ class TaskOrchestrator:
         caller: ToolCaller | None = None,
         log_dir: Path | None = None,
         resume: bool = True,
+        secrets: Sequence[str] = (),
     ) -> None:
         """Configure; nothing is opened until the context is entered.
 
@@ -170,12 +171,15 @@ class TaskOrchestrator:
             caller: Calls downstream tools; a `Pool` over `config.servers` when `None`.
             log_dir: Where stdio servers' stderr goes (default: `logs/` beside the database).
             resume: Whether to resume, in the background, runs a crash interrupted.
+            secrets: More values the pool scrubs from what servers send, besides
+                their `env` and `headers` values (the CLI gives the HTTP token).
         """
         self.config = config or TaskorchConfig()
         self.db_path = Path(db_path) if db_path is not None else resolve_db_path(None, self.config)
         self._caller_given = caller
         self._log_dir = log_dir
         self._resume = resume
+        self._secrets = tuple(secrets)
         self._stack: AsyncExitStack | None = None
         self._store: Store | None = None
         self._caller: ToolCaller | None = None
@@ -217,6 +221,7 @@ class TaskOrchestrator:
                     log_dir=self._log_dir or self.db_path.parent / "logs",
                     default_timeout_s=limits.default_timeout_s,
                     max_timeout_s=limits.max_timeout_s,
+                    secrets=self._secrets,
                 )
                 self._pool = pool
                 self._caller = BuiltinCaller(await stack.enter_async_context(pool))

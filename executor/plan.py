@@ -382,7 +382,7 @@ class Plan(BaseModel):
             "agent": self.agent,
         }
         if self.policy is not None:
-            payload["policy"] = self.policy.model_dump(mode="json")
+            payload["policy"] = self.policy.hash_payload()
         return payload
 
     @property

@@ -118,6 +118,14 @@ async def drive(
                         await anyio.sleep(rng.uniform(0, 0.15))
                         kill_tree(proc)
                         await proc.wait()
+                        # Decisions it printed before it died may not have been read yet:
+                        # they were applied all the same.
+                        async for chunk in TextReceiveStream(proc.stdout):
+                            buffer += chunk
+                        *complete, _ = buffer.split("\n")
+                        for line in complete:
+                            if line.startswith("INTERRUPTED "):
+                                decisions.update(json.loads(line.split(" ", 1)[1]))
                         return "killed", decisions, parked
         finally:
             if proc.returncode is None:

@@ -237,6 +237,7 @@ from executor.store import (
     Store,
     WriteBatch,
 )
+from executor.tracing import AttemptSpan, PlanRunSpan
 from executor.validate import check_arguments
 
 __all__ = [
@@ -539,6 +540,16 @@ _LOOK_AGAIN_S = 1.0
 _ETA_RECOMPUTE_ABOVE = 1_000
 """Plans with more steps than this recompute their ETA at most every quarter second."""
 _ETA_RECOMPUTE_EVERY_S = 0.25
+
+
+def _finish_span(span: AttemptSpan, outcome: _Outcome) -> None:
+    """End a step attempt's span with how the call ended."""
+    if outcome.error is not None:
+        span.finish("failed", outcome.error.kind.value, outcome.error.message)
+    elif outcome.result is not None and outcome.result.is_error:
+        span.finish("failed", ErrorKind.TOOL_ERROR.value, "the tool answered isError")
+    else:
+        span.finish("cancelled" if outcome.cancelled else "succeeded")
 
 
 def _satisfies(state: StepState) -> bool:
@@ -892,6 +903,13 @@ class Run:
 
     # --- the coordinator --------------------------------------------------------------------
 
+    async def _traced_main(self) -> None:
+        with PlanRunSpan(self.plan.id, self.plan.version, len(self.plan.steps)) as span:
+            await self._main()
+            failed = self._status is not PlanStatus.COMPLETED
+            outcome = self._status.value if self._finished else "stopped"
+            span.finish(outcome, outcome if failed else None, self._message)
+
     async def _main(self) -> None:
         send, recv = anyio.create_memory_object_stream[_Msg](math.inf)
         self._send, self._recv = send, recv
@@ -1215,7 +1233,9 @@ class Run:
         timeout = step.timeout_s if step.timeout_s is not None else self._step_timeout
         t0 = anyio.current_time()
         limiter = self._sched._server_limiter(step.server)
-        with scope:
+        plan = self.plan
+        span = AttemptSpan(plan.id, plan.version, step.id, step.server, step.tool, attempt)
+        with scope, span:
             try:
                 try:
                     # Uncontended, take the slot without a checkpoint: one event-loop
@@ -1224,6 +1244,7 @@ class Run:
                 except anyio.WouldBlock:
                     await limiter.acquire()
                 try:
+                    logger.debug("step %r: calling %s.%s", step.id, step.server, step.tool)
                     t0 = anyio.current_time()
                     result = await self._caller.call(
                         step.server,
@@ -1253,6 +1274,7 @@ class Run:
         if outcome is None:
             outcome = _Outcome(step.id, attempt)
         outcome.duration_s = anyio.current_time() - t0
+        _finish_span(span, outcome)
         send.send_nowait(outcome)
 
     async def _retry_timer(self, step_id: str, delay: float, scope: anyio.CancelScope) -> None:
@@ -1907,7 +1929,7 @@ class Scheduler:
     def _launch(self, run: Run) -> None:
         assert self._tg is not None
         self._runs[run.plan.id] = run
-        self._tg.start_soon(run._main)
+        self._tg.start_soon(run._traced_main)
         if self._watch_scope is not None:
             self._watch_scope.cancel()  # watch this run for cancel requests too
 

@@ -46,6 +46,8 @@ __all__ = ["app", "main", "serve_fast_options"]
 
 TOKEN_ENV_VAR = "TASKORCH_TOKEN"
 """Environment variable holding the bearer token of `serve --http` when `--token` is not given."""
+LOG_FORMAT_ENV_VAR = "TASKORCH_LOG_FORMAT"
+"""Environment variable choosing the log format when `--log-format` is not given."""
 
 app = typer.Typer(
     name="taskorch",
@@ -74,6 +76,13 @@ DbOpt = Annotated[
 LogOpt = Annotated[
     str | None,
     typer.Option("--log-level", help="DEBUG, INFO, WARNING (default) or ERROR; logs go to stderr."),
+]
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="text (default) or json: one JSON object per line (else $TASKORCH_LOG_FORMAT).",
+    ),
 ]
 
 _T = TypeVar("_T")
@@ -104,6 +113,7 @@ _SERVE_VALUE_OPTIONS = {
     "--token": "token",
     "--allow-host": "allow_host",
     "--log-level": "log_level",
+    "--log-format": "log_format",
     "--max-connections": "max_connections",
     "--request-timeout": "request_timeout",
     "--keep-alive": "keep_alive",
@@ -167,6 +177,8 @@ def _fast_value(key: str, value: str) -> Any:
         return None if key == "config" and path.is_dir() else path
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
         return None
+    if key == "log_format" and value not in ("text", "json"):
+        return None
     return value
 
 
@@ -177,20 +189,26 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def _setup_logging(
-    level: str | None, config_level: str | None = None, *, secrets: Scrubber | None = None
+    level: str | None,
+    config_level: str | None = None,
+    *,
+    secrets: Scrubber | None = None,
+    log_format: str | None = None,
 ) -> None:
     from executor.logguard import LogGuard
+    from server.logformat import LOG_FORMATS, make_formatter
 
     chosen = (level or config_level or "WARNING").upper()
     if chosen not in _LOG_LEVELS:
         raise typer.BadParameter(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    fmt = (log_format or os.environ.get(LOG_FORMAT_ENV_VAR) or "text").strip().lower()
+    if fmt not in LOG_FORMATS:
+        given = log_format or f"${LOG_FORMAT_ENV_VAR}={os.environ.get(LOG_FORMAT_ENV_VAR)}"
+        raise typer.BadParameter(f"unknown log format {given!r}: use text or json")
     # stderr only: on stdio, stdout belongs to the protocol.
-    logging.basicConfig(
-        level=chosen,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
+    logging.basicConfig(level=chosen, stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(make_formatter(fmt))
     # What servers send reaches the log through many libraries: scrub and bound it all here.
     guard = LogGuard(secrets)
     for handler in logging.getLogger().handlers:
@@ -240,6 +258,8 @@ def _orchestrator(
     log_level: str | None = None,
     resume: bool = True,
     token: str | None = None,
+    log_format: str | None = None,
+    traced: bool = False,
 ) -> TaskOrchestrator:
     from server.config import load_config, resolve_db_path
     from server.orchestrator import TaskOrchestrator
@@ -248,7 +268,13 @@ def _orchestrator(
         cfg = load_config(config)
     except TaskorchError as exc:
         raise _fail(str(exc), 2) from None
-    _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg, token))
+    _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg, token), log_format=log_format)
+    if traced:
+        from executor.tracing import setup_tracing
+
+        # Registered after logging's own exit hook, so it runs first: spans still
+        # buffered are exported (and any export error logged) before the process ends.
+        atexit.register(setup_tracing())
     secrets = (token,) if token else ()
     return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume, secrets=secrets)
 
@@ -330,6 +356,7 @@ def serve(
         typer.Option(help="Seconds an idle HTTP connection is kept open (default 5)."),
     ] = None,
     log_level: LogOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve taskorch as an MCP server: stdio (default) or streamable HTTP."""
     resume_gc = _pause_gc()
@@ -344,7 +371,9 @@ def serve(
                 check_bind(host, bearer, allow_no_token=insecure_no_token)
             except UserError as exc:
                 raise _fail(str(exc), 2) from None
-        orch = _orchestrator(config, db, log_level=log_level, token=bearer)
+        orch = _orchestrator(
+            config, db, log_level=log_level, token=bearer, log_format=log_format, traced=True
+        )
 
         async def go() -> None:
             from server.app import build_server, serve_http, serve_stdio
@@ -436,9 +465,12 @@ def plan(
     config: ConfigOpt = None,
     db: DbOpt = None,
     log_level: LogOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Create a plan for a query and show it (approve it with `confirm` or `run`)."""
-    orch = _orchestrator(config, db, log_level=log_level, resume=False)
+    orch = _orchestrator(
+        config, db, log_level=log_level, resume=False, log_format=log_format, traced=True
+    )
     data = _read_plan_file(steps) if steps is not None else None
 
     async def go() -> None:
@@ -494,6 +526,7 @@ def run(
     config: ConfigOpt = None,
     db: DbOpt = None,
     log_level: LogOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
 
@@ -503,7 +536,9 @@ def run(
         raise _fail("--on-interrupted takes 'rerun' or 'skip'", 2)
     # Not resume=True: this command runs its own plan, and exits when that ends; other
     # plans it resumed would stop (as after a crash) when it does.
-    orch = _orchestrator(config, db, log_level=log_level, resume=False)
+    orch = _orchestrator(
+        config, db, log_level=log_level, resume=False, log_format=log_format, traced=True
+    )
     path = Path(target)
     data = _read_plan_file(path) if path.suffix == ".json" or path.is_file() else None
     console = _console()

@@ -72,6 +72,7 @@ from executor.scheduler import (
     rejected_message,
 )
 from executor.store import Store
+from executor.tracing import ATTR, planner_span
 from server.answers import BYTES_PER_TOKEN, fit
 from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
 from server.views import (
@@ -541,7 +542,9 @@ class TaskOrchestrator:
             revision=None if old is None else Revision(plan=old, feedback=feedback),
             plan_id=plan_id,
         )
-        return await planner.plan(request, on_attempt=self.store.record_planner_attempt)
+        attributes = {ATTR["plan_id"]: plan_id, "taskorch.agent": agent.name}
+        with planner_span("plan", attributes):
+            return await planner.plan(request, on_attempt=self.store.record_planner_attempt)
 
     def model_configured(self, agent: AgentConfig | None) -> bool:
         """Whether a litellm model is named for this agent (agent, config or environment)."""

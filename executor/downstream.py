@@ -603,10 +603,17 @@ class _Server:
 
 
 @asynccontextmanager
-async def _http_transport(spec: HttpServerSpec) -> AsyncIterator[TransportStreams]:
+async def _http_transport(
+    spec: HttpServerSpec, name: str, oauth_dir: Path | None
+) -> AsyncIterator[TransportStreams]:
     headers = {key: value.get_secret_value() for key, value in spec.headers.items()}
+    inner = None
+    if spec.auth is not None:
+        from executor.oauth.transport import oauth_http_transport
+
+        inner = oauth_http_transport(name, spec.url, spec.auth, oauth_dir)
     async with (
-        make_http_client(headers) as http,
+        make_http_client(headers, inner) as http,
         streamable_http_client(spec.url, http_client=http) as streams,
     ):
         yield streams
@@ -627,7 +634,7 @@ def _transport(
         )
         return conn.process
     if isinstance(spec, HttpServerSpec):
-        return _http_transport(spec)
+        return _http_transport(spec, srv.name, pool.oauth_dir)
     if isinstance(spec, SseServerSpec):
         return sse_transport(spec)
     if isinstance(spec, WebSocketServerSpec):
@@ -669,6 +676,7 @@ class Pool:
         log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
         log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
         secrets: Iterable[str] = (),
+        oauth_dir: Path | None = None,
     ) -> None:
         """Configure the pool; nothing is started until first use.
 
@@ -691,6 +699,8 @@ class Pool:
                 burst is spent; lines beyond are dropped and counted.
             secrets: Values to scrub from everything servers send, besides the
                 servers' own `env` and `headers` values (such as the HTTP token).
+            oauth_dir: Where the OAuth tokens of servers with `auth` are; by default
+                `executor.oauth.default_token_dir()`.
 
         Raises:
             ValueError: A timeout or limit is not positive.
@@ -714,6 +724,7 @@ class Pool:
         self.restart_backoff_max_s = restart_backoff_max_s
         self.shutdown_grace_s = shutdown_grace_s
         self.kill_grace_s = kill_grace_s
+        self.oauth_dir = oauth_dir
         self.scrub = Scrubber.for_servers(servers.values(), extra=secrets)
         """Replaces configured secrets in everything the servers send."""
         self._servers: dict[str, _Server] = {}

@@ -12,6 +12,7 @@ TaskorchError
 │   ├── SchemaTooNewError          written by a newer taskorch
 │   └── CorruptDatabaseError       not a database, or damaged
 ├── ToolCallError                  a downstream call failed (carries an ErrorKind and a Delivery)
+├── LoginError                     an OAuth login to a downstream server did not complete
 └── InternalError                  a bug in taskorch
     └── TransitionError            an illegal status change was attempted
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "Delivery",
     "ErrorKind",
     "InternalError",
+    "LoginError",
     "NotFoundError",
     "PlanValidationError",
     "SchemaTooNewError",
@@ -127,6 +129,10 @@ class SchemaTooNewError(StoreError):
 
 class CorruptDatabaseError(StoreError):
     """The file is not a taskorch database or is damaged; it is never replaced."""
+
+
+class LoginError(TaskorchError):
+    """An OAuth login to a downstream server did not complete (`taskorch auth login`)."""
 
 
 class ToolCallError(TaskorchError):

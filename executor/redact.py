@@ -13,6 +13,10 @@ as "exited with code 1" into noise; they are also too short to be a credential
 worth the name. Each value is scrubbed as written, JSON-escaped and
 URL-encoded, and a header value of the form `<scheme> <credential>` (such as
 `Bearer abc...`) also has its credential scrubbed on its own.
+
+Secrets learned while running (OAuth access and refresh tokens, which change
+at every refresh) are given to `Scrubber.learn()`: every scrubber of the
+process scrubs them from then on, the logs' and the pool's alike.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 from urllib.parse import quote
 
-from executor.specs import ServerSpec, StdioServerSpec
+from executor.specs import HttpServerSpec, ServerSpec, StdioServerSpec
 
 __all__ = ["MIN_SECRET_CHARS", "REDACTED", "Scrubber"]
 
@@ -48,27 +52,66 @@ def _parts(secret: str) -> Iterator[str]:
         yield words[1]
 
 
+def _needles_of(secrets: Iterable[str]) -> set[str]:
+    return {
+        spelling
+        for secret in secrets
+        for part in _parts(secret)
+        if len(part) >= MIN_SECRET_CHARS
+        for spelling in _spellings(part)
+    }
+
+
+class _Learned:
+    """The secrets learned while running (see `Scrubber.learn`), shared by every scrubber."""
+
+    needles: frozenset[str] = frozenset()
+    generation = 0
+
+
 class Scrubber:
     """Replaces every configured secret in a text (or a JSON value) with `[redacted]`.
 
     An empty scrubber (no secret long enough) returns its input unchanged, at no cost.
     """
 
-    __slots__ = ("_needles", "longest")
+    __slots__ = ("_generation", "_longest", "_needles", "_own")
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         """Scrub `secrets` (each value of fewer than `MIN_SECRET_CHARS` characters is ignored)."""
-        needles = {
-            spelling
-            for secret in secrets
-            for part in _parts(secret)
-            if len(part) >= MIN_SECRET_CHARS
-            for spelling in _spellings(part)
-        }
-        # Longest first, so that a secret containing another is replaced whole.
-        self._needles = tuple(sorted(needles, key=lambda s: (-len(s), s)))
-        self.longest = len(self._needles[0]) if self._needles else 0
+        self._own = frozenset(_needles_of(secrets))
+        self._generation = -1
+        self._needles: tuple[str, ...] = ()
+        self._longest = 0
+        self._refresh()
+
+    @property
+    def longest(self) -> int:
         """Length of the longest spelling scrubbed (0 when there is none)."""
+        self._refresh()
+        return self._longest
+
+    @staticmethod
+    def learn(*secrets: str) -> None:
+        """Scrub `secrets` too, in every scrubber of this process, from now on.
+
+        For secrets that appear while running, such as OAuth tokens; values shorter
+        than `MIN_SECRET_CHARS` are ignored, as in the constructor.
+        """
+        new = _needles_of(secrets) - _Learned.needles
+        if new:
+            _Learned.needles = _Learned.needles | new
+            _Learned.generation += 1
+
+    def _refresh(self) -> None:
+        """Take in the secrets learned since this scrubber last looked."""
+        if self._generation == _Learned.generation:
+            return
+        self._generation = _Learned.generation
+        # Longest first, so that a secret containing another is replaced whole.
+        needles = self._own | _Learned.needles
+        self._needles = tuple(sorted(needles, key=lambda s: (-len(s), s)))
+        self._longest = len(self._needles[0]) if self._needles else 0
 
     @classmethod
     def for_servers(cls, specs: Iterable[ServerSpec], extra: Iterable[str] = ()) -> Scrubber:
@@ -77,14 +120,18 @@ class Scrubber:
         for spec in specs:
             secrets = spec.env if isinstance(spec, StdioServerSpec) else spec.headers
             values.extend(value.get_secret_value() for value in secrets.values())
+            if isinstance(spec, HttpServerSpec) and spec.auth is not None:
+                values.extend(spec.auth.secrets())
         return cls(values)
 
     def __bool__(self) -> bool:
         """Whether there is anything to scrub."""
+        self._refresh()
         return bool(self._needles)
 
     def text(self, text: str) -> str:
         """`text` with every secret replaced."""
+        self._refresh()
         for needle in self._needles:
             if needle in text:
                 text = text.replace(needle, REDACTED)
@@ -92,7 +139,7 @@ class Scrubber:
 
     def json(self, value: Any) -> Any:
         """A JSON value with every secret replaced in its strings (keys included)."""
-        if not self._needles:
+        if not self:
             return value
         if isinstance(value, str):
             return self.text(value)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from executor.oauth.config import OAuthSpec
 from executor.policy import ToolFilter
 
 __all__ = [
@@ -71,6 +72,16 @@ class HttpServerSpec(_Common):
     """Endpoint, such as `http://127.0.0.1:8000/mcp`."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Extra request headers, such as `Authorization` (secret)."""
+    auth: OAuthSpec | None = None
+    """OAuth to this server (see `executor.oauth.config`); `None` for none."""
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpServerSpec:
+        if self.auth is not None and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError(
+                "has both an Authorization header and auth: OAuth sets the header itself; keep one"
+            )
+        return self
 
 
 class SseServerSpec(_Common):

@@ -853,16 +853,19 @@ class GuardedHttpTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def make_http_client(headers: Mapping[str, str] | None = None) -> httpx2.AsyncClient:
+def make_http_client(
+    headers: Mapping[str, str] | None = None, inner: httpx2.AsyncBaseTransport | None = None
+) -> httpx2.AsyncClient:
     """An HTTP client for MCP traffic, with failure notes and no read timeout.
 
     Reads are unbounded because a tool call may legitimately stream for a long
-    time; the pool's per-call deadline bounds it instead.
+    time; the pool's per-call deadline bounds it instead. `inner` is the
+    transport under the notes (OAuth's, say); a plain one by default.
     """
     return httpx2.AsyncClient(
         headers=dict(headers or {}),
         timeout=httpx2.Timeout(_HTTP_CONNECT_TIMEOUT_S, read=None),
-        transport=GuardedHttpTransport(),
+        transport=GuardedHttpTransport(inner),
     )
 
 

@@ -9,6 +9,7 @@ taskorch serve [--http [--host 127.0.0.1] [--port 8765]]   (token in $TASKORCH_T
 taskorch plan "query" [--steps plan.json]     taskorch run plan.json | PLAN_ID [--yes]
 taskorch plans   taskorch show ID   taskorch watch ID   taskorch confirm ID   taskorch cancel ID
 taskorch config check                         taskorch demo
+taskorch auth login NAME   taskorch auth logout NAME   taskorch auth status
 ```
 
 Imports are kept inside the commands: `taskorch serve` must answer its first
@@ -32,6 +33,7 @@ import typer
 
 from executor._utils import leaf_exceptions
 from executor.errors import TaskorchError, UserError
+from server.auth_cli import auth_app
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -58,6 +60,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(auth_app, name="auth")
 
 ConfigOpt = Annotated[
     Path | None,

@@ -564,7 +564,7 @@ _TRANSPORTS = {
 }
 _TRANSPORT_CHOICES = "stdio, http (or streamable-http), sse, websocket (or ws)"
 _TYPE_KEYS = ("type", "transport", "transportType")
-_SECRET_KEYS = frozenset({"env", "headers"})
+_SECRET_KEYS = frozenset({"env", "headers", "auth"})
 # Keys other MCP clients put in server entries that taskorch has no use for.
 _HARMLESS_SERVER_KEYS = frozenset(
     {

@@ -216,6 +216,11 @@ async def _login(
         raise LoginError(f"login to {server!r}: cannot reach {url}: {exc}") from None
     except Exception as exc:  # the SDK's OAuth errors, and whatever a server's answer broke
         raise LoginError(f"login to {server!r} failed: {type(exc).__name__}: {exc}") from None
+    if store.tokens() is None and response.status_code < 400:
+        raise LoginError(
+            f"{url} did not ask for a login (it answered HTTP {response.status_code} without "
+            f"a token): remove `auth` from the entry of {server!r}"
+        )
     if store.tokens() is None or response.status_code in (401, 403):
         raise LoginError(
             f"login to {server!r} failed: the server still refuses (HTTP "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import stat
 import subprocess
 import sys
@@ -243,35 +242,3 @@ async def test_client_credentials_fetch_tokens_and_a_wrong_secret_says_what_to_c
     seen += (json.dumps(step) + check.stdout + check.stderr).encode()
     for secret in (SERVICE_SECRET, wrong, *issued):
         assert secret.encode() not in seen
-
-
-def test_auth_commands_explain_themselves(tmp_path: Path) -> None:
-    config = _config(tmp_path, "http://127.0.0.1:9/mcp", "http://127.0.0.1:9")
-    base = [sys.executable, "-m", "server.cli", "auth"]
-
-    def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*base, *args, "--config", str(config)],
-            cwd=ROOT,
-            env=_env(tmp_path),
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
-    status = cli("status")
-    assert status.returncode == 0, status.stderr
-    assert re.search(r"tracker: not logged in \(run `taskorch auth login tracker`\)", status.stdout)
-    assert "reports: no token yet" in status.stdout
-    assert SERVICE_SECRET not in status.stdout
-    unknown = cli("login", "nope")
-    assert unknown.returncode == 2
-    assert "no server named 'nope'" in unknown.stderr
-    service = cli("login", "reports")
-    assert service.returncode == 0
-    assert "client credentials" in service.stdout
-    down = cli("login", "tracker", "--timeout", "5")
-    assert down.returncode == 1
-    assert "cannot reach http://127.0.0.1:9/mcp" in down.stderr
-    assert cli("logout", "tracker").stdout.strip() == "No tokens were stored for tracker."

@@ -47,6 +47,8 @@ Server entries, read as Claude Desktop writes them:
   transport explicitly: `stdio`, `http` (also `streamable-http`,
   `streamableHttp`), `sse`, `websocket` (also `ws`);
 - optional: `timeout_s`, `max_concurrency`, `allowed_tools`, `denied_tools`;
+  and for a streamable HTTP server `auth`, its OAuth settings (see
+  `executor.oauth.config`; secret like `headers`);
 - `"disabled": true` skips the server; keys other clients add and taskorch
   has no use for (`autoApprove`, `alwaysAllow`, `description`, `timeout`, ...)
   are ignored with a DEBUG line; any other key is an error, so that a typo

@@ -36,6 +36,7 @@ from planner import (
     ModelPlanner,
     ModelReply,
     ModelRequest,
+    PlannerOptions,
     PlanRequest,
     ResponseMode,
     build_messages,
@@ -203,7 +204,9 @@ _CONFIGS: list[tuple[str, ResponseMode, bool]] = [
 async def _rate(base: str, mode: ResponseMode, ordered: bool) -> dict[str, object]:
     catalog = example_catalog()
     backend = LiteLLMBackend("openai/smollm2", api_base=base, timeout_s=600, response_mode=mode)
-    planner = ModelPlanner(backend, max_repairs=2, max_tokens=300, ordered_steps=ordered)
+    planner = ModelPlanner(
+        backend, PlannerOptions(max_repairs=2, max_tokens=300, ordered_steps=ordered)
+    )
     first_valid = final_valid = 0
     latencies: list[float] = []
     attempts_used: list[int] = []

@@ -29,13 +29,12 @@ from mcp.types import (
     TextContent,
 )
 
-from executor.policy import AgentConfig
 from planner.errors import PlannerError, PlannerFailure
 from planner.models import ChatMessage, ModelReply, ModelRequest, ResponseMode
+from planner.options import DEFAULT_TIMEOUT_S
 from planner.prompt import schema_instruction
 
 __all__ = [
-    "DEFAULT_MODEL_ENV",
     "LiteLLMBackend",
     "ModelBackend",
     "Sampler",
@@ -43,9 +42,6 @@ __all__ = [
     "reply_from_sampling",
     "sampling_params",
 ]
-
-DEFAULT_MODEL_ENV = "TASKORCH_MODEL"
-"""The variable naming the model when neither the agent nor the config does."""
 
 _AUTO_ORDER = (ResponseMode.JSON_SCHEMA, ResponseMode.JSON_OBJECT, ResponseMode.TOOLS)
 _TOOL_NAME = "submit_plan"
@@ -94,7 +90,7 @@ class LiteLLMBackend(ModelBackend):
         *,
         api_base: str | None = None,
         api_key_env: str | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         response_mode: ResponseMode = ResponseMode.AUTO,
         temperature: float | None = 0.0,
         extra: Mapping[str, Any] | None = None,
@@ -128,51 +124,6 @@ class LiteLLMBackend(ModelBackend):
         self._env = env
         self._working_mode: ResponseMode | None = None
 
-    @classmethod
-    def from_agent(
-        cls,
-        agent: AgentConfig,
-        *,
-        default_model: str | None = None,
-        default_api_base: str | None = None,
-        default_api_key_env: str | None = None,
-        env: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> LiteLLMBackend | None:
-        """The backend an agent plans with, or `None` when no model is configured.
-
-        The model is the agent's `model`, else `default_model` (the config's
-        top-level one), else `$TASKORCH_MODEL`; `api_base` and `api_key_env` go
-        with whichever supplied the model.
-
-        Args:
-            agent: The agent.
-            default_model: The config's top-level model.
-            default_api_base: The config's top-level endpoint.
-            default_api_key_env: The config's top-level key variable name.
-            env: The environment (default: `os.environ`).
-            **options: Passed to the constructor (`timeout_s`, `response_mode`, ...).
-        """
-        environ = os.environ if env is None else env
-        if agent.model:
-            return cls(
-                agent.model,
-                api_base=agent.api_base or default_api_base,
-                api_key_env=agent.api_key_env or default_api_key_env,
-                env=env,
-                **options,
-            )
-        model = default_model or environ.get(DEFAULT_MODEL_ENV, "").strip()
-        if not model:
-            return None
-        return cls(
-            model,
-            api_base=agent.api_base or default_api_base,
-            api_key_env=agent.api_key_env or default_api_key_env,
-            env=env,
-            **options,
-        )
-
     @property
     def model(self) -> str:
         """The litellm model string."""
@@ -193,6 +144,7 @@ class LiteLLMBackend(ModelBackend):
                     f"the environment variable {self.api_key_env!r} (named by api_key_env) "
                     "is not set: export the API key under that name",
                     model=self._model,
+                    setting="api_key_env",
                 )
             return key
         if (
@@ -231,6 +183,7 @@ class LiteLLMBackend(ModelBackend):
             f"tools); the last refusal: {last.message}. Set response_mode='none' to plan "
             "with the prompt alone",
             model=self._model,
+            setting="response_mode",
         )
 
     async def _call(self, request: ModelRequest, mode: ResponseMode) -> ModelReply:
@@ -341,9 +294,11 @@ class LiteLLMBackend(ModelBackend):
     def _timeout(self) -> PlannerError:
         return PlannerError(
             PlannerFailure.TIMEOUT,
-            f"no answer within {self.timeout_s:g} s: check that the model server at "
-            f"{self.api_base or 'the provider'} is up, or raise the timeout",
+            f"no answer within {self.timeout_s:g} s from {self.api_base or 'the provider'}: "
+            f"raise timeout_s (now {self.timeout_s:g}), or lower max_tokens so that the "
+            "answer is shorter, or check that the model server is not overloaded",
             model=self._model,
+            setting="timeout_s",
         )
 
     def _classify(self, exc: Exception) -> PlannerError:
@@ -358,9 +313,10 @@ class LiteLLMBackend(ModelBackend):
         if (isinstance(exc, APIConnectionError) and status in (None, 500)) or _lost_connection(exc):
             return PlannerError(
                 PlannerFailure.UNAVAILABLE,
-                f"cannot reach {where}: {detail}. Check that the server is running and "
-                "api_base is right",
+                f"cannot reach {where}: {detail}. Check that the model server is running "
+                "and that api_base is right",
                 model=self._model,
+                setting="api_base",
             )
         if status in (401, 403):
             key = f"the variable {self.api_key_env!r}" if self.api_key_env else "the API key"
@@ -368,12 +324,14 @@ class LiteLLMBackend(ModelBackend):
                 PlannerFailure.AUTHENTICATION,
                 f"{where} refused the credentials (HTTP {status}): check {key}. {detail}",
                 model=self._model,
+                setting="api_key_env",
             )
         if status == 404:
             return PlannerError(
                 PlannerFailure.NOT_FOUND,
                 f"{where} does not know this model (HTTP 404): check the model string. {detail}",
                 model=self._model,
+                setting="model",
             )
         if status == 429:
             return PlannerError(
@@ -382,6 +340,15 @@ class LiteLLMBackend(ModelBackend):
                 model=self._model,
             )
         if status in (400, 413, 422):
+            if _context_overflow(detail):
+                return PlannerError(
+                    PlannerFailure.BAD_REQUEST,
+                    f"{where} rejected the request (HTTP {status}): {detail}. The prompt and "
+                    "the answer do not fit the model's context: lower max_tokens, or start "
+                    "the model server with a larger context",
+                    model=self._model,
+                    setting="max_tokens",
+                )
             return PlannerError(
                 PlannerFailure.BAD_REQUEST,
                 f"{where} rejected the request (HTTP {status}): {detail}",
@@ -422,6 +389,11 @@ def _lost_connection(exc: BaseException) -> bool:
             return True
         node = node.__cause__ or node.__context__
     return "connection error" in str(exc).lower()
+
+
+def _context_overflow(detail: str) -> bool:
+    text = detail.lower()
+    return "context" in text and ("token" in text or "length" in text)
 
 
 def _refuses_format(exc: Exception) -> bool:

@@ -29,11 +29,13 @@ from typing import Any
 from executor.catalog import ToolInfo
 
 __all__ = [
+    "ANSWER_BUDGET_CAP",
     "MAX_ORDERED_STEPS",
     "MAX_SCHEMA_STEPS",
     "NO_REFERENCE_PATTERN",
     "REFERENCE_PATTERN",
     "SCHEMA_STEP_ID_PATTERN",
+    "answer_budget",
     "grammar_safe",
     "ordered_step_limit",
     "plan_schema",
@@ -70,6 +72,45 @@ _IGNORE, _ALLOW, _FORBID = "ignore", "allow", "forbid"
 _REFERENCE = {"$ref": _DEFS + "reference"}
 _REFERENCE_DEF = {"type": "string", "pattern": REFERENCE_PATTERN}
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+
+
+ANSWER_BUDGET_CAP = 4096
+"""Most tokens a derived answer budget asks for."""
+_STRATEGY_TOKENS = 80
+_STEP_TOKENS = 48
+"""One step's keys, id, dependencies and a short description."""
+_ARGUMENT_TOKENS = 24
+"""One argument: its name and a short value."""
+
+
+def answer_budget(tools: Sequence[ToolInfo], *, max_steps: int, ordered: bool = False) -> int:
+    """The default `max_tokens`: room for the longest plan the schema allows.
+
+    That is the strategy plus as many steps as the schema lets through (the
+    agent's step limit, capped as `plan_schema` caps it), each as wide as a call
+    of the widest tool shown, capped at `ANSWER_BUDGET_CAP`.
+
+    Args:
+        tools: The tools shown to the model.
+        max_steps: The agent's step limit.
+        ordered: Whether the ordered schema is used (it allows fewer steps).
+    """
+    if not tools:
+        raise ValueError("no tools to plan with: the catalog is empty or the policy allows none")
+    steps = (
+        ordered_step_limit(len(tools), max_steps)
+        if ordered
+        else max(1, min(max_steps, MAX_SCHEMA_STEPS))
+    )
+    widest = max(_step_tokens(t) for t in tools)
+    return min(ANSWER_BUDGET_CAP, _STRATEGY_TOKENS + steps * widest)
+
+
+def _step_tokens(tool: ToolInfo) -> int:
+    props = tool.input_schema.get("properties")
+    arguments = min(len(props), 12) if isinstance(props, Mapping) else 0
+    names = (len(tool.server) + len(tool.name)) // 3
+    return _STEP_TOKENS + names + arguments * _ARGUMENT_TOKENS
 
 
 def plan_schema(

@@ -54,6 +54,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+from planner.errors import PlannerError
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
 from server.orchestrator import AgentList, TaskOrchestrator
@@ -175,6 +176,10 @@ def _boundary() -> Iterator[None]:
         raise ToolError(f"a downstream call failed ({exc.kind.value}): {exc}") from exc
     except StoreError as exc:
         raise ToolError(f"the taskorch database cannot be used: {exc}") from exc
+    except PlannerError as exc:
+        # Not a bug: the model timed out, could not be reached or was cut off, and the
+        # message names the setting to change.
+        raise ToolError(f"planning failed ({exc.failure.value}): {exc}") from exc
     except TaskorchError as exc:
         # InternalError and the like: a bug, but the caller still gets a clear answer.
         logger.exception("internal error")
@@ -254,7 +259,7 @@ async def _host_plan_request(
     return request
 
 
-_HOST_PLANNING = HostPlanning(_host_plan_request, max_repairs=2)
+_HOST_PLANNING = HostPlanning(_host_plan_request)
 
 
 # --- tools --------------------------------------------------------------------------------

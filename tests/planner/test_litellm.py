@@ -18,6 +18,7 @@ from planner import (
     ModelPlanner,
     PlannerError,
     PlannerFailure,
+    PlannerOptions,
     PlanRequest,
     ResponseMode,
 )
@@ -183,7 +184,7 @@ async def test_a_plan_never_fixed_raises_with_the_problems(
     recorder = Recorder()
 
     with pytest.raises(PlanValidationError) as caught:
-        await ModelPlanner(_backend(fake_openai), max_repairs=2).plan(
+        await ModelPlanner(_backend(fake_openai), PlannerOptions(max_repairs=2)).plan(
             _request(catalog), on_attempt=recorder
         )
 
@@ -202,7 +203,9 @@ async def test_a_plan_never_fixed_raises_with_the_problems(
 async def test_max_repairs_zero_asks_once(fake_openai: FakeOpenAI, catalog: Catalog) -> None:
     fake_openai.reply(BAD)
     with pytest.raises(PlanValidationError):
-        await ModelPlanner(_backend(fake_openai), max_repairs=0).plan(_request(catalog))
+        await ModelPlanner(_backend(fake_openai), PlannerOptions(max_repairs=0)).plan(
+            _request(catalog)
+        )
     assert len(fake_openai.requests) == 1
 
 
@@ -359,7 +362,7 @@ async def test_ordered_steps_constrain_decoding_but_keep_the_prompt_small(
 ) -> None:
     fake_openai.reply(GOOD)
     backend = _backend(fake_openai, response_mode=ResponseMode.JSON_OBJECT)
-    await ModelPlanner(backend, ordered_steps=True).plan(_request(catalog))
+    await ModelPlanner(backend, PlannerOptions(ordered_steps=True)).plan(_request(catalog))
     [body] = fake_openai.requests
     constraint = body["response_format"]["schema"]
     assert "step1" in constraint["$defs"]  # positions spelled out for the decoder
@@ -367,28 +370,6 @@ async def test_ordered_steps_constrain_decoding_but_keep_the_prompt_small(
     shown = json.loads(system.split("JSON Schema:\n", 1)[1])
     assert "step1" not in shown["$defs"]  # the prompt carries the plain schema
     assert len(json.dumps(shown)) < len(json.dumps(constraint))
-
-
-def test_the_model_comes_from_the_agent_then_the_config_then_the_environment() -> None:
-    from executor.policy import AgentConfig
-
-    own = AgentConfig(name="a", model="ollama/llama3", api_base="http://127.0.0.1:11434")
-    backend = LiteLLMBackend.from_agent(own, default_model="openai/gpt-4o", env={})
-    assert backend is not None
-    assert (backend.model, backend.api_base) == ("ollama/llama3", "http://127.0.0.1:11434")
-
-    plain = AgentConfig(name="b")
-    backend = LiteLLMBackend.from_agent(
-        plain, default_model="openai/gpt-4o", default_api_key_env="OPENAI_KEY", env={}
-    )
-    assert backend is not None
-    assert (backend.model, backend.api_key_env) == ("openai/gpt-4o", "OPENAI_KEY")
-
-    backend = LiteLLMBackend.from_agent(plain, env={"TASKORCH_MODEL": "hosted_vllm/qwen"})
-    assert backend is not None
-    assert backend.model == "hosted_vllm/qwen"
-
-    assert LiteLLMBackend.from_agent(plain, env={}) is None
 
 
 async def test_an_endpoint_nobody_listens_on_is_unreachable(catalog: Catalog) -> None:

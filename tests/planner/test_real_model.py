@@ -15,7 +15,7 @@ import pytest
 
 from executor.catalog import Catalog
 from executor.validate import validate_plan
-from planner import LiteLLMBackend, ModelPlanner, PlanRequest, ResponseMode
+from planner import LiteLLMBackend, ModelPlanner, PlannerOptions, PlanRequest, ResponseMode
 from tests.planner.conftest import example_tools
 from tests.planner.local_model import smollm2_gguf, start_llama_server, stop_llama_server
 
@@ -47,7 +47,9 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 async def test_the_constrained_path_yields_a_valid_plan(llama_server: str) -> None:
     catalog = Catalog(example_tools())
     backend = LiteLLMBackend("openai/smollm2", api_base=llama_server, timeout_s=600)
-    planner = ModelPlanner(backend, max_repairs=2, max_tokens=300, ordered_steps=True)
+    planner = ModelPlanner(
+        backend, PlannerOptions(max_repairs=2, max_tokens=300, ordered_steps=True)
+    )
 
     draft = await planner.plan(PlanRequest(query="What time is it in Tokyo?", catalog=catalog))
 

@@ -92,8 +92,8 @@ class ResponseMode(StrEnum):
     JSON_SCHEMA = "json_schema"
     """`response_format: {type: json_schema}` (OpenAI, vLLM, Ollama, llama.cpp's llama-server)."""
     JSON_OBJECT = "json_object"
-    """`response_format: {type: json_object, schema}` plus the schema in the prompt
-    (llama-cpp-python's server constrains to the schema; OpenAI's JSON mode only to JSON)."""
+    """`response_format: {type: json_object, schema}` (llama-cpp-python's server
+    constrains to the schema; OpenAI's JSON mode only to JSON)."""
     TOOLS = "tools"
     """A forced call of one function whose parameters are the plan schema."""
     NONE = "none"

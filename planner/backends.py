@@ -30,7 +30,7 @@ from mcp.types import (
 )
 
 from planner.errors import PlannerError, PlannerFailure
-from planner.models import ChatMessage, ModelReply, ModelRequest, ResponseMode
+from planner.models import ModelReply, ModelRequest, ResponseMode
 from planner.options import DEFAULT_TIMEOUT_S
 from planner.prompt import schema_instruction
 
@@ -78,10 +78,10 @@ class LiteLLMBackend(ModelBackend):
     `OPENAI_API_BASE`, ...) apply.
 
     With `response_mode=auto` the backend asks for `json_schema` output, falls
-    back to `json_object` with the schema (llama.cpp's server constrains to it;
-    the schema is put in the prompt too) when the provider refuses that with a
-    400/422, then to a forced tool call; the first mode that works is kept for
-    later calls.
+    back to `json_object` with the schema (llama-cpp-python's server constrains
+    to it) when the provider refuses that with a 400/422 (500 from
+    llama-cpp-python), then to a forced tool call; the first mode that works is
+    kept for later calls.
     """
 
     def __init__(
@@ -208,11 +208,10 @@ class LiteLLMBackend(ModelBackend):
         return self._reply(response, mode)
 
     def _arguments(self, request: ModelRequest, mode: ResponseMode) -> dict[str, Any]:
+        # The schema travels in response_format only: the prompt already shows the
+        # answer's shape (rules, tools, an example), and the schema as text would
+        # double a local model's prompt (1,500 tokens for 8 tools) for nothing.
         messages = list(request.messages)
-        if mode is ResponseMode.JSON_OBJECT:
-            messages = _with_schema_in_system(
-                messages, request.prompt_schema or request.answer_schema
-            )
         kwargs: dict[str, Any] = {
             "model": self._model,
             "messages": [m.model_dump() for m in messages],
@@ -406,16 +405,6 @@ def _refuses_format(exc: Exception) -> bool:
     # llama-cpp-python's server answers an unknown response_format type with a 500
     # that quotes its validation error.
     return status == 500 and "response_format" in text
-
-
-def _with_schema_in_system(
-    messages: list[ChatMessage], schema: Mapping[str, Any]
-) -> list[ChatMessage]:
-    instruction = schema_instruction(schema)
-    if messages and messages[0].role == "system":
-        head = ChatMessage(role="system", content=f"{messages[0].content}\n\n{instruction}")
-        return [head, *messages[1:]]
-    return [ChatMessage(role="system", content=instruction), *messages]
 
 
 def _is_loopback(url: str) -> bool:

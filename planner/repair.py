@@ -25,7 +25,7 @@ from planner.models import ChatMessage, ModelReply, ModelRequest, PlanDraft, Pla
 from planner.options import PlannerOptions
 from planner.prompt import build_messages, estimate_tokens, repair_message
 from planner.schema import answer_budget, ordered_step_limit, plan_schema
-from planner.shortlist import considered_aliases, shortlist
+from planner.shortlist import closest, considered_aliases, shortlist
 
 __all__ = [
     "AttemptCallback",
@@ -189,6 +189,7 @@ class RepairSession:
                 max_steps=shown_limit,
                 history=request.history,
                 revision=revision,
+                example_tool=closest(request.catalog, self.tools, ranking_text),
             )
         )
         self.attempts: list[PlannerAttempt] = []

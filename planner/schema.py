@@ -30,11 +30,13 @@ from executor.catalog import ToolInfo
 
 __all__ = [
     "ANSWER_BUDGET_CAP",
+    "DESCRIPTION_CHARS",
     "MAX_ORDERED_STEPS",
     "MAX_SCHEMA_STEPS",
     "NO_REFERENCE_PATTERN",
     "REFERENCE_PATTERN",
     "SCHEMA_STEP_ID_PATTERN",
+    "STRATEGY_CHARS",
     "answer_budget",
     "grammar_safe",
     "ordered_step_limit",
@@ -52,8 +54,21 @@ Written with character classes, not backslash escapes: llama.cpp's grammar
 parser refuses an escaped `\\$`, and a server can die of it.
 """
 
-NO_REFERENCE_PATTERN = r"^([^$]|[$][^{])*[$]?$"
-"""A string holding no `${` (so no reference); a lone `$` is fine."""
+NO_REFERENCE_PATTERN = r'^([^$"\\\x00-\x1f]|[$][^{"\\\x00-\x1f])*[$]?$'
+"""A string holding no `${` (so no reference); a lone `$` is fine.
+
+A grammar converter matches a pattern against the string's raw characters, so a
+negated class must leave out `"`, `\\` and control characters: otherwise the
+"string" never has to end, and the model writes whatever it likes, unknown
+servers included, inside what the grammar takes for one string (llama.cpp did).
+Such a string holds no quote or backslash.
+"""
+
+STRATEGY_CHARS = 200
+"""Longest strategy a constrained answer may write: a bound ends a small model's
+ramble (it would otherwise run on inside the string up to the token limit)."""
+DESCRIPTION_CHARS = 60
+"""Longest step description a constrained answer may write."""
 
 MAX_SCHEMA_STEPS = 32
 """Cap on `maxItems` of the step list: larger counts bloat a decoder's grammar."""
@@ -161,7 +176,10 @@ def plan_schema(
 def _envelope(steps: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {"strategy": {"type": "string", "minLength": 1}, "steps": steps},
+        "properties": {
+            "strategy": {"type": "string", "minLength": 1, "maxLength": STRATEGY_CHARS},
+            "steps": steps,
+        },
         "required": ["strategy", "steps"],
         "additionalProperties": False,
         "$defs": defs,
@@ -183,7 +201,7 @@ def _step_branch(
             "id": id_schema or {"$ref": _DEFS + "id"},
             "server": {"type": "string", "enum": [tool.server]},
             "tool": {"type": "string", "enum": [tool.name]},
-            "description": {"type": "string"},
+            "description": {"type": "string", "maxLength": DESCRIPTION_CHARS},
             "arguments": arguments,
             "depends_on": depends_on or {"$ref": _DEFS + "depends_on"},
         },

@@ -22,6 +22,7 @@ __all__ = [
     "SHORTLIST_SIZE",
     "SHORTLIST_THRESHOLD",
     "allowed_tools",
+    "closest",
     "considered_aliases",
     "shortlist",
     "tokenize",
@@ -127,15 +128,38 @@ def shortlist(
     allowed = allowed_tools(catalog, policy)
     if len(allowed) <= threshold:
         return allowed
-    index = _INDEXES.get(catalog)
-    if index is None:
-        index = _Index(catalog)
-        _INDEXES[catalog] = index
+    index = _index(catalog)
     scores = index.scores(query)
     ranked = sorted(allowed, key=lambda t: (-scores[index.position[t.key]], index.position[t.key]))
     chosen = {t.key for t in ranked[:size]}
     chosen.update(k for k in keep if k in catalog and policy.allows(*k))
     return [t for t in allowed if t.key in chosen]
+
+
+def closest(catalog: Catalog, tools: Sequence[ToolInfo], query: str) -> ToolInfo:
+    """The tool among `tools` (all from `catalog`) that ranks first for `query`.
+
+    Ties, as when no term of the query matches, go to the first of `tools`.
+
+    Raises:
+        ValueError: `tools` is empty.
+    """
+    if not tools:
+        raise ValueError("no tools to choose from")
+    if len(tools) == 1:
+        return tools[0]
+    index = _index(catalog)
+    scores = index.scores(query)
+    best = max(range(len(tools)), key=lambda i: (scores[index.position[tools[i].key]], -i))
+    return tools[best]
+
+
+def _index(catalog: Catalog) -> _Index:
+    index = _INDEXES.get(catalog)
+    if index is None:
+        index = _Index(catalog)
+        _INDEXES[catalog] = index
+    return index
 
 
 def considered_aliases(tools: Sequence[ToolInfo]) -> tuple[str, ...]:

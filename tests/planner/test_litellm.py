@@ -22,6 +22,7 @@ from planner import (
     PlanRequest,
     ResponseMode,
 )
+from planner.schema import ANSWER_BUDGET_CAP, MAX_SCHEMA_STEPS, answer_budget
 from tests.planner.fake_openai import MODEL, FakeOpenAI
 
 pytestmark = pytest.mark.anyio
@@ -279,7 +280,9 @@ async def test_json_schema_refused_with_422_falls_back_to_json_object(
     assert accepted["response_format"]["type"] == "json_object"
     schema = accepted["response_format"]["schema"]
     assert schema == refused["response_format"]["json_schema"]["schema"]
-    assert "validates against this JSON Schema" in accepted["messages"][0]["content"]
+    # The server constrains decoding with it; it is not repeated in the prompt.
+    assert accepted["messages"] == refused["messages"]
+    assert "JSON Schema" not in accepted["messages"][0]["content"]
     assert backend.working_mode is ResponseMode.JSON_OBJECT
 
     # The working mode is remembered: the next plan goes straight to json_object.
@@ -357,19 +360,34 @@ async def test_policy_limits_what_is_shown_and_what_validates(
     assert "not allowed" in fake_openai.requests[1]["messages"][-1]["content"]
 
 
-async def test_ordered_steps_constrain_decoding_but_keep_the_prompt_small(
+async def test_ordered_steps_constrain_decoding_and_the_prompt_stays_the_same(
     fake_openai: FakeOpenAI, catalog: Catalog
 ) -> None:
     fake_openai.reply(GOOD)
+    fake_openai.reply(GOOD)
     backend = _backend(fake_openai, response_mode=ResponseMode.JSON_OBJECT)
     await ModelPlanner(backend, PlannerOptions(ordered_steps=True)).plan(_request(catalog))
-    [body] = fake_openai.requests
-    constraint = body["response_format"]["schema"]
-    assert "step1" in constraint["$defs"]  # positions spelled out for the decoder
-    system = body["messages"][0]["content"]
-    shown = json.loads(system.split("JSON Schema:\n", 1)[1])
-    assert "step1" not in shown["$defs"]  # the prompt carries the plain schema
-    assert len(json.dumps(shown)) < len(json.dumps(constraint))
+    await ModelPlanner(backend).plan(_request(catalog))
+    ordered, plain = fake_openai.requests
+    assert "step1" in ordered["response_format"]["schema"]["$defs"]  # positions spelled out
+    assert "step1" not in plain["response_format"]["schema"]["$defs"]
+    # The ordered schema constrains decoding only: the prompt shows a step limit.
+    assert ordered["messages"][1:] == plain["messages"][1:]
+    assert "at most 12" in ordered["messages"][0]["content"]  # MAX_ORDERED_STEPS
+    assert "at most 50" in plain["messages"][0]["content"]  # the agent's limit
+
+
+def test_the_answer_budget_follows_the_step_limit_and_the_tools(catalog: Catalog) -> None:
+    tools = list(catalog)
+    plain = answer_budget(tools, max_steps=50)
+    ordered = answer_budget(tools, max_steps=50, ordered=True)
+    few = answer_budget(tools, max_steps=2)
+    assert few < ordered < plain <= ANSWER_BUDGET_CAP
+    assert answer_budget(tools[:1], max_steps=2) < few  # a narrower tool, a smaller budget
+    # Past the schema's own cap on steps, a higher limit asks for nothing more.
+    assert answer_budget(tools, max_steps=100_000) == answer_budget(
+        tools, max_steps=MAX_SCHEMA_STEPS
+    )
 
 
 async def test_an_endpoint_nobody_listens_on_is_unreachable(catalog: Catalog) -> None:

@@ -91,12 +91,18 @@ class _Index:
         self.tools = list(catalog)
         self.position = {t.key: i for i, t in enumerate(self.tools)}
         self.bm25: Any = BM25Okapi([_document(t) or ["_"] for t in self.tools])
+        self._last: tuple[str, list[float]] | None = None
 
     def scores(self, query: str) -> list[float]:
+        # One request ranks twice (the shortlist, then the example's tool): keep the last.
+        if self._last is not None and self._last[0] == query:
+            return self._last[1]
         terms = tokenize(query)
-        if not terms:
-            return [0.0] * len(self.tools)
-        return [float(s) for s in self.bm25.get_scores(terms)]
+        scores = (
+            [float(s) for s in self.bm25.get_scores(terms)] if terms else [0.0] * len(self.tools)
+        )
+        self._last = (query, scores)
+        return scores
 
 
 _INDEXES: weakref.WeakKeyDictionary[Catalog, _Index] = weakref.WeakKeyDictionary()

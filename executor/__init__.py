@@ -51,7 +51,14 @@ if typing.TYPE_CHECKING:
         StepStatus,
         check_transition,
     )
-    from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+    from executor.policy import (
+        AgentConfig,
+        AgentLimits,
+        AutoApprove,
+        ModelSettings,
+        ResponseMode,
+        ToolPolicy,
+    )
     from executor.records import (
         AttemptRecord,
         Event,
@@ -115,6 +122,7 @@ __all__ = [
     "HttpServerSpec",
     "InternalError",
     "LeaseInfo",
+    "ModelSettings",
     "NotFoundError",
     "OnError",
     "OnInterrupted",
@@ -127,6 +135,7 @@ __all__ = [
     "Pool",
     "Problem",
     "ProgressFn",
+    "ResponseMode",
     "RetryPolicy",
     "Run",
     "RunLease",
@@ -198,6 +207,7 @@ _HOME = {
     "RunLease": "executor.store",
     "HttpServerSpec": "executor.specs",
     "InternalError": "executor.errors",
+    "ModelSettings": "executor.policy",
     "NotFoundError": "executor.errors",
     "OnError": "executor.plan",
     "OnInterrupted": "executor.scheduler",
@@ -210,6 +220,7 @@ _HOME = {
     "Pool": "executor.downstream",
     "Problem": "executor.validate",
     "ProgressFn": "executor.calls",
+    "ResponseMode": "executor.policy",
     "RetryPolicy": "executor.plan",
     "Run": "executor.scheduler",
     "Scheduler": "executor.scheduler",

@@ -146,7 +146,7 @@ class ModelRequest(BaseModel):
     prompt_schema: dict[str, Any] | None = None
     """A smaller schema of the same answer, to write into the prompt where decoding
     cannot be constrained; `answer_schema` when not set."""
-    max_tokens: int = Field(default=4096, ge=1)
+    max_tokens: int = Field(ge=1)
     """Most tokens the answer may take."""
 
     @property

@@ -23,7 +23,7 @@ from planner.backends import ModelBackend
 from planner.errors import PlannerError, PlannerFailure
 from planner.models import ChatMessage, ModelReply, ModelRequest, PlanDraft, PlanRequest
 from planner.options import PlannerOptions
-from planner.prompt import build_messages, estimate_tokens, repair_message
+from planner.prompt import build_messages, estimate_tokens, plan_as_answer, repair_message
 from planner.schema import answer_budget, ordered_step_limit, plan_schema
 from planner.shortlist import closest, considered_aliases, shortlist
 
@@ -178,8 +178,9 @@ class RepairSession:
         if ordered:
             self.prompt_schema = plan_schema(self.tools, max_steps=self.max_steps)
             shown_limit = ordered_step_limit(len(self.tools), self.max_steps)
+        copied = ranking_text + (json.dumps(plan_as_answer(revision.plan)) if revision else "")
         self.max_tokens = options.max_tokens or answer_budget(
-            self.tools, max_steps=self.max_steps, ordered=ordered
+            self.tools, max_steps=self.max_steps, ordered=ordered, copied_text=copied
         )
         self.messages: tuple[ChatMessage, ...] = tuple(
             build_messages(

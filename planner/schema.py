@@ -98,17 +98,21 @@ _ARGUMENT_TOKENS = 24
 """One argument: its name and a short value."""
 
 
-def answer_budget(tools: Sequence[ToolInfo], *, max_steps: int, ordered: bool = False) -> int:
+def answer_budget(
+    tools: Sequence[ToolInfo], *, max_steps: int, ordered: bool = False, copied_text: str = ""
+) -> int:
     """The default `max_tokens`: room for the longest plan the schema allows.
 
     That is the strategy plus as many steps as the schema lets through (the
     agent's step limit, capped as `plan_schema` caps it), each as wide as a call
-    of the widest tool shown, capped at `ANSWER_BUDGET_CAP`.
+    of the widest tool shown, plus the text the answer may copy into arguments;
+    at most `ANSWER_BUDGET_CAP`.
 
     Args:
         tools: The tools shown to the model.
         max_steps: The agent's step limit.
         ordered: Whether the ordered schema is used (it allows fewer steps).
+        copied_text: What the answer may copy (the query; a plan being revised).
     """
     if not tools:
         raise ValueError("no tools to plan with: the catalog is empty or the policy allows none")
@@ -118,7 +122,9 @@ def answer_budget(tools: Sequence[ToolInfo], *, max_steps: int, ordered: bool = 
         else max(1, min(max_steps, MAX_SCHEMA_STEPS))
     )
     widest = max(_step_tokens(t) for t in tools)
-    return min(ANSWER_BUDGET_CAP, _STRATEGY_TOKENS + steps * widest)
+    # Copied text costs about a token per three characters once escaped as JSON.
+    copied = len(copied_text) // 3
+    return min(ANSWER_BUDGET_CAP, _STRATEGY_TOKENS + steps * widest + copied)
 
 
 def _step_tokens(tool: ToolInfo) -> int:

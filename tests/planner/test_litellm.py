@@ -384,6 +384,8 @@ def test_the_answer_budget_follows_the_step_limit_and_the_tools(catalog: Catalog
     few = answer_budget(tools, max_steps=2)
     assert few < ordered < plain <= ANSWER_BUDGET_CAP
     assert answer_budget(tools[:1], max_steps=2) < few  # a narrower tool, a smaller budget
+    # Text the answer may copy into arguments (a long query) widens it.
+    assert answer_budget(tools, max_steps=2, copied_text="x" * 3000) == few + 1000
     # Past the schema's own cap on steps, a higher limit asks for nothing more.
     assert answer_budget(tools, max_steps=100_000) == answer_budget(
         tools, max_steps=MAX_SCHEMA_STEPS

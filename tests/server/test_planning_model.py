@@ -28,6 +28,7 @@ from tests.planner.fake_openai import MODEL, FakeOpenAI
 
 pytestmark = pytest.mark.anyio
 
+QUERY = "Count the words in: one two three"
 PLAN: dict[str, Any] = {
     "strategy": "Count the words.",
     "steps": [
@@ -87,7 +88,7 @@ async def scripted(tmp_path: Path, fake_openai: FakeOpenAI) -> AsyncIterator[Tas
 
 
 async def _create_plan(orch: TaskOrchestrator, agent: str | None = None) -> Any:
-    arguments: dict[str, Any] = {"query": "Count the words in: one two three"}
+    arguments: dict[str, Any] = {"query": QUERY}
     if agent is not None:
         arguments["agent"] = agent
     async with Client(build_server(orch)) as client:
@@ -181,7 +182,9 @@ async def test_unset_max_tokens_is_derived_from_the_step_limit_and_tools(
     async with orch:
         structured(await _create_plan(orch))
         tools = allowed_tools(await orch.catalog(), _default().tool_policy)
-    budget = answer_budget(tools, max_steps=_default().limits.max_steps, ordered=True)
+    budget = answer_budget(
+        tools, max_steps=_default().limits.max_steps, ordered=True, copied_text=QUERY
+    )
     assert fake_openai.requests[0]["max_tokens"] == budget
     assert budget < 4096
 

@@ -141,7 +141,8 @@ class RepairSession:
             options: How (repairs, answer budget, ordered ids, shortlist); the
                 defaults when `None`. With `ordered_steps` the decoding constraint
                 fixes ids to `s1, s2, ...` depending only on earlier steps (see
-                `plan_schema`) while the prompt shows the plain schema.
+                `plan_schema`); a backend that must write the schema into the
+                prompt (MCP sampling) writes the plain one, `prompt_schema`.
 
         Raises:
             PlannerError: The agent's policy leaves no tool to plan with.

@@ -945,10 +945,12 @@ _LOCAL_PROVIDERS = ("hosted_vllm/", "ollama/", "ollama_chat/", "llamafile/", "lm
 
 
 def _is_local_model(model: str, api_base: str | None) -> bool:
-    """Whether the model is a small local one that plans better with the ordered schema.
+    """Whether the model runs on this machine: the ordered schema and a longer timeout.
 
-    Measured on SmolLM2-135M: 19 of 20 queries gave a valid plan with the ordered
-    schema against 0 of 20 with the plain one (bench/bench_planner.py).
+    A small local model writes dependencies it cannot mean (SmolLM2-135M made its
+    first step depend on itself under the plain schema); the ordered schema leaves
+    no way to. And a CPU writes a few tokens a second, so the default timeout is
+    longer (`LOCAL_TIMEOUT_S`).
     """
     if model.startswith(_LOCAL_PROVIDERS):
         return True

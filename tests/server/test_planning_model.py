@@ -60,7 +60,7 @@ def _dead_port() -> int:
 
 
 async def _orchestrator(tmp_path: Path, **top: Any) -> TaskOrchestrator:
-    config = load_config(write_config(tmp_path, servers=("text", "stats"), **top), env={})
+    config = load_config(write_config(tmp_path, servers=("text",), **top), env={})
     return TaskOrchestrator(config, db_path=tmp_path / "t.db")
 
 

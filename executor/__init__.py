@@ -52,7 +52,14 @@ if typing.TYPE_CHECKING:
         StepStatus,
         check_transition,
     )
-    from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+    from executor.policy import (
+        AgentConfig,
+        AgentLimits,
+        AutoApprove,
+        ModelSettings,
+        ResponseMode,
+        ToolPolicy,
+    )
     from executor.records import (
         AttemptRecord,
         Event,
@@ -120,6 +127,7 @@ __all__ = [
     "HttpServerSpec",
     "InternalError",
     "LeaseInfo",
+    "ModelSettings",
     "NotFoundError",
     "OnError",
     "OnInterrupted",
@@ -132,6 +140,7 @@ __all__ = [
     "Pool",
     "Problem",
     "ProgressFn",
+    "ResponseMode",
     "RetryDecision",
     "RetryPolicy",
     "Run",
@@ -209,6 +218,7 @@ _HOME = {
     "RunLease": "executor.store",
     "HttpServerSpec": "executor.specs",
     "InternalError": "executor.errors",
+    "ModelSettings": "executor.policy",
     "NotFoundError": "executor.errors",
     "OnError": "executor.plan",
     "OnInterrupted": "executor.scheduler",
@@ -221,6 +231,7 @@ _HOME = {
     "Pool": "executor.downstream",
     "Problem": "executor.validate",
     "ProgressFn": "executor.calls",
+    "ResponseMode": "executor.policy",
     "RetryDecision": "executor.retry",
     "RetryPolicy": "executor.plan",
     "Run": "executor.scheduler",

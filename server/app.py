@@ -65,6 +65,7 @@ from executor.catalog import Catalog
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+from planner.errors import PlannerError
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
 from server.answers import MAX_LINKS, answer_bytes
@@ -257,6 +258,10 @@ def _tool_error(exc: TaskorchError) -> ToolError:
         return ToolError(f"a downstream call failed ({exc.kind.value}): {exc}")
     if isinstance(exc, StoreError):
         return ToolError(f"the taskorch database cannot be used: {exc}")
+    if isinstance(exc, PlannerError):
+        # Not a bug: the model timed out, could not be reached or was cut off, and the
+        # message names the setting to change.
+        return ToolError(f"planning failed ({exc.failure.value}): {exc}")
     # InternalError and the like: a bug, but the caller still gets a clear answer.
     logger.error("internal error", exc_info=exc)
     return ToolError(f"internal error in taskorch: {exc}")
@@ -363,7 +368,7 @@ async def _host_plan_request(
     return request
 
 
-_HOST_PLANNING = HostPlanning(_host_plan_request, max_repairs=2)
+_HOST_PLANNING = HostPlanning(_host_plan_request)
 
 
 # --- tools --------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import contextlib
 import hmac
 import inspect
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
@@ -59,6 +59,7 @@ from planner.models import PlanRequest
 from server.approval import approval_text
 from server.orchestrator import AgentList, TaskOrchestrator
 from server.render import render_graph, render_plan_json, render_timeline
+from server.stats_view import StatsView, render_stats_chart, render_stats_json, stats_view
 from server.views import ExecutionReport, PlanList, PlanView, ProgressView, ToolList
 
 __all__ = [
@@ -88,7 +89,8 @@ returns at once, then get_progress). In a step's arguments, "${step_id}" or
 "${step_id.key.0}" is replaced by an earlier step's output (keeping its JSON type when
 it is the whole string, as text inside a longer string); a reference adds the dependency.
 Resources: plan://{plan_id} (JSON), plan://{plan_id}/graph (Mermaid flowchart),
-plan://{plan_id}/timeline (Mermaid Gantt)."""
+plan://{plan_id}/timeline (Mermaid Gantt). get_stats says which tools are slow or fail;
+stats://tools and stats://servers (JSON), stats://chart (Mermaid)."""
 
 
 # --- argument models ----------------------------------------------------------------------
@@ -441,6 +443,33 @@ async def list_plans(
         )
 
 
+async def get_stats(
+    ctx: Context[Any, Any],
+    server: Annotated[
+        str | None, Field(description="Only this downstream server (and its tools).")
+    ] = None,
+    tool: Annotated[str | None, Field(description="Only tools of this name.")] = None,
+    since: Annotated[
+        str | None,
+        Field(
+            description="Only calls from then on: a duration back from now ('30m', '12h', "
+            "'1d', '2w') or an ISO-8601 time; omit for everything recorded."
+        ),
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=500, description="Most tools (and servers) listed.")] = 50,
+) -> StatsView:
+    """Performance statistics: which tools are slow, which fail, which servers go down.
+
+    Per tool: attempts, succeeded, failed by error kind, retries, p50 / p95 / max
+    seconds of successful calls, and the last failure with its time. Per server:
+    attempts, failures, restarts and seconds down. Least reliable first, then
+    slowest. For where one plan's time went, see get_plan's `timing`.
+    """
+    with _boundary():
+        stats = await _orchestrator(ctx).get_stats(server=server, tool=tool, since=since)
+        return stats_view(stats, limit=limit)
+
+
 async def list_tools(
     ctx: Context[Any, Any],
     server: Annotated[
@@ -547,9 +576,13 @@ async def plan_graph_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
 
 
 async def plan_timeline_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
-    """The plan's run as a Mermaid Gantt chart, one section per server."""
+    """The plan's run as a Mermaid Gantt chart, one section per server, and its critical path."""
     plan, states = await _plan_and_states(ctx, plan_id)
-    return render_timeline(plan, states)
+    try:
+        timing = await _orchestrator(ctx).plan_timing(plan, states)
+    except TaskorchError as exc:
+        raise ResourceError(str(exc)) from exc
+    return render_timeline(plan, states, timing=timing)
 
 
 def _hints(
@@ -582,6 +615,7 @@ _TOOLS: Sequence[tuple[Any, str, ToolAnnotations]] = (
     (get_plan, "Show a plan", _READ),
     (list_plans, "List plans", _READ),
     (list_tools, "List downstream tools", _READ),
+    (get_stats, "Performance statistics", _READ),
     (list_agents, "List agents", _READ),
     (
         add_agent,
@@ -589,6 +623,55 @@ _TOOLS: Sequence[tuple[Any, str, ToolAnnotations]] = (
         _hints(read_only=False, destructive=True, idempotent=True),
     ),
 )
+
+
+def _stats_resources(
+    orchestrator: TaskOrchestrator,
+) -> list[tuple[str, str, str, str, str, Callable[[], Awaitable[str]]]]:
+    """The `stats://` resources: static URIs get no context, so they close over `orchestrator`."""
+
+    async def figures() -> Any:
+        try:
+            return await orchestrator.get_stats()
+        except TaskorchError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    async def tools() -> str:
+        return render_stats_json(await figures(), "tools")
+
+    async def servers() -> str:
+        return render_stats_json(await figures(), "servers")
+
+    async def chart() -> str:
+        return render_stats_chart(await figures())
+
+    return [
+        (
+            "stats://tools",
+            "tool-stats",
+            "Tool statistics (JSON)",
+            "Every tool's calls, failures by kind, retries, p50 / p95 / max seconds, "
+            "last failure; least reliable, then slowest, first.",
+            "application/json",
+            tools,
+        ),
+        (
+            "stats://servers",
+            "server-stats",
+            "Server statistics (JSON)",
+            "Every downstream server's calls, failures, restarts and time down.",
+            "application/json",
+            servers,
+        ),
+        (
+            "stats://chart",
+            "stats-chart",
+            "Slowest tools (Mermaid)",
+            "A bar chart of the slowest tools' p95 seconds, with their p50 as a line.",
+            "text/vnd.mermaid",
+            chart,
+        ),
+    ]
 
 
 def build_server(orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> TaskorchServer:
@@ -623,6 +706,10 @@ def build_server(orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> T
         description="When each step ran, as a Mermaid Gantt chart.",
         mime_type="text/vnd.mermaid",
     )(plan_timeline_resource)
+    for uri, name, title, description, mime, handler in _stats_resources(orchestrator):
+        server.resource(uri, name=name, title=title, description=description, mime_type=mime)(
+            handler
+        )
     # The SDK's decorator is untyped; the handler it registers is typed below.
     server.completion()(_completer(orchestrator))  # type: ignore[no-untyped-call]
     return server

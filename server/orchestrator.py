@@ -37,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.records import Event, EventKind, StepState
 from executor.scheduler import ExecutionReport as RunReport
 from executor.scheduler import OnInterrupted, Scheduler, SchedulerConfig
+from executor.stats import RunAnalysis, Stats, collect_stats, parse_since, plan_analysis
 from executor.store import Store
 from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
 from server.views import (
@@ -203,6 +205,7 @@ class TaskOrchestrator:
                     log_dir=self._log_dir or self.db_path.parent / "logs",
                     default_timeout_s=limits.default_timeout_s,
                     max_timeout_s=limits.max_timeout_s,
+                    on_server_event=self._store.record_server_event,
                 )
                 self._pool = pool
                 self._caller = await stack.enter_async_context(pool)
@@ -681,7 +684,39 @@ class TaskOrchestrator:
             NotFoundError: No such plan or version.
         """
         plan, states = await self.plan_with_states(plan_id, version)
-        return plan_view(plan, states)
+        return plan_view(plan, states, await self.plan_timing(plan, states))
+
+    async def plan_timing(
+        self, plan: Plan, states: Mapping[str, StepState] | None = None
+    ) -> RunAnalysis | None:
+        """Where the plan version's latest run spent its time; `None` when it never ran."""
+        return await plan_analysis(self.store, plan, states)
+
+    async def get_stats(
+        self,
+        server: str | None = None,
+        tool: str | None = None,
+        since: str | datetime | None = None,
+    ) -> Stats:
+        """Per tool and per server figures from the store (see `executor.stats`).
+
+        Args:
+            server: Only this server.
+            tool: Only tools of this name.
+            since: Only from then on: a duration back from now (`30m`, `1d`) or a time.
+
+        Raises:
+            UserError: `since` cannot be read.
+            NotFoundError: `server` is neither configured nor in the records.
+        """
+        start = parse_since(since) if isinstance(since, str) else since
+        stats = await collect_stats(self.store, server=server, tool=tool, since=start)
+        if server is not None and server not in self.config.servers and not stats.servers:
+            known = ", ".join(sorted(self.config.servers)) or "none"
+            raise NotFoundError(
+                f"no server named {server!r} is configured or has records (configured: {known})"
+            )
+        return stats
 
     async def list_task_plans(
         self,

@@ -17,6 +17,7 @@ from executor.catalog import ToolInfo
 from executor.plan import ExecutionProgress, Plan, PlanStatus, Step, StepStatus
 from executor.policy import AgentConfig
 from executor.records import StepState
+from executor.stats import RunAnalysis
 
 if TYPE_CHECKING:
     from executor.scheduler import StepReport
@@ -118,6 +119,9 @@ class PlanView(BaseModel):
     """The steps, in the order written."""
     next_action: str = ""
     """What to do next, as a tool call to make."""
+    timing: RunAnalysis | None = None
+    """Where its latest run spent its time (critical path, each step's share, running
+    versus waiting for a slot versus retries); null when it never ran."""
 
 
 class PlanSummary(BaseModel):
@@ -309,8 +313,12 @@ def step_view(step: Step, outcome: StepState | StepReport | None) -> StepView:
     )
 
 
-def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> PlanView:
-    """Build the view of a plan version and its step states."""
+def plan_view(
+    plan: Plan,
+    states: Mapping[str, StepState] | None = None,
+    timing: RunAnalysis | None = None,
+) -> PlanView:
+    """Build the view of a plan version and its step states (and its run's timing)."""
     return PlanView(
         plan_id=plan.id,
         version=plan.version,
@@ -324,6 +332,7 @@ def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> Plan
         created_at=plan.created_at,
         steps=[step_view(step, (states or {}).get(step.id)) for step in plan.steps],
         next_action=next_action(plan),
+        timing=timing,
     )
 
 

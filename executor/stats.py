@@ -266,8 +266,9 @@ class CriticalStep(BaseModel):
     running_s: float
     """Seconds its last attempt's call took."""
     waiting_s: float
-    """Seconds it waited for a slot: before its first attempt (the run's or the
-    global limit) and in its last attempt for the server's call limit."""
+    """Seconds from ready to its first attempt (waiting for a slot under the run's
+    step limit or the limit on runs at once, and the scheduler's own hand-over),
+    plus its last attempt's wait for the server's call limit."""
     retry_s: float
     """Seconds spent on attempts before the last one, and between them (backoff)."""
     attempts: int

@@ -687,6 +687,10 @@ ORDER BY c.created_at DESC, c.rid DESC, s.position
 
 _FAILURE_MESSAGE_CHARS: Final = 300
 
+# CROSS JOIN keeps attempts the outer loop (read in table order, or by start time for
+# a window, each step looked up by its key): the planner's default, steps by tool then
+# attempts at random, is several times slower, even for one server's tools.
+#
 # The attempts of the chosen window with their tools, sorted by tool and duration: a
 # tool's rows are consecutive, its attempts without a duration (those that did not
 # succeed) first, so its k-th fastest successful call is at id first + (n_all - n_ok)
@@ -724,7 +728,8 @@ SELECT s.server, s.tool, a.status, a.attempt > 1,
        CASE WHEN a.status = 'failed' THEN a.step_id END,
        CASE WHEN a.status = 'failed' THEN a.error END
 FROM attempts AS a
-{join} steps AS s ON s.plan_id = a.plan_id AND s.version = a.version AND s.step_id = a.step_id
+CROSS JOIN steps AS s
+    ON s.plan_id = a.plan_id AND s.version = a.version AND s.step_id = a.step_id
 WHERE {where}
 ORDER BY s.server, s.tool, dur
 """
@@ -807,7 +812,9 @@ def _tool_stats_from_temp(conn: sqlite3.Connection) -> list[ToolCallStats]:
 
 
 def _cut(text: str, limit: int) -> str:
-    flat = " ".join(text.split())
+    # The first line says what happened; what follows (a server's stderr) stays with
+    # the step's error in the plan.
+    flat = " ".join(text.strip().split("\n", 1)[0].split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
@@ -926,6 +933,10 @@ class Store:
         # Uncontended, taking the lock does not yield: a commit is on the path from a
         # step's end to its dependents' start, and a yield there is one event-loop turn.
         self._lock = anyio.Lock(fast_acquire=True)
+        # Long reads (statistics) go through a connection of their own, opened on first
+        # use: in WAL mode they then never hold up a run's commits on the main one.
+        self._apart: aiosqlite.Connection | None = None
+        self._apart_lock = anyio.Lock()
 
     @classmethod
     async def open(
@@ -974,7 +985,12 @@ class Store:
         return cls(db, file)
 
     async def close(self) -> None:
-        """Finish the transaction in progress, if any, and close the connection."""
+        """Finish the transaction in progress, if any, and close the connection(s)."""
+        async with self._apart_lock:
+            apart, self._apart = self._apart, None
+            if apart is not None:
+                with anyio.CancelScope(shield=True):
+                    await apart.close()
         async with self._lock:
             db, self._db = self._db, None
             if db is None:
@@ -1025,12 +1041,20 @@ class Store:
                     raise _store_error(self.path, exc) from exc
         return result
 
-    async def _read_on_thread(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
-        """Run `body` (several reads, temp tables at most) in one call on the worker thread."""
-        async with self._lock:
-            db = self._require_db()
+    async def _read_apart(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `body` (reads, and temporary tables) on the read connection's worker thread.
+
+        One call for the whole body; it may take a while (a sort over every attempt)
+        without delaying the writes on the main connection.
+        """
+        async with self._apart_lock:
+            self._require_db()
             try:
-                return await _on_worker_thread(db, _call_body, body)
+                if self._apart is None:
+                    apart = await aiosqlite.connect(self.path, isolation_level=None)
+                    apart.row_factory = sqlite3.Row
+                    self._apart = apart
+                return await _on_worker_thread(self._apart, _call_body, body)
             except sqlite3.Error as exc:
                 raise _store_error(self.path, exc) from exc
 
@@ -1607,11 +1631,7 @@ class Store:
         if tool is not None:
             clauses.append("s.tool = :tool")
             params["tool"] = tool
-        # Attempts first (read in table order, each step looked up by its key) is
-        # several times faster than the planner's default of steps by tool then
-        # attempts, unless one server's steps are wanted (its index then narrows them).
-        join = "JOIN" if server is not None and since is None else "CROSS JOIN"
-        fill = _FILL_TOOL_ATTEMPTS.format(join=join, where=" AND ".join(clauses))
+        fill = _FILL_TOOL_ATTEMPTS.format(where=" AND ".join(clauses))
 
         def body(conn: sqlite3.Connection) -> list[ToolCallStats]:
             conn.execute(_DROP_TOOL_ATTEMPTS)
@@ -1622,7 +1642,7 @@ class Store:
             finally:
                 conn.execute(_DROP_TOOL_ATTEMPTS)
 
-        return await self._read_on_thread(body)
+        return await self._read_apart(body)
 
 
 def _prepare_path(path: str | os.PathLike[str]) -> Path:

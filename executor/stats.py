@@ -136,43 +136,63 @@ class Availability:
     last_down_reason: str | None = None
 
 
-def _overlap_s(start: datetime, end: datetime, since: datetime | None) -> float:
-    if since is not None and start < since:
-        start = since
-    return max((end - start).total_seconds(), 0.0)
-
-
 def server_availability(
     events: Sequence[ServerEvent], *, since: datetime | None, now: datetime
 ) -> dict[str, Availability]:
-    """Restarts and time down per server, from `ServerEvent`s sorted by owner, server, time.
+    """Restarts and time down per server, from its `ServerEvent`s (any order).
 
-    A stretch of down time runs from a `down` to the same pool's next `up` or
-    `closed` of that server (or to `now` while none came), clipped to the window.
+    Each process's pool reports what it saw. A stretch of down time starts at a
+    pool's `down` and ends at its `closed` (that process stopped), or at an `up`
+    reported by any pool: a server seen up is up, which also ends the stretch of
+    a process that was killed before it could say so. A stretch nothing ended runs
+    to `now` (the server is down now). Stretches seen by several processes at once
+    count once (their union), clipped to the window from `since` to `now`.
     """
     found: dict[str, Availability] = {}
-    down_since: dict[tuple[str, str], datetime] = {}
-    for event in events:
-        key = (event.owner, event.server)
+    stretches: dict[str, list[tuple[datetime, datetime]]] = {}
+    open_by: dict[str, dict[str, datetime]] = {}
+    for event in sorted(events, key=lambda e: (e.server, e.at)):
         figures = found.setdefault(event.server, Availability())
-        opened = down_since.pop(key, None)
-        if opened is not None and event.kind is not ServerEventKind.DOWN:
-            figures.down_s += _overlap_s(opened, event.at, since)
+        opened = open_by.setdefault(event.server, {})
+        done = stretches.setdefault(event.server, [])
+        in_window = since is None or event.at >= since
         if event.kind is ServerEventKind.DOWN:
-            down_since[key] = opened if opened is not None else event.at
-        elif event.kind is ServerEventKind.UP and event.restart:
-            if since is None or event.at >= since:
-                figures.restarts += 1
-    for (_, server), at in down_since.items():
-        figures = found[server]
-        figures.down_s += _overlap_s(at, now, since)
-        figures.down_now = True
-    for event in events:
-        if event.kind is ServerEventKind.DOWN and (since is None or event.at >= since):
-            figures = found[event.server]
-            if figures.last_down_at is None or event.at >= figures.last_down_at:
+            opened.setdefault(event.owner, event.at)
+            if in_window:
                 figures.last_down_at, figures.last_down_reason = event.at, event.reason
+        elif event.kind is ServerEventKind.CLOSED:
+            start = opened.pop(event.owner, None)
+            if start is not None:
+                done.append((start, event.at))
+        else:
+            done.extend((start, event.at) for start in opened.values())
+            opened.clear()
+            if event.restart and in_window:
+                figures.restarts += 1
+    for server, figures in found.items():
+        still = open_by.get(server, {})
+        figures.down_now = bool(still)
+        spans = stretches[server] + [(start, now) for start in still.values()]
+        figures.down_s = _union_s(spans, since, now)
     return found
+
+
+def _union_s(
+    spans: Sequence[tuple[datetime, datetime]], since: datetime | None, now: datetime
+) -> float:
+    """Seconds covered by `spans`, overlaps counted once, within `since` to `now`."""
+    total = 0.0
+    reach: datetime | None = None
+    for start, end in sorted(spans):
+        if since is not None:
+            start = max(start, since)
+        end = min(end, now)
+        if reach is not None:
+            start = max(start, reach)
+        if end > start:
+            total += (end - start).total_seconds()
+        reach = end if reach is None else max(reach, end)
+    return total
 
 
 def _tool_order(stats: ToolCallStats) -> tuple[float, float, str, str]:

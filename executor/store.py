@@ -1571,7 +1571,7 @@ class Store:
     async def get_server_events(
         self, *, server: str | None = None, since: datetime | None = None
     ) -> list[ServerEvent]:
-        """Return server availability events, by owner, server and time.
+        """Return server availability events, by server and time.
 
         Args:
             server: Only this server's.
@@ -1586,7 +1586,7 @@ class Store:
                 " WHERE at < :since GROUP BY owner, server))"
             )
         rows = await self._read(
-            f"SELECT * FROM server_events WHERE {where} ORDER BY owner, server, at, id", params
+            f"SELECT * FROM server_events WHERE {where} ORDER BY server, at, id", params
         )
         return [
             ServerEvent(

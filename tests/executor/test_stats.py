@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import executor.store as store_module
@@ -30,6 +32,7 @@ from executor.scheduler import ExecutionReport, Scheduler, SchedulerConfig
 from executor.stats import analyse_run, collect_stats, parse_since, plan_analysis
 from executor.store import Store, WriteBatch
 from tests.executor.scheduler_support import engine_spec, save_confirmed
+from tests.fixtures.helpers import HANG_GUARD_S
 
 RETRY = {"initial_interval_s": 0.01, "maximum_interval_s": 0.02, "maximum_attempts": 3}
 
@@ -287,14 +290,16 @@ def test_a_long_critical_path_is_listed_within_bounds() -> None:
 
 
 @pytest.mark.anyio
-async def test_down_time_is_clipped_to_the_window_and_open_stretches_run_to_now(
+async def test_down_time_is_clipped_counted_once_and_ended_by_any_up(
     tmp_path: Path,
 ) -> None:
     t0 = utc_now() - timedelta(hours=3)
 
-    def event(kind: ServerEventKind, minutes: int, owner: str = "p1", **extra: Any) -> ServerEvent:
+    def event(
+        kind: ServerEventKind, minutes: int, owner: str = "p1", server: str = "s", **extra: Any
+    ) -> ServerEvent:
         return ServerEvent(
-            owner=owner, server="s", kind=kind, at=t0 + timedelta(minutes=minutes), **extra
+            owner=owner, server=server, kind=kind, at=t0 + timedelta(minutes=minutes), **extra
         )
 
     events = [
@@ -306,6 +311,11 @@ async def test_down_time_is_clipped_to_the_window_and_open_stretches_run_to_now(
         # Another process saw it too, and still sees it down.
         event(ServerEventKind.UP, 150, owner="p2"),
         event(ServerEventKind.DOWN, 170, owner="p2", reason="third"),
+        # Server `t`: p3 saw it go down and was killed before it saw more; p4 saw it
+        # down too (overlapping: counted once), then up: that ends p3's stretch too.
+        event(ServerEventKind.DOWN, 0, owner="p3", server="t"),
+        event(ServerEventKind.DOWN, 5, owner="p4", server="t"),
+        event(ServerEventKind.UP, 20, owner="p4", server="t"),
     ]
     async with await Store.open(tmp_path / "t.db") as store:
         for e in events:
@@ -315,13 +325,15 @@ async def test_down_time_is_clipped_to_the_window_and_open_stretches_run_to_now(
         window = await collect_stats(store, since=t0 + timedelta(minutes=30), now=now)
         later = await collect_stats(store, since=t0 + timedelta(minutes=105), now=now)
 
-    (s,) = everything.servers
+    s, t = sorted(everything.servers, key=lambda x: x.server)
+    assert (t.server, t.restarts, t.down_now) == ("t", 0, False)
+    assert t.down_s == pytest.approx(20 * 60)
     assert (s.restarts, s.down_now) == (1, True)
     assert s.down_s == pytest.approx((30 + 10 + 10) * 60)
     assert s.last_down_reason == "third"
-    (w,) = window.servers
+    w = next(x for x in window.servers if x.server == "s")
     assert w.restarts == 1 and w.down_s == pytest.approx((10 + 10 + 10) * 60)
-    (late,) = later.servers
+    late = next(x for x in later.servers if x.server == "s")
     assert late.restarts == 0 and late.down_s == pytest.approx((5 + 10) * 60)
     assert late.last_down_reason == "third"
 
@@ -394,3 +406,34 @@ async def test_a_schema_2_file_migrates_and_its_attempts_still_count(
     assert attempt.call_s is None
     assert (t.calls, t.succeeded) == (1, 1)
     assert t.p50_s == pytest.approx(0.25, abs=2e-3)  # julianday keeps milliseconds
+
+
+@pytest.mark.anyio
+async def test_a_long_statistics_read_never_holds_up_a_run_s_writes(tmp_path: Path) -> None:
+    plan = Plan(id=PlanId("p"), query="q", steps=(Step(id="s0", server="x", tool="t"),))
+    reading = threading.Event()
+    release = threading.Event()
+
+    def long_read(conn: sqlite3.Connection) -> int:
+        # Stands for a sort over many attempts: holds its connection until released.
+        count = int(conn.execute("SELECT count(*) FROM attempts").fetchone()[0])
+        reading.set()
+        release.wait(HANG_GUARD_S)
+        return count
+
+    async with await Store.open(tmp_path / "t.db") as store:
+        await store.save_plan(plan)
+        async with anyio.create_task_group() as tg:
+            results: list[int] = []
+
+            async def read() -> None:
+                results.append(await store._read_apart(long_read))
+
+            tg.start_soon(read)
+            await anyio.to_thread.run_sync(reading.wait, HANG_GUARD_S)
+            with anyio.fail_after(HANG_GUARD_S):  # a hang guard: the write must not wait
+                await store.write(WriteBatch(attempts=[_attempt("s0", 1, StepStatus.RUNNING)]))
+                assert len(await store.get_attempts("p", 1)) == 1
+            assert not results  # the read is still going on
+            release.set()
+        assert results == [0]  # what it counted before the write

@@ -43,7 +43,7 @@ __all__ = [
     "server_availability",
 ]
 
-CRITICAL_PATH_SHOWN = 20
+CRITICAL_PATH_SHOWN = 10
 """Steps of a critical path listed in an analysis; the rest are counted."""
 
 _FROZEN = ConfigDict(frozen=True)

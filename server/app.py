@@ -456,7 +456,7 @@ async def get_stats(
             "'1d', '2w') or an ISO-8601 time; omit for everything recorded."
         ),
     ] = None,
-    limit: Annotated[int, Field(ge=1, le=500, description="Most tools (and servers) listed.")] = 50,
+    limit: Annotated[int, Field(ge=1, le=100, description="Most tools (and servers) listed.")] = 20,
 ) -> StatsView:
     """Performance statistics: which tools are slow, which fail, which servers go down.
 

@@ -28,7 +28,7 @@ __all__ = [
     "tool_rows",
 ]
 
-RESOURCE_ROWS = 200
+RESOURCE_ROWS = 50
 """Most tools (or servers) a `stats://` resource lists; the rest are counted."""
 
 _CHART_TOOLS = 15
@@ -84,7 +84,7 @@ def render_stats_json(stats: Stats, which: str) -> str:
 
 def _label(text: str, limit: int = 40) -> str:
     # Inside a quoted xychart label a quote, bracket or comma would end it early.
-    flat = _LABEL_UNSAFE.sub(" ", " ".join(text.split())).strip()
+    flat = " ".join(_LABEL_UNSAFE.sub(" ", text).split())
     return flat[:limit].rstrip() or "tool"
 
 

@@ -17,9 +17,13 @@ import pytest
 from mcp import Client
 from mcp_types import TextResourceContents
 
+from executor.plan import utc_now
+from executor.records import ToolCallStats
+from executor.stats import Stats
 from server.app import build_server
 from server.config import load_config
 from server.orchestrator import TaskOrchestrator
+from server.stats_view import RESOURCE_ROWS, render_stats_chart, render_stats_json
 from tests.e2e.support import clean_env, run_cli, structured, tool_text, write_config
 from tests.executor.scheduler_support import ENGINE_SERVER
 
@@ -95,6 +99,7 @@ async def test_get_stats_resources_and_plan_timing_report_what_the_plans_did(
         short = structured(await client.call_tool("get_stats", {"limit": 1}))
         bad_since = await client.call_tool("get_stats", {"since": "last tuesday"})
         ghost = await client.call_tool("get_stats", {"server": "ghost"})
+        no_rows = await client.call_tool("get_stats", {"limit": 0})
         tools_json = json.loads(await _read(client, "stats://tools"))
         servers_json = json.loads(await _read(client, "stats://servers"))
         chart = await _read(client, "stats://chart")
@@ -140,6 +145,7 @@ async def test_get_stats_resources_and_plan_timing_report_what_the_plans_did(
     assert len(short["tools"]) == 1 and short["tools_omitted"] == 1
     assert bad_since.is_error and "since must be a duration" in tool_text(bad_since)
     assert ghost.is_error and "no server named 'ghost'" in tool_text(ghost)
+    assert no_rows.is_error and "limit" in tool_text(no_rows)
 
     # The resources say the same as the tool.
     assert tools_json["tools"] == stats["tools"] and tools_json["omitted"] == 0
@@ -240,3 +246,21 @@ async def test_taskorch_stats_prints_the_figures_as_tables(tmp_path: Path) -> No
     bad = run_cli("stats", "--since", "soon", *common, env=env)
     assert bad.returncode == 2
     assert "since must be a duration back from now" in bad.stderr
+
+
+def test_resources_are_bounded_and_chart_labels_cannot_break_out() -> None:
+    now = utc_now()
+    tools = [
+        ToolCallStats(
+            server="s", tool=f't{i:02d}"] ; click', calls=1, succeeded=1, failed=0, p50_s=i, p95_s=i
+        )
+        for i in range(RESOURCE_ROWS + 7)
+    ]
+    stats = Stats(since=None, until=now, tools=tools, servers=[])
+    body = json.loads(render_stats_json(stats, "tools"))
+    assert len(body["tools"]) == RESOURCE_ROWS and body["omitted"] == 7
+    chart = render_stats_chart(stats)
+    axis = next(line for line in chart.splitlines() if "x-axis" in line)
+    # Fifteen labels, slowest first, each quoted once: nothing inside can end one early.
+    assert axis.count('"') == 2 * 15
+    assert '"s.t56 click"' in axis and ";" not in axis and "]" not in axis[:-1]

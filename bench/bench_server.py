@@ -57,8 +57,8 @@ async def _one(workdir: Path, index: int) -> float:
         async with Client(stdio_client(params, errlog=errlog)) as client:
             tools = await client.list_tools()
             elapsed = time.perf_counter() - t0
-    if len(tools.tools) != 10:
-        raise RuntimeError(f"expected taskorch's 10 tools, got {len(tools.tools)}")
+    if len(tools.tools) != 11:
+        raise RuntimeError(f"expected taskorch's 11 tools, got {len(tools.tools)}")
     return elapsed
 
 

@@ -9,7 +9,38 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import Catalog
 
-__all__ = ["ProgressFn", "ToolCaller", "ToolResult"]
+__all__ = ["ProgressFn", "ToolCaller", "ToolResult", "share_long_strings"]
+
+_LONG = 1024
+"""Strings at least this long are worth sharing (see `share_long_strings`)."""
+
+
+def share_long_strings(content: list[dict[str, Any]], structured: Any) -> Any:
+    """`structured`, with each long string equal to a text block's text replaced by it.
+
+    Tools that return structured content usually repeat it as text (a file read:
+    the file in a text block and in `structuredContent`). Parsed, the two are
+    separate objects; sharing one halves the memory a large result holds while it
+    is stored. Containers are changed in place; the value is the same.
+    """
+    texts = {
+        t: t
+        for b in content
+        if b.get("type") == "text" and isinstance(t := b.get("text"), str) and len(t) >= _LONG
+    }
+    if not texts or structured is None:
+        return structured
+    stack: list[Any] = [structured]
+    while stack:
+        node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        for key, item in items:
+            if isinstance(item, str):
+                if len(item) >= _LONG and item in texts:
+                    node[key] = texts[item]
+            elif isinstance(item, dict | list):
+                stack.append(item)
+    return structured
 
 
 class ToolResult(BaseModel):

@@ -29,8 +29,16 @@ opening) and shared by every call:
   and ignores case; a filtered tool can be neither listed nor called), refreshed
   when the server reports `tools/list_changed` (a notification before
   2026-07-28, a `subscriptions/listen` event after).
-- **Errors.** Failures raise `ToolCallError` with an `ErrorKind`; an `isError`
-  result is returned, not raised. Messages keep the server's own words.
+- **Errors.** Failures raise `ToolCallError` with an `ErrorKind` and a
+  `Delivery` (whether the request may have reached the tool), both from one
+  table, `_FAILURES`. An `isError` result is returned, not raised, unless it is
+  a protocol error in disguise: the TypeScript SDK answers argument and protocol
+  errors as `isError` results reading "MCP error -32602: ...", and those fail
+  like the JSON-RPC errors they are. Messages keep the server's own words.
+- **Secrets.** Everything a server sends enters taskorch here, so here the
+  configured secrets (`env` and `headers` values, and any `secrets` given) are
+  scrubbed from it (`executor.redact`): error messages, results, progress
+  messages, tool listings, and stderr (in `StderrLog`).
 """
 
 from __future__ import annotations
@@ -40,8 +48,10 @@ import logging
 import math
 import re
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -59,10 +69,11 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from executor._utils import leaf_exceptions
-from executor.calls import ProgressFn, ToolResult
+from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
-from executor.errors import ErrorKind, InternalError, ToolCallError
+from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
 from executor.records import ServerEvent, ServerEventKind
+from executor.redact import Scrubber
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
@@ -73,6 +84,8 @@ from executor.specs import (
     WebSocketServerSpec,
 )
 from executor.transports import (
+    DEFAULT_LOG_LINES_PER_S,
+    DEFAULT_LOG_MAX_BYTES,
     HTTP_NOTE,
     HttpNote,
     StderrLog,
@@ -167,6 +180,124 @@ def classify_exception(exc: BaseException) -> ErrorKind:
     return ErrorKind.INTERNAL
 
 
+class _Failure(StrEnum):
+    """Every way the pool sees a call fail; `_FAILURES` says what each one means."""
+
+    NO_SERVER = "no_server"
+    TOOL_HIDDEN = "tool_hidden"
+    BAD_TIMEOUT = "bad_timeout"
+    NOT_SENT = "not_sent"
+    """No session, or no tool listing, to send the request with (the cause says why)."""
+    UNKNOWN_TOOL = "unknown_tool"
+    QUEUED_TOO_LONG = "queued_too_long"
+    """The deadline passed before the request went out."""
+    NO_ANSWER = "no_answer"
+    """The deadline passed after the request went out."""
+    SESSION_FORGOTTEN = "session_forgotten"
+    UNAUTHENTICATED = "unauthenticated"
+    FORBIDDEN = "forbidden"
+    UNREACHABLE = "unreachable"
+    CONNECTION_BROKE = "connection_broke"
+    GATEWAY_ERROR = "gateway_error"
+    SERVER_ERROR = "server_error"
+    HTTP_REFUSED = "http_refused"
+    POOL_CLOSED = "pool_closed"
+    SERVER_EXITED = "server_exited"
+    CONNECTION_LOST = "connection_lost"
+    INVALID_ANSWER = "invalid_answer"
+    INVALID_REQUEST = "invalid_request"
+    METHOD_NOT_FOUND = "method_not_found"
+    """Also a tool that requires task augmentation (MCP 2025-11-25 tasks)."""
+    INVALID_PARAMS = "invalid_params"
+    SERVER_TIMEOUT = "server_timeout"
+    TOOL_FAILED = "tool_failed"
+
+
+_D = Delivery
+_FAILURES: dict[_Failure, tuple[ErrorKind | None, Delivery]] = {
+    # Before the request goes out: nothing can have run.
+    _Failure.NO_SERVER: (ErrorKind.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
+    _Failure.TOOL_HIDDEN: (ErrorKind.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
+    _Failure.BAD_TIMEOUT: (ErrorKind.INVALID_ARGUMENTS, _D.NOT_DELIVERED),
+    _Failure.NOT_SENT: (None, _D.NOT_DELIVERED),  # the kind is its cause's
+    _Failure.UNKNOWN_TOOL: (ErrorKind.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
+    _Failure.QUEUED_TOO_LONG: (ErrorKind.TIMEOUT, _D.NOT_DELIVERED),
+    # Refused on the way in (HTTP): the request was not run.
+    _Failure.SESSION_FORGOTTEN: (ErrorKind.NETWORK, _D.NOT_DELIVERED),
+    _Failure.UNAUTHENTICATED: (ErrorKind.AUTHENTICATION, _D.NOT_DELIVERED),
+    _Failure.FORBIDDEN: (ErrorKind.AUTHORIZATION, _D.NOT_DELIVERED),
+    _Failure.UNREACHABLE: (ErrorKind.NETWORK, _D.NOT_DELIVERED),
+    # Sent, and then no answer: it may have run.
+    _Failure.NO_ANSWER: (ErrorKind.TIMEOUT, _D.AMBIGUOUS),
+    _Failure.CONNECTION_BROKE: (ErrorKind.NETWORK, _D.AMBIGUOUS),
+    _Failure.GATEWAY_ERROR: (ErrorKind.NETWORK, _D.AMBIGUOUS),
+    _Failure.SERVER_ERROR: (ErrorKind.TOOL_ERROR, _D.AMBIGUOUS),
+    _Failure.POOL_CLOSED: (ErrorKind.TOOL_UNAVAILABLE, _D.AMBIGUOUS),
+    _Failure.SERVER_EXITED: (ErrorKind.TOOL_UNAVAILABLE, _D.AMBIGUOUS),
+    _Failure.CONNECTION_LOST: (ErrorKind.NETWORK, _D.AMBIGUOUS),
+    _Failure.SERVER_TIMEOUT: (ErrorKind.TIMEOUT, _D.AMBIGUOUS),
+    # The server answered no.
+    _Failure.HTTP_REFUSED: (ErrorKind.TOOL_ERROR, _D.ANSWERED),
+    _Failure.INVALID_ANSWER: (ErrorKind.TOOL_ERROR, _D.ANSWERED),
+    _Failure.INVALID_REQUEST: (ErrorKind.INVALID_ARGUMENTS, _D.ANSWERED),
+    _Failure.METHOD_NOT_FOUND: (ErrorKind.TOOL_UNAVAILABLE, _D.ANSWERED),
+    _Failure.INVALID_PARAMS: (ErrorKind.INVALID_ARGUMENTS, _D.ANSWERED),
+    _Failure.TOOL_FAILED: (ErrorKind.TOOL_ERROR, _D.ANSWERED),
+}
+"""What each call failure means: its kind, and whether the request may have reached the tool."""
+
+_CODE_FAILURES: dict[int, _Failure] = {
+    mcp_types.INVALID_REQUEST: _Failure.INVALID_REQUEST,
+    mcp_types.METHOD_NOT_FOUND: _Failure.METHOD_NOT_FOUND,
+    mcp_types.INVALID_PARAMS: _Failure.INVALID_PARAMS,
+    mcp_types.REQUEST_TIMEOUT: _Failure.SERVER_TIMEOUT,
+    mcp_types.CONNECTION_CLOSED: _Failure.CONNECTION_LOST,
+}
+"""JSON-RPC error codes a server answers with; any other is `TOOL_FAILED`."""
+
+# The TypeScript SDK answers a protocol error from a tool call as an `isError`
+# result with this text (its McpError's message) instead of a JSON-RPC error.
+_DISGUISED_PROTOCOL_ERROR = re.compile(r"MCP error (-3260[012]): ")
+
+
+def _failure_error(
+    failure: _Failure, message: str, *, server: str, tool: str = "", cause: ErrorKind | None = None
+) -> ToolCallError:
+    """The error for a call's failure, classified by `_FAILURES`."""
+    kind, delivery = _FAILURES[failure]
+    kind = kind or cause or ErrorKind.TOOL_UNAVAILABLE
+    return ToolCallError(kind, message, server=server, tool=tool, delivery=delivery)
+
+
+def _http_failure(note: HttpNote) -> _Failure | None:
+    """What the HTTP layer's note says about a failed request, when it could tell."""
+    if note.kind is ErrorKind.AUTHENTICATION:
+        return _Failure.UNAUTHENTICATED
+    if note.kind is ErrorKind.AUTHORIZATION:
+        return _Failure.FORBIDDEN
+    if note.kind is ErrorKind.NETWORK:
+        return _Failure.CONNECTION_BROKE if note.delivered else _Failure.UNREACHABLE
+    return None
+
+
+def _disguised_protocol_error(raw: mcp_types.CallToolResult) -> tuple[_Failure, str] | None:
+    """The protocol error an `isError` result stands for, with its words, when it is one."""
+    if not raw.is_error or len(raw.content) != 1:
+        return None
+    block = raw.content[0]
+    if not isinstance(block, mcp_types.TextContent):
+        return None
+    match = _DISGUISED_PROTOCOL_ERROR.match(block.text)
+    return None if match is None else (_CODE_FAILURES[int(match.group(1))], block.text)
+
+
+@dataclass(slots=True)
+class _Sending:
+    """Whether a call's request has gone out: a timeout after that may have let it run."""
+
+    sent: bool = False
+
+
 def _annotations(raw: mcp_types.ToolAnnotations | None) -> ToolAnnotations:
     if raw is None:
         return ToolAnnotations()
@@ -194,14 +325,29 @@ def _tool_info(server: str, tool: mcp_types.Tool) -> ToolInfo:
     )
 
 
-def _to_result(raw: mcp_types.CallToolResult) -> ToolResult:
+def _to_result(raw: mcp_types.CallToolResult, scrub: Scrubber) -> ToolResult:
     # Built by us from an already validated result: skip revalidation on the hot path.
+    content = scrub.json(
+        [block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in raw.content]
+    )
     return ToolResult.model_construct(
-        content=[
-            block.model_dump(mode="json", by_alias=True, exclude_none=True) for block in raw.content
-        ],
-        structured_content=raw.structured_content,
+        content=content,
+        structured_content=share_long_strings(content, scrub.json(raw.structured_content)),
         is_error=bool(raw.is_error),
+    )
+
+
+def _scrubbed_tool(tool: mcp_types.Tool, scrub: Scrubber) -> mcp_types.Tool:
+    """The tool with secrets scrubbed from what a planner or host will read of it."""
+    if not scrub:
+        return tool
+    return tool.model_copy(
+        update={
+            "title": scrub.json(tool.title),
+            "description": scrub.json(tool.description),
+            "input_schema": scrub.json(tool.input_schema),
+            "output_schema": scrub.json(tool.output_schema),
+        }
     )
 
 
@@ -325,7 +471,14 @@ class _Server:
         return self.stderr.tail() if self.stderr is not None else ()
 
     def error(self, kind: ErrorKind, message: str, tool: str = "") -> ToolCallError:
-        return ToolCallError(kind, message, server=self.name, tool=tool)
+        # Every failure the pool reports is built here: the one place to scrub its words.
+        return ToolCallError(kind, self.pool.scrub.text(message), server=self.name, tool=tool)
+
+    def failure(
+        self, failure: _Failure, message: str, tool: str, cause: ErrorKind | None = None
+    ) -> ToolCallError:
+        message = self.pool.scrub.text(message)  # scrubbed here, as in `error`
+        return _failure_error(failure, message, server=self.name, tool=tool, cause=cause)
 
     # ----------------------------------------------------------------- filters
 
@@ -343,7 +496,7 @@ class _Server:
 
     def set_tools(self, tools: Sequence[mcp_types.Tool]) -> None:
         self.tools = {
-            tool.name: _tool_info(self.name, tool)
+            tool.name: _tool_info(self.name, _scrubbed_tool(tool, self.pool.scrub))
             for tool in tools
             if self.filter_reason(tool.name) is None
         }
@@ -403,10 +556,10 @@ class _Server:
 
     def died(self, conn: _Connection) -> None:
         """Report a session that ended under us, once its exit details are known."""
-        message = _with_stderr(conn.death(), self.stderr_tail())
-        logger.warning("downstream server %r: %s", self.name, message)
+        error = self.error(self.death_kind(conn), _with_stderr(conn.death(), self.stderr_tail()))
+        logger.warning("downstream server %r: %s", self.name, error.message)
         if conn is self.conn and self.last_error is not None:
-            self.last_error = self.error(self.death_kind(conn), message)
+            self.last_error = error
 
     def down_error(self, wait: float) -> ToolCallError:
         last = self.last_error
@@ -534,6 +687,9 @@ class Pool:
         shutdown_grace_s: float = 2.0,
         kill_grace_s: float = 2.0,
         stderr_lines: int = 40,
+        log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+        log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
+        secrets: Iterable[str] = (),
         on_server_event: ServerEventFn | None = None,
     ) -> None:
         """Configure the pool; nothing is started until first use.
@@ -551,6 +707,12 @@ class Pool:
             shutdown_grace_s: Time a stdio server gets to exit once its stdin closes.
             kill_grace_s: Time its process group gets between SIGTERM and SIGKILL.
             stderr_lines: Lines of each stdio server's stderr kept in memory.
+            log_max_bytes: Size at which a server's log file is rotated (one
+                previous file is kept, so its logs take at most twice this).
+            log_lines_per_s: Lines a second a server's log file takes once a
+                burst is spent; lines beyond are dropped and counted.
+            secrets: Values to scrub from everything servers send, besides the
+                servers' own `env` and `headers` values (such as the HTTP token).
             on_server_event: Receives, in order, every session opened (`up`), lost
                 or never opened (`down`, once until it is up again) and every server
                 still down when the pool closes (`closed`). One task of the pool
@@ -579,12 +741,20 @@ class Pool:
         self.restart_backoff_max_s = restart_backoff_max_s
         self.shutdown_grace_s = shutdown_grace_s
         self.kill_grace_s = kill_grace_s
+        self.scrub = Scrubber.for_servers(servers.values(), extra=secrets)
+        """Replaces configured secrets in everything the servers send."""
         self._servers: dict[str, _Server] = {}
         for name, spec in servers.items():
             stderr = None
             if isinstance(spec, StdioServerSpec):
                 path = log_dir / f"{_safe_name(name)}.log" if log_dir is not None else None
-                stderr = StderrLog(path, max_lines=stderr_lines)
+                stderr = StderrLog(
+                    path,
+                    max_lines=stderr_lines,
+                    max_bytes=log_max_bytes,
+                    lines_per_s=log_lines_per_s,
+                    scrubber=self.scrub,
+                )
             self._servers[name] = _Server(self, name, spec, stderr)
         self._tg: anyio.abc.TaskGroup | None = None
         self._on_server_event = on_server_event
@@ -703,7 +873,9 @@ class Pool:
                 )
         except Exception as exc:
             if started:
-                logger.warning("session to %r ended with an error: %r", srv.name, exc)
+                logger.warning(
+                    "session to %r ended with an error: %s", srv.name, self.scrub.text(repr(exc))
+                )
             elif opening.error is None:
                 await conn.settle()
                 opening.error = self._connect_error(srv, conn, exc, note)
@@ -747,8 +919,8 @@ class Pool:
         if events is None:
             return
         if reason is not None:
-            # The reason only, never the server's stderr; one line, bounded.
-            flat = " ".join(reason.split(_STDERR_HEADER, 1)[0].split())
+            # The reason only, never the server's stderr; one line, bounded, scrubbed.
+            flat = " ".join(self.scrub.text(reason).split(_STDERR_HEADER, 1)[0].split())
             reason = flat[:_EVENT_REASON_CHARS]
         event = ServerEvent(
             owner=self.owner, server=srv.name, kind=kind, restart=restart, reason=reason
@@ -840,7 +1012,8 @@ class Pool:
                 try:
                     await srv.refresh_tools(conn)
                 except (ToolCallError, RuntimeError, ValidationError) as exc:
-                    logger.warning("refreshing the tools of %r failed: %s", srv.name, exc)
+                    words = self.scrub.text(str(exc))
+                    logger.warning("refreshing the tools of %r failed: %s", srv.name, words)
                 else:
                     logger.info("tools of %r changed (%d now)", srv.name, len(srv.tools))
 
@@ -872,8 +1045,8 @@ class Pool:
         srv = self._servers.get(server)
         if srv is None:
             known = ", ".join(sorted(self._servers)) or "none"
-            raise ToolCallError(
-                ErrorKind.TOOL_UNAVAILABLE,
+            raise _failure_error(
+                _Failure.NO_SERVER,
                 f"no downstream server named {server!r} is configured (configured: {known})",
                 server=server,
             )
@@ -906,18 +1079,17 @@ class Pool:
         srv = self._lookup(server)
         hidden = srv.filter_reason(tool)
         if hidden is not None:
-            raise srv.error(
-                ErrorKind.TOOL_UNAVAILABLE, f"the tool is not available: {hidden}", tool
-            )
+            raise srv.failure(_Failure.TOOL_HIDDEN, f"the tool is not available: {hidden}", tool)
         idle = (
             timeout_s if timeout_s is not None else (srv.spec.timeout_s or self.default_timeout_s)
         )
         if not idle > 0:
             message = f"timeout_s must be positive, got {idle!r}"
-            raise srv.error(ErrorKind.INVALID_ARGUMENTS, message, tool)
+            raise srv.failure(_Failure.BAD_TIMEOUT, message, tool)
         start = anyio.current_time()
         hard = start + self.max_timeout_s
         limiter = srv.limiter
+        sending = _Sending()
         try:
             # A free slot and nobody queued: take it without the two scheduling
             # points of `await limiter.acquire()` (the request's own send is a
@@ -938,7 +1110,7 @@ class Pool:
                     await limiter.acquire()
                     held = True
                 return await self._call(
-                    srv, tool, arguments, scope, idle, hard, on_progress, armed=armed
+                    srv, tool, arguments, scope, idle, hard, on_progress, sending, armed=armed
                 )
         finally:
             if held:
@@ -948,8 +1120,14 @@ class Pool:
             why = f"the call ran for the maximum of {self.max_timeout_s:g} s"
         else:
             why = f"no answer or progress for {idle:g} s"
-        raise srv.error(
-            ErrorKind.TIMEOUT,
+        if not sending.sent:
+            raise srv.failure(
+                _Failure.QUEUED_TOO_LONG,
+                f"timed out before the request could be sent: {why}",
+                tool,
+            )
+        raise srv.failure(
+            _Failure.NO_ANSWER,
             f"timed out: {why}; the server was asked to cancel it "
             "(raise `timeout_s` on the step or the server if it needs longer)",
             tool,
@@ -964,6 +1142,7 @@ class Pool:
         idle: float,
         hard: float,
         on_progress: ProgressFn | None,
+        sending: _Sending,
         *,
         armed: bool,
     ) -> ToolResult:
@@ -971,18 +1150,11 @@ class Pool:
             # Progress is a sign of life: the idle deadline starts again.
             scope.deadline = min(anyio.current_time() + idle, hard)
             if on_progress is not None:
-                await on_progress(progress, total, message)
+                await on_progress(progress, total, message and self.scrub.text(message))
 
         for attempt in (1, 2):
-            try:
-                # A resend follows a refusal, not a crash: no backoff for it.
-                conn = await srv.connection(force=attempt > 1)
-            except ToolCallError as exc:
-                raise srv.error(exc.kind, exc.message, tool) from None
-            if tool not in srv.tools:
-                await srv.refresh_tools(conn)  # it may have appeared since the last listing
-                if tool not in srv.tools:
-                    raise srv.error(ErrorKind.TOOL_UNAVAILABLE, srv.unknown_tool(tool), tool)
+            # A resend follows a refusal, not a crash: no backoff for it.
+            conn = await self._session_for(srv, tool, force=attempt > 1)
             client = conn.client
             assert client is not None
             if attempt > 1 or not armed:
@@ -990,25 +1162,45 @@ class Pool:
             note = HttpNote() if srv.is_http else None
             token = HTTP_NOTE.set(note) if note is not None else None
             try:
+                sending.sent = True
                 raw = await client.call_tool(tool, arguments, progress_callback=report)
             except MCPError as exc:
                 err, resend = await self._failure(srv, conn, tool, exc, note)
                 if resend and attempt == 1:
+                    sending.sent = False  # refused before it ran: sent again below
                     continue
                 raise err from None
             except ToolCallError as exc:  # raised by our own transports (an SSE POST failed)
                 if exc.kind is ErrorKind.NETWORK:
                     conn.mark_dead(exc.message)
-                raise srv.error(exc.kind, exc.message, tool) from None
+                failure = (_http_failure(note) if note is not None else None) or (
+                    _Failure.CONNECTION_BROKE
+                )
+                raise srv.failure(failure, exc.message, tool) from None
             except (RuntimeError, ValidationError) as exc:
                 message = f"the server's answer is not valid: {exc}"
-                raise srv.error(ErrorKind.TOOL_ERROR, message, tool) from None
+                raise srv.failure(_Failure.INVALID_ANSWER, message, tool) from None
             finally:
                 if token is not None:
                     HTTP_NOTE.reset(token)
             srv.succeeded()
-            return _to_result(raw)
+            disguised = _disguised_protocol_error(raw)
+            if disguised is not None:
+                raise srv.failure(*disguised, tool)
+            return _to_result(raw, self.scrub)
         raise InternalError("unreachable: the call loop ends by returning or raising")
+
+    async def _session_for(self, srv: _Server, tool: str, *, force: bool) -> _Connection:
+        """The session to send a call of `tool` on; when this fails, nothing was sent."""
+        try:
+            conn = await srv.connection(force=force)
+            if tool not in srv.tools:
+                await srv.refresh_tools(conn)  # it may have appeared since the last listing
+        except ToolCallError as exc:
+            raise srv.failure(_Failure.NOT_SENT, exc.message, tool, exc.kind) from None
+        if tool not in srv.tools:
+            raise srv.failure(_Failure.UNKNOWN_TOOL, srv.unknown_tool(tool), tool)
+        return conn
 
     async def _failure(
         self, srv: _Server, conn: _Connection, tool: str, exc: MCPError, note: HttpNote | None
@@ -1022,31 +1214,37 @@ class Pool:
             if words == _SESSION_GONE or (legacy and note.status == 404):
                 # Reconnect, and resend: the request was refused, not run.
                 conn.mark_dead(note.message)
-                return srv.error(ErrorKind.NETWORK, note.message, tool), not note.delivered
-            if note.kind is not None:
+                gone = _Failure.CONNECTION_BROKE if note.delivered else _Failure.SESSION_FORGOTTEN
+                return srv.failure(gone, note.message, tool), not note.delivered
+            failure = _http_failure(note)
+            if failure is not None:
                 if note.kind is ErrorKind.NETWORK:
                     conn.mark_dead(note.message)  # the next use reconnects
-                resend = note.kind is ErrorKind.NETWORK and not note.delivered
-                return srv.error(note.kind, note.message, tool), resend
+                return srv.failure(failure, note.message, tool), failure is _Failure.UNREACHABLE
             if words == _SDK_HTTP_FALLBACK:
                 # An error status without a JSON-RPC body: a gateway in trouble, or the server.
-                gateway = note.status in (502, 503, 504)
-                kind = ErrorKind.NETWORK if gateway else ErrorKind.TOOL_ERROR
-                return srv.error(kind, note.message, tool), False
+                status = note.status or 0
+                if status in (502, 503, 504):
+                    failure = _Failure.GATEWAY_ERROR
+                elif status >= 500:
+                    failure = _Failure.SERVER_ERROR
+                else:
+                    failure = _Failure.HTTP_REFUSED
+                return srv.failure(failure, note.message, tool), False
             # Otherwise the body was a JSON-RPC error: classify it like any other.
         if code == mcp_types.CONNECTION_CLOSED:
             if conn.closing:
                 message = "the pool was closed while the call was in flight"
-                return srv.error(ErrorKind.TOOL_UNAVAILABLE, message, tool), False
+                return srv.failure(_Failure.POOL_CLOSED, message, tool), False
             await conn.settle()
             conn.mark_dead(words)
             if conn.process is not None:
                 message = f"{conn.death()} while the call was in flight"
                 message = _with_stderr(message, srv.stderr_tail())
-                return srv.error(ErrorKind.TOOL_UNAVAILABLE, message, tool), False
+                return srv.failure(_Failure.SERVER_EXITED, message, tool), False
             message = f"the connection was lost: {conn.death()}"
-            return srv.error(ErrorKind.NETWORK, message, tool), False
-        return srv.error(_kind_for_code(code), words, tool), False
+            return srv.failure(_Failure.CONNECTION_LOST, message, tool), False
+        return srv.failure(_CODE_FAILURES.get(code, _Failure.TOOL_FAILED), words, tool), False
 
     async def catalog(self) -> Catalog:
         """The tools of every reachable server; opens servers as needed, concurrently.
@@ -1112,15 +1310,9 @@ class Pool:
 
 def _kind_for_code(code: int) -> ErrorKind:
     """The kind of a JSON-RPC error a server answered a request with."""
-    if code == mcp_types.INVALID_PARAMS:
-        return ErrorKind.INVALID_ARGUMENTS
-    if code == mcp_types.METHOD_NOT_FOUND:
-        return ErrorKind.TOOL_UNAVAILABLE
-    if code == mcp_types.REQUEST_TIMEOUT:
-        return ErrorKind.TIMEOUT
-    if code == mcp_types.CONNECTION_CLOSED:
-        return ErrorKind.NETWORK
-    return ErrorKind.TOOL_ERROR
+    kind, _ = _FAILURES[_CODE_FAILURES.get(code, _Failure.TOOL_FAILED)]
+    assert kind is not None
+    return kind
 
 
 _STATUS_STYLE = {"up": "green", "down": "bold red", "starting": "yellow", "not_started": "dim"}

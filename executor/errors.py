@@ -11,7 +11,7 @@ TaskorchError
 ├── StoreError                     the database cannot be used
 │   ├── SchemaTooNewError          written by a newer taskorch
 │   └── CorruptDatabaseError       not a database, or damaged
-├── ToolCallError                  a downstream call failed (carries an ErrorKind)
+├── ToolCallError                  a downstream call failed (carries an ErrorKind and a Delivery)
 └── InternalError                  a bug in taskorch
     └── TransitionError            an illegal status change was attempted
 ```
@@ -29,6 +29,7 @@ __all__ = [
     "ApprovalError",
     "ConfigError",
     "CorruptDatabaseError",
+    "Delivery",
     "ErrorKind",
     "InternalError",
     "NotFoundError",
@@ -66,6 +67,17 @@ class ErrorKind(StrEnum):
     """The process died while the call was in flight."""
     INTERNAL = "internal"
     """A bug in taskorch."""
+
+
+class Delivery(StrEnum):
+    """Whether a failed call may have reached the tool: what makes repeating it safe or not."""
+
+    NOT_DELIVERED = "not_delivered"
+    """The request certainly never reached the tool (no connection, refused, 401/403)."""
+    AMBIGUOUS = "ambiguous"
+    """It may have run: sent, then no answer (timeout, connection or server lost mid-call)."""
+    ANSWERED = "answered"
+    """The server answered with an error: a protocol or argument error, or the tool's own."""
 
 
 class TaskorchError(Exception):
@@ -124,10 +136,21 @@ class ToolCallError(TaskorchError):
         kind: The classified reason.
         server: The downstream server's configured name.
         tool: The tool's name on that server.
+        delivery: Whether the request may have reached the tool; `AMBIGUOUS`
+            unless whoever raised it knows better.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, *, server: str = "", tool: str = "") -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        server: str = "",
+        tool: str = "",
+        delivery: Delivery = Delivery.AMBIGUOUS,
+    ) -> None:
         self.kind = kind
+        self.delivery = delivery
         self.server = server
         self.tool = tool
         self.message = message

@@ -67,7 +67,9 @@ class PlanStatus(StrEnum):
     CANCELLED = "cancelled"
     REJECTED = "rejected"
     INTERRUPTED = "interrupted"
-    """A run stopped by a crash with a non-idempotent step in flight: it needs a decision."""
+    """A run that needs a decision: a step may or may not have taken effect (a crash, or an
+    ambiguous failure) and is not safe to repeat, and nothing that does not depend on it is
+    left to run."""
 
     @property
     def is_terminal(self) -> bool:
@@ -85,7 +87,8 @@ class StepStatus(StrEnum):
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
-    """In flight when the process died, and not safe to run again unasked."""
+    """Its call may or may not have taken effect (in flight when the process died, or it
+    failed without a clear answer), and it is not safe to run again unasked."""
 
     @property
     def is_terminal(self) -> bool:
@@ -202,6 +205,10 @@ class RetryPolicy(BaseModel):
     """Error kinds that are never retried."""
     jitter: float = Field(default=0.1, ge=0, le=1)
     """Each delay is moved by up to this fraction of itself, at random, either way."""
+    non_idempotent: bool = False
+    """Retry even a call that may already have taken effect (a timeout, a connection lost
+    mid-call) or that the tool refused, when the tool is not annotated idempotent or
+    read-only: the step owner says repeating its effect is acceptable."""
 
     @model_validator(mode="after")
     def _interval_order(self) -> RetryPolicy:
@@ -218,8 +225,19 @@ class RetryPolicy(BaseModel):
         # that dumps, and the plan hash over them, are the same everywhere.
         return sorted(kinds)
 
+    def hash_payload(self) -> dict[str, Any]:
+        """The policy as `plan_hash` covers it."""
+        # The opt-in counts only when set, so plans approved before it existed keep their hash.
+        return self.model_dump(
+            mode="json", exclude=None if self.non_idempotent else {"non_idempotent"}
+        )
+
     def should_retry(self, attempt: int, kind: ErrorKind) -> bool:
-        """Whether to try again after attempt number `attempt` (1-based) failed with `kind`."""
+        """Whether the policy allows another try after attempt `attempt` (1-based) failed.
+
+        Only the budget and the non-retryable kinds: whether repeating the call is
+        safe at all is `executor.retry.decide`'s call.
+        """
         return attempt < self.maximum_attempts and kind not in self.non_retryable
 
     def delay_s(self, attempt: int, rng: random.Random | None = None) -> float:
@@ -297,7 +315,7 @@ class Step(BaseModel):
             "arguments": self.arguments,
             "depends_on": sorted(self.depends_on),
             "timeout_s": self.timeout_s,
-            "retry": None if self.retry is None else self.retry.model_dump(mode="json"),
+            "retry": None if self.retry is None else self.retry.hash_payload(),
             "on_error": self.on_error.value,
         }
 
@@ -364,7 +382,7 @@ class Plan(BaseModel):
             "agent": self.agent,
         }
         if self.policy is not None:
-            payload["policy"] = self.policy.model_dump(mode="json")
+            payload["policy"] = self.policy.hash_payload()
         return payload
 
     @property

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -170,6 +170,12 @@ class RunPolicy(BaseModel):
     def run_policy(self) -> RunPolicy:
         """Just the run policy (of an agent: without its name and planning fields)."""
         return RunPolicy(tool_policy=self.tool_policy, limits=self.limits, retry=self.retry)
+
+    def hash_payload(self) -> dict[str, Any]:
+        """The policy as `plan_hash` covers it (the retry policy in its own hash form)."""
+        payload = self.run_policy().model_dump(mode="json", exclude={"retry"})
+        payload["retry"] = None if self.retry is None else self.retry.hash_payload()
+        return payload
 
 
 # `Plan.policy` is a `RunPolicy`; `executor.plan` cannot import this module first.

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from executor.calls import ToolResult
 from executor.ids import PlanId
+from executor.outputs import OutputSummary
 from executor.plan import StepError, StepStatus, utc_now
 
 __all__ = [
@@ -42,9 +43,14 @@ class StepState(BaseModel):
     attempts: int = 0
     """Attempts started so far."""
     output: Any = None
-    """The step's output (see `ToolResult.output`), once it succeeded."""
+    """The step's output (see `ToolResult.output`), once it succeeded. Read from the
+    store, it is there only when `summary.inline` (or the row predates summaries);
+    `Store.get_step_result` has the whole result."""
     result: ToolResult | None = None
-    """The full MCP result of the last finished attempt."""
+    """The full MCP result of the last finished attempt, when it is in memory: given
+    to the store to keep (once, in its result table), and `None` when read back."""
+    summary: OutputSummary | None = None
+    """Size, beginning, shape and content blocks of the output, once it succeeded."""
     error: StepError | None = None
     """Why the step failed, was skipped, cancelled or interrupted."""
     started_at: datetime | None = None

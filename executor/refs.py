@@ -8,6 +8,10 @@ Inside a step's `arguments`:
   are, anything else as compact JSON);
 - `$$` stands for one literal `$`; a `$` not followed by `{` or `$` is literal.
 
+A finished step is a `StepValue`: its output, and the content blocks its
+tool returned. A path starting with `content` reads those blocks
+(`${img.content.0.data}`) unless the output itself has a `content` key.
+
 Only values are templated, never object keys.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +29,10 @@ from executor.ids import StepId
 __all__ = [
     "STEP_ID_PATTERN",
     "StepRef",
+    "StepValue",
     "find_references",
     "parse_template",
+    "read_path",
     "resolve_references",
 ]
 
@@ -50,6 +56,19 @@ class StepRef:
 
     def __str__(self) -> str:
         return "${" + ".".join((self.step, *self.path)) + "}"
+
+
+@dataclass(frozen=True, slots=True)
+class StepValue:
+    """What a finished step offers later steps.
+
+    Attributes:
+        output: The step's output (see `ToolResult.output`).
+        content: The content blocks its tool returned, each as its JSON object.
+    """
+
+    output: Any
+    content: Sequence[Any] = ()
 
 
 def parse_template(text: str) -> list[str | StepRef]:
@@ -158,27 +177,50 @@ def _as_text(value: Any) -> str:
 def _lookup(ref: StepRef, outputs: Mapping[str, Any]) -> Any:
     if ref.step not in outputs:
         raise StepReferenceError(f"{ref}: step '{ref.step}' has no output to read")
-    current = outputs[ref.step]
-    walked: str = ref.step
-    for seg in ref.path:
+    return read_path(outputs[ref.step], ref.path, root=ref.step, ref=str(ref))
+
+
+def read_path(value: Any, path: Sequence[str], *, root: str, ref: str | None = None) -> Any:
+    """Walk `path` (keys and array indexes) into a step's output or `StepValue`.
+
+    Args:
+        value: A `StepValue`, or a plain output.
+        path: The segments after the step id.
+        root: What the walk starts from, for messages (the step id).
+        ref: The reference as written, for messages (default: root and path).
+
+    Raises:
+        StepReferenceError: A segment does not exist; the message names the path
+            and what exists there.
+    """
+    shown = ref if ref is not None else "${" + ".".join((root, *path)) + "}"
+    current = value
+    walked = root
+    if isinstance(value, StepValue):
+        current = value.output
+        own = isinstance(current, dict) and "content" in current
+        if path and path[0] == "content" and not own:
+            current, walked, path = list(value.content), f"{root}.content", path[1:]
+    for seg in path:
         if isinstance(current, dict):
             if seg not in current:
                 keys = ", ".join(repr(k) for k in list(current)[:20]) or "none"
                 raise StepReferenceError(
-                    f"{ref}: '{walked}' has no key '{seg}'; keys there: {keys}"
+                    f"{shown}: '{walked}' has no key '{seg}'; keys there: {keys}"
                 )
             current = current[seg]
         elif isinstance(current, list):
             if not seg.isdigit() or int(seg) >= len(current):
                 raise StepReferenceError(
-                    f"{ref}: '{walked}' is an array of length {len(current)}; "
+                    f"{shown}: '{walked}' is an array of length {len(current)}; "
                     f"'{seg}' is not an index in it"
                 )
             current = current[int(seg)]
         else:
             kind = "null" if current is None else type(current).__name__
             raise StepReferenceError(
-                f"{ref}: '{walked}' is a {kind}, not an object or array, so '{seg}' cannot be read"
+                f"{shown}: '{walked}' is a {kind}, not an object or array, so '{seg}' "
+                "cannot be read"
             )
         walked = f"{walked}.{seg}"
     return current

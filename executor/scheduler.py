@@ -18,13 +18,16 @@ The API (all on `Scheduler`; a `Run` is the handle of one active run):
   (`ApprovalError` unless `approved_hash == plan_hash`), commits the plan as
   `executing` and starts the run in the background. Nothing yields between
   registering the run and returning, so a `subscribe()` right after `start()`
-  sees every event of the run, `execution_started` included.
+  sees every event of the run, `execution_started` included. A plan left
+  `executing` by a process that is gone is taken over and resumed (see Leases);
+  one a live process runs is refused, naming that process.
 - `execute(plan_id, *, version=None, wait=True, on_interrupted=None) -> ExecutionReport`
   is `start` and, with `wait`, `Run.wait()`; without, the report as it stands.
-- `cancel(plan_id) -> ExecutionReport` ends an active run `cancelled` (in-flight
-  calls are cancelled downstream; nothing runs afterwards; well under a
-  second), or cancels a `confirmed` / `interrupted` / orphaned `executing` plan
-  in the store.
+- `cancel(plan_id, *, wait_s=None) -> ExecutionReport` ends an active run
+  `cancelled` (in-flight calls are cancelled downstream; nothing runs
+  afterwards; well under a second), asks another live process to do so and
+  waits for it (see Cancel requests), or cancels a `confirmed` / `interrupted`
+  / orphaned `executing` plan in the store.
 - `wait(plan_id)`, `report(plan_id, version=None)`: the final (or current) report.
 - `progress(plan_id) -> ExecutionProgress`: a snapshot; `progress_now` is its
   synchronous form for active runs.
@@ -39,7 +42,8 @@ The API (all on `Scheduler`; a `Run` is the handle of one active run):
 - `resume() -> list[Run]` claims the `executing` plan versions no live process
   runs (after a crash: see Leases) and resumes them; call it at start (and
   again later to take over runs whose owner's lease has since expired).
-- `get_run(plan_id) -> Run | None`, `active() -> list[PlanId]`: runs in progress here.
+- `get_run(plan_id) -> Run | None`, `active() -> list[PlanId]`: runs in progress here;
+  `owner(plan_id) -> RunOwner | None`: who runs it, wherever, and whether it is alive.
 
 `Run` (the handle): `plan`, `plan_id`, `version`, `done`, `await wait()`,
 `cancel()`, `report()`, `progress()`, `subscribe()`. `ExecutionReport` lists
@@ -62,11 +66,23 @@ Semantics:
   record are committed before its tool is called, a result before any
   dependent is called.
 - **Data.** `${step.path}` references are resolved just before a step is
-  called; a reference that does not resolve fails the step with
-  `invalid_arguments` (never retried), naming the path and the keys there.
+  called, and the arguments are then checked against the tool's `inputSchema`
+  (from the caller's catalog, read when the run starts); a reference that does
+  not resolve, or arguments that do not fit, fail the step with
+  `invalid_arguments` without calling the tool (never retried).
 - **Retries.** The step's `RetryPolicy`, else the agent's, else the config's:
   exponential backoff with jitter, non-retryable kinds, one `AttemptRecord`
-  per try. While it waits for a retry a step stays `running`.
+  per try. While it waits for a retry a step stays `running`. Whether a failed
+  call may be repeated at all is `executor.retry.decide`'s call, from the
+  failure's delivery and the tool's annotations in the caller's catalog: a
+  call that may have taken effect (a timeout, a server lost mid-call) is
+  retried only for a tool annotated idempotent or read-only (or a policy with
+  `non_idempotent`), and is otherwise `interrupted`; an argument or protocol
+  error is never retried; a tool error only for a tool safe to repeat.
+- **Interrupted steps** wait for a decision and block only their dependents:
+  everything else runs to the end, and the plan becomes `interrupted` once
+  nothing else can run. A run that stops on a failure or its deadline marks a
+  call it cut off `interrupted` too, when its tool is not safe to repeat.
 - **Timeouts.** The per-step timeout (step, else agent, else config, else the
   pool's default) goes to the caller, which enforces it (the pool extends it
   while the server reports progress). The plan's deadline (`deadline_s`, else
@@ -83,20 +99,22 @@ Semantics:
 - **Cancellation.** In-flight steps and steps not started end `cancelled`,
   and so does the plan; pending retries are dropped.
 - **Durability and resume.** A step found `running` after a crash with its
-  last attempt still open was in flight: it is queued again when its tool is
-  annotated idempotent or read-only in the caller's catalog, otherwise it is
-  marked `interrupted`, and so is the plan, which then waits for a decision.
-  A step found `running` between attempts (waiting to retry) is simply queued
-  again. Executing an interrupted plan again needs `on_interrupted`: `"rerun"`
+  last attempt still open was in flight: the same rule decides (a crash spends
+  no attempt): it is queued again when its tool is annotated idempotent or
+  read-only in the caller's catalog, otherwise it is marked `interrupted`, and
+  the run resumes everything that does not depend on it before the plan waits
+  for a decision. A step found `running` between attempts (waiting to retry) is
+  simply queued again. Executing an interrupted plan again (or a failed one that
+  has interrupted steps) takes `on_interrupted`: `"rerun"`
   calls those steps again (their side effect may happen twice), `"skip"`
   marks them `skipped` and treats them as done without an output — they are
   never run again, not even by re-running a failed plan, and their dependents
   run (a dependent that reads a skipped step's output fails with
   `invalid_arguments`). A mapping `{step_id: "rerun" | "skip"}` decides step
-  by step. Without a decision the run does not start and the report says why
-  (`message`, `needs_decision`). Executing a `failed` plan again re-runs only
-  its failed, skipped and cancelled steps; succeeded steps are never re-run
-  and their outputs are read from the store.
+  by step. Without a decision an interrupted run does not start and the report
+  says why (`message`, `needs_decision`). Executing a `failed` plan again
+  re-runs only its failed, skipped and cancelled steps; succeeded steps are
+  never re-run and their outputs are read from the store.
 - **Shutdown.** Leaving the `Scheduler` context cancels active runs without
   writing anything more: to the store they look exactly like a crash, and
   `resume()` at the next start treats them so (a non-idempotent call that was
@@ -120,17 +138,38 @@ atomic conditional UPDATE, only versions without an owner (rows from before
 leases, runs released at shutdown), with an expired lease, or whose owner is a
 process on this machine that has ended — so two processes resuming at once
 never both take a plan, and a live owner's runs are never taken. The owner
-renews its leases every `lease_s / 3` (one UPDATE for all its runs) and with
-every write of a run; a run that ends (or is cancelled, or waits for a
+renews the leases of the runs going on here every `lease_s / 3` (one
+transaction) and with every write of a run; a run that ends (or is cancelled, or waits for a
 decision) releases its lease with its final status change. Every write of a
 run requires the plan to be still `executing` and still held by this owner
 (`WriteBatch.expect`), and the renewal notices a run that is no longer held,
-so a run another process cancelled or took over stops — in-flight calls
+so a run another process changed or took over stops — in-flight calls
 cancelled, nothing more written — at the latest `lease_s / 3` later
 (`Run.wait()` then raises a `UserError` saying so). A lease is wall-clock
 time in the database: processes sharing one should have clocks in step to
 well within `lease_s`, and an event loop blocked longer than `lease_s`
 may lose its runs to another process (which then stops them here).
+
+Taking over: `start()` on a plan version that is `executing` with no live
+owner (no owner, a lapsed lease, or an owner process on this machine that has
+ended) claims it for this scheduler alone (the same atomic claim) and resumes
+it as `resume()` would; whoever else finds it so does the same, so a run whose
+process was killed is finished by the next `execute` from any face.
+
+Cancel requests: `cancel()` of a run that another live process holds writes
+a request on the plan version (`Store.request_cancel`). Every scheduler waits
+for requests on the runs it holds (`Store.wait_cancel_requests`: with SQLite a
+cheap poll of `PRAGMA data_version` every `control_poll_s`; a server database
+would notify) and cancels such a run as if `cancel()` were called here; the
+asking side answers `cancelled` once the run has ended, or after `wait_s` says
+the request stands. A request outlives its asker and a crash of the owner:
+whoever takes the run over cancels it instead of resuming it.
+
+A store failure stops a run cleanly: a write that fails (a full disk, say)
+cancels the calls in flight, writes nothing more, releases the lease (the run
+is no longer renewed even if that release fails) and makes `Run.wait()` raise
+a `StoreError` saying what failed; the plan stays `executing`, and `start()`
+takes it over and resumes it once the cause is fixed.
 """
 
 from __future__ import annotations
@@ -157,18 +196,22 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from pydantic import BaseModel, ConfigDict, Field
 
 from executor.calls import ToolCaller, ToolResult
+from executor.catalog import Catalog, ToolAnnotations
 from executor.errors import (
     ApprovalError,
+    Delivery,
     ErrorKind,
     InternalError,
     NotFoundError,
     PlanValidationError,
     StepReferenceError,
+    StoreError,
     ToolCallError,
     TransitionError,
     UserError,
 )
 from executor.ids import PlanId
+from executor.outputs import OutputSummary, summarize
 from executor.plan import (
     ExecutionProgress,
     OnError,
@@ -184,18 +227,29 @@ from executor.plan import (
 from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
-from executor.refs import find_references, resolve_references
-from executor.store import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
+from executor.refs import StepValue, find_references, resolve_references
+from executor.retry import Verdict, decide
+from executor.store import (
+    ExpectedPlanStatus,
+    LeaseInfo,
+    PlanStatusChange,
+    RunLease,
+    Store,
+    WriteBatch,
+)
+from executor.validate import check_arguments
 
 __all__ = [
     "Decision",
     "ExecutionReport",
     "OnInterrupted",
     "Run",
+    "RunOwner",
     "Scheduler",
     "SchedulerConfig",
     "StepReport",
     "Subscription",
+    "rejected_message",
 ]
 
 logger = logging.getLogger(__name__)
@@ -229,10 +283,17 @@ class SchedulerConfig(BaseModel):
     subscription_buffer: int = Field(default=10_000, ge=1)
     """Unread events a subscription holds before it drops further ones."""
     resume_catalog_timeout_s: float = Field(default=60.0, gt=0)
-    """How long `resume()` waits for the caller's catalog (tool annotations)."""
+    """How long a run starting (or `resume()`) waits for the caller's catalog: the tool
+    annotations that say what is safe to repeat, and the input schemas."""
     lease_s: float = Field(default=30.0, gt=0, le=86_400)
     """How long this process's claim on a run holds without renewal; renewed every
     third of it. A crashed process's runs can be resumed elsewhere once it passes."""
+    control_poll_s: float = Field(default=0.2, gt=0, le=60)
+    """How often the runs here look for cancel requests from other processes, and a
+    cancel from here looks whether another process's run has stopped."""
+    cancel_wait_s: float = Field(default=10.0, ge=0, le=86_400)
+    """How long `cancel()` waits for another process to stop its run before answering
+    that the request is made and the run still stopping."""
 
 
 class StepReport(BaseModel):
@@ -253,9 +314,11 @@ class StepReport(BaseModel):
     duration_s: float | None
     """Seconds from its first attempt of the latest run to its end, when both are known."""
     output: Any = None
-    """Its output, when it succeeded."""
+    """Its output, when it succeeded and is small (`summary.inline`)."""
     error: StepError | None = None
     """Why it failed, was skipped, cancelled or interrupted."""
+    summary: OutputSummary | None = None
+    """Size, beginning, shape and content blocks of its output, when it succeeded."""
 
 
 class ExecutionReport(BaseModel):
@@ -282,7 +345,64 @@ class ExecutionReport(BaseModel):
     message: str | None = None
     """Anything the caller should know, such as what decision an interrupted plan awaits."""
     needs_decision: tuple[str, ...] = ()
-    """Steps interrupted by a crash that await `on_interrupted` (`rerun` or `skip`)."""
+    """Interrupted steps (by a crash, or an ambiguous failure) that await `on_interrupted`
+    (`rerun` or `skip`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunOwner:
+    """Who runs an `executing` plan version, and whether it still can (see Leases).
+
+    Attributes:
+        plan_id: The plan.
+        version: The plan version.
+        owner: The owner's id; `None` when nobody holds the run (it was let go).
+        host: The owner's machine, when its id says.
+        pid: The owner's process id on that machine, when its id says.
+        alive: Whether that process still runs; known on this machine only
+            (`None` elsewhere: the lease decides).
+        lease_until: When the owner's claim lapses unless renewed.
+        lapsed: Whether it has lapsed.
+        here: Whether the owner is the scheduler asking.
+    """
+
+    plan_id: PlanId
+    version: int
+    owner: str | None
+    host: str | None
+    pid: int | None
+    alive: bool | None
+    lease_until: datetime | None
+    lapsed: bool
+    here: bool
+
+    @property
+    def holds(self) -> bool:
+        """Whether a live owner holds the run, so that no other process may take it."""
+        return self.owner is not None and self.alive is not False and not self.lapsed
+
+    def describe(self) -> str:
+        """Say who runs the plan, and whether it still does, in a clause."""
+        if self.owner is None:
+            return "nobody runs it (the process that ran it let it go)"
+        if self.here:
+            return "this process runs it"
+        who = (
+            f"process {self.pid} on {self.host}"
+            if self.pid is not None
+            else f"owner {self.owner!r}"
+        )
+        until = "" if self.lease_until is None else f"{self.lease_until:%H:%M:%S} UTC"
+        if self.alive is False:
+            return f"{who} ran it and is no longer running"
+        if self.lapsed:
+            return f"{who} ran it but has not renewed its lease since {until}"
+        if self.alive:
+            return f"{who} runs it and is alive (its lease holds until {until})"
+        return (
+            f"{who} runs it (another machine: it holds the run while it renews its "
+            f"lease, now until {until})"
+        )
 
 
 class Subscription:
@@ -359,6 +479,7 @@ class _Outcome:
     attempt: int
     result: ToolResult | None = None
     error: StepError | None = None
+    delivery: Delivery = Delivery.AMBIGUOUS
     finished_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
     call_s: float | None = None
@@ -413,6 +534,9 @@ class _Slot:
     attempt_started: datetime | None = None
     attempt_started_mono: float = 0.0
 
+
+_LOOK_AGAIN_S = 1.0
+"""How long to wait after the store failed to say whether there are cancel requests."""
 
 _ETA_RECOMPUTE_ABOVE = 1_000
 """Plans with more steps than this recompute their ETA at most every quarter second."""
@@ -498,6 +622,7 @@ def _build_report(
                 duration_s=st.duration_s,
                 output=st.output,
                 error=st.error,
+                summary=st.summary,
             )
         )
     duration = None
@@ -523,12 +648,26 @@ def _build_report(
 def _interrupted_message(step_ids: Collection[str]) -> str:
     names = ", ".join(repr(s) for s in sorted(step_ids))
     return (
-        f"the plan waits for a decision: step(s) {names} were in flight when taskorch "
-        "stopped, and their tools are not annotated idempotent or read-only, so they "
-        "may or may not have taken effect; execute the plan again with "
-        "on_interrupted='rerun' (call them again, possibly repeating their effect) or "
-        "on_interrupted='skip' (treat them as done without an output and go on)"
+        f"the plan waits for a decision: step(s) {names} may or may not have taken effect "
+        "(each step's error says why), and their tools are not annotated idempotent or "
+        "read-only; everything that does not depend on them has run. Execute the plan "
+        "again with on_interrupted='rerun' (call them again, possibly repeating their "
+        "effect) or on_interrupted='skip' (treat them as done without an output and go on)"
     )
+
+
+def _retry_policy(step: Step, agent: AgentConfig | None, config: SchedulerConfig) -> RetryPolicy:
+    """The step's retry policy, else its agent's, else the scheduler's default."""
+    if step.retry is not None:
+        return step.retry
+    if agent is not None and agent.retry is not None:
+        return agent.retry
+    return config.default_retry
+
+
+def _annotations(catalog: Catalog, step: Step) -> ToolAnnotations | None:
+    info = catalog.get(step.server, step.tool)
+    return None if info is None else info.annotations
 
 
 class Run:
@@ -550,6 +689,7 @@ class Run:
         start_events: list[Event],
         retry_counts: Mapping[str, int] | None = None,
         graph: PlanGraph | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.plan = plan
         self._sched = scheduler
@@ -586,9 +726,13 @@ class Run:
         self._status = PlanStatus.EXECUTING
         self._message: str | None = None
         self._durations = DurationModel(history)
+        # The caller's tools (annotations, schemas); read when the run gets its slot.
+        self._catalog = catalog
         referenced = {r.step for s in plan.steps for r in find_references(s.arguments)}
         self._keep_output = referenced
-        self._outputs: dict[str, Any] = {}
+        self._outputs: dict[str, StepValue] = {}
+        # Succeeded before this run and read by a step: their results are loaded first.
+        self._to_load: list[str] = []
         self._slots: dict[str, _Slot] = {}
         for i, step in enumerate(plan.steps):
             st = states.get(step.id) or StepState(
@@ -599,7 +743,7 @@ class Run:
                 slot.run_attempts = retry_counts.get(step.id, 0)
             self._slots[step.id] = slot
             if st.status is StepStatus.SUCCEEDED and step.id in referenced:
-                self._outputs[step.id] = st.output
+                self._to_load.append(step.id)
         self._counts = _count([s.state for s in self._slots.values()])
         self._changes = 0
         self._eta_cache: tuple[float, int, float | None] = (-1.0, -1, None)
@@ -645,7 +789,8 @@ class Run:
 
         Raises:
             TaskorchError: The run stopped on an error (such as a store failure),
-                leaving the plan `executing` for `resume()` to pick up.
+                leaving the plan `executing` and let go, for `start()` (or `resume()`)
+                to take up again.
         """
         await self._done.wait()
         if self._failure is not None:
@@ -764,6 +909,8 @@ class Run:
                 self._queue_scope = scope
                 await self._sched._executions.acquire_on_behalf_of(self)
                 acquired = True
+                if self._catalog is None:
+                    self._catalog = await self._sched._tool_catalog()
             self._queue_scope = None
             try:
                 if self._failure is None:  # not lost while it waited for a slot
@@ -779,6 +926,8 @@ class Run:
                 logger.warning("%s", exc)
             else:
                 logger.exception("run of plan %s stopped on an error", self.plan.id)
+            if isinstance(exc, StoreError):
+                exc = self._store_failure(exc)
             self._failure = exc
         finally:
             send.close()
@@ -792,8 +941,36 @@ class Run:
                 self._message = (
                     "the scheduler closed during the run; it resumes when taskorch starts again"
                 )
+            else:
+                self._message = str(self._failure)
+                # Stopped for good here: let any process (or a later execute) take it,
+                # rather than hold a run nothing works on.
+                with anyio.CancelScope(shield=True):
+                    await self._sched._release(self.plan.id, self.plan.version)
             self._sched._forget(self)
             self._done.set()
+
+    def _store_failure(self, error: StoreError) -> StoreError:
+        """Say what a run that could not write its state did, and how it goes on."""
+        pid = self.plan.id
+        return StoreError(
+            f"the run of plan {pid!r} version {self.plan.version} stopped: its progress "
+            f"could not be saved ({error}). Calls in flight were cancelled and nothing more "
+            "was started; the plan stays executing and this process no longer holds it. "
+            f"Once the cause is fixed, execute_plan(plan_id={pid!r}) (or `taskorch run "
+            f"{pid}`) resumes it."
+        )
+
+    async def _load_outputs(self) -> None:
+        """Read from the store the outputs (and content) of earlier runs that steps read."""
+        for sid in self._to_load:
+            state = self._slots[sid].state
+            result = await self._store.get_step_result(self.plan.id, self.plan.version, sid)
+            if result is not None and not result.is_error:
+                self._outputs[sid] = StepValue(result.output(), result.content)
+            else:  # a row from before results were stored apart, or none at all
+                self._outputs[sid] = StepValue(state.output)
+        self._to_load = []
 
     async def _coordinate(self) -> None:
         recv = self._recv
@@ -802,6 +979,7 @@ class Run:
             self._tg = tg
             if self._failure is not None:
                 return
+            await self._load_outputs()
             if self._deadline_s is not None:
                 left = self._deadline_s - (utc_now() - self._started_at).total_seconds()
                 tg.start_soon(self._deadline_timer, max(left, 0.0))
@@ -892,7 +1070,8 @@ class Run:
                 dst = self._slots[dep].state
                 if _satisfies(dst):
                     continue
-                if dst.status.is_terminal:
+                # An interrupted dependency waits for a decision; it has not failed.
+                if dst.status.is_terminal and dst.status is not StepStatus.INTERRUPTED:
                     blocked = True
                 slot.waiting += 1
             if blocked:
@@ -904,11 +1083,23 @@ class Run:
         heapq.heappush(self._ready, (-self._graph.height[slot.step.id], slot.index, slot.step.id))
 
     def _policy(self, step: Step) -> RetryPolicy:
-        if step.retry is not None:
-            return step.retry
-        if self._agent is not None and self._agent.retry is not None:
-            return self._agent.retry
-        return self._sched.config.default_retry
+        return _retry_policy(step, self._agent, self._sched.config)
+
+    def _annotations(self, step: Step) -> ToolAnnotations | None:
+        return None if self._catalog is None else _annotations(self._catalog, step)
+
+    def _argument_problem(self, step: Step, arguments: dict[str, Any]) -> str | None:
+        """Why the resolved arguments cannot be sent, or `None` when they fit (or are unknown)."""
+        info = None if self._catalog is None else self._catalog.get(step.server, step.tool)
+        if info is None:
+            return None  # the tool is unknown here: its server judges
+        problems = check_arguments(info, arguments)
+        if not problems:
+            return None
+        return (
+            "the arguments, with references resolved, do not fit the tool's input schema, "
+            f"so it was not called: {'; '.join(problems)}"
+        )
 
     def _dispatch(self, batch: WriteBatch) -> list[tuple[_Slot, int, dict[str, Any]]]:
         launches: list[tuple[_Slot, int, dict[str, Any]]] = []
@@ -934,10 +1125,13 @@ class Run:
                 continue
             try:
                 arguments = resolve_references(slot.step.arguments, self._outputs)
+                problem = self._argument_problem(slot.step, arguments)
             except StepReferenceError as exc:
+                problem = str(exc)
+            if problem is not None:
                 # Nothing was called: the attempt starts and fails at once, and is
                 # never retried, since the outputs it reads will not change.
-                error = StepError(kind=ErrorKind.INVALID_ARGUMENTS, message=str(exc))
+                error = StepError(kind=ErrorKind.INVALID_ARGUMENTS, message=problem)
                 self._set(
                     batch,
                     slot,
@@ -1049,8 +1243,8 @@ class Run:
                     limiter.release()
                 outcome = _Outcome(step.id, attempt, result=result)
             except ToolCallError as exc:
-                kind = exc.kind
-                outcome = _Outcome(step.id, attempt, error=StepError(kind=kind, message=str(exc)))
+                error = StepError(kind=exc.kind, message=str(exc))
+                outcome = _Outcome(step.id, attempt, error=error, delivery=exc.delivery)
             except Exception as exc:
                 logger.exception(
                     "calling %s.%s for step %r failed", step.server, step.tool, step.id
@@ -1117,16 +1311,27 @@ class Run:
         if result is not None:
             text = result.text().strip() or "the tool reported an error and gave no message"
             error = StepError(kind=ErrorKind.TOOL_ERROR, message=text)
+            delivery = Delivery.ANSWERED
         elif msg.error is not None:
-            error = msg.error
+            error, delivery = msg.error, msg.delivery
         else:
             self._stopped_in_flight(batch, slot, record, msg.finished_at)
             return
-        self._attempt_done(batch, record, StepStatus.FAILED, msg.finished_at, error)
         if result is not None:
             slot.state = slot.state.model_copy(update={"result": result})
         policy = self._policy(slot.step)
-        if self._stop is None and policy.should_retry(slot.run_attempts, error.kind):
+        decision = decide(
+            error.kind,
+            delivery,
+            policy=policy,
+            attempt=slot.run_attempts,
+            annotations=self._annotations(slot.step),
+        )
+        if decision.verdict is Verdict.INTERRUPT:
+            self._interrupt(batch, slot, record, error, decision.reason, msg.finished_at)
+            return
+        self._attempt_done(batch, record, StepStatus.FAILED, msg.finished_at, error)
+        if self._stop is None and decision.verdict is Verdict.RETRY:
             delay = policy.delay_s(slot.run_attempts, self._sched._rng)
             self._set(batch, slot, error=error)
             scope = anyio.CancelScope()
@@ -1142,7 +1347,32 @@ class Run:
                 error=_error_json(error),
             )
             return
+        if decision.reason:
+            error = StepError(kind=error.kind, message=f"{error.message} ({decision.reason})")
         self._fail(batch, slot, error, msg.attempt, msg.finished_at)
+
+    def _interrupt(
+        self,
+        batch: WriteBatch,
+        slot: _Slot,
+        record: AttemptRecord,
+        error: StepError,
+        reason: str,
+        at: datetime,
+    ) -> None:
+        """The call may have taken effect and may not be repeated: wait for a decision.
+
+        Its dependents stay pending; everything else goes on.
+        """
+        self._attempt_done(batch, record, StepStatus.INTERRUPTED, at, error)
+        error = StepError(kind=error.kind, message=f"{error.message}; {reason}")
+        self._set(batch, slot, status=StepStatus.INTERRUPTED, error=error, finished_at=at)
+        self._event(
+            EventKind.STEP_INTERRUPTED,
+            slot.step.id,
+            attempt=record.attempt,
+            error=_error_json(error),
+        )
 
     def _succeed(
         self,
@@ -1154,6 +1384,7 @@ class Run:
     ) -> None:
         step = slot.step
         output = result.output()
+        summary = summarize(result, output)
         self._attempt_done(batch, record, StepStatus.SUCCEEDED, msg.finished_at)
         self._set(
             batch,
@@ -1161,9 +1392,14 @@ class Run:
             status=StepStatus.SUCCEEDED,
             output=output,
             result=result,
+            summary=summary,
             error=None,
             finished_at=msg.finished_at,
         )
+        # The batch carries the whole result to the store, which keeps it; the run keeps
+        # only what reports need, so large results do not stay in memory.
+        light = {"result": None, "output": output if summary.inline else None}
+        slot.state = slot.state.model_copy(update=light)
         batch.durations.append((step.server, step.tool, msg.duration_s))
         self._durations.observe(step.server, step.tool, msg.duration_s)
         self._event(
@@ -1173,7 +1409,7 @@ class Run:
             duration_s=round(msg.duration_s, 6),
         )
         if step.id in self._keep_output:
-            self._outputs[step.id] = output
+            self._outputs[step.id] = StepValue(output, result.content)
         for child in self._graph.dependents[step.id]:
             cslot = self._slots[child]
             cslot.waiting -= 1
@@ -1261,6 +1497,18 @@ class Run:
         self, batch: WriteBatch, slot: _Slot, record: AttemptRecord | None, at: datetime
     ) -> None:
         status, error = self._stop_error()
+        if record is not None and self._stop is not _StopReason.CANCEL:
+            # Cut off mid-call by a failure or the deadline: it may have taken effect.
+            decision = decide(
+                error.kind,
+                Delivery.AMBIGUOUS,
+                policy=self._policy(slot.step),
+                attempt=slot.run_attempts,
+                annotations=self._annotations(slot.step),
+            )
+            if decision.verdict is Verdict.INTERRUPT:
+                self._interrupt(batch, slot, record, error, decision.reason, at)
+                return
         if record is not None:
             self._attempt_done(batch, record, status, at, error)
         self._set(batch, slot, status=status, error=error, finished_at=at)
@@ -1274,6 +1522,12 @@ class Run:
             return
         now = utc_now()
         leftover = [s for s in self._slots.values() if not s.state.status.is_terminal]
+        waiting = [
+            s.step.id for s in self._slots.values() if s.state.status is StepStatus.INTERRUPTED
+        ]
+        if self._stop is None and waiting:
+            # Nothing else can run: what is left depends on steps awaiting a decision.
+            leftover = []
         if self._stop is None and leftover:
             # Unreachable while dependencies are tracked right; finishing beats hanging.
             logger.error("plan %s: steps %s could never run", self.plan.id, leftover)
@@ -1291,20 +1545,7 @@ class Run:
                 self._skip(batch, slot, f"the plan failed when step {self._culprit!r} failed")
             else:
                 self._skip(batch, slot, "its dependencies could never be satisfied (a bug)")
-        if self._stop is _StopReason.CANCEL:
-            status = PlanStatus.CANCELLED
-        elif self._stop is not None:
-            status = PlanStatus.FAILED
-        elif all(_satisfies(s.state) for s in self._slots.values()):
-            status = PlanStatus.COMPLETED
-        else:
-            status = PlanStatus.FAILED
-        if self._stop is _StopReason.DEADLINE:
-            self._message = f"the plan's deadline of {self._deadline_s:g} s passed"
-        elif self._stop is _StopReason.FAIL:
-            self._message = f"step {self._culprit!r} failed"
-        elif self._stop is _StopReason.CANCEL:
-            self._message = "cancelled on request"
+        status = self._end_status(waiting)
         batch.plan_status = PlanStatusChange(
             plan_id=self.plan.id, version=self.plan.version, status=status, finished_at=now
         )
@@ -1317,6 +1558,29 @@ class Run:
         )
         # The run counts as finished once this batch is committed, not before.
         self._ending = (status, now)
+
+    def _end_status(self, waiting: list[str]) -> PlanStatus:
+        """The plan's status as the run ends (and why, in `_message`)."""
+        if self._stop is None:
+            if waiting:
+                self._message = _interrupted_message(waiting)
+                return PlanStatus.INTERRUPTED
+            if all(_satisfies(s.state) for s in self._slots.values()):
+                return PlanStatus.COMPLETED
+            return PlanStatus.FAILED
+        if self._stop is _StopReason.DEADLINE:
+            self._message = f"the plan's deadline of {self._deadline_s:g} s passed"
+        elif self._stop is _StopReason.FAIL:
+            self._message = f"step {self._culprit!r} failed"
+        else:
+            self._message = "cancelled on request"
+        if waiting and self._stop is not _StopReason.CANCEL:
+            names = ", ".join(repr(s) for s in sorted(waiting))
+            self._message += (
+                f"; step(s) {names} may or may not have taken effect: executing the plan "
+                "again asks for a decision on them"
+            )
+        return PlanStatus.CANCELLED if self._stop is _StopReason.CANCEL else PlanStatus.FAILED
 
 
 class Scheduler:
@@ -1344,12 +1608,21 @@ class Scheduler:
         self._tg: TaskGroup | None = None
         self.lease = RunLease(_new_owner_id(), self.config.lease_s)
         """This scheduler's claim on the runs it executes (`lease.owner` is unique)."""
+        # Claims are taken and turned into runs one at a time (resume, take-over, a
+        # cancel of an abandoned run), so that two of them never resume one run.
+        self._claim_lock = anyio.Lock()
+        self._claims: set[tuple[str, int]] = set()
+        """Runs claimed and being resumed: held, but not in `_runs` yet."""
+        self._unreleased: set[tuple[str, int]] = set()
+        """Runs that stopped here whose lease could not be released yet."""
+        self._watch_scope: anyio.CancelScope | None = None
 
     async def __aenter__(self) -> Scheduler:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         tg.start_soon(self._keep_leases)
+        tg.start_soon(self._watch_cancel_requests)
         return self
 
     async def __aexit__(
@@ -1374,20 +1647,64 @@ class Scheduler:
                     logger.warning("could not release this process's run leases: %s", error)
 
     async def _keep_leases(self) -> None:
-        """Renew this scheduler's leases every third of their length; stop lost runs."""
+        """Renew the leases of the runs here every third of their length; stop lost runs.
+
+        Only runs that are going on here are renewed: one that stopped (on a store
+        failure, say) lapses even if releasing it failed, and is released later.
+        """
         while True:
             await anyio.sleep(self.lease.lease_s / 3)
+            if self._unreleased:
+                stopped = set(self._unreleased)
+                self._unreleased -= stopped
+                for plan_id, version in stopped:
+                    await self._release(plan_id, version)
             # Only runs registered before the renewal can be judged by it: a run's
             # claim is committed before the run is registered.
             judged = list(self._runs.values())
+            keys = {(r.plan_id, r.version) for r in judged} | self._claims
+            if not keys:
+                continue
             try:
-                held = await self.store.renew_leases(self.lease)
+                held = await self.store.renew_leases(self.lease, keys)
             except Exception:
                 logger.exception("could not renew this process's run leases; will retry")
                 continue
             for run in judged:
                 if (run.plan_id, run.version) not in held:
                     run._lose()
+
+    async def _watch_cancel_requests(self) -> None:
+        """Cancel the runs here that another process asked to cancel (see `cancel`).
+
+        The store says when one of the runs it is given has a request; a run that
+        starts here restarts the wait, so that it is watched too.
+        """
+        while True:
+            watched = {
+                (r.plan_id, r.version): r
+                for r in self._runs.values()
+                if not r.done and not r._cancel_requested
+            }
+            asked: set[tuple[PlanId, int]] = set()
+            with anyio.CancelScope() as scope:
+                self._watch_scope = scope
+                try:
+                    if watched:
+                        asked = await self.store.wait_cancel_requests(
+                            set(watched), poll_s=self.config.control_poll_s
+                        )
+                    else:
+                        await anyio.sleep_forever()
+                except Exception as error:
+                    logger.warning("could not look for cancel requests (%s); looking again", error)
+                    await anyio.sleep(_LOOK_AGAIN_S)
+            self._watch_scope = None
+            for key in asked:
+                run = watched.get(key)
+                if run is not None:
+                    logger.info("plan %s: another process asked to cancel the run", key[0])
+                    run.cancel()
 
     def _server_limiter(self, server: str) -> anyio.CapacityLimiter:
         limiter = self._server_limits.get(server)
@@ -1419,11 +1736,15 @@ class Scheduler:
     ) -> Run:
         """Start running a plan (or re-run its failed part, or resume it after a decision).
 
+        A plan `executing` with no live owner (its process ended, or its lease
+        lapsed, or it let the run go after a failure) is taken over and resumed
+        here; a plan already running here gives that run's handle.
+
         Args:
             plan_id: The plan.
             version: The version to run; the latest when `None`.
-            on_interrupted: For an `interrupted` plan, what to do with the steps
-                a crash interrupted (ignored otherwise).
+            on_interrupted: What to do with the interrupted steps of an
+                `interrupted` plan, or of a `failed` one (ignored otherwise).
 
         Returns:
             The run's handle; it is already finished (with `needs_decision`)
@@ -1432,7 +1753,8 @@ class Scheduler:
         Raises:
             NotFoundError: No such plan or version.
             ApprovalError: The plan is not approved, or not for its current content.
-            UserError: The plan is already running, or has nothing left to run.
+            UserError: The plan is running in another live process, or has nothing
+                left to run.
             PlanValidationError: The plan's dependencies cannot be run (a cycle,
                 an unknown step).
         """
@@ -1440,6 +1762,11 @@ class Scheduler:
             raise InternalError(
                 "the Scheduler is not running: use it as `async with Scheduler(...)`"
             )
+        active = self._runs.get(plan_id)
+        if active is not None and on_interrupted is None:
+            latest = version or max(await self.store.plan_versions(plan_id), default=0)
+            if latest == active.version and self._runs.get(plan_id) is active:
+                return active  # asked twice: follow the run that is going on
         if plan_id in self._runs or plan_id in self._starting:
             raise UserError(
                 f"plan {plan_id!r} is already executing: follow it with get_progress, "
@@ -1456,7 +1783,9 @@ class Scheduler:
     ) -> Run:
         plan = await self.store.get_plan(plan_id, version)
         status = plan.status
-        if status in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION, PlanStatus.REJECTED):
+        if status is PlanStatus.REJECTED:
+            raise ApprovalError(rejected_message(plan))
+        if status in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
             raise ApprovalError(
                 f"plan {plan.id!r} version {plan.version} is {status.value}, not confirmed: "
                 "confirm it before executing it"
@@ -1467,10 +1796,11 @@ class Scheduler:
                 f"(approved {plan.approved_hash!r}, now {plan.plan_hash!r}): confirm this version"
             )
         if status is PlanStatus.EXECUTING:
-            raise UserError(
-                f"plan {plan.id!r} is already executing (in another taskorch process, or one "
-                "that stopped and has not resumed it yet): follow it with get_progress"
-            )
+            run = await self._take_over(plan)
+            if run.done and run.report().status is PlanStatus.INTERRUPTED and on_interrupted:
+                # Taken over, it waits for a decision: the caller has given one.
+                return await self._start(plan.id, plan.version, on_interrupted)
+            return run
         if status in (PlanStatus.COMPLETED, PlanStatus.CANCELLED):
             raise UserError(
                 f"plan {plan.id!r} version {plan.version} is {status.value}: nothing is left "
@@ -1499,6 +1829,12 @@ class Scheduler:
             data: dict[str, Any] = {"version": plan.version, "steps": len(plan.steps)}
             if status is PlanStatus.FAILED:
                 data["rerun"] = rerun
+                # A failed run may have cut calls off mid-way: they take the same decision.
+                waiting = [s for s in states.values() if s.status is StepStatus.INTERRUPTED]
+                if waiting and on_interrupted is not None:
+                    data["decisions"] = self._apply_decision(
+                        batch, plan, states, waiting, on_interrupted
+                    )
             events.append(Event(plan_id=plan.id, kind=EventKind.EXECUTION_STARTED, data=data))
         batch.plan_status = PlanStatusChange(
             plan_id=plan.id,
@@ -1532,10 +1868,57 @@ class Scheduler:
         self._launch(run)
         return run
 
+    async def _take_over(self, plan: Plan) -> Run:
+        """Claim an executing plan version whose owner is gone, and resume it here.
+
+        Raises:
+            UserError: A live process holds it (the message says which).
+        """
+        key = (plan.id, plan.version)
+        async with self._claim_lock:
+            active = self._runs.get(plan.id)
+            if active is not None and active.version == plan.version:
+                return active  # resume() took it meanwhile
+            info = await self.store.get_lease(plan.id, plan.version)
+            if info is None:
+                raise UserError(
+                    f"plan {plan.id!r} version {plan.version} stopped executing while it was "
+                    "being started (another process?): look at it again"
+                )
+            owner = _run_owner(info, self.lease.owner)
+            if not owner.here:
+                gone = [info.owner] if info.owner is not None and owner.alive is False else []
+                if not await self.store.claim_runs(self.lease, gone_owners=gone, runs=[key]):
+                    raise UserError(
+                        f"plan {plan.id!r} is already executing: {owner.describe()}. Follow "
+                        f"it with get_progress (`taskorch watch {plan.id}`), or cancel it"
+                    )
+            self._claims.add(key)
+            try:
+                run = await self._obey_cancel_request(plan, info)
+                if run is not None:
+                    return run
+                states = await self.store.get_step_states(plan.id, plan.version)
+                run = await self._resume_one(plan, states, await self._tool_catalog())
+                if run is None:
+                    raise ApprovalError(
+                        f"plan {plan.id!r} is executing but not approved for its content"
+                    )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._release(plan.id, plan.version)
+                raise
+            finally:
+                self._claims.discard(key)
+        logger.info("took over plan %s version %d: %s", plan.id, plan.version, owner.describe())
+        return run
+
     def _launch(self, run: Run) -> None:
         assert self._tg is not None
         self._runs[run.plan.id] = run
         self._tg.start_soon(run._main)
+        if self._watch_scope is not None:
+            self._watch_scope.cancel()  # watch this run for cancel requests too
 
     def _finished_run(
         self,
@@ -1675,21 +2058,35 @@ class Scheduler:
         again once it has expired to take it over.
 
         Returns:
-            A handle per plan taken: running ones, and finished ones for plans
-            that now wait for a decision (`interrupted`).
+            A handle per plan taken. A run whose in-flight calls may not be
+            repeated goes on with everything that does not depend on them, then
+            ends `interrupted`, waiting for a decision.
         """
         if self._tg is None:
             raise InternalError(
                 "the Scheduler is not running: use it as `async with Scheduler(...)`"
             )
-        claimed = await self.store.claim_runs(self.lease, gone_owners=await self._gone_owners())
+        async with self._claim_lock:
+            gone = await self._gone_owners()
+            claimed = await self.store.claim_runs(self.lease, gone_owners=gone)
+            self._claims.update(claimed)
+            try:
+                return await self._resume_claimed(claimed)
+            finally:
+                self._claims.difference_update(claimed)
+
+    async def _resume_claimed(self, claimed: list[tuple[PlanId, int]]) -> list[Run]:
         runs: list[Run] = []
-        safe: dict[tuple[str, str], bool] | None = None
+        catalog: Catalog | None = None
         for plan_id, version in claimed:
             active = self._runs.get(plan_id)
             if active is not None and active.version == version:
                 continue  # already running here; the claim merely renewed its lease
-            if active is not None or plan_id in self._starting:
+            if plan_id in self._starting:
+                # start() is on it right now, and takes the run over itself if need be.
+                await self._release(plan_id, version)
+                continue
+            if active is not None:
                 logger.warning(
                     "plan %s version %d is executing, but another version of the plan runs "
                     "here: it is left for later",
@@ -1702,11 +2099,14 @@ class Scheduler:
             run: Run | None = None
             try:
                 plan = await self.store.get_plan(plan_id, version)
+                run = await self._obey_cancel_request(plan)
+                if run is not None:
+                    runs.append(run)
+                    continue
                 states = await self.store.get_step_states(plan.id, plan.version)
-                needs_catalog = any(s.status is StepStatus.RUNNING for s in states.values())
-                if needs_catalog and safe is None:
-                    safe = await self._safe_tools()
-                run = await self._resume_one(plan, states, safe or {})
+                if catalog is None:
+                    catalog = await self._tool_catalog()
+                run = await self._resume_one(plan, states, catalog)
                 if run is not None:
                     runs.append(run)
             except Exception:
@@ -1718,10 +2118,29 @@ class Scheduler:
                 await self._release(plan_id, version)
         return runs
 
+    async def _obey_cancel_request(self, plan: Plan, info: LeaseInfo | None = None) -> Run | None:
+        """Cancel a run just claimed, instead of resuming it, if a cancel request stands.
+
+        Whoever asked was told the run ends as soon as its owner sees the request;
+        the new owner sees it before it calls anything.
+        """
+        if info is None:
+            info = await self.store.get_lease(plan.id, plan.version)
+        if info is None or info.cancel_requested_at is None:
+            return None
+        logger.info("plan %s: a cancel request stands; cancelling the run taken over", plan.id)
+        expect = ExpectedPlanStatus(plan.id, plan.version, PlanStatus.EXECUTING, lease=self.lease)
+        report = await self._cancel_in_store(plan, expect)
+        states = await self.store.get_step_states(plan.id, plan.version)
+        ended = plan.model_copy(update={"status": report.status})
+        return self._finished_run(ended, states, None, {})
+
     async def _release(self, plan_id: str, version: int) -> None:
         try:
             await self.store.release_leases(self.lease.owner, [(plan_id, version)])
         except Exception as error:
+            # Not renewed any more, it lapses anyway; meanwhile try again.
+            self._unreleased.add((plan_id, version))
             logger.warning("could not release the lease on plan %s: %s", plan_id, error)
 
     async def _gone_owners(self) -> list[str]:
@@ -1734,18 +2153,19 @@ class Scheduler:
         }
         return sorted(o for o in owners if _owner_is_gone(o))
 
-    async def _safe_tools(self) -> dict[tuple[str, str], bool]:
+    async def _tool_catalog(self) -> Catalog:
+        """The caller's catalog: what is safe to repeat, and the tools' input schemas."""
         try:
             with anyio.fail_after(self.config.resume_catalog_timeout_s):
-                catalog = await self.caller.catalog()
+                return await self.caller.catalog()
         except Exception:
-            # Without annotations nothing is known to be safe to repeat.
-            logger.exception("could not get the tool catalog to resume runs")
-            return {}
-        return {t.key: t.annotations.safe_to_repeat for t in catalog}
+            # Without annotations nothing is known to be safe to repeat, and the
+            # servers are left to check the arguments.
+            logger.exception("could not get the tool catalog")
+            return Catalog()
 
     async def _resume_one(
-        self, plan: Plan, states: dict[str, StepState], safe: Mapping[tuple[str, str], bool]
+        self, plan: Plan, states: dict[str, StepState], catalog: Catalog
     ) -> Run | None:
         if not plan.is_approved:
             logger.error(
@@ -1753,6 +2173,8 @@ class Scheduler:
             )
             return None
         started_at, _ = await self.store.get_run_times(plan.id, plan.version)
+        agent = await self._agent(plan)
+        history = await self.store.tool_stats()
         now = utc_now()
         batch = _new_batch()
         # Written only while the claim resume() just made is still ours.
@@ -1760,28 +2182,35 @@ class Scheduler:
             plan.id, plan.version, PlanStatus.EXECUTING, lease=self.lease
         )
         retry_counts: dict[str, int] = {}
-        interrupted: list[str] = []
+        interrupted: list[Event] = []
         for sid, st in states.items():
             if st.status is not StepStatus.RUNNING:
-                if st.status is StepStatus.INTERRUPTED:
-                    interrupted.append(sid)
                 continue
             attempts = await self.store.get_attempts(plan.id, plan.version, sid)
-            this_run = [a for a in attempts if started_at is None or a.started_at >= started_at]
-            retry_counts[sid] = len(this_run)
+            # Only failed attempts count against the retry policy: a crash is not the tool's.
+            retry_counts[sid] = sum(
+                1
+                for a in attempts
+                if (started_at is None or a.started_at >= started_at)
+                and a.status not in (StepStatus.RUNNING, StepStatus.INTERRUPTED)
+            )
             last = attempts[-1] if attempts else None
             step = plan.step(sid)
             if last is not None and last.status is not StepStatus.RUNNING:
                 # Between attempts (waiting to retry): nothing was in flight.
                 batch.step_states.append(_requeued(st))
                 continue
-            error = StepError(
-                kind=ErrorKind.INTERRUPTED,
-                message=(
-                    "taskorch stopped while this call was in flight; "
-                    "it may or may not have taken effect"
-                ),
+            decision = decide(
+                ErrorKind.INTERRUPTED,
+                Delivery.AMBIGUOUS,
+                policy=_retry_policy(step, agent, self.config),
+                attempt=retry_counts[sid],
+                annotations=_annotations(catalog, step),
             )
+            message = "taskorch stopped while this call was in flight"
+            if decision.reason:
+                message = f"{message}; {decision.reason}"
+            error = StepError(kind=ErrorKind.INTERRUPTED, message=message)
             if last is not None:
                 batch.attempts.append(
                     last.model_copy(
@@ -1792,56 +2221,37 @@ class Scheduler:
                         }
                     )
                 )
-            if safe.get((step.server, step.tool), False):
+            if decision.verdict is Verdict.RETRY:
                 batch.step_states.append(_requeued(st))
-            else:
-                check_transition(st.status, StepStatus.INTERRUPTED)
-                batch.step_states.append(
-                    st.model_copy(
-                        update={
-                            "status": StepStatus.INTERRUPTED,
-                            "error": error,
-                            "finished_at": now,
-                        }
-                    )
+                continue
+            check_transition(st.status, StepStatus.INTERRUPTED)
+            batch.step_states.append(
+                st.model_copy(
+                    update={"status": StepStatus.INTERRUPTED, "error": error, "finished_at": now}
                 )
-                batch.events.append(
-                    Event(
-                        plan_id=plan.id,
-                        kind=EventKind.STEP_INTERRUPTED,
-                        step_id=sid,
-                        data={"error": _error_json(error)},
-                    )
+            )
+            interrupted.append(
+                Event(
+                    plan_id=plan.id,
+                    kind=EventKind.STEP_INTERRUPTED,
+                    step_id=sid,
+                    data={"error": _error_json(error)},
                 )
-                interrupted.append(sid)
+            )
         merged = dict(states)
         for new in batch.step_states:
             merged[new.step_id] = new
-        agent = await self._agent(plan)
-        history = await self.store.tool_stats()
-        if interrupted:
-            message = _interrupted_message(interrupted)
-            batch.plan_status = PlanStatusChange(
-                plan_id=plan.id, version=plan.version, status=PlanStatus.INTERRUPTED
-            )
-            batch.events.append(
-                Event(
-                    plan_id=plan.id,
-                    kind=EventKind.PLAN_FINISHED,
-                    data={"status": PlanStatus.INTERRUPTED.value, "message": message},
-                )
-            )
-            await self.store.write(batch)
-            stopped = plan.model_copy(update={"status": PlanStatus.INTERRUPTED})
-            return self._finished_run(stopped, merged, agent, history)
-        events = [
+        # The run goes on with everything that does not depend on an interrupted step,
+        # and waits for a decision only once nothing else can run.
+        requeued = [s.step_id for s in batch.step_states if s.status is StepStatus.PENDING]
+        batch.events = [
             Event(
                 plan_id=plan.id,
                 kind=EventKind.EXECUTION_RESUMED,
-                data={"requeued": [s.step_id for s in batch.step_states]},
-            )
+                data={"requeued": requeued, "interrupted": [e.step_id for e in interrupted]},
+            ),
+            *interrupted,
         ]
-        batch.events = list(events)
         events = await self.store.write_returning_events(batch)
         run = Run(
             self,
@@ -1852,19 +2262,24 @@ class Scheduler:
             started_at=started_at,
             start_events=events,
             retry_counts=retry_counts,
+            catalog=catalog,
         )
         self._launch(run)
         return run
 
     # --- control and observation -----------------------------------------------------------
 
-    async def cancel(self, plan_id: str) -> ExecutionReport:
+    async def cancel(self, plan_id: str, *, wait_s: float | None = None) -> ExecutionReport:
         """End a plan's execution as `cancelled`.
 
-        An active run here is stopped (in-flight calls cancelled downstream);
-        a plan that is `confirmed`, `interrupted`, or `executing` with no run
-        here (another process, or one not resumed) is cancelled in the store.
-        A plan that has already ended is left as it is.
+        An active run here is stopped (in-flight calls cancelled downstream). A
+        run in another live process is asked to stop, through the store: that
+        process sees the request within `control_poll_s`, stops its calls in
+        flight and ends the run `cancelled`; this waits for that, up to `wait_s`
+        (`cancel_wait_s` by default), and else answers with the plan still
+        `executing` and a message saying the request is made. A run whose owner
+        is gone, and a plan that is `confirmed` or `interrupted`, are cancelled
+        in the store. A plan that has already ended is left as it is.
 
         Raises:
             NotFoundError: No such plan.
@@ -1875,7 +2290,6 @@ class Scheduler:
             run.cancel()
             return await run.wait()
         plan = await self.store.get_plan(plan_id)
-        states = await self.store.get_step_states(plan.id, plan.version)
         if plan.status in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
             raise UserError(
                 f"plan {plan.id!r} is {plan.status.value}: it has not run, so there is "
@@ -1883,6 +2297,56 @@ class Scheduler:
             )
         if plan.status.is_terminal:
             return await self.report(plan.id, plan.version)
+        if plan.status is PlanStatus.EXECUTING:
+            wait = self.config.cancel_wait_s if wait_s is None else wait_s
+            return await self._cancel_elsewhere(plan, wait)
+        return await self._cancel_in_store(plan)
+
+    async def _cancel_elsewhere(self, plan: Plan, wait_s: float) -> ExecutionReport:
+        """Cancel a run this process does not run: ask its owner, or take it if it is gone."""
+        key = (plan.id, plan.version)
+        deadline = anyio.current_time() + wait_s
+        asked = False
+        while True:
+            info = await self.store.get_lease(*key)
+            if info is None:  # not executing any more: its owner ended it
+                return await self.report(plan.id, plan.version)
+            owner = _run_owner(info, self.lease.owner)
+            if not owner.holds or owner.here:
+                async with self._claim_lock:
+                    run = self._runs.get(plan.id)
+                    if run is not None and run.version == plan.version:
+                        run.cancel()
+                        return await run.wait()
+                    gone = [info.owner] if info.owner is not None and owner.alive is False else []
+                    if owner.here or await self.store.claim_runs(
+                        self.lease, gone_owners=gone, runs=[key]
+                    ):
+                        expect = ExpectedPlanStatus(*key, PlanStatus.EXECUTING, lease=self.lease)
+                        return await self._cancel_in_store(plan, expect)
+                continue  # someone else took it meanwhile: look again
+            if not asked:
+                asked = True
+                await self.store.request_cancel(*key)
+                logger.info("plan %s: asked to cancel the run: %s", plan.id, owner.describe())
+            if anyio.current_time() >= deadline:
+                report = await self.report(plan.id, plan.version)
+                if report.status is not PlanStatus.EXECUTING:
+                    return report
+                message = (
+                    f"cancel requested, not done yet: {owner.describe()}, and has not "
+                    "stopped the run yet; it cancels its calls in flight and ends the run "
+                    "as soon as it sees the request. Follow it with get_progress "
+                    f"(`taskorch watch {plan.id}`)"
+                )
+                return report.model_copy(update={"message": message})
+            await anyio.sleep(self.config.control_poll_s)
+
+    async def _cancel_in_store(
+        self, plan: Plan, expect: ExpectedPlanStatus | None = None
+    ) -> ExecutionReport:
+        """Cancel a plan no process runs, by writing it `cancelled` with its unfinished steps."""
+        states = await self.store.get_step_states(plan.id, plan.version)
         now = utc_now()
         batch = _new_batch()
         error = StepError(kind=ErrorKind.CANCELLED, message="not run: cancelled")
@@ -1903,6 +2367,7 @@ class Scheduler:
                 data={"status": PlanStatus.CANCELLED.value, "message": "cancelled on request"},
             )
         ]
+        batch.expect = expect
         await self.store.write(batch)
         return await self.report(plan.id, plan.version)
 
@@ -1925,7 +2390,31 @@ class Scheduler:
         plan = await self.store.get_plan(plan_id, version)
         states = await self.store.get_step_states(plan.id, plan.version)
         started, finished = await self.store.get_run_times(plan.id, plan.version)
-        return _build_report(plan, states, plan.status, started, finished)
+        message = None
+        info = None
+        if plan.status is PlanStatus.EXECUTING:
+            info = await self.store.get_lease(plan.id, plan.version)
+        if info is not None:
+            owner = _run_owner(info, self.lease.owner)
+            message = f"the plan is executing: {owner.describe()}" + (
+                ""
+                if owner.holds
+                else f"; execute_plan(plan_id={plan.id!r}) takes the run over and resumes it"
+            )
+        return _build_report(plan, states, plan.status, started, finished, message)
+
+    async def owner(self, plan_id: str, version: int | None = None) -> RunOwner | None:
+        """Who runs the plan version (the latest by default); `None` when it is not executing.
+
+        Raises:
+            NotFoundError: No such plan or version.
+        """
+        if version is None:
+            version = max(await self.store.plan_versions(plan_id), default=0)
+            if not version:
+                raise NotFoundError(f"no plan with id {plan_id!r}")
+        info = await self.store.get_lease(plan_id, version)
+        return None if info is None else _run_owner(info, self.lease.owner)
 
     def progress_now(self, plan_id: str) -> ExecutionProgress | None:
         """The progress of the plan's active run here, without I/O; `None` if none."""
@@ -2010,27 +2499,63 @@ def _new_owner_id() -> str:
     return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
 
 
-def _owner_is_gone(owner: str) -> bool:
-    """Whether `owner` is a scheduler of a process on this machine that has ended.
-
-    Owners on other machines (or in a form not ours) are never judged gone: their
-    leases are taken only once they expire.
-    """
+def _owner_parts(owner: str) -> tuple[str, int, str] | None:
+    """The host, pid and process start of an owner id of ours; `None` for another form."""
     parts = owner.split("|")
-    if len(parts) != 4 or parts[0] != socket.gethostname():
-        return False
+    if len(parts) != 4:
+        return None
     try:
-        pid = int(parts[1])
+        return parts[0], int(parts[1]), parts[2]
     except ValueError:
-        return False
+        return None
+
+
+def _owner_alive(owner: str) -> bool | None:
+    """Whether `owner`'s process still runs; `None` when that cannot be told from here.
+
+    Only processes on this machine can be looked at: owners elsewhere (or in a form
+    not ours) are judged by their lease alone.
+    """
+    parts = _owner_parts(owner)
+    if parts is None or parts[0] != socket.gethostname():
+        return None
+    _, pid, started = parts
     if pid == os.getpid():
-        return False  # another scheduler in this very process: alive
+        return True  # another scheduler in this very process
     try:
-        return _process_start(pid) != parts[2]  # the pid now names another process
+        return _process_start(pid) == started  # else the pid now names another process
     except psutil.NoSuchProcess:
-        return True
+        return False
     except psutil.Error:
-        return False  # cannot tell (access denied): wait for the lease to expire
+        return None  # cannot tell (access denied): wait for the lease to expire
+
+
+def _owner_is_gone(owner: str) -> bool:
+    """Whether `owner` is a scheduler of a process on this machine that has ended."""
+    return _owner_alive(owner) is False
+
+
+def _run_owner(info: LeaseInfo, me: str) -> RunOwner:
+    parts = None if info.owner is None else _owner_parts(info.owner)
+    return RunOwner(
+        plan_id=info.plan_id,
+        version=info.version,
+        owner=info.owner,
+        host=None if parts is None else parts[0],
+        pid=None if parts is None else parts[1],
+        alive=None if info.owner is None else _owner_alive(info.owner),
+        lease_until=info.until,
+        lapsed=info.until is None or info.until <= utc_now(),
+        here=info.owner == me,
+    )
+
+
+def rejected_message(plan: Plan) -> str:
+    """What anyone trying to run or approve a rejected plan is told, wherever they try."""
+    return (
+        f"plan {plan.id!r} version {plan.version} was rejected: a rejected plan never runs "
+        "and cannot be approved again; create a new plan to run it"
+    )
 
 
 def _requeued(state: StepState) -> StepState:

@@ -12,8 +12,10 @@ memory that another process could make stale.
 
 An `executing` plan version carries a lease (`lease_owner`, `lease_until`):
 the process that runs it, and until when its claim holds unless renewed
-(`RunLease`, `claim_runs`, `renew_leases`, `release_leases`). Leaving
-`executing` releases it.
+(`RunLease`, `claim_runs`, `renew_leases`, `release_leases`), and may carry a
+cancel request from another process (`request_cancel`, which the owner sees
+through `wait_cancel_requests`). Leaving `executing` releases the lease and
+clears the request.
 
 The schema is versioned by `PRAGMA user_version` and migrated on open by the
 steps in `MIGRATIONS`. A file written by a newer taskorch is refused
@@ -26,12 +28,14 @@ structured values are compact JSON. aiosqlite needs anyio's asyncio backend.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
+import re
 import sqlite3
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,7 +58,7 @@ from executor.errors import (
     UserError,
 )
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, StepError, check_transition, utc_now
+from executor.plan import Plan, PlanStatus, StepError, StepStatus, check_transition, utc_now
 from executor.policy import AgentConfig
 from executor.records import (
     AttemptRecord,
@@ -234,6 +238,45 @@ _SCHEMA_2: Final = (
     "ALTER TABLE plans ADD COLUMN lease_until TEXT",
 )
 
+# When another process asked the owner of an executing plan version to cancel it;
+# NULL when nobody has. Cleared by every status change.
+_SCHEMA_3: Final = ("ALTER TABLE plans ADD COLUMN cancel_requested_at TEXT",)
+
+# A step's result, stored once. `skeleton` is the result's JSON with every long string
+# (at least `_PART_MIN` characters) emptied; `parts` lists, as JSON, where each one goes
+# ([[path, part], ...]) and `result_parts` holds each distinct long string once (TEXT, or
+# a UTF-8 BLOB when it has lone surrogates), so a tool that repeats its text in its
+# structured content costs one copy. The step state keeps only a summary and, when
+# small, the output itself (column `output`).
+_SCHEMA_4: Final = (
+    "ALTER TABLE step_states ADD COLUMN summary TEXT",
+    """
+    CREATE TABLE step_results (
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        skeleton TEXT NOT NULL,
+        parts TEXT NOT NULL,
+        PRIMARY KEY (plan_id, version, step_id),
+        FOREIGN KEY (plan_id, version, step_id)
+            REFERENCES steps (plan_id, version, step_id) ON DELETE CASCADE
+    )
+    """,
+    """
+    CREATE TABLE result_parts (
+        id INTEGER PRIMARY KEY,
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        step_id TEXT NOT NULL,
+        part INTEGER NOT NULL,
+        data BLOB NOT NULL,
+        UNIQUE (plan_id, version, step_id, part),
+        FOREIGN KEY (plan_id, version, step_id)
+            REFERENCES step_results (plan_id, version, step_id) ON DELETE CASCADE
+    )
+    """,
+)
+
 # Statistics: each attempt's own call time (monotonic, without the wait for the server's
 # call limit), attempts by start time (the `since` of every statistic), and what the
 # pool saw of each server's availability (restarts, time down).
@@ -257,8 +300,8 @@ _SCHEMA_8: Final = (
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SCHEMA_1),
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
-    Migration(3, "reserved", ()),
-    Migration(4, "reserved", ()),
+    Migration(3, "cancel requests to the process that runs a plan version", _SCHEMA_3),
+    Migration(4, "results stored once: a result table, its long strings apart", _SCHEMA_4),
     Migration(5, "reserved", ()),
     Migration(6, "reserved", ()),
     Migration(7, "reserved", ()),
@@ -304,6 +347,8 @@ class LeaseInfo:
     """Who holds it; `None` when nobody does (it may be claimed at once)."""
     until: datetime | None
     """When it expires unless renewed."""
+    cancel_requested_at: datetime | None = None
+    """When another process asked its owner to cancel the run, if one did."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,21 +494,9 @@ def _error_json(error: StepError | None) -> str | None:
     return _dumps({"kind": error.kind.value, "message": error.message})
 
 
-def _result_json(result: ToolResult | None) -> str | None:
-    if result is None:
-        return None
-    # Keys in field order, as model_dump gives them.
-    fast = _fast_json(
-        {
-            "content": result.content,
-            "structured_content": result.structured_content,
-            "is_error": result.is_error,
-        }
-    )
-    return fast if fast is not None else _dumps(result.model_dump(mode="json"))
-
-
 def _output_json(state: StepState) -> str:
+    if state.summary is not None and not state.summary.inline:
+        return "null"  # kept once, in the result table
     fast = _fast_json(state.output)
     if fast is not None:
         return fast
@@ -478,11 +511,152 @@ def _state_row(state: StepState, now: str) -> tuple[Any, ...]:
         state.status.value,
         state.attempts,
         _output_json(state),
-        _result_json(state.result),
+        None,  # the result goes to step_results (`_result_rows`)
         _error_json(state.error),
         _ts(state.started_at),
         _ts(state.finished_at),
         now,
+        None if state.summary is None else _dumps(state.summary.model_dump(mode="json")),
+    )
+
+
+_PART_MIN: Final = 1024
+"""Strings of at least this many characters are stored apart, each distinct one once."""
+
+
+@dataclass(frozen=True, slots=True)
+class _ResultRows:
+    key: tuple[str, int, str]
+    skeleton: str
+    parts: str
+    blobs: list[str | bytes]
+
+
+def _result_rows(state: StepState) -> _ResultRows | None:
+    """Split a state's result into its skeleton and its long strings (`_SCHEMA_4`)."""
+    if state.result is None:
+        return None
+    result = state.result
+    # A copy of the containers only: the long strings are shared, not duplicated.
+    value = copy.deepcopy(
+        {
+            "content": result.content,
+            "structured_content": result.structured_content,
+            "is_error": result.is_error,
+        }
+    )
+    split = _split_long_strings(value)
+    if split is None:
+        # Not plain JSON (bytes, datetimes, models...): encode it as pydantic would.
+        value = result.model_dump(mode="json")
+        split = _split_long_strings(value)
+        assert split is not None
+    places, blobs = split
+    return _ResultRows(
+        key=(state.plan_id, state.version, state.step_id),
+        skeleton=_dumps(value),
+        parts=_dumps(places),
+        blobs=blobs,
+    )
+
+
+def _split_long_strings(
+    value: dict[str, Any],
+) -> tuple[list[tuple[list[str | int], int]], list[str | bytes]] | None:
+    """Empty every long string of `value` in place; `None` when it is not plain JSON.
+
+    Returns:
+        Where each string was (path, part number) and each distinct string, as the
+        string itself (stored as TEXT: sqlite3 reads an ASCII string's own buffer, so
+        a large part is not copied here first) or, when it holds lone surrogates
+        that UTF-8 cannot say, as bytes (a BLOB, "surrogatepass").
+    """
+    places: list[tuple[list[str | int], int]] = []
+    index: dict[str, int] = {}
+    blobs: list[str | bytes] = []
+    stack: list[tuple[Any, list[str | int]]] = [(value, [])]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            if not all(isinstance(k, str) for k in node):
+                return None
+            items: Iterable[tuple[Any, Any]] = node.items()
+        else:
+            items = enumerate(node)
+        for key, item in items:
+            if isinstance(item, str):
+                if len(item) < _PART_MIN:
+                    continue
+                part = index.get(item)
+                if part is None:
+                    part = index[item] = len(blobs)
+                    blobs.append(
+                        item if _utf8_safe(item) else item.encode("utf-8", "surrogatepass")
+                    )
+                places.append(([*path, key], part))
+                node[key] = ""
+            elif isinstance(item, dict | list):
+                stack.append((item, [*path, key]))
+            elif not _plain_scalar(item):
+                return None
+    return places, blobs
+
+
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _utf8_safe(text: str) -> bool:
+    """Whether UTF-8 can say `text` (no lone surrogates), checked without a copy."""
+    return text.isascii() or _SURROGATE.search(text) is None
+
+
+def _plain_scalar(item: Any) -> bool:
+    if item is None or isinstance(item, bool | int):
+        return True
+    return isinstance(item, float) and math.isfinite(item)
+
+
+_DELETE_RESULT: Final = "DELETE FROM step_results WHERE plan_id = ? AND version = ? AND step_id = ?"
+
+
+def _write_result(conn: sqlite3.Connection, rows: _ResultRows) -> None:
+    # The step's previous result (and its parts, by cascade) gives way to this one.
+    conn.execute(_DELETE_RESULT, rows.key)
+    conn.execute(
+        "INSERT INTO step_results (plan_id, version, step_id, skeleton, parts)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (*rows.key, rows.skeleton, rows.parts),
+    )
+    conn.executemany(
+        "INSERT INTO result_parts (plan_id, version, step_id, part, data) VALUES (?, ?, ?, ?, ?)",
+        ((*rows.key, i, blob) for i, blob in enumerate(rows.blobs)),
+    )
+
+
+def _read_result(conn: sqlite3.Connection, key: tuple[str, int, str]) -> ToolResult | None:
+    """Rebuild a stored result (worker thread); `None` when the step has none."""
+    where = " WHERE plan_id = ? AND version = ? AND step_id = ?"
+    row = conn.execute("SELECT skeleton, parts FROM step_results" + where, key).fetchone()
+    if row is None:
+        # Rows written before results had their own table keep them with the state.
+        old = conn.execute("SELECT result FROM step_states" + where, key).fetchone()
+        if old is None or old[0] is None:
+            return None
+        return ToolResult.model_validate_json(old[0])
+    value = json.loads(row[0])
+    strings = {
+        int(part): data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
+        for part, data in conn.execute("SELECT part, data FROM result_parts" + where, key)
+    }
+    for path, part in json.loads(row[1]):
+        node = value
+        for key_ in path[:-1]:
+            node = node[key_]
+        node[path[-1]] = strings[part]
+    return ToolResult.model_construct(
+        content=value["content"],
+        structured_content=value["structured_content"],
+        is_error=value["is_error"],
     )
 
 
@@ -525,6 +699,7 @@ def _state_from_row(row: sqlite3.Row) -> StepState:
             "attempts": row["attempts"],
             "output": json.loads(row["output"]),
             "result": None if row["result"] is None else json.loads(row["result"]),
+            "summary": None if row["summary"] is None else json.loads(row["summary"]),
             "error": None if row["error"] is None else json.loads(row["error"]),
             "started_at": _parse_ts(row["started_at"]),
             "finished_at": _parse_ts(row["finished_at"]),
@@ -558,6 +733,16 @@ def _event_from_row(row: sqlite3.Row) -> Event:
             "at": _parse_ts(row["at"]),
             "data": json.loads(row["data"]),
         }
+    )
+
+
+def _lease_from_row(row: sqlite3.Row) -> LeaseInfo:
+    return LeaseInfo(
+        plan_id=PlanId(row["plan_id"]),
+        version=int(row["version"]),
+        owner=row["lease_owner"],
+        until=_parse_ts(row["lease_until"]),
+        cancel_requested_at=_parse_ts(row["cancel_requested_at"]),
     )
 
 
@@ -605,12 +790,13 @@ VALUES (?, ?, ?, ?, ?, ?, ?)
 
 _UPSERT_STATE: Final = """
 INSERT INTO step_states (plan_id, version, step_id, status, attempts, output, result, error,
-                         started_at, finished_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         started_at, finished_at, updated_at, summary)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     result = excluded.result, error = excluded.error, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, updated_at = excluded.updated_at
+    finished_at = excluded.finished_at, updated_at = excluded.updated_at,
+    summary = excluded.summary
 """
 
 _UPSERT_ATTEMPT: Final = """
@@ -643,7 +829,7 @@ ON CONFLICT (server, tool) DO UPDATE SET
 
 # A new run start (started_at given) clears the previous run's end. Only an executing
 # plan version has a lease: leaving `executing` releases it; entering it with an owner
-# claims it.
+# claims it. A cancel request is about the run in progress: any change ends it.
 _UPDATE_STATUS: Final = """
 UPDATE plans SET
     status = :status,
@@ -653,6 +839,7 @@ UPDATE plans SET
                        ELSE COALESCE(:finished_at, finished_at) END,
     lease_owner = CASE WHEN :status = 'executing' THEN COALESCE(:lease_owner, lease_owner) END,
     lease_until = CASE WHEN :status = 'executing' THEN COALESCE(:lease_until, lease_until) END,
+    cancel_requested_at = NULL,
     updated_at = :now
 WHERE plan_id = :plan_id AND version = :version
 """
@@ -847,6 +1034,18 @@ def _store_error(path: Path, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"database {path}: {message} ({hint})")
 
 
+_SQLITE_MIN_INT: Final = -(2**63)
+_SQLITE_MAX_INT: Final = 2**63 - 1
+
+
+def _overflow_error(exc: OverflowError) -> UserError:
+    """A number too large for SQLite's 64-bit integers is the caller's to fix."""
+    return UserError(
+        f"a number in the request is too large for the database ({exc}): integers "
+        f"must lie between {_SQLITE_MIN_INT} and {_SQLITE_MAX_INT}"
+    )
+
+
 # --- migrations ----------------------------------------------------------------------------
 
 
@@ -933,6 +1132,7 @@ class Store:
         # Uncontended, taking the lock does not yield: a commit is on the path from a
         # step's end to its dependents' start, and a yield there is one event-loop turn.
         self._lock = anyio.Lock(fast_acquire=True)
+        self._cancels_asked = 0
         # Long reads (statistics) go through a connection of their own, opened on first
         # use: in WAL mode they then never hold up a run's commits on the main one.
         self._apart: aiosqlite.Connection | None = None
@@ -1039,6 +1239,8 @@ class Store:
                     result = await _on_worker_thread(db, _in_transaction, body)
                 except sqlite3.Error as exc:
                     raise _store_error(self.path, exc) from exc
+                except OverflowError as exc:
+                    raise _overflow_error(exc) from exc
         return result
 
     async def _read_apart(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -1054,7 +1256,16 @@ class Store:
                     apart = await aiosqlite.connect(self.path, isolation_level=None)
                     apart.row_factory = sqlite3.Row
                     self._apart = apart
-                return await _on_worker_thread(self._apart, _call_body, body)
+                return await _on_worker_thread(self._apart, _in_snapshot, body)
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
+
+    async def _on_thread(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `body` on the worker thread, outside a write transaction (reads only)."""
+        async with self._lock:
+            db = self._require_db()
+            try:
+                return await _on_worker_thread(db, _in_snapshot, body)
             except sqlite3.Error as exc:
                 raise _store_error(self.path, exc) from exc
 
@@ -1065,6 +1276,8 @@ class Store:
                 return list(await db.execute_fetchall(sql, params))
             except sqlite3.Error as exc:
                 raise _store_error(self.path, exc) from exc
+            except OverflowError as exc:
+                raise _overflow_error(exc) from exc
 
     # --- plans ---
 
@@ -1118,6 +1331,8 @@ class Store:
         """
         if version is None:
             where = f"p.plan_id = :plan_id AND {_LATEST_VERSION}"
+        elif not _SQLITE_MIN_INT <= version <= _SQLITE_MAX_INT:
+            raise await self._plan_not_found(plan_id, version)  # no row could hold it
         else:
             where = "p.plan_id = :plan_id AND p.version = :version"
         params = {"plan_id": plan_id, "version": version, "limit": 1}
@@ -1255,7 +1470,11 @@ class Store:
     # --- run leases ---
 
     async def claim_runs(
-        self, lease: RunLease, *, gone_owners: Collection[str] = ()
+        self,
+        lease: RunLease,
+        *,
+        gone_owners: Collection[str] = (),
+        runs: Collection[tuple[str, int]] | None = None,
     ) -> list[tuple[PlanId, int]]:
         """Take every `executing` plan version that nobody holds, in one atomic UPDATE.
 
@@ -1268,6 +1487,7 @@ class Store:
         Args:
             lease: The claiming owner, and how long the claim holds.
             gone_owners: Owners whose leases may be taken before they expire.
+            runs: Only these (plan_id, version) pairs; every executing one when `None`.
 
         Returns:
             The (plan_id, version) pairs now held by `lease.owner`, sorted.
@@ -1285,20 +1505,32 @@ class Store:
         sql = (
             "UPDATE plans SET lease_owner = :owner, lease_until = :until"
             " WHERE status = :executing AND (lease_owner IS NULL OR lease_until IS NULL"
-            f" OR lease_until <= :now{gone}) RETURNING plan_id, version"
+            f" OR lease_until <= :now{gone})"
         )
+        keys = None if runs is None else sorted({(str(p), int(v)) for p, v in runs})
 
         def body(conn: sqlite3.Connection) -> list[tuple[PlanId, int]]:
-            return sorted((PlanId(r[0]), int(r[1])) for r in conn.execute(sql, params))
+            if keys is None:
+                rows = conn.execute(sql + " RETURNING plan_id, version", params).fetchall()
+            else:
+                one = sql + " AND plan_id = :plan_id AND version = :version"
+                rows = [
+                    (p, v)
+                    for p, v in keys
+                    if conn.execute(one, {**params, "plan_id": p, "version": v}).rowcount
+                ]
+            return sorted((PlanId(r[0]), int(r[1])) for r in rows)
 
         return await self._transact(body)
 
-    async def renew_leases(self, lease: RunLease) -> set[tuple[PlanId, int]]:
-        """Extend every lease `lease.owner` holds to now + `lease.lease_s`.
+    async def renew_leases(
+        self, lease: RunLease, runs: Collection[tuple[str, int]] | None = None
+    ) -> set[tuple[PlanId, int]]:
+        """Extend the leases `lease.owner` holds (all, or those of `runs`) to now + `lease.lease_s`.
 
         Returns:
-            The (plan_id, version) pairs it still holds: a run missing from them was
-            taken over (or changed) by another process.
+            The (plan_id, version) pairs it still holds among those asked for: a run
+            missing from them was taken over (or changed) by another process.
         """
         now = _now()
         params = {
@@ -1308,11 +1540,21 @@ class Store:
         }
         sql = (
             "UPDATE plans SET lease_until = :until"
-            " WHERE status = :executing AND lease_owner = :owner RETURNING plan_id, version"
+            " WHERE status = :executing AND lease_owner = :owner"
         )
+        keys = None if runs is None else sorted({(str(p), int(v)) for p, v in runs})
 
         def body(conn: sqlite3.Connection) -> set[tuple[PlanId, int]]:
-            return {(PlanId(r[0]), int(r[1])) for r in conn.execute(sql, params)}
+            if keys is None:
+                rows = conn.execute(sql + " RETURNING plan_id, version", params).fetchall()
+            else:
+                one = sql + " AND plan_id = :plan_id AND version = :version"
+                rows = [
+                    (p, v)
+                    for p, v in keys
+                    if conn.execute(one, {**params, "plan_id": p, "version": v}).rowcount
+                ]
+            return {(PlanId(r[0]), int(r[1])) for r in rows}
 
         return await self._transact(body)
 
@@ -1338,19 +1580,82 @@ class Store:
     async def list_leases(self) -> list[LeaseInfo]:
         """Return the lease of every `executing` plan version, oldest plan first."""
         rows = await self._read(
-            "SELECT plan_id, version, lease_owner, lease_until FROM plans"
-            " WHERE status = ? ORDER BY created_at, rowid",
+            "SELECT plan_id, version, lease_owner, lease_until, cancel_requested_at"
+            " FROM plans WHERE status = ? ORDER BY created_at, rowid",
             (PlanStatus.EXECUTING.value,),
         )
-        return [
-            LeaseInfo(
-                plan_id=PlanId(r["plan_id"]),
-                version=int(r["version"]),
-                owner=r["lease_owner"],
-                until=_parse_ts(r["lease_until"]),
+        return [_lease_from_row(r) for r in rows]
+
+    async def get_lease(self, plan_id: str, version: int) -> LeaseInfo | None:
+        """Return the lease of one plan version; `None` when it is not `executing`."""
+        rows = await self._read(
+            "SELECT plan_id, version, lease_owner, lease_until, cancel_requested_at"
+            " FROM plans WHERE plan_id = ? AND version = ? AND status = ?",
+            (plan_id, version, PlanStatus.EXECUTING.value),
+        )
+        return _lease_from_row(rows[0]) if rows else None
+
+    # --- cancel requests ---
+
+    async def request_cancel(self, plan_id: str, version: int) -> bool:
+        """Ask the process that runs this plan version to cancel it.
+
+        The request stays until the plan leaves `executing` (whoever changes it),
+        so an owner that is slow to look, or a process that takes the run over,
+        still finds it.
+
+        Returns:
+            Whether the plan version is executing (else there is nothing to ask).
+        """
+        now = _now()
+
+        def body(conn: sqlite3.Connection) -> bool:
+            return bool(
+                conn.execute(
+                    "UPDATE plans SET cancel_requested_at = COALESCE(cancel_requested_at, ?)"
+                    " WHERE plan_id = ? AND version = ? AND status = ?",
+                    (now, plan_id, version, PlanStatus.EXECUTING.value),
+                ).rowcount
             )
-            for r in rows
-        ]
+
+        asked = await self._transact(body)
+        # This connection's own commits do not change its data_version: count them.
+        self._cancels_asked += 1
+        return asked
+
+    async def wait_cancel_requests(
+        self, runs: Collection[tuple[str, int]], *, poll_s: float = 0.2
+    ) -> set[tuple[PlanId, int]]:
+        """Wait until one of `runs` has a cancel request; return every one of them that has.
+
+        It looks at once, then again only when the database may have changed:
+        SQLite cannot notify, so every `poll_s` it reads `PRAGMA data_version`
+        (which changes when another connection commits, and touches no table).
+        A store on a database server would LISTEN for a notification that
+        `request_cancel` sends, and keep this signature.
+
+        Args:
+            runs: The (plan_id, version) pairs to watch (the runs of the caller).
+            poll_s: How often to look whether the database changed.
+        """
+        wanted = {(str(p), int(v)) for p, v in runs}
+        if not wanted:
+            await anyio.sleep_forever()
+        looked: tuple[int, int] | None = None
+        while True:
+            rows = await self._read("PRAGMA data_version")
+            version = (int(rows[0][0]), self._cancels_asked)
+            if version != looked:
+                looked = version
+                rows = await self._read(
+                    "SELECT plan_id, version FROM plans"
+                    " WHERE status = ? AND cancel_requested_at IS NOT NULL",
+                    (PlanStatus.EXECUTING.value,),
+                )
+                found = {(PlanId(r[0]), int(r[1])) for r in rows if (r[0], int(r[1])) in wanted}
+                if found:
+                    return found
+            await anyio.sleep(poll_s)
 
     # --- runs ---
 
@@ -1363,6 +1668,15 @@ class Store:
             (plan_id, version),
         )
         return {row["step_id"]: _state_from_row(row) for row in rows}
+
+    async def get_step_result(self, plan_id: str, version: int, step_id: str) -> ToolResult | None:
+        """Return the whole MCP result a step's last finished attempt gave, or `None`."""
+        key = (plan_id, version, step_id)
+
+        def body(conn: sqlite3.Connection) -> ToolResult | None:
+            return _read_result(conn, key)
+
+        return await self._on_thread(body)
 
     async def write(self, batch: WriteBatch) -> None:
         """Commit everything in `batch` in one transaction.
@@ -1383,6 +1697,13 @@ class Store:
         # Encode before taking the lock: JSON work needs no connection.
         now = _now()
         state_rows = [_state_row(s, now) for s in batch.step_states]
+        result_rows = [r for r in map(_result_rows, batch.step_states) if r is not None]
+        # A step reset to pending (a re-run, a decision) keeps no result of its past.
+        reset_keys = [
+            (s.plan_id, s.version, s.step_id)
+            for s in batch.step_states
+            if s.status is StepStatus.PENDING
+        ]
         attempt_rows = [_attempt_row(a) for a in batch.attempts]
         event_rows = [_event_row(e) for e in batch.events]
         duration_rows = [_duration_row(sv, tl, sec, now) for sv, tl, sec in batch.durations]
@@ -1397,6 +1718,10 @@ class Store:
             try:
                 if state_rows:
                     conn.executemany(_UPSERT_STATE, state_rows)
+                if reset_keys:
+                    conn.executemany(_DELETE_RESULT, reset_keys)
+                for rows in result_rows:
+                    _write_result(conn, rows)
                 if attempt_rows:
                     conn.executemany(_UPSERT_ATTEMPT, attempt_rows)
             except sqlite3.IntegrityError as exc:
@@ -1708,8 +2033,14 @@ def _in_transaction(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection
     return result
 
 
-def _call_body(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
-    return body(conn)
+def _in_snapshot(conn: sqlite3.Connection, body: Callable[[sqlite3.Connection], _T]) -> _T:
+    """`body` in a read transaction, so its statements see one state (worker thread)."""
+    conn.execute("BEGIN")
+    try:
+        return body(conn)
+    finally:
+        with suppress(sqlite3.Error):
+            conn.execute("COMMIT")
 
 
 def _lease_until(now: str, lease_s: float) -> str:

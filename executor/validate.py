@@ -5,12 +5,17 @@ what to fix in one sentence, so that a person can read the list and a planning
 model can repair its plan from it in one round. The checks:
 
 - the plan has steps, no more than the limit, and unique step ids;
-- every `depends_on` entry and every `${...}` reference names a step of the plan;
+- every `depends_on` entry and every `${...}` reference names a step of the plan,
+  and a reference's path fits the producing tool's `outputSchema` when it has
+  one (`${rd.contents}` when the schema declares only `content` is refused);
 - the dependencies (references included) form no cycle; a cycle is shown as a
   path such as `a -> b -> c -> a`;
 - every tool exists in the catalog (close names are suggested) and the policy
   allows it;
 - every step's arguments are valid for its tool's `inputSchema`.
+
+`check_arguments` is the same check at run time, on arguments whose references
+are resolved: every value is then data, checked literally.
 
 Arguments holding references cannot be checked literally. A value that is
 exactly one reference (`"${s1.items}"`) can be of any JSON type at run time, so
@@ -51,13 +56,20 @@ from referencing import Registry, Resource
 from referencing.exceptions import NoSuchResource, Unresolvable
 
 from executor._utils import json_kind
-from executor.catalog import Catalog
+from executor.catalog import Catalog, ToolInfo
 from executor.errors import PlanValidationError, StepReferenceError
 from executor.plan import Step
 from executor.policy import ToolPolicy
 from executor.refs import StepRef, parse_template
 
-__all__ = ["Problem", "check_plan", "parse_steps", "topological_order", "validate_plan"]
+__all__ = [
+    "Problem",
+    "check_arguments",
+    "check_plan",
+    "parse_steps",
+    "topological_order",
+    "validate_plan",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -75,8 +87,8 @@ class Problem:
         step_id: The step it concerns; `None` for plan-level problems.
         code: What kind of problem: `empty_plan`, `too_many_steps`,
             `invalid_step`, `bad_reference`, `duplicate_id`,
-            `unknown_dependency`, `unknown_reference`, `cycle`, `unknown_tool`,
-            `tool_not_allowed` or `invalid_arguments`.
+            `unknown_dependency`, `unknown_reference`, `invalid_reference`,
+            `cycle`, `unknown_tool`, `tool_not_allowed` or `invalid_arguments`.
         message: One sentence: what is wrong and what to fix.
     """
 
@@ -107,7 +119,8 @@ _FIELD_HINTS: dict[str, str] = {
     "timeout_s": "write a number of seconds greater than 0, or leave the field out",
     "retry": (
         "write an object with any of initial_interval_s, backoff_coefficient, "
-        "maximum_interval_s, maximum_attempts, non_retryable and jitter, or leave it out"
+        "maximum_interval_s, maximum_attempts, non_retryable, jitter and non_idempotent, "
+        "or leave it out"
     ),
     "on_error": "write 'fail' or 'continue'",
 }
@@ -306,12 +319,56 @@ def validate_plan(
     graph = _Graph.build(steps)
     problems.extend(graph.duplicate_problems())
     tools = _ToolChecker(catalog, policy) if catalog is not None or policy is not None else None
+    producers = {step_id: steps[pos] for step_id, pos in graph.index.items()}
     for step in steps:
         problems.extend(graph.dependency_problems(step))
         if tools is not None:
             problems.extend(tools.check(step))
+            if step.depends_on:  # a step without dependencies holds no reference
+                problems.extend(tools.reference_problems(step, producers))
     problems.extend(graph.cycle_problems())
     return problems
+
+
+def check_arguments(info: ToolInfo, arguments: Mapping[str, Any]) -> list[str]:
+    """Check arguments as they will be sent (references resolved) against the tool's schema.
+
+    Unlike the plan-time check, every value is data: a `${...}` in a string is
+    text the tool receives, checked like any other.
+
+    Args:
+        info: The tool, with its `inputSchema`.
+        arguments: The arguments exactly as they would be sent.
+
+    Returns:
+        One message per problem, naming the argument and what it must be; empty
+        when they fit, or when the schema itself cannot be used (the server's
+        fault: the call is then left to the server to judge).
+    """
+    validators = _compiled_by_identity(info.input_schema)
+    if validators is None:
+        return []
+    return _argument_errors(f"{info.server}.{info.name}", arguments, validators, literal=True)
+
+
+_BY_IDENTITY: dict[int, tuple[Mapping[str, Any], _Validators | None]] = {}
+_BY_IDENTITY_MAX = 4096
+
+
+def _compiled_by_identity(schema: Mapping[str, Any]) -> _Validators | None:
+    """`_compiled`, without serialising the schema again for a schema object seen before.
+
+    A run checks every call's arguments against its catalog's (long-lived) schema
+    objects; keeping a reference to each keeps its id from being reused.
+    """
+    hit = _BY_IDENTITY.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    if len(_BY_IDENTITY) >= _BY_IDENTITY_MAX:
+        _BY_IDENTITY.clear()
+    validators = _compiled(schema)
+    _BY_IDENTITY[id(schema)] = (schema, validators)
+    return validators
 
 
 def check_plan(
@@ -628,6 +685,7 @@ class _ToolChecker:
         self.policy = policy
         self._tool_problems: dict[tuple[str, str], tuple[str, str] | None] = {}
         self._validators: dict[tuple[str, str], _Validators | None] = {}
+        self._outputs: dict[tuple[str, str], ToolInfo | None] = {}
         self._names: list[str] | None = None
 
     def check(self, step: Step) -> list[Problem]:
@@ -647,8 +705,46 @@ class _ToolChecker:
             return []
         return [
             Problem(step.id, "invalid_arguments", message)
-            for message in _argument_errors(step, validators)
+            for message in _argument_errors(
+                f"{step.server}.{step.tool}", step.arguments, validators
+            )
         ]
+
+    def reference_problems(self, step: Step, producers: Mapping[str, Step]) -> list[Problem]:
+        """References whose path the producing tool's `outputSchema` rules out."""
+        if self.catalog is None:
+            return []
+        typed = [d for d in step.depends_on if d in producers and self._output_schema(producers[d])]
+        if not typed:
+            return []  # no reference here can be checked: skip the walk
+        problems: list[Problem] = []
+        for path, text in _walk_strings(step.arguments):
+            if "${" not in text:
+                continue
+            try:
+                parts = parse_template(text)
+            except StepReferenceError:
+                continue  # reported by parse_steps
+            for ref in parts:
+                if not isinstance(ref, StepRef) or not ref.path or ref.step not in producers:
+                    continue
+                info = self._output_schema(producers[ref.step])
+                if info is None:
+                    continue
+                why = _output_path_problem(ref, info)
+                if why is not None:
+                    message = f"the reference '{ref}' in arguments{path} {why}"
+                    problems.append(Problem(step.id, "invalid_reference", message))
+        return problems
+
+    def _output_schema(self, producer: Step) -> ToolInfo | None:
+        """The producer's tool, when it declares an `outputSchema`."""
+        assert self.catalog is not None
+        key = (producer.server, producer.tool)
+        if key not in self._outputs:
+            info = self.catalog.get(*key)
+            self._outputs[key] = info if info is not None and info.output_schema else None
+        return self._outputs[key]
 
     def _tool_problem(self, server: str, tool: str) -> tuple[str, str] | None:
         name = f"{server}.{tool}"
@@ -718,6 +814,94 @@ def _alias_match(catalog: Catalog, server: str, tool: str) -> tuple[str, str] | 
     if tool.startswith(prefix) and catalog.get(server, tool[len(prefix) :]) is not None:
         return (server, tool[len(prefix) :])
     return None
+
+
+# --------------------------------------------------------------------------- output paths
+
+# Keywords that can let an object hold keys its `properties` do not list, or that
+# make a node's shape depend on more than itself: a path through them is left to run time.
+_OPEN_KEYWORDS = frozenset(
+    {
+        "$ref",
+        "$dynamicRef",
+        "allOf",
+        "anyOf",
+        "oneOf",
+        "if",
+        "dependentSchemas",
+        "patternProperties",
+        "unevaluatedProperties",
+    }
+)
+_SCALAR_TYPES = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "a boolean",
+    "null": "null",
+}
+
+
+def _output_path_problem(ref: StepRef, info: ToolInfo) -> str | None:
+    """Why the tool's `outputSchema` rules `ref`'s path out, or `None` when it may exist.
+
+    A key an object schema does not list is ruled out when the schema lists its
+    keys and says nothing of others (or forbids them): reading an undeclared key
+    is a mistake far more often than a tool's undeclared extra. Anything the
+    schema leaves open (composition, `$ref`, pattern properties) is left to run time.
+    """
+    schema: Any = info.output_schema
+    tool = f"{info.server}.{info.name}"
+    walked: str = ref.step
+    for depth, seg in enumerate(ref.path):
+        if not isinstance(schema, dict) or not _OPEN_KEYWORDS.isdisjoint(schema):
+            return None
+        props = schema.get("properties")
+        props = props if isinstance(props, dict) else {}
+        if depth == 0 and seg == "content" and "content" not in props:
+            return None  # `${s.content...}` may address the tool's content blocks
+        declared = schema.get("type")
+        types = {declared} if isinstance(declared, str) else set(declared or ())
+        if props or types == {"object"}:
+            if seg in props:
+                schema = props[seg]
+            else:
+                extra = schema.get("additionalProperties")
+                if isinstance(extra, dict) and extra:
+                    schema = extra
+                elif extra is False or (extra is None and props):
+                    return _undeclared_key(ref, tool, walked, seg, list(props))
+                else:
+                    return None
+        elif types == {"array"}:
+            if not seg.isdigit():
+                return (
+                    f"reads '{seg}', but in the output of '{tool}' '{walked}' is an array: "
+                    f"'{seg}' is not an index in it; write a number such as '{walked}.0'"
+                )
+            schema = schema.get("items")
+        elif types and types <= set(_SCALAR_TYPES):
+            what = " or ".join(_SCALAR_TYPES[t] for t in sorted(types))
+            return (
+                f"reads '{seg}', but in the output of '{tool}' '{walked}' is {what}, which has "
+                f"no '{seg}': reference '${{{walked}}}' itself"
+            )
+        else:
+            return None
+        walked = f"{walked}.{seg}"
+    return None
+
+
+def _undeclared_key(ref: StepRef, tool: str, walked: str, seg: str, keys: list[str]) -> str:
+    head = (
+        f"reads '{seg}', but in the output of '{tool}' (its outputSchema) '{walked}' has "
+        f"only {_and_list(keys[: _MAX_SHOWN * 2]) or 'no keys'}"
+    )
+    close = _close_matches(seg, keys, n=1)
+    if not close:
+        return f"{head}: read one of those"
+    fixed = StepRef(ref.step, tuple(close[0] if p is seg else p for p in ref.path))
+    return f"{head}: did you mean '{fixed}'?"
 
 
 # --------------------------------------------------------------------------- arguments
@@ -1044,13 +1228,16 @@ class _Fast:
             return False
         return True
 
-    def accepts(self, value: Any) -> bool:
-        """Whether `value` certainly fits (`False` means: ask jsonschema)."""
+    def accepts(self, value: Any, *, literal: bool = False) -> bool:
+        """Whether `value` certainly fits (`False` means: ask jsonschema).
+
+        With `literal`, strings are data (resolved arguments): `${...}` is text.
+        """
         if self.any:
             return True
         kind = type(value)
         if kind is str:
-            if "$" in value:
+            if "$" in value and not literal:
                 try:
                     parts = parse_template(value)
                 except StepReferenceError:
@@ -1063,9 +1250,15 @@ class _Fast:
                 value = "".join(p for p in parts if isinstance(p, str))
             return self._accepts_string(value)
         if kind is dict:
-            return self._fits_type("object") and not self.enums and self._accepts_object(value)
+            return (
+                self._fits_type("object")
+                and not self.enums
+                and self._accepts_object(value, literal)
+            )
         if kind is list:
-            return self._fits_type("array") and not self.enums and self._accepts_array(value)
+            return (
+                self._fits_type("array") and not self.enums and self._accepts_array(value, literal)
+            )
         if kind is bool or value is None:
             name = "null" if value is None else "boolean"
             return self._fits_type(name) and self._in_enums(value)
@@ -1104,7 +1297,7 @@ class _Fast:
             return False
         return self.strict_max is None or value < self.strict_max
 
-    def _accepts_object(self, value: dict[Any, Any]) -> bool:
+    def _accepts_object(self, value: dict[Any, Any], literal: bool) -> bool:
         if self.min_props is not None and len(value) < self.min_props:
             return False
         if self.max_props is not None and len(value) > self.max_props:
@@ -1117,21 +1310,21 @@ class _Fast:
         for name, item in value.items():
             sub = props.get(name)
             if sub is not None:
-                if not sub.accepts(item):
+                if not sub.accepts(item, literal=literal):
                     return False
             elif additional is False:
                 return False
-            elif additional is not True and not additional.accepts(item):
+            elif additional is not True and not additional.accepts(item, literal=literal):
                 return False
         return True
 
-    def _accepts_array(self, value: list[Any]) -> bool:
+    def _accepts_array(self, value: list[Any], literal: bool) -> bool:
         if self.min_items is not None and len(value) < self.min_items:
             return False
         if self.max_items is not None and len(value) > self.max_items:
             return False
         items = self.items
-        return items is None or all(items.accepts(v) for v in value)
+        return items is None or all(items.accepts(v, literal=literal) for v in value)
 
 
 _COUNTS = {
@@ -1156,12 +1349,13 @@ def _in_enum(value: str | float | bool | None, options: tuple[Any, ...]) -> bool
     return any(type(o) is kind and o == value for o in options)
 
 
-def _argument_errors(step: Step, validators: _Validators) -> list[str]:
-    name = f"{step.server}.{step.tool}"
+def _argument_errors(
+    name: str, arguments: Mapping[str, Any], validators: _Validators, *, literal: bool = False
+) -> list[str]:
     try:
-        if validators.fast is not None and validators.fast.accepts(step.arguments):
+        if validators.fast is not None and validators.fast.accepts(arguments, literal=literal):
             return []
-        instance = _checkable(step.arguments)
+        instance = arguments if literal else _checkable(arguments)
         checker = validators.lenient if isinstance(instance, _UNKNOWN) else validators.plain
         errors = list(checker.iter_errors(instance))
     except StepReferenceError as exc:

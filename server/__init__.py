@@ -13,6 +13,7 @@ from executor._utils import lazy_exports as _lazy_exports
 if TYPE_CHECKING:
     from server.app import TaskorchServer, build_http_app, build_server, serve_http, serve_stdio
     from server.config import TaskorchConfig, load_config, resolve_db_path
+    from server.http_guard import HttpLimits
     from server.orchestrator import AgentList, ProgressUpdate, TaskOrchestrator
     from server.render import render_graph, render_plan_json, render_timeline
     from server.views import (
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AgentList",
     "ExecutionReport",
+    "HttpLimits",
     "PlanList",
     "PlanSummary",
     "PlanView",
@@ -54,6 +56,7 @@ __all__ = [
 _HOME = {
     "AgentList": "server.orchestrator",
     "ExecutionReport": "server.views",
+    "HttpLimits": "server.http_guard",
     "PlanList": "server.views",
     "PlanSummary": "server.views",
     "PlanView": "server.views",

@@ -17,15 +17,19 @@ shown in the question, which `server.approval` writes.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hmac
 import inspect
+import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import re
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
 from mcp.server import MCPServer
+from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import (
     AcceptedElicitation,
     CancelledElicitation,
@@ -38,29 +42,45 @@ from mcp.server.mcpserver import (
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import (
+    CallToolResult,
     Completion,
     CompletionArgument,
     CompletionContext,
+    ContentBlock,
+    ImageContent,
+    InputRequiredResult,
     PromptReference,
+    ResourceLink,
     ResourceTemplateReference,
+    TextContent,
     ToolAnnotations,
 )
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AnyUrl, BaseModel, ConfigDict, Field
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from executor._utils import leaf_exceptions
 from executor.catalog import Catalog
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
+from server.answers import MAX_LINKS, answer_bytes
 from server.approval import approval_text
+from server.http_guard import HttpLimits, check_bind
 from server.orchestrator import AgentList, TaskOrchestrator
-from server.render import render_graph, render_plan_json, render_timeline
+from server.render import render_graph, render_timeline
 from server.stats_view import StatsView, render_stats_chart, render_stats_json, stats_view
-from server.views import ExecutionReport, PlanList, PlanView, ProgressView, ToolList
+from server.views import (
+    ExecutionReport,
+    PlanList,
+    PlanView,
+    ProgressView,
+    StepOutputPage,
+    ToolList,
+)
 
 __all__ = [
     "DEFAULT_HTTP_PORT",
@@ -88,9 +108,15 @@ execute_plan (wait=true streams progress and returns every step's output; wait=f
 returns at once, then get_progress). In a step's arguments, "${step_id}" or
 "${step_id.key.0}" is replaced by an earlier step's output (keeping its JSON type when
 it is the whole string, as text inside a longer string); a reference adds the dependency.
-Resources: plan://{plan_id} (JSON), plan://{plan_id}/graph (Mermaid flowchart),
-plan://{plan_id}/timeline (Mermaid Gantt). get_stats says which tools are slow or fail;
-stats://tools and stats://servers (JSON), stats://chart (Mermaid)."""
+Answers stay within a budget: an output too large comes as `output_preview` (its size,
+beginning and JSON shape) plus a resource_link; get_step_output pages through it, or reads one
+value with `path`. Images a tool returned come as image content when they fit, else as links.
+Server "taskorch" has built-in steps (extract, select, split_lines, join, format) that turn
+text answers into values. Resources: plan://{plan_id} (JSON), plan://{plan_id}/graph (Mermaid
+flowchart), plan://{plan_id}/timeline (Mermaid Gantt), plan://{plan_id}/steps/{step_id}/output
+(a whole output), .../output/{path} (a value in it), .../content/{index} (a content block).
+get_stats says which tools are slow or fail and which servers go down; stats://tools and
+stats://servers (JSON), stats://chart (Mermaid)."""
 
 
 # --- argument models ----------------------------------------------------------------------
@@ -149,6 +175,47 @@ class TaskorchServer(MCPServer[Any]):
         )
         self.orchestrator = orchestrator
 
+    async def read_resource(
+        self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
+    ) -> Iterable[ReadResourceContents] | InputRequiredResult:
+        """Read a resource; step outputs and content blocks carry their own MIME types."""
+        match = _STEP_URI.fullmatch(str(uri))
+        if match is None:
+            return await super().read_resource(uri, context)
+        try:
+            return [await _step_resource(self.orchestrator, *match.groups())]
+        except NotFoundError as exc:
+            raise ResourceNotFoundError(str(exc)) from exc
+        except TaskorchError as exc:
+            raise ResourceError(str(exc)) from exc
+
+
+_STEP_URI = re.compile(r"plan://([^/]+)/steps/([^/]+)/(?:output(?:/([^/]+))?|content/(\d+))")
+
+
+async def _step_resource(
+    orch: TaskOrchestrator, plan_id: str, step_id: str, path: str | None, index: str | None
+) -> ReadResourceContents:
+    """A step's whole output, a value in it, or one of its content blocks."""
+    if index is None:
+        _, text, is_json = await orch.step_output_text(plan_id, step_id, path or "")
+        return ReadResourceContents(text, "application/json" if is_json else "text/plain")
+    block = await orch.step_content(plan_id, step_id, int(index))
+    kind = block.get("type")
+    if kind in ("image", "audio"):
+        data = base64.b64decode(str(block.get("data", "")), validate=False)
+        return ReadResourceContents(data, block.get("mimeType") or "application/octet-stream")
+    if kind == "resource":
+        inner = block.get("resource") or {}
+        mime = inner.get("mimeType")
+        if "blob" in inner:
+            blob = base64.b64decode(str(inner["blob"]), validate=False)
+            return ReadResourceContents(blob, mime or "application/octet-stream")
+        return ReadResourceContents(str(inner.get("text", "")), mime or "text/plain")
+    if kind == "text":
+        return ReadResourceContents(str(block.get("text", "")), "text/plain")
+    return ReadResourceContents(json.dumps(block, ensure_ascii=False), "application/json")
+
 
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -168,19 +235,75 @@ def _orchestrator(ctx: Context[Any, Any]) -> TaskOrchestrator:
 
 @contextlib.contextmanager
 def _boundary() -> Iterator[None]:
-    """Turn taskorch's errors into tool errors a caller can act on."""
+    """Turn taskorch's errors into tool errors a caller can act on.
+
+    Errors that reach here inside exception groups (from task groups) are
+    unwrapped: the caller is told each of taskorch's own errors, not "error".
+    """
     try:
         yield
-    except UserError as exc:
-        raise ToolError(str(exc)) from exc
-    except ToolCallError as exc:
-        raise ToolError(f"a downstream call failed ({exc.kind.value}): {exc}") from exc
-    except StoreError as exc:
-        raise ToolError(f"the taskorch database cannot be used: {exc}") from exc
     except TaskorchError as exc:
-        # InternalError and the like: a bug, but the caller still gets a clear answer.
-        logger.exception("internal error")
-        raise ToolError(f"internal error in taskorch: {exc}") from exc
+        raise _tool_error(exc) from exc
+    except BaseExceptionGroup as group:
+        leaves = leaf_exceptions(group)
+        ours = [e for e in leaves if isinstance(e, TaskorchError)]
+        if not ours or len(ours) != len(leaves):
+            raise
+        messages = dict.fromkeys(str(_tool_error(e)) for e in ours)
+        raise ToolError("; ".join(messages)) from group
+
+
+def _tool_error(exc: TaskorchError) -> ToolError:
+    if isinstance(exc, UserError):
+        return ToolError(str(exc))
+    if isinstance(exc, ToolCallError):
+        return ToolError(f"a downstream call failed ({exc.kind.value}): {exc}")
+    if isinstance(exc, StoreError):
+        return ToolError(f"the taskorch database cannot be used: {exc}")
+    # InternalError and the like: a bug, but the caller still gets a clear answer.
+    logger.error("internal error", exc_info=exc)
+    return ToolError(f"internal error in taskorch: {exc}")
+
+
+# --- answers within the budget -------------------------------------------------------------
+
+
+async def _answer(orch: TaskOrchestrator, view: PlanView | ExecutionReport) -> CallToolResult:
+    """The tool result for a bounded view: its JSON, images that fit, links to the rest.
+
+    The view is already fitted (`server.answers.fit`) with room for a link per preview
+    and per non-text block; an image replaces its link when the budget still has room.
+    """
+    data = view.model_dump(mode="json")
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    used = answer_bytes(view)
+    budget = orch.answer_budget_bytes
+    blocks: list[ContentBlock] = [TextContent(text=text)]
+    links = 0
+    for step in view.steps:
+        candidates: list[tuple[str, str, str | None, int]] = []
+        if step.output_preview is not None:
+            preview = step.output_preview
+            of_output = "application/json" if preview.kind == "json" else "text/plain"
+            candidates.append((preview.uri, f"{step.id} output", of_output, preview.size_bytes))
+        for item in step.content:
+            if item.type == "text":
+                continue
+            if item.type == "image" and used + item.size_bytes <= budget:
+                block = await orch.step_content(view.plan_id, step.id, item.index, view.version)
+                blocks.append(
+                    ImageContent(data=str(block["data"]), mime_type=item.mime_type or "image/png")
+                )
+                used += item.size_bytes
+                continue
+            name = f"{step.id} content {item.index} ({item.type})"
+            candidates.append((item.uri, name, item.mime_type, item.size_bytes))
+        for uri, name, mime, size in candidates:
+            if links >= MAX_LINKS:
+                break
+            links += 1
+            blocks.append(ResourceLink(uri=uri, name=name, mime_type=mime, size=size))
+    return CallToolResult(content=blocks, structured_content=data)
 
 
 # --- approval through elicitation -----------------------------------------------------------
@@ -351,16 +474,19 @@ async def execute_plan(
     on_interrupted: Annotated[
         Literal["rerun", "skip"] | None,
         Field(
-            description="For a plan interrupted by a crash with a step in flight that is "
-            "not safe to repeat: 'rerun' runs that step again, 'skip' skips it."
+            description="For a plan waiting on steps that may or may not have taken effect "
+            "(in flight at a crash, or failed without a clear answer) and are not safe to "
+            "repeat: 'rerun' runs them again, 'skip' skips them."
         ),
     ] = None,
-) -> ExecutionReport:
+) -> Annotated[CallToolResult, ExecutionReport]:
     """Run an approved plan, in parallel where its dependencies allow.
 
     With wait=true the call streams MCP progress notifications (each step, and the
     downstream servers' own progress) and returns every step's status, output or
-    error. Running a failed plan again re-runs only the steps that failed or were
+    error. Outputs too large for the answer come as a preview and a resource link
+    (get_step_output pages through them); images come as image content when they
+    fit. Running a failed plan again re-runs only the steps that failed or were
     skipped. If the plan is not approved yet and the host supports it, the user is
     asked to approve it; otherwise call confirm_plan first.
     """
@@ -374,7 +500,10 @@ async def execute_plan(
             await orch.confirm_task_plan(
                 plan_id, False, plan_hash=_ASKED_HASH.get(), reason="declined in the host"
             )
-            return await orch.execution_report(plan_id, "The user declined; the plan is rejected.")
+            report = await orch.execution_report(
+                plan_id, "The user declined; the plan is rejected."
+            )
+            return await _answer(orch, report)
         if isinstance(approval, CancelledElicitation):
             raise ToolError(
                 "the approval dialog was dismissed: the plan still awaits confirmation; "
@@ -389,10 +518,12 @@ async def execute_plan(
                 reason=answer.reason or ("approved" if answer.approve else "rejected"),
             )
             if not answer.approve:
-                return await orch.execution_report(plan_id, "The user rejected the plan.")
-        return await orch.execute_task_plan(
+                report = await orch.execution_report(plan_id, "The user rejected the plan.")
+                return await _answer(orch, report)
+        report = await orch.execute_task_plan(
             plan_id, wait=wait, on_interrupted=on_interrupted, on_progress=forward
         )
+        return await _answer(orch, report)
 
 
 async def get_progress(ctx: Context[Any, Any], plan_id: _PlanId) -> ProgressView:
@@ -405,14 +536,17 @@ async def get_progress(ctx: Context[Any, Any], plan_id: _PlanId) -> ProgressView
         return await _orchestrator(ctx).get_progress(plan_id)
 
 
-async def cancel_execution(ctx: Context[Any, Any], plan_id: _PlanId) -> ExecutionReport:
+async def cancel_execution(
+    ctx: Context[Any, Any], plan_id: _PlanId
+) -> Annotated[CallToolResult, ExecutionReport]:
     """Cancel a plan's run: calls in flight are cancelled downstream and nothing more starts.
 
     A confirmed plan that has not started is cancelled too. Cancelling a plan that
     already finished changes nothing and says so.
     """
+    orch = _orchestrator(ctx)
     with _boundary():
-        return await _orchestrator(ctx).cancel_task_execution(plan_id)
+        return await _answer(orch, await orch.cancel_task_execution(plan_id))
 
 
 async def get_plan(
@@ -421,10 +555,49 @@ async def get_plan(
     version: Annotated[
         int | None, Field(ge=1, description="A version number; omit for the latest.")
     ] = None,
-) -> PlanView:
-    """A plan with every step's arguments, status, attempts, output and error."""
+) -> Annotated[CallToolResult, PlanView]:
+    """A plan with every step's arguments, status, attempts, output and error.
+
+    Outputs too large for the answer come as a preview and a resource link.
+    """
+    orch = _orchestrator(ctx)
     with _boundary():
-        return await _orchestrator(ctx).get_task_plan(plan_id, version=version)
+        return await _answer(orch, await orch.get_task_plan(plan_id, version=version))
+
+
+async def get_step_output(
+    ctx: Context[Any, Any],
+    plan_id: _PlanId,
+    step_id: Annotated[str, Field(description="The step whose output to read.")],
+    offset: Annotated[
+        int, Field(ge=0, description="Byte offset: 0, then the previous page's next_offset.")
+    ] = 0,
+    limit: Annotated[
+        int | None,
+        Field(ge=1, description="Most bytes in this page (default: what fits an answer)."),
+    ] = None,
+    path: Annotated[
+        str,
+        Field(
+            description="A path inside the output, as in references: 'items.10', "
+            "'content.1.data' (a content block's data); empty for the whole output."
+        ),
+    ] = "",
+    version: Annotated[
+        int | None, Field(ge=1, description="The plan version; omit for the latest.")
+    ] = None,
+) -> StepOutputPage:
+    """Read a step's output page by page, or one value in it, byte for byte.
+
+    Text is paged by bytes of its UTF-8 (cut between characters), JSON by bytes of
+    its compact form; with `path` only the value there is read (a string as its
+    text). Concatenating the pages from offset 0, each starting at the previous
+    page's next_offset, rebuilds the output exactly.
+    """
+    with _boundary():
+        return await _orchestrator(ctx).get_step_output(
+            plan_id, step_id, offset=offset, limit=limit, path=path, version=version
+        )
 
 
 async def list_plans(
@@ -466,8 +639,9 @@ async def get_stats(
     slowest. For where one plan's time went, see get_plan's `timing`.
     """
     with _boundary():
-        stats = await _orchestrator(ctx).get_stats(server=server, tool=tool, since=since)
-        return stats_view(stats, limit=limit)
+        orch = _orchestrator(ctx)
+        stats = await orch.get_stats(server=server, tool=tool, since=since)
+        return stats_view(stats, limit=limit, budget_bytes=orch.answer_budget_bytes)
 
 
 async def list_tools(
@@ -564,9 +738,14 @@ async def _plan_and_states(ctx: Context[Any, Any], plan_id: str) -> tuple[Plan, 
 
 
 async def plan_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
-    """The plan and every step's state, as JSON."""
-    plan, states = await _plan_and_states(ctx, plan_id)
-    return render_plan_json(plan, states)
+    """The plan and every step's state, as JSON (outputs within the answer budget)."""
+    try:
+        view = await _orchestrator(ctx).get_task_plan(plan_id)
+    except NotFoundError as exc:
+        raise ResourceNotFoundError(str(exc)) from exc
+    except TaskorchError as exc:
+        raise ResourceError(str(exc)) from exc
+    return json.dumps(view.model_dump(mode="json"), indent=2, ensure_ascii=False)
 
 
 async def plan_graph_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
@@ -583,6 +762,28 @@ async def plan_timeline_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
     except TaskorchError as exc:
         raise ResourceError(str(exc)) from exc
     return render_timeline(plan, states, timing=timing)
+
+
+# Listed templates; `TaskorchServer.read_resource` answers them, each read with its
+# own MIME type (a template has one for all), so these only say what they serve.
+async def step_output_resource(plan_id: str, step_id: str, ctx: Context[Any, Any]) -> str:
+    """A step's whole output."""
+    _, text, _ = await _orchestrator(ctx).step_output_text(plan_id, step_id)
+    return text
+
+
+async def step_value_resource(plan_id: str, step_id: str, path: str, ctx: Context[Any, Any]) -> str:
+    """The value at a path in a step's output."""
+    _, text, _ = await _orchestrator(ctx).step_output_text(plan_id, step_id, path)
+    return text
+
+
+async def step_content_resource(
+    plan_id: str, step_id: str, index: str, ctx: Context[Any, Any]
+) -> str:
+    """One content block of a step, as JSON."""
+    block = await _orchestrator(ctx).step_content(plan_id, step_id, int(index))
+    return json.dumps(block, ensure_ascii=False)
 
 
 def _hints(
@@ -613,6 +814,7 @@ _TOOLS: Sequence[tuple[Any, str, ToolAnnotations]] = (
         _hints(read_only=False, destructive=True, idempotent=True),
     ),
     (get_plan, "Show a plan", _READ),
+    (get_step_output, "Read a step's output", _READ),
     (list_plans, "List plans", _READ),
     (list_tools, "List downstream tools", _READ),
     (get_stats, "Performance statistics", _READ),
@@ -637,10 +839,14 @@ def _stats_resources(
             raise ResourceError(str(exc)) from exc
 
     async def tools() -> str:
-        return render_stats_json(await figures(), "tools")
+        return render_stats_json(
+            await figures(), "tools", budget_bytes=orchestrator.answer_budget_bytes
+        )
 
     async def servers() -> str:
-        return render_stats_json(await figures(), "servers")
+        return render_stats_json(
+            await figures(), "servers", budget_bytes=orchestrator.answer_budget_bytes
+        )
 
     async def chart() -> str:
         return render_stats_chart(await figures())
@@ -692,6 +898,24 @@ def build_server(orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> T
         description="A plan with every step's status, attempts, output and error.",
         mime_type="application/json",
     )(plan_resource)
+    server.resource(
+        "plan://{plan_id}/steps/{step_id}/output",
+        name="step-output",
+        title="A step's whole output",
+        description="The output of a step that succeeded, whole: its text, or compact JSON.",
+    )(step_output_resource)
+    server.resource(
+        "plan://{plan_id}/steps/{step_id}/output/{path}",
+        name="step-output-value",
+        title="A value in a step's output",
+        description="The value at a reference path (items.0.name) in a step's output.",
+    )(step_value_resource)
+    server.resource(
+        "plan://{plan_id}/steps/{step_id}/content/{index}",
+        name="step-content",
+        title="A content block of a step",
+        description="An image, audio, embedded resource, link or text a step's tool returned.",
+    )(step_content_resource)
     server.resource(
         "plan://{plan_id}/graph",
         name="plan-graph",
@@ -757,7 +981,10 @@ class BearerTokenMiddleware:
     def __init__(self, app: ASGIApp, token: str) -> None:
         """Wrap `app`; `token` must be non-empty."""
         if not token:
-            raise UserError("the bearer token is empty: give a non-empty --token or unset it")
+            raise UserError(
+                "the bearer token is empty: set a non-empty TASKORCH_TOKEN (or --token), "
+                "or unset it"
+            )
         self.app = app
         self._token = token.encode()
 
@@ -779,7 +1006,7 @@ class BearerTokenMiddleware:
             {
                 "error": error,
                 "error_description": "send 'Authorization: Bearer <token>' with the token "
-                "taskorch was started with (--token or TASKORCH_TOKEN)",
+                "taskorch was started with (TASKORCH_TOKEN, or --token)",
             },
             status_code=401,
             headers={"WWW-Authenticate": f'Bearer realm="taskorch", error="{error}"'},
@@ -827,12 +1054,44 @@ async def serve_http(
     token: str | None = None,
     allowed_hosts: Sequence[str] = (),
     log_level: str = "warning",
+    limits: HttpLimits | None = None,
+    allow_no_token: bool = False,
 ) -> None:
-    """Serve streamable HTTP at `http://host:port/mcp` until cancelled."""
+    """Serve streamable HTTP at `http://host:port/mcp` until cancelled.
+
+    Args:
+        server: The MCP server.
+        host: The address to bind.
+        port: The port to bind.
+        token: When set, every request must carry it as a bearer token.
+        allowed_hosts: More `Host` values to accept (`name` or `name:port`).
+        log_level: uvicorn's log level.
+        limits: Connection cap and timeouts (`HttpLimits()` when `None`).
+        allow_no_token: Serve beyond loopback without a token anyway (with a warning).
+
+    Raises:
+        UserError: `host` is not loopback and there is no token (see `check_bind`).
+    """
+    warning = check_bind(host, token, allow_no_token=allow_no_token)
+    if warning is not None:
+        logger.warning("%s", warning)
     import uvicorn
 
+    from server.http_protocol import protocol_for
+
+    limits = limits or HttpLimits()
     app = build_http_app(server, host=host, token=token, allowed_hosts=allowed_hosts)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level=log_level.lower(), lifespan="on", access_log=False
+        app,
+        host=host,
+        port=port,
+        log_level=log_level.lower(),
+        lifespan="on",
+        access_log=False,
+        http=protocol_for(limits),
+        ws="none",  # nothing here speaks WebSocket: refuse upgrades rather than hold them
+        timeout_keep_alive=limits.keep_alive_s,
+        # Counted with the connection asking: past the cap, a request is answered 503.
+        limit_concurrency=limits.max_connections + 1,
     )
     await uvicorn.Server(config).serve()

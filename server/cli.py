@@ -5,7 +5,7 @@ location) and `--db PATH` (else `TASKORCH_DB`, else the config's `database`,
 else the default location); `server.config` resolves both.
 
 ```
-taskorch serve [--http [--host 127.0.0.1] [--port 8765] [--token T]]
+taskorch serve [--http [--host 127.0.0.1] [--port 8765]]   (token in $TASKORCH_TOKEN)
 taskorch plan "query" [--steps plan.json]     taskorch run plan.json | PLAN_ID [--yes]
 taskorch plans   taskorch show ID   taskorch watch ID   taskorch confirm ID   taskorch cancel ID
 taskorch stats [--server S] [--since 1d]      taskorch config check      taskorch demo
@@ -18,6 +18,7 @@ library) is loaded at start.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import json
 import logging
@@ -35,6 +36,9 @@ from executor.errors import TaskorchError, UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from executor.redact import Scrubber
+    from server.config import TaskorchConfig
+    from server.http_guard import HttpLimits
     from server.orchestrator import ProgressUpdate, TaskOrchestrator
     from server.views import ExecutionReport, PlanView
 
@@ -100,7 +104,12 @@ _SERVE_VALUE_OPTIONS = {
     "--token": "token",
     "--allow-host": "allow_host",
     "--log-level": "log_level",
+    "--max-connections": "max_connections",
+    "--request-timeout": "request_timeout",
+    "--keep-alive": "keep_alive",
 }
+_SERVE_FLAGS = {"--http": "http", "--insecure-no-token": "insecure_no_token"}
+_SERVE_INT_OPTIONS = ("port", "max_connections", "keep_alive")
 
 
 def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
@@ -117,8 +126,9 @@ def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
     while i < len(args):
         arg = args[i]
         i += 1
-        if arg == "--http" and "http" not in options:
-            options["http"] = True
+        flag = _SERVE_FLAGS.get(arg)
+        if flag is not None and flag not in options:
+            options[flag] = True
             continue
         name, eq, value = arg.partition("=")
         key = _SERVE_VALUE_OPTIONS.get(name)
@@ -133,22 +143,31 @@ def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
             return None
         if key == "allow_host":
             allow_host.append(value)
-        elif key == "port":
-            if not value.isdigit():
-                return None
-            options[key] = int(value)
-        elif key in ("config", "db"):
-            path = Path(value)
-            if key == "config" and path.is_dir():
-                return None
-            options[key] = path
-        elif key == "log_level" and value.upper() not in _LOG_LEVELS:
+            continue
+        parsed = _fast_value(key, value)
+        if parsed is None:
             return None
-        else:
-            options[key] = value
+        options[key] = parsed
     if allow_host:
         options["allow_host"] = allow_host
     return options
+
+
+def _fast_value(key: str, value: str) -> Any:
+    """`value` as `serve`'s parameter `key` takes it, or `None` when typer should judge it."""
+    if key in _SERVE_INT_OPTIONS:
+        return int(value) if value.isdigit() else None
+    if key == "request_timeout":
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    if key in ("config", "db"):
+        path = Path(value)
+        return None if key == "config" and path.is_dir() else path
+    if key == "log_level" and value.upper() not in _LOG_LEVELS:
+        return None
+    return value
 
 
 # --- plumbing ---------------------------------------------------------------------------------
@@ -157,7 +176,11 @@ def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
-def _setup_logging(level: str | None, config_level: str | None = None) -> None:
+def _setup_logging(
+    level: str | None, config_level: str | None = None, *, secrets: Scrubber | None = None
+) -> None:
+    from executor.logguard import LogGuard
+
     chosen = (level or config_level or "WARNING").upper()
     if chosen not in _LOG_LEVELS:
         raise typer.BadParameter(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
@@ -168,6 +191,17 @@ def _setup_logging(level: str | None, config_level: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    # What servers send reaches the log through many libraries: scrub and bound it all here.
+    guard = LogGuard(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(guard)
+    atexit.register(guard.report)  # before logging's own exit hook, registered earlier
+
+
+def _secrets(cfg: TaskorchConfig, *extra: str | None) -> Scrubber:
+    from executor.redact import Scrubber
+
+    return Scrubber.for_servers(cfg.servers.values(), extra=[e for e in extra if e])
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -200,7 +234,12 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
 
 
 def _orchestrator(
-    config: Path | None, db: Path | None, *, log_level: str | None = None, resume: bool = True
+    config: Path | None,
+    db: Path | None,
+    *,
+    log_level: str | None = None,
+    resume: bool = True,
+    token: str | None = None,
 ) -> TaskOrchestrator:
     from server.config import load_config, resolve_db_path
     from server.orchestrator import TaskOrchestrator
@@ -209,8 +248,9 @@ def _orchestrator(
         cfg = load_config(config)
     except TaskorchError as exc:
         raise _fail(str(exc), 2) from None
-    _setup_logging(log_level, cfg.log_level)
-    return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume)
+    _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg, token))
+    secrets = (token,) if token else ()
+    return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume, secrets=secrets)
 
 
 def _pause_gc() -> Callable[[], None]:
@@ -257,19 +297,54 @@ def serve(
     port: Annotated[int, typer.Option(help="Port with --http.")] = 8765,
     token: Annotated[
         str | None,
-        typer.Option(help="Bearer token every HTTP request must carry (else $TASKORCH_TOKEN)."),
+        typer.Option(
+            help="Bearer token every HTTP request must carry. Prefer $TASKORCH_TOKEN: "
+            "`ps` shows command lines to every user of the machine."
+        ),
     ] = None,
     allow_host: Annotated[
         list[str] | None,
         typer.Option("--allow-host", help="Another Host header value to accept (repeatable)."),
+    ] = None,
+    insecure_no_token: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-token",
+            help="Serve HTTP beyond loopback without a token: anyone who reaches the port "
+            "can run tools.",
+        ),
+    ] = False,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            help="HTTP connections open at once (default 100); past it the oldest one "
+            "not being answered is closed."
+        ),
+    ] = None,
+    request_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds an HTTP client has to send a whole request (default 10)."),
+    ] = None,
+    keep_alive: Annotated[
+        int | None,
+        typer.Option(help="Seconds an idle HTTP connection is kept open (default 5)."),
     ] = None,
     log_level: LogOpt = None,
 ) -> None:
     """Serve taskorch as an MCP server: stdio (default) or streamable HTTP."""
     resume_gc = _pause_gc()
     try:
-        orch = _orchestrator(config, db, log_level=log_level)
         bearer = token if token is not None else os.environ.get(TOKEN_ENV_VAR) or None
+        limits = None
+        if http:
+            from server.http_guard import check_bind
+
+            limits = _http_limits(max_connections, request_timeout, keep_alive)
+            try:
+                check_bind(host, bearer, allow_no_token=insecure_no_token)
+            except UserError as exc:
+                raise _fail(str(exc), 2) from None
+        orch = _orchestrator(config, db, log_level=log_level, token=bearer)
 
         async def go() -> None:
             from server.app import build_server, serve_http, serve_stdio
@@ -285,7 +360,13 @@ def serve(
                         " (bearer token required)" if bearer else "",
                     )
                     await serve_http(
-                        server, host=host, port=port, token=bearer, allowed_hosts=allow_host or ()
+                        server,
+                        host=host,
+                        port=port,
+                        token=bearer,
+                        allowed_hosts=allow_host or (),
+                        limits=limits,
+                        allow_no_token=insecure_no_token,
                     )
                 else:
                     await serve_stdio(server)
@@ -293,6 +374,33 @@ def serve(
         _run(go)
     finally:
         resume_gc()
+
+
+_HTTP_LIMIT_OPTIONS = {
+    "max_connections": "--max-connections",
+    "request_timeout_s": "--request-timeout",
+    "keep_alive_s": "--keep-alive",
+}
+
+
+def _http_limits(
+    max_connections: int | None, request_timeout: float | None, keep_alive: int | None
+) -> HttpLimits:
+    from pydantic import ValidationError
+
+    from server.http_guard import HttpLimits
+
+    given = {
+        "max_connections": max_connections,
+        "request_timeout_s": request_timeout,
+        "keep_alive_s": keep_alive,
+    }
+    try:
+        return HttpLimits.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = _HTTP_LIMIT_OPTIONS.get(str(error["loc"][0]), str(error["loc"][0]))
+        raise typer.BadParameter(f"{option}: {error['msg']}") from None
 
 
 # --- plans ------------------------------------------------------------------------------------
@@ -387,10 +495,15 @@ def run(
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id."""
+    """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
+
+    A stored plan left executing by a process that is gone is taken over and resumed.
+    """
     if on_interrupted not in (None, "rerun", "skip"):
         raise _fail("--on-interrupted takes 'rerun' or 'skip'", 2)
-    orch = _orchestrator(config, db, log_level=log_level)
+    # Not resume=True: this command runs its own plan, and exits when that ends; other
+    # plans it resumed would stop (as after a crash) when it does.
+    orch = _orchestrator(config, db, log_level=log_level, resume=False)
     path = Path(target)
     data = _read_plan_file(path) if path.suffix == ".json" or path.is_file() else None
     console = _console()
@@ -408,13 +521,21 @@ def run(
             else:
                 view = await orch.get_task_plan(target)
             _print_plan(view, console)
+            pid = view.plan_id
             if not view.approved and view.status.value in ("draft", "awaiting_confirmation"):
                 if not yes:
                     await _print_approval(orch, view)
-                if not yes and not typer.confirm(f"Run plan {view.plan_id}?", default=False):
-                    await orch.confirm_task_plan(view.plan_id, False, view.plan_hash, "declined")
-                    raise _fail("not approved: the plan is rejected")
-                await orch.confirm_task_plan(view.plan_id, True, view.plan_hash, "approved (cli)")
+                if not yes and not typer.confirm(f"Run plan {pid}?", default=False):
+                    raise _fail(
+                        f"not approved: plan {pid} still awaits confirmation; "
+                        f"`taskorch confirm {pid}` approves it, "
+                        f"`taskorch confirm {pid} --reject` rejects it"
+                    )
+                await orch.confirm_task_plan(pid, True, view.plan_hash, "approved (cli)")
+            if view.status.value == "executing":
+                owner = await orch.run_owner(pid)
+                if owner is not None and not owner.holds:
+                    console.print(f"plan {pid}: {owner.describe()}; taking the run over")
             return await _execute_with_bars(orch, view, console, on_interrupted)
 
     report = _run(go)
@@ -567,6 +688,9 @@ def watch(
 
         async with orch:
             progress = await orch.get_progress(plan_id)
+            owner = await orch.run_owner(plan_id)
+            if owner is not None:
+                console.print(f"plan {plan_id}: {owner.describe()}")
             with Progress(
                 TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
             ) as bars:
@@ -580,7 +704,14 @@ def watch(
                             f"  {update.event.step_id}: {update.event.kind.value}", highlight=False
                         )
             final = await orch.get_progress(plan_id)
+            owner = await orch.run_owner(plan_id)
         console.print(f"plan {plan_id}: {_styled_status(final.status.value)}")
+        if owner is not None and not owner.holds:
+            # poll_progress stopped because nobody runs the plan: say so, not "done".
+            raise _fail(
+                f"plan {plan_id} is executing, but {owner.describe()}: nothing runs it now; "
+                f"`taskorch run {plan_id}` takes it over and resumes it"
+            )
 
     _run(go)
 
@@ -588,18 +719,29 @@ def watch(
 @app.command()
 def cancel(
     plan_id: Annotated[str, typer.Argument(help="The plan.")],
+    wait: Annotated[
+        float,
+        typer.Option(min=0, help="Seconds to wait for the process that runs the plan to stop it."),
+    ] = 10.0,
     config: ConfigOpt = None,
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Cancel a plan's run (in this process, or in the store for one running elsewhere)."""
+    """Cancel a plan's run; a run in another process is asked to stop, and this waits for it.
+
+    Exits 0 once the run has stopped (or had already ended), 1 if its process has
+    not stopped it within --wait (the request stands: it stops it when it sees it).
+    """
     orch = _orchestrator(config, db, log_level=log_level, resume=False)
 
     async def go() -> ExecutionReport:
         async with orch:
-            return await orch.cancel_task_execution(plan_id)
+            return await orch.cancel_task_execution(plan_id, wait_s=wait)
 
-    _print_report(_run(go), _console())
+    report = _run(go)
+    _print_report(report, _console())
+    if report.status.value == "executing":
+        raise typer.Exit(1)
 
 
 # --- stats ------------------------------------------------------------------------------------
@@ -678,7 +820,7 @@ def config_check(
         cfg = load_config(config)
     except TaskorchError as exc:
         raise _fail(str(exc), 2) from None
-    _setup_logging(log_level, cfg.log_level)
+    _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg))
     console = _console()
     where = cfg.config_path or resolve_config_path(config)
     console.print(f"config: {where}{'' if cfg.config_path else ' (not found: empty config)'}")
@@ -787,14 +929,22 @@ def _print_plan(view: PlanView, console: Console | None = None, *, outputs: bool
             f" {_styled_status(step.status.value)}{escape(deps)}"
         )
         node.add(f"[dim]{escape(_short(step.arguments))}[/dim]")
-        if outputs and step.output is not None:
-            node.add(f"→ {escape(_short(step.output))}")
+        if outputs and _shown_output(step) is not None:
+            node.add(f"→ {escape(_short(_shown_output(step)))}")
         if step.error is not None:
             node.add(f"[red]{escape(step.error.kind)}: {escape(_short(step.error.message, 200))}")
     console.print(tree)
     console.print(f"plan_hash: {view.plan_hash}  approved: {view.approved}")
     if view.next_action:
         console.print(f"[dim]{escape(view.next_action)}[/dim]")
+
+
+def _shown_output(step: Any) -> Any:
+    """A step's output, or for a large one the beginning its preview has, with its size."""
+    preview = step.output_preview
+    if preview is None:
+        return step.output
+    return f"[{preview.size_bytes:,} bytes: {preview.uri}] {preview.head}…"
 
 
 def _print_report(report: ExecutionReport, console: Console) -> None:
@@ -808,8 +958,8 @@ def _print_report(report: ExecutionReport, console: Console) -> None:
         detail = (
             f"[red]{escape(step.error.kind)}: {escape(_short(step.error.message, 160))}[/red]"
             if step.error is not None
-            else escape(_short(step.output, 160))
-            if step.output is not None
+            else escape(_short(_shown_output(step), 160))
+            if _shown_output(step) is not None
             else ""
         )
         seconds = "-" if step.duration_s is None else f"{step.duration_s:.2f}"

@@ -102,6 +102,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from pydantic_core import ErrorDetails
 
 from executor._utils import json_kind
+from executor.builtins import BUILTIN_SERVER
 from executor.errors import ConfigError
 from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps
 from executor.specs import (
@@ -184,6 +185,9 @@ class Limits(BaseModel):
     run_lease_s: float = Field(default=30.0, ge=1, le=86_400)
     """How long a process's claim on a running plan lasts unless renewed; another
     taskorch on the same database takes the run over once it lapses."""
+    answer_budget_tokens: int = Field(default=8000, ge=500, le=1_000_000)
+    """Most tokens (counted as 4 bytes each) of one tool answer or resource that carries
+    step outputs; larger outputs come back as a preview and a link."""
 
     @model_validator(mode="after")
     def _timeouts_in_order(self) -> Limits:
@@ -226,12 +230,18 @@ class TaskorchConfig(BaseModel):
         for name in self.servers:
             if not _SERVER_NAME.match(name):
                 raise ValueError(f"server name {name!r} cannot be used: {_SERVER_NAME_RULE}")
+            if name == BUILTIN_SERVER:
+                raise ValueError(_RESERVED_RULE)
         for key, agent in self.agents.items():
             if key != agent.name:
                 raise ValueError(f"agents[{key!r}] holds the agent named {agent.name!r}")
         return self
 
 
+_RESERVED_RULE = (
+    f"the server name {BUILTIN_SERVER!r} is reserved for taskorch's built-in steps "
+    "(extract, select, split_lines, join, format); rename the entry"
+)
 _SERVER_NAME_RULE = (
     "a server name must be 1 to 64 characters with no '.', '*', '?', '[', ']', tab or "
     "newline, and no space at either end "
@@ -735,6 +745,8 @@ def _parse_servers(raw: object, ctx: _Context, path: Location) -> dict[str, Serv
     for name, entry in raw.items():
         if not _SERVER_NAME.match(name):
             raise ctx.error((*path, name), _SERVER_NAME_RULE)
+        if name == BUILTIN_SERVER:
+            raise ctx.error((*path, name), _RESERVED_RULE)
         spec = _parse_server(name, entry, ctx, (*path, name))
         if spec is not None:
             servers[name] = spec

@@ -47,29 +47,41 @@ import anyio
 from pydantic import BaseModel, ConfigDict
 
 from executor._utils import leaf_exceptions
-from executor.calls import ProgressFn, ToolCaller
+from executor.builtins import BUILTIN_SERVER, BuiltinCaller
+from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog
 from executor.errors import (
     ApprovalError,
     ConfigError,
     NotFoundError,
+    StepReferenceError,
     TransitionError,
     UserError,
 )
 from executor.ids import PlanId
+from executor.outputs import output_text, page_text, value_text
 from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus, check_transition
 from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.records import Event, EventKind, StepState
+from executor.refs import StepValue, read_path
 from executor.scheduler import ExecutionReport as RunReport
-from executor.scheduler import OnInterrupted, Scheduler, SchedulerConfig
+from executor.scheduler import (
+    OnInterrupted,
+    RunOwner,
+    Scheduler,
+    SchedulerConfig,
+    rejected_message,
+)
 from executor.stats import RunAnalysis, Stats, collect_stats, parse_since, plan_analysis
 from executor.store import Store
+from server.answers import BYTES_PER_TOKEN, fit
 from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
 from server.views import (
     ExecutionReport,
     PlanList,
     PlanView,
     ProgressView,
+    StepOutputPage,
     ToolList,
     plan_view,
     progress_view,
@@ -151,6 +163,7 @@ class TaskOrchestrator:
         caller: ToolCaller | None = None,
         log_dir: Path | None = None,
         resume: bool = True,
+        secrets: Sequence[str] = (),
     ) -> None:
         """Configure; nothing is opened until the context is entered.
 
@@ -160,17 +173,21 @@ class TaskOrchestrator:
             caller: Calls downstream tools; a `Pool` over `config.servers` when `None`.
             log_dir: Where stdio servers' stderr goes (default: `logs/` beside the database).
             resume: Whether to resume, in the background, runs a crash interrupted.
+            secrets: More values the pool scrubs from what servers send, besides
+                their `env` and `headers` values (the CLI gives the HTTP token).
         """
         self.config = config or TaskorchConfig()
         self.db_path = Path(db_path) if db_path is not None else resolve_db_path(None, self.config)
         self._caller_given = caller
         self._log_dir = log_dir
         self._resume = resume
+        self._secrets = tuple(secrets)
         self._stack: AsyncExitStack | None = None
         self._store: Store | None = None
         self._caller: ToolCaller | None = None
         self._scheduler: Scheduler | None = None
         self._pool: Any = None
+        self._result_cache: tuple[tuple[str, int, str], ToolResult] | None = None
 
     @classmethod
     def from_paths(
@@ -194,8 +211,9 @@ class TaskOrchestrator:
         await stack.__aenter__()
         try:
             self._store = await stack.enter_async_context(await Store.open(self.db_path))
+            # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
             if self._caller_given is not None:
-                self._caller = self._caller_given
+                self._caller = BuiltinCaller(self._caller_given)
             else:
                 from executor.downstream import Pool
 
@@ -205,10 +223,11 @@ class TaskOrchestrator:
                     log_dir=self._log_dir or self.db_path.parent / "logs",
                     default_timeout_s=limits.default_timeout_s,
                     max_timeout_s=limits.max_timeout_s,
+                    secrets=self._secrets,
                     on_server_event=self._store.record_server_event,
                 )
                 self._pool = pool
-                self._caller = await stack.enter_async_context(pool)
+                self._caller = BuiltinCaller(await stack.enter_async_context(pool))
             for agent in self.config.agents.values():
                 await self._store.save_agent(agent)
             self._scheduler = await stack.enter_async_context(
@@ -380,8 +399,9 @@ class TaskOrchestrator:
         Raises:
             NotFoundError: `server` is not configured.
         """
-        if server is not None and self.config.servers and server not in self.config.servers:
-            known = ", ".join(sorted(self.config.servers))
+        configured = {*self.config.servers, BUILTIN_SERVER}
+        if server is not None and self.config.servers and server not in configured:
+            known = ", ".join(sorted(configured))
             raise NotFoundError(f"no server named {server!r} is configured; servers: {known}")
         catalog = await self.catalog()
         tools = [tool_view(t) for t in catalog if server is None or t.server == server]
@@ -626,6 +646,8 @@ class TaskOrchestrator:
         target = PlanStatus.CONFIRMED if approve else PlanStatus.REJECTED
         if plan.status is target or (approve and plan.is_approved):
             return plan_view(plan)  # asked twice: the answer is the same
+        if plan.status is PlanStatus.REJECTED:
+            raise ApprovalError(rejected_message(plan))
         if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
             what = "approved" if approve else "rejected"
             hint = (
@@ -684,7 +706,10 @@ class TaskOrchestrator:
             NotFoundError: No such plan or version.
         """
         plan, states = await self.plan_with_states(plan_id, version)
-        return plan_view(plan, states, await self.plan_timing(plan, states))
+        return fit(
+            plan_view(plan, states, await self.plan_timing(plan, states)),
+            self.answer_budget_bytes,
+        )
 
     async def plan_timing(
         self, plan: Plan, states: Mapping[str, StepState] | None = None
@@ -717,6 +742,139 @@ class TaskOrchestrator:
                 f"no server named {server!r} is configured or has records (configured: {known})"
             )
         return stats
+
+    @property
+    def answer_budget_bytes(self) -> int:
+        """The most an answer carrying step outputs may cost, in bytes (see `server.answers`)."""
+        return self.config.limits.answer_budget_tokens * BYTES_PER_TOKEN
+
+    async def step_result(
+        self, plan_id: str, step_id: str, version: int | None = None
+    ) -> tuple[Plan, ToolResult]:
+        """The whole result of a step that succeeded (latest plan version by default).
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: The step has not succeeded, so it has no output.
+        """
+        plan, states = await self.plan_with_states(plan_id, version)
+        if step_id not in {s.id for s in plan.steps}:
+            known = ", ".join(repr(s.id) for s in plan.steps[:50])
+            raise NotFoundError(
+                f"plan {plan.id!r} version {plan.version} has no step {step_id!r}; "
+                f"its steps: {known}"
+            )
+        state = states.get(step_id)
+        if state is None or state.status is not StepStatus.SUCCEEDED:
+            status = state.status.value if state is not None else "pending"
+            raise UserError(
+                f"step {step_id!r} of plan {plan.id!r} is {status}: only a step that "
+                "succeeded has an output; execute_plan runs it, get_plan shows where it stands"
+            )
+        key = (plan.id, plan.version, step_id)
+        cached = self._result_cache
+        if cached is not None and cached[0] == key:
+            return plan, cached[1]
+        result = await self.store.get_step_result(*key)
+        if result is None:
+            # No result kept (a state written without one): the output is all there is.
+            output = state.output
+            if isinstance(output, dict):
+                result = ToolResult(structured_content=output)
+            else:
+                result = ToolResult(content=[{"type": "text", "text": value_text(output)}])
+        # One result kept: a host paging through an output asks for it again and again.
+        self._result_cache = (key, result)
+        return plan, result
+
+    async def step_output_text(
+        self, plan_id: str, step_id: str, path: str = "", version: int | None = None
+    ) -> tuple[Plan, str, bool]:
+        """A step's output (or the value at `path` in it) as text, and whether it is JSON.
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: The step has no output, or `path` does not exist in it.
+        """
+        plan, result = await self.step_result(plan_id, step_id, version)
+        if not path:
+            return (
+                plan,
+                output_text(result),
+                result.structured_content is not None or not (isinstance(result.output(), str)),
+            )
+        segments = path.split(".")
+        if not all(segments):
+            raise UserError(
+                f"path {path!r} has an empty segment: write keys and array indexes "
+                "joined by dots, such as items.0.name"
+            )
+        try:
+            value = read_path(StepValue(result.output(), result.content), segments, root=step_id)
+        except StepReferenceError as exc:
+            raise UserError(str(exc)) from None
+        return plan, value_text(value), not isinstance(value, str)
+
+    async def get_step_output(
+        self,
+        plan_id: str,
+        step_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        path: str = "",
+        version: int | None = None,
+    ) -> StepOutputPage:
+        """One page of a step's output, or of the value at a reference path in it.
+
+        Pages are cut between UTF-8 characters; start at 0 and pass each page's
+        `next_offset` to get the next; together they are the output byte for byte.
+
+        Args:
+            plan_id: The plan.
+            step_id: The step.
+            offset: Byte offset to start at.
+            limit: Most bytes in the page (default: what fits the answer budget).
+            path: A reference path inside the output (`items.0`, `content.1.data`).
+            version: The plan version (default the latest).
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: No output, a bad path, or an offset outside the text.
+        """
+        plan, text, is_json = await self.step_output_text(plan_id, step_id, path, version)
+        # A page is answered twice over (structured and as text), with room for the rest.
+        room = max(self.answer_budget_bytes // 2 - 1024, 1)
+        page = page_text(text, offset, room if limit is None else min(limit, room))
+        return StepOutputPage(
+            plan_id=plan.id,
+            version=plan.version,
+            step_id=step_id,
+            path=path,
+            kind="json" if is_json else "text",
+            total_bytes=page.total_bytes,
+            offset=page.offset,
+            next_offset=page.next_offset,
+            data=page.data,
+        )
+
+    async def step_content(
+        self, plan_id: str, step_id: str, index: int, version: int | None = None
+    ) -> dict[str, Any]:
+        """One content block a step's tool returned, as its JSON object.
+
+        Raises:
+            NotFoundError: No such plan, version, step or block.
+            UserError: The step has not succeeded.
+        """
+        _, result = await self.step_result(plan_id, step_id, version)
+        if not 0 <= index < len(result.content):
+            raise NotFoundError(
+                f"step {step_id!r} returned {len(result.content)} content block(s): "
+                f"index {index} is not one of them"
+            )
+        block: dict[str, Any] = result.content[index]
+        return block
 
     async def list_task_plans(
         self,
@@ -765,31 +923,55 @@ class TaskOrchestrator:
             progress = run.progress()
             return self._report(run.plan, report, progress, started=True)
         subscriptions = []
-        async with anyio.create_task_group() as tg:
-            if on_progress is not None:
-                subscriptions.append(sub := run.subscribe())
-                tg.start_soon(_forward_progress, run, sub, on_progress)
-            if on_update is not None:
-                subscriptions.append(sub := run.subscribe())
-                tg.start_soon(_forward_updates, run, sub, on_update)
-            try:
-                report = await run.wait()
-            finally:
-                for sub in subscriptions:
-                    sub.close()
+        try:
+            async with anyio.create_task_group() as tg:
+                if on_progress is not None:
+                    subscriptions.append(sub := run.subscribe())
+                    tg.start_soon(_forward_progress, run, sub, on_progress)
+                if on_update is not None:
+                    subscriptions.append(sub := run.subscribe())
+                    tg.start_soon(_forward_updates, run, sub, on_update)
+                try:
+                    report = await run.wait()
+                finally:
+                    for sub in subscriptions:
+                        sub.close()
+        except ExceptionGroup as group:
+            # The run's own error (a store failure, say), not nested in a task group.
+            leaves = leaf_exceptions(group)
+            if len(leaves) == 1 and isinstance(leaves[0], Exception):
+                raise leaves[0] from None
+            raise
         progress = await self.scheduler.progress(plan_id)
         return self._report(run.plan, report, progress)
 
-    async def cancel_task_execution(self, plan_id: str) -> ExecutionReport:
+    async def cancel_task_execution(
+        self, plan_id: str, *, wait_s: float | None = None
+    ) -> ExecutionReport:
         """Cancel a plan's run (or a confirmed plan not started yet).
+
+        A run in another taskorch process is asked to stop, and this waits up to
+        `wait_s` seconds (the scheduler's `cancel_wait_s` by default) for it to
+        end; the report is `cancelled` once nothing is in flight any more, else
+        still `executing`, with a message saying the request is made.
 
         Raises:
             NotFoundError: No such plan.
             UserError: The plan was never confirmed (reject it instead).
         """
-        report = await self.scheduler.cancel(plan_id)
+        report = await self.scheduler.cancel(plan_id, wait_s=wait_s)
         plan = await self.store.get_plan(plan_id, report.version)
         return self._report(plan, report, await self.scheduler.progress(plan_id))
+
+    async def run_owner(self, plan_id: str) -> RunOwner | None:
+        """Who runs the plan (its latest version), and whether it still does.
+
+        `None` when the plan is not executing.
+
+        Raises:
+            NotFoundError: No such plan.
+        """
+        return await self.scheduler.owner(plan_id)
 
     async def execution_report(self, plan_id: str, message: str | None = None) -> ExecutionReport:
         """The plan's report as it stands (live for an active run)."""
@@ -825,7 +1007,8 @@ class TaskOrchestrator:
         """Follow a plan from the store's event log, wherever it runs, until it stops.
 
         Yields each new stored event with the progress then, and stops once the
-        plan is finished, rejected or waiting for a decision.
+        plan is finished, rejected or waiting for a decision, or once nobody runs
+        it any more (`executing`, but its owner is gone: see `run_owner`).
 
         Raises:
             NotFoundError: No such plan.
@@ -846,6 +1029,10 @@ class TaskOrchestrator:
                 if not events:
                     return
                 continue
+            if progress.status is PlanStatus.EXECUTING and not events:
+                owner = await self.scheduler.owner(plan.id)
+                if owner is not None and not owner.holds:
+                    return  # nothing will happen until someone takes the run over
             await anyio.sleep(interval_s)
 
     def _report(
@@ -858,10 +1045,10 @@ class TaskOrchestrator:
         message: str | None = None,
     ) -> ExecutionReport:
         by_id = {s.id: s for s in report.steps}
-        steps = [step_view(step, by_id.get(step.id)) for step in plan.steps]
+        steps = [step_view(step, by_id.get(step.id), plan.id) for step in plan.steps]
         status = report.status
         finished = status.is_terminal or status is PlanStatus.INTERRUPTED
-        return ExecutionReport(
+        answer = ExecutionReport(
             plan_id=plan.id,
             version=plan.version,
             status=status,
@@ -870,6 +1057,7 @@ class TaskOrchestrator:
             progress=progress_view(progress),
             steps=steps,
         )
+        return fit(answer, self.answer_budget_bytes)
 
 
 def _outcome_message(plan: Plan, report: RunReport, started: bool) -> str:
@@ -919,7 +1107,8 @@ async def _forward_progress(run: Any, subscription: Any, on_progress: ProgressFn
         value = value if value > last else math.nextafter(last, math.inf)
         last = value
         try:
-            await on_progress(value, total, _event_message(event, run))
+            # A downstream progress message is the server's text: keep it to a line.
+            await on_progress(value, total, _event_message(event, run)[:500])
         except Exception:
             # The client went away or cannot take notifications: the run goes on.
             logger.debug("progress could not be forwarded", exc_info=True)

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict
 
 from executor.records import ToolCallStats
@@ -32,6 +35,7 @@ RESOURCE_ROWS = 50
 """Most tools (or servers) a `stats://` resource lists; the rest are counted."""
 
 _CHART_TOOLS = 15
+_T = TypeVar("_T")
 _LABEL_UNSAFE = re.compile(r"[^A-Za-z0-9 _./()+=@-]+")
 
 
@@ -56,30 +60,58 @@ class StatsView(BaseModel):
     """Servers left out to keep the answer short."""
 
 
-def stats_view(stats: Stats, *, limit: int) -> StatsView:
-    """The bounded answer: at most `limit` tools and `limit` servers, the rest counted."""
-    return StatsView(
-        since=stats.since,
-        until=stats.until,
-        tools=stats.tools[:limit],
-        tools_omitted=max(len(stats.tools) - limit, 0),
-        servers=stats.servers[:limit],
-        servers_omitted=max(len(stats.servers) - limit, 0),
-    )
+def _within(build: Callable[[int], _T], size: Callable[[_T], int], rows: int, budget: int) -> _T:
+    """`build(n)` for the largest n, halving from `rows`, whose `size` fits `budget`."""
+    while True:
+        built = build(rows)
+        if rows == 0 or size(built) <= budget:
+            return built
+        rows //= 2
 
 
-def render_stats_json(stats: Stats, which: str) -> str:
-    """The `stats://tools` or `stats://servers` resource: indented JSON, bounded."""
+def stats_view(stats: Stats, *, limit: int, budget_bytes: int | None = None) -> StatsView:
+    """The bounded answer: at most `limit` tools and `limit` servers, the rest counted.
+
+    With `budget_bytes`, fewer rows (halving) until the answer — which crosses MCP
+    twice, as structured content and as text — fits it.
+    """
+
+    def build(n: int) -> StatsView:
+        return StatsView(
+            since=stats.since,
+            until=stats.until,
+            tools=stats.tools[:n],
+            tools_omitted=max(len(stats.tools) - n, 0),
+            servers=stats.servers[:n],
+            servers_omitted=max(len(stats.servers) - n, 0),
+        )
+
+    if budget_bytes is None:
+        return build(limit)
+    return _within(build, lambda v: 2 * len(pydantic_core.to_json(v)), limit, budget_bytes)
+
+
+def render_stats_json(stats: Stats, which: str, *, budget_bytes: int | None = None) -> str:
+    """The `stats://tools` or `stats://servers` resource: indented JSON, bounded.
+
+    At most `RESOURCE_ROWS` rows, and (with `budget_bytes`) fewer until it fits.
+    """
     rows: list[ToolCallStats] | list[ServerCallStats] = (
         stats.tools if which == "tools" else stats.servers
     )
-    body = {
-        "since": None if stats.since is None else stats.since.isoformat(),
-        "until": stats.until.isoformat(),
-        which: [r.model_dump(mode="json") for r in rows[:RESOURCE_ROWS]],
-        "omitted": max(len(rows) - RESOURCE_ROWS, 0),
-    }
-    return json.dumps(body, indent=2, ensure_ascii=False)
+
+    def build(n: int) -> str:
+        body = {
+            "since": None if stats.since is None else stats.since.isoformat(),
+            "until": stats.until.isoformat(),
+            which: [r.model_dump(mode="json") for r in rows[:n]],
+            "omitted": max(len(rows) - n, 0),
+        }
+        return json.dumps(body, indent=2, ensure_ascii=False)
+
+    if budget_bytes is None:
+        return build(RESOURCE_ROWS)
+    return _within(build, lambda text: len(text.encode()), RESOURCE_ROWS, budget_bytes)
 
 
 def _label(text: str, limit: int = 40) -> str:

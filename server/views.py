@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import ToolInfo
+from executor.outputs import OutputSummary
 from executor.plan import ExecutionProgress, Plan, PlanStatus, Step, StepStatus
 from executor.policy import AgentConfig
 from executor.records import StepState
@@ -24,17 +25,23 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgentView",
+    "ContentView",
     "ExecutionReport",
+    "OutputPreview",
     "PlanList",
     "PlanSummary",
     "PlanView",
     "ProgressView",
     "StepErrorView",
+    "StepOutputPage",
     "StepView",
     "ToolList",
     "ToolView",
+    "content_uri",
     "next_action",
+    "output_uri",
     "plan_view",
+    "preview_of",
     "progress_view",
     "step_view",
     "summaries",
@@ -42,6 +49,8 @@ __all__ = [
 ]
 
 _FROZEN = ConfigDict(frozen=True)
+_QUERY_SHOWN = 200
+"""Characters of a query `list_plans` shows."""
 
 
 class StepErrorView(BaseModel):
@@ -54,6 +63,46 @@ class StepErrorView(BaseModel):
     tool_unavailable, tool_error, timeout, cancelled, interrupted or internal."""
     message: str
     """What happened, in the words of whoever reported it."""
+
+
+class OutputPreview(BaseModel):
+    """An output too large for the answer: its beginning, size and shape, and where the rest is."""
+
+    model_config = _FROZEN
+
+    size_bytes: int
+    """Bytes of the whole output (UTF-8 text, or compact JSON)."""
+    kind: Literal["text", "json"]
+    """`text`: the tool's text; `json`: structured content or text that parsed as JSON."""
+    head: str
+    """The output's beginning (its compact JSON when kind is json), cut between characters."""
+    shape: Any = None
+    """For JSON: its keys and the type of each value, a few levels deep."""
+    uri: str
+    """A resource holding the whole output (a resource_link to it is in the answer)."""
+    more: str
+    """The call that reads it page by page (`path` reads one value in it)."""
+
+
+class ContentView(BaseModel):
+    """A content block the tool returned (image, audio, embedded resource, link, or text)."""
+
+    model_config = _FROZEN
+
+    index: int
+    """Its position: later steps read it as `${step.content.N}` (e.g. `.data`, `.text`)."""
+    type: str
+    """text, image, audio, resource or resource_link."""
+    mime_type: str | None = None
+    """Its MIME type, when given."""
+    size_bytes: int = 0
+    """Bytes of its payload (base64 data for images and audio)."""
+    uri: str
+    """A resource of taskorch holding the block (images come as image content when they fit)."""
+    source_uri: str | None = None
+    """The URI the tool gave (embedded resources, resource links)."""
+    name: str | None = None
+    """The resource link's name."""
 
 
 class StepView(BaseModel):
@@ -78,7 +127,13 @@ class StepView(BaseModel):
     attempts: int = 0
     """Attempts started in the latest run."""
     output: Any = None
-    """The step's output once it succeeded (structured content, else text or parsed JSON)."""
+    """The step's output once it succeeded (structured content, else text or parsed JSON),
+    when it fits the answer; else null and `output_preview` says what it is."""
+    output_preview: OutputPreview | None = None
+    """Set instead of `output` when the output is too large for the answer."""
+    content: list[ContentView] = Field(default_factory=list)
+    """Every content block the tool returned, when any is not text (images, audio,
+    resources, links); empty otherwise (the output has the text)."""
     error: StepErrorView | None = None
     """Why the step did not succeed, when it did not."""
     started_at: datetime | None = None
@@ -136,7 +191,7 @@ class PlanSummary(BaseModel):
     status: PlanStatus
     """Its status."""
     query: str
-    """What was asked for."""
+    """What was asked for, its first 200 characters (ending in '…' when cut)."""
     steps: int
     """How many steps it has."""
     agent: str | None = None
@@ -208,6 +263,31 @@ class ExecutionReport(BaseModel):
     """Every step with its status, attempts, output or error."""
 
 
+class StepOutputPage(BaseModel):
+    """The answer of `get_step_output`: one page of a step's output (or of a value in it)."""
+
+    model_config = _FROZEN
+
+    plan_id: str
+    """The plan."""
+    version: int
+    """The plan version."""
+    step_id: str
+    """The step."""
+    path: str = ""
+    """The reference path read inside the output (empty: the whole output)."""
+    kind: Literal["text", "json"]
+    """`text`: the bytes are the text itself; `json`: they are compact JSON."""
+    total_bytes: int
+    """Bytes of the whole text (UTF-8)."""
+    offset: int
+    """Byte offset of this page."""
+    next_offset: int | None
+    """Byte offset of the next page; null after the last one."""
+    data: str
+    """This page's text; concatenating the pages rebuilds the output byte for byte."""
+
+
 class ToolView(BaseModel):
     """One downstream tool a plan may call."""
 
@@ -272,9 +352,9 @@ def next_action(plan: Plan) -> str:
             return f"Call get_progress(plan_id={pid!r}) to follow it, or cancel_execution to stop."
         case PlanStatus.INTERRUPTED:
             return (
-                f"A step was in flight when taskorch stopped and is not safe to repeat unasked: "
-                f"call execute_plan(plan_id={pid!r}, on_interrupted='rerun') to run it again or "
-                "on_interrupted='skip' to skip it."
+                "A step may or may not have taken effect (see its error) and is not safe to "
+                f"repeat unasked: call execute_plan(plan_id={pid!r}, on_interrupted='rerun') to "
+                "run it again or on_interrupted='skip' to skip it."
             )
         case PlanStatus.FAILED:
             return (
@@ -283,19 +363,70 @@ def next_action(plan: Plan) -> str:
             )
         case PlanStatus.COMPLETED:
             return "Done: read each step's output."
-        case PlanStatus.CANCELLED | PlanStatus.REJECTED:
+        case PlanStatus.CANCELLED:
             return "Nothing more will run; create_plan makes a new plan."
+        case PlanStatus.REJECTED:
+            return "It was rejected and never runs; create a new plan (create_plan) to run it."
 
 
-def step_view(step: Step, outcome: StepState | StepReport | None) -> StepView:
+_ERROR_SHOWN = 2000
+"""Characters of an error message a view shows (a tool's error text can be a whole file)."""
+
+
+def _shortened(text: str) -> str:
+    if len(text) <= _ERROR_SHOWN:
+        return text
+    return f"{text[:_ERROR_SHOWN]}… ({len(text) - _ERROR_SHOWN} more characters not shown)"
+
+
+def output_uri(plan_id: str, step_id: str) -> str:
+    """The resource holding a step's whole output."""
+    return f"plan://{plan_id}/steps/{step_id}/output"
+
+
+def content_uri(plan_id: str, step_id: str, index: int) -> str:
+    """The resource holding one content block a step's tool returned."""
+    return f"plan://{plan_id}/steps/{step_id}/content/{index}"
+
+
+def preview_of(summary: OutputSummary, plan_id: str, step_id: str, head: str) -> OutputPreview:
+    """The preview of an output, with `head` as much of its beginning as fits."""
+    return OutputPreview(
+        size_bytes=summary.size_bytes,
+        kind=summary.kind,
+        head=head,
+        shape=summary.shape,
+        uri=output_uri(plan_id, step_id),
+        more=f"get_step_output(plan_id={plan_id!r}, step_id={step_id!r}, offset=0)",
+    )
+
+
+def step_view(step: Step, outcome: StepState | StepReport | None, plan_id: str = "") -> StepView:
     """A step as shown to callers, with its outcome so far (pending when `None`).
 
     Args:
         step: The plan's step.
         outcome: Its stored state, or its line of a run report (which has no times).
+        plan_id: The plan, for the URIs of outputs and content blocks.
     """
     error = outcome.error if outcome is not None else None
     timed = outcome if isinstance(outcome, StepState) else None
+    summary = outcome.summary if outcome is not None else None
+    preview = None
+    if summary is not None and not summary.inline:
+        preview = preview_of(summary, plan_id, step.id, summary.head)
+    content = [
+        ContentView(
+            index=c.index,
+            type=c.type,
+            mime_type=c.mime_type,
+            size_bytes=c.size_bytes,
+            uri=content_uri(plan_id, step.id, c.index),
+            source_uri=c.uri,
+            name=c.name,
+        )
+        for c in (summary.content if summary is not None else ())
+    ]
     return StepView(
         id=step.id,
         server=step.server,
@@ -305,8 +436,12 @@ def step_view(step: Step, outcome: StepState | StepReport | None) -> StepView:
         description=step.description,
         status=outcome.status if outcome else StepStatus.PENDING,
         attempts=outcome.attempts if outcome else 0,
-        output=outcome.output if outcome else None,
-        error=StepErrorView(kind=error.kind.value, message=error.message) if error else None,
+        output=outcome.output if outcome and preview is None else None,
+        output_preview=preview,
+        content=content,
+        error=StepErrorView(kind=error.kind.value, message=_shortened(error.message))
+        if error
+        else None,
         started_at=timed.started_at if timed else None,
         finished_at=timed.finished_at if timed else None,
         duration_s=outcome.duration_s if outcome else None,
@@ -330,7 +465,7 @@ def plan_view(
         agent=plan.agent,
         session_id=plan.session_id,
         created_at=plan.created_at,
-        steps=[step_view(step, (states or {}).get(step.id)) for step in plan.steps],
+        steps=[step_view(step, (states or {}).get(step.id), plan.id) for step in plan.steps],
         next_action=next_action(plan),
         timing=timing,
     )
@@ -376,7 +511,7 @@ def summaries(plans: Sequence[Plan]) -> PlanList:
             plan_id=p.id,
             version=p.version,
             status=p.status,
-            query=p.query,
+            query=p.query if len(p.query) <= _QUERY_SHOWN else p.query[: _QUERY_SHOWN - 1] + "…",
             steps=len(p.steps),
             agent=p.agent,
             session_id=p.session_id,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -93,13 +94,29 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 
     raise RuntimeError(f"taskorch serve --http did not listen on {port} in {timeout_s} s")
 
 
+def _limit_fds(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    return apply
+
+
 @contextmanager
 def http_server(
-    config: Path, db: Path, *, token: str | None = None, log: Path | None = None
+    config: Path,
+    db: Path,
+    *,
+    token: str | None = None,
+    log: Path | None = None,
+    extra_args: Sequence[str] = (),
+    fd_limit: int | None = None,
 ) -> Iterator[str]:
-    """Run `taskorch serve --http` on a free port; yields its `/mcp` URL."""
+    """Run `taskorch serve --http` on a free port; yields its `/mcp` URL.
+
+    `fd_limit` caps the child's open files (`RLIMIT_NOFILE`), as a busy host would.
+    """
     port = free_port()
-    extra = ["--http", "--port", str(port)]
+    extra = ["--http", "--port", str(port), *extra_args]
     env = child_env()
     env.pop("TASKORCH_TOKEN", None)
     if token is not None:
@@ -113,6 +130,7 @@ def http_server(
         stdout=errlog,
         stderr=errlog,
         start_new_session=True,
+        preexec_fn=_limit_fds(fd_limit) if fd_limit is not None else None,
     )
     try:
         _wait_for_port(port, proc)

@@ -104,6 +104,9 @@ async def test_create_confirm_execute_progress_and_resources(tmp_path: Path, mod
             "plan://{plan_id}",
             "plan://{plan_id}/graph",
             "plan://{plan_id}/timeline",
+            "plan://{plan_id}/steps/{step_id}/output",
+            "plan://{plan_id}/steps/{step_id}/output/{path}",
+            "plan://{plan_id}/steps/{step_id}/content/{index}",
         }
         with pytest.raises(MCPError):
             await client.read_resource("plan://no-such-plan")

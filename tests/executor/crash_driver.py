@@ -6,10 +6,14 @@
    found `executing` (as taskorch does at start). The killed driver's lease is
    taken at once, its process being gone; should that ever not be seen, the
    driver resumes again until the (short) lease has expired;
-2. creates the 50-step plan `crash` the first time (every step appends its
-   id to the file `OUT`; even steps with a non-idempotent tool, odd steps with
-   an idempotent one), and starts it if it is only confirmed;
-3. an `interrupted` plan gets the decision a person would make, step by
+2. creates the plan `crash` the first time: a random 50-step DAG plus
+   `BRANCHES` independent chains, every step appending its id to the file
+   `OUT` (even steps of the DAG with a non-idempotent tool; its odd steps and
+   every branch step with an idempotent one), and starts it if it is only
+   confirmed;
+3. a run that ends `interrupted` (it has run everything that does not depend
+   on an interrupted step) is reported as `PARKED <json {step: status}>`; an
+   `interrupted` plan then gets the decision a person would make, step by
    step: `skip` when the step's line is in `OUT` (it took effect), else
    `rerun`; the driver prints `INTERRUPTED <json {step: decision}>` and
    executes the plan again with those decisions;
@@ -29,38 +33,45 @@ import anyio
 
 from executor.errors import NotFoundError
 from executor.plan import PlanStatus
-from executor.scheduler import Decision, Run, Scheduler, SchedulerConfig
+from executor.scheduler import Decision, ExecutionReport, Run, Scheduler, SchedulerConfig
 from executor.store import Store
 from tests.executor.scheduler_support import engine_caller, save_confirmed
 
 PLAN_ID = "crash"
 STEPS = 50
+BRANCHES = 3
+BRANCH_LENGTH = 4
 LEASE_S = 1.0
 """Short, so that a run whose killed owner is not recognised as gone is soon free."""
 
 
-def is_idempotent(index: int) -> bool:
-    """Odd steps use the idempotent tool."""
-    return index % 2 == 1
+def is_idempotent(step_id: str) -> bool:
+    """Odd steps of the DAG, and every branch step, use the idempotent tool."""
+    return step_id.startswith("b") or int(step_id[1:]) % 2 == 1
+
+
+def _append(out: Path, step_id: str, depends_on: list[str]) -> dict[str, Any]:
+    return {
+        "id": step_id,
+        "server": "engine",
+        "tool": "append_line_idempotent" if is_idempotent(step_id) else "append_line",
+        "arguments": {"path": str(out), "line": step_id, "delay_ms": 80},
+        "depends_on": depends_on,
+        "retry": {"initial_interval_s": 0.01, "maximum_interval_s": 0.05},
+    }
 
 
 def plan_steps(out: Path) -> list[dict[str, Any]]:
-    """A random (but seeded) DAG of 50 appending steps."""
+    """A random (but seeded) DAG of 50 appending steps, and independent idempotent chains."""
     rng = random.Random(50)
     steps: list[dict[str, Any]] = []
     for i in range(STEPS):
         earlier = list(range(max(0, i - 6), i))
         deps = rng.sample(earlier, k=min(len(earlier), rng.randint(0, 2)))
-        steps.append(
-            {
-                "id": f"s{i}",
-                "server": "engine",
-                "tool": "append_line_idempotent" if is_idempotent(i) else "append_line",
-                "arguments": {"path": str(out), "line": f"s{i}", "delay_ms": 80},
-                "depends_on": [f"s{d}" for d in sorted(deps)],
-                "retry": {"initial_interval_s": 0.01, "maximum_interval_s": 0.05},
-            }
-        )
+        steps.append(_append(out, f"s{i}", [f"s{d}" for d in sorted(deps)]))
+    for b in range(BRANCHES):
+        for j in range(BRANCH_LENGTH):
+            steps.append(_append(out, f"b{b}_{j}", [f"b{b}_{j - 1}"] if j else []))
     return steps
 
 
@@ -68,12 +79,11 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-async def follow(scheduler: Scheduler, run: Run) -> None:
+async def follow(scheduler: Scheduler, run: Run) -> ExecutionReport:
     async with scheduler.subscribe(PLAN_ID) as events:
         async for event in events:
             say(f"EVENT {event.kind.value} {event.step_id or '-'}")
-    report = await run.wait()
-    say(f"DONE {report.status.value}")
+    return await run.wait()
 
 
 def decide(out: Path, waiting: tuple[str, ...]) -> dict[str, Decision]:
@@ -97,19 +107,24 @@ async def main(db: Path, out: Path) -> int:
                     resumed.update({r.plan_id: r for r in await scheduler.resume()})
                     plan = await store.get_plan(PLAN_ID)
             run = resumed.get(plan.id)
-            if run is None or run.done:
-                plan = await store.get_plan(PLAN_ID)
-                decisions = None
-                if plan.status is PlanStatus.INTERRUPTED:
-                    waiting = (await scheduler.report(PLAN_ID)).needs_decision
-                    decisions = decide(out, waiting)
-                    say(f"INTERRUPTED {json.dumps(decisions)}")
-                if plan.status.is_terminal:
-                    say(f"DONE {plan.status.value}")
+            while True:
+                if run is None:
+                    plan = await store.get_plan(PLAN_ID)
+                    decisions = None
+                    if plan.status is PlanStatus.INTERRUPTED:
+                        waiting = (await scheduler.report(PLAN_ID)).needs_decision
+                        decisions = decide(out, waiting)
+                        say(f"INTERRUPTED {json.dumps(decisions)}")
+                    if plan.status.is_terminal:
+                        say(f"DONE {plan.status.value}")
+                        return 0
+                    run = await scheduler.start(PLAN_ID, on_interrupted=decisions)
+                report = await follow(scheduler, run)
+                if report.status is not PlanStatus.INTERRUPTED:
+                    say(f"DONE {report.status.value}")
                     return 0
-                run = await scheduler.start(PLAN_ID, on_interrupted=decisions)
-            await follow(scheduler, run)
-    return 0
+                say(f"PARKED {json.dumps({s.id: s.status.value for s in report.steps})}")
+                run = None
 
 
 if __name__ == "__main__":

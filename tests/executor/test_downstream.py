@@ -10,7 +10,7 @@ import pytest
 
 from executor.catalog import Catalog
 from executor.downstream import Pool, classify_exception
-from executor.errors import ErrorKind, ToolCallError
+from executor.errors import Delivery, ErrorKind, ToolCallError
 from executor.specs import StdioServerSpec
 from tests.fixtures.helpers import ProgressLog, eventually, read, wait_for_marker
 from tests.fixtures.launch import EVERYTHING, everything_spec, fixture_spec, time_spec, tiny_spec
@@ -226,8 +226,19 @@ async def test_server_everything_from_npm() -> None:
         assert [(p, t) for p, t, _ in log.reports] == [(n, 4.0) for n in (1.0, 2.0, 3.0, 4.0)]
         assert pool.health()[0].protocol_version == "2025-11-25"
 
-        invalid = await pool.call("everything", "echo", {"message": 42})
-        assert invalid.is_error and "expected string" in invalid.text()
+        # The TypeScript SDK answers a protocol error with an `isError` result reading
+        # "MCP error -32602: ...": it fails as the argument error it is.
+        with pytest.raises(ToolCallError) as invalid:
+            await pool.call("everything", "echo", {"message": 42})
+        assert invalid.value.kind is ErrorKind.INVALID_ARGUMENTS
+        assert invalid.value.delivery is Delivery.ANSWERED
+        assert "expected string" in invalid.value.message
+        # A tool that requires task augmentation refuses a plain call the same way.
+        with pytest.raises(ToolCallError) as tasks_only:
+            await pool.call("everything", "simulate-research-query", {"topic": "tides"})
+        assert tasks_only.value.kind is ErrorKind.TOOL_UNAVAILABLE
+        assert tasks_only.value.delivery is Delivery.ANSWERED
+        assert "requires task augmentation" in tasks_only.value.message
 
 
 async def test_tools_list_changed_refreshes_the_catalog() -> None:

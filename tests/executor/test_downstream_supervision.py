@@ -16,6 +16,7 @@ from rich.console import Console
 from executor.downstream import Pool, render_health_table
 from executor.errors import ErrorKind, ToolCallError
 from executor.specs import StdioServerSpec
+from tests.fixtures import tiny_server
 from tests.fixtures.helpers import eventually, wait_for_marker
 from tests.fixtures.launch import (
     TINY_SERVER,
@@ -147,7 +148,8 @@ async def test_check_reports_every_server_and_renders_a_table() -> None:
     async with Pool(servers) as pool:
         assert [h.status for h in pool.health()] == ["not_started", "not_started"]
         good, broken = await pool.check()
-        assert (good.status, good.tool_count, good.protocol_version) == ("up", 6, "2025-11-25")
+        listed = len(tiny_server.tools())
+        assert (good.status, good.tool_count, good.protocol_version) == ("up", listed, "2025-11-25")
         assert good.latency_ms is not None and good.latency_ms > 0
         assert broken.status == "down" and broken.tool_count is None
 

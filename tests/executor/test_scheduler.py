@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +123,8 @@ async def test_a_step_that_fails_twice_then_succeeds_is_retried(tmp_path: Path) 
             "server": "engine",
             "tool": "fail_times",
             "arguments": {"key": "k", "n": 2, "state_dir": str(tmp_path)},
-            "retry": FAST_RETRY,
+            # The tool is not annotated idempotent: the step opts in to retrying it.
+            "retry": {**FAST_RETRY, "non_idempotent": True},
         }
     ]
     async with engine_caller() as caller, harness(tmp_path, caller) as h:
@@ -396,3 +398,42 @@ async def test_events_reach_every_subscriber_and_end_with_the_run(tmp_path: Path
     assert kinds[0] is EventKind.EXECUTION_STARTED and kinds[-1] is EventKind.PLAN_FINISHED
     assert [e.seq for e in first] == [e.seq for e in second]
     assert late == []
+
+
+@pytest.mark.anyio
+async def test_a_rerun_reads_a_large_output_of_an_earlier_run_from_the_store(
+    tmp_path: Path,
+) -> None:
+    big = "é" * 20_000  # over what a step state keeps inline
+    steps = [
+        {"id": "a", "server": "engine", "tool": "echo", "arguments": {"value": big}},
+        {
+            "id": "flaky",
+            "server": "engine",
+            "tool": "fail_times",
+            "arguments": {"key": "f", "n": 1, "state_dir": str(tmp_path)},
+            "depends_on": ["a"],
+            "retry": {"maximum_attempts": 1},
+        },
+        {
+            "id": "b",
+            "server": "engine",
+            "tool": "echo",
+            "arguments": {"value": "${a.value}"},
+            "depends_on": ["flaky"],
+        },
+    ]
+    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+        first, _ = await h.run("big", steps)
+        assert first.status is PlanStatus.FAILED
+        # Reports keep a summary of a large output, not the output.
+        summary = first.steps[0].summary
+        assert first.steps[0].output is None and summary is not None and not summary.inline
+        assert (
+            summary.size_bytes == len(json.dumps({"value": big}, ensure_ascii=False).encode()) - 1
+        )
+        second = await h.scheduler.execute("big")
+        result = await h.store.get_step_result("big", 1, "b")
+
+    assert second.status is PlanStatus.COMPLETED
+    assert result is not None and result.output() == {"value": big}

@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -252,3 +253,157 @@ async def test_leaving_the_scheduler_frees_its_leases_for_an_immediate_resume(
     # s0 was in flight and its tool is not known to be safe: it awaits a decision.
     assert report.status is PlanStatus.INTERRUPTED
     assert report.needs_decision == ("s0",)
+
+
+async def test_start_takes_over_a_run_whose_owner_is_gone_and_names_a_live_one(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "db") as store:
+        claims = {
+            "dead": RunLease(dead_local_owner(), 3600.0),
+            "lapsed": RunLease(f"{OTHER_HOST}|2|0.000|b", 0.05),
+            "live": RunLease(live_local_owner(), 3600.0),
+        }
+        for plan_id, lease in claims.items():
+            await leave_executing(store, plan_id)
+            assert await store.claim_runs(lease, runs=[(plan_id, 1)]) == [(plan_id, 1)]
+        lapsed = await store.get_lease("lapsed", 1)
+        assert lapsed is not None and lapsed.until is not None
+        with anyio.fail_after(10):  # a hang guard: wait for the short lease to lapse
+            while utc_now() <= lapsed.until:  # noqa: ASYNC110 - waiting on the clock
+                await anyio.sleep(0.02)
+
+        caller = counting_caller()
+        async with Scheduler(store, caller) as engine:
+            dead_owner = await engine.owner("dead")
+            assert dead_owner is not None and dead_owner.alive is False
+            assert "no longer running" in dead_owner.describe()
+            reports = {p: await (await engine.start(p)).wait() for p in ("dead", "lapsed")}
+            live = await engine.owner("live")
+            assert live is not None and live.holds and live.alive
+            parent = psutil.Process().parent()
+            assert parent is not None
+            with pytest.raises(UserError, match=f"process {parent.pid} on .* is alive"):
+                await engine.start("live")
+        [left] = await store.list_leases()
+
+    assert {p: r.status for p, r in reports.items()} == dict.fromkeys(
+        ("dead", "lapsed"), PlanStatus.COMPLETED
+    )
+    assert (left.plan_id, left.owner) == ("live", claims["live"].owner)  # left alone
+    started = sorted(tag for tag, _ in caller.log.started)
+    assert started == [f"{p}@1/s{i}" for p in ("dead", "lapsed") for i in range(3)]
+
+
+async def test_start_after_a_takeover_applies_the_decision_an_interrupted_run_needs(
+    tmp_path: Path,
+) -> None:
+    async def block(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
+        await anyio.sleep_forever()
+
+    db = tmp_path / "db"
+    async with await Store.open(db) as store:
+        await save_confirmed(store, "p", chain("p", 2))
+        blocking = InProcessCaller({("mem", "work"): block})
+        async with Scheduler(store, blocking) as first:
+            await first.start("p")
+            await wait_until(lambda: blocking.log.in_flight == 1)
+        # `first` let go of the run with a call in flight of a tool not known to be safe.
+        caller = counting_caller()
+        async with Scheduler(store, caller) as engine:
+            waiting = await (await engine.start("p")).wait()
+            assert waiting.status is PlanStatus.INTERRUPTED
+            assert waiting.needs_decision == ("s0",)
+            report = await (await engine.start("p", on_interrupted="rerun")).wait()
+
+    assert report.status is PlanStatus.COMPLETED
+    assert [tag for tag, _ in caller.log.started] == ["p/s0", "p/s1"]
+
+
+async def test_a_cancel_the_owner_has_not_acted_on_yet_says_so_and_stands(
+    tmp_path: Path,
+) -> None:
+    async with await Store.open(tmp_path / "db") as store:
+        # A live process holds the run but does not act on requests (stuck, say).
+        stuck = RunLease(live_local_owner(), 3600.0)
+        await leave_executing(store, "p")
+        await store.claim_runs(stuck)
+        caller = counting_caller()
+        async with Scheduler(store, caller) as other:
+            pending = await other.cancel("p", wait_s=0.1)
+        assert pending.status is PlanStatus.EXECUTING
+        assert pending.message is not None
+        assert pending.message.startswith("cancel requested, not done yet: process ")
+        assert "is alive" in pending.message
+
+        # The request stands: whoever takes the run over next obeys it, calling nothing.
+        await store.release_leases(stuck.owner)
+        async with Scheduler(store, caller) as taker:
+            [run] = await taker.resume()
+            report = await run.wait()
+        leases = await store.list_leases()
+
+    assert report.status is PlanStatus.CANCELLED
+    assert caller.log.started == []
+    assert leases == []
+
+
+async def test_renewal_covers_only_the_runs_named(tmp_path: Path) -> None:
+    async with await Store.open(tmp_path / "db") as store:
+        lease = RunLease(f"{OTHER_HOST}|4|0.000|d", 3600.0)
+        for plan_id in ("kept", "dropped"):
+            await leave_executing(store, plan_id)
+        await store.claim_runs(lease)
+        before = {str(i.plan_id): i.until for i in await store.list_leases()}
+        until = before["kept"]
+        assert until is not None
+        # A hang guard: let the clock move past the claim, so that a renewal shows.
+        with anyio.fail_after(10):
+            while utc_now() <= until - timedelta(seconds=lease.lease_s):  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        held = await store.renew_leases(lease, [("kept", 1), ("unknown", 1)])
+        after = {str(i.plan_id): i.until for i in await store.list_leases()}
+
+    assert held == {("kept", 1)}
+    assert after["dropped"] == before["dropped"]
+    assert after["kept"] is not None and before["kept"] is not None
+    assert after["kept"] > before["kept"]
+
+
+async def test_cancel_requests_are_seen_from_any_connection_and_end_with_the_run(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "db"
+    async with await Store.open(db) as owner, await Store.open(db) as other:
+        for plan_id in ("a", "b"):
+            await leave_executing(owner, plan_id)
+        await save_confirmed(owner, "idle", chain("idle"))
+        assert not await other.request_cancel("idle", 1)  # not executing: nothing to ask
+
+        async def first_request(*runs: tuple[str, int]) -> set[tuple[str, int]]:
+            with anyio.fail_after(30):  # a hang guard
+                found = await owner.wait_cancel_requests(runs, poll_s=0.01)
+            return {(str(p), v) for p, v in found}
+
+        async def asked_while_watching(asker: Store, plan_id: str) -> set[tuple[str, int]]:
+            results: list[set[tuple[str, int]]] = []
+
+            async def watch() -> None:
+                results.append(await first_request((plan_id, 1)))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                await anyio.sleep(0.05)  # most likely the watcher looks once before the ask
+                assert await asker.request_cancel(plan_id, 1)
+            return results[0]
+
+        assert await asked_while_watching(other, "b") == {("b", 1)}
+        # Asked on the watching connection itself, whose data_version does not move.
+        assert await asked_while_watching(owner, "a") == {("a", 1)}
+        assert await first_request(("a", 1), ("b", 1)) == {("a", 1), ("b", 1)}
+        lease = await owner.get_lease("a", 1)
+        assert lease is not None and lease.cancel_requested_at is not None
+        # Any status change ends the request with the run it was about.
+        await owner.update_plan_status("a", 1, PlanStatus.CANCELLED)
+        assert await owner.get_lease("a", 1) is None
+        assert await first_request(("a", 1), ("b", 1)) == {("b", 1)}

@@ -9,7 +9,8 @@ import anyio
 import pytest
 
 from executor.calls import ProgressFn
-from executor.errors import ErrorKind, ToolCallError
+from executor.catalog import ToolAnnotations
+from executor.errors import Delivery, ErrorKind, ToolCallError
 from executor.plan import PlanStatus, RetryPolicy, StepStatus
 from executor.policy import AgentConfig, AgentLimits
 from executor.records import EventKind
@@ -19,7 +20,9 @@ from tests.executor.scheduler_support import InProcessCaller, collect, harness, 
 
 def always_failing() -> InProcessCaller:
     async def fail(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
-        raise ToolCallError(ErrorKind.NETWORK, "connection reset")
+        # Never delivered, so safe to retry whatever the tool.
+        refused = Delivery.NOT_DELIVERED
+        raise ToolCallError(ErrorKind.NETWORK, "connection refused", delivery=refused)
 
     return InProcessCaller({("mem", "fail"): fail})
 
@@ -80,7 +83,9 @@ async def test_agent_limits_bound_parallelism_and_time(tmp_path: Path) -> None:
         await anyio.sleep(float(arguments["s"]))
         return {}
 
-    tools = InProcessCaller({("mem", "sleep"): sleepy})
+    tools = InProcessCaller(
+        {("mem", "sleep"): sleepy}, {("mem", "sleep"): ToolAnnotations(read_only=True)}
+    )
     agent = AgentConfig(
         name="narrow",
         limits=AgentLimits(max_parallel_steps=2, step_timeout_s=1.0),

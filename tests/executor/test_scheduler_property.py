@@ -1,5 +1,6 @@
 """Random DAGs with random failures: the engine never deadlocks, never runs a step early,
-and always ends every step and the plan in a terminal state."""
+never calls a tool twice when the failure may have let it run and the tool is not safe to
+repeat, and ends every step in a terminal state, except what waits on an interrupted step."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from executor.calls import ProgressFn, ToolResult
-from executor.errors import ErrorKind, ToolCallError
+from executor.catalog import ToolAnnotations
+from executor.errors import Delivery, ErrorKind, ToolCallError
 from executor.plan import PlanStatus, StepStatus
 from executor.scheduler import SchedulerConfig
 from tests.executor.scheduler_support import InProcessCaller, harness, save_confirmed
@@ -27,8 +29,10 @@ class StepSpec:
     deps: tuple[int, ...]
     fail_first: int
     """Calls that fail before one succeeds."""
-    raise_error: bool
-    """Fail by raising `ToolCallError` rather than by answering `isError`."""
+    failure: Delivery
+    """How they fail: raising (not delivered, or ambiguous), or answering `isError`."""
+    safe: bool
+    """The step's tool is annotated idempotent."""
     on_error: str
     attempts: int
 
@@ -43,7 +47,8 @@ def dags(draw: st.DrawFn) -> tuple[list[StepSpec], int, int | None]:
             StepSpec(
                 deps=tuple(sorted(deps)),
                 fail_first=draw(st.sampled_from([0, 0, 0, 1, 2, 9])),
-                raise_error=draw(st.booleans()),
+                failure=draw(st.sampled_from(list(Delivery))),
+                safe=draw(st.booleans()),
                 on_error=draw(st.sampled_from(["fail", "continue", "continue"])),
                 attempts=draw(st.integers(min_value=1, max_value=3)),
             )
@@ -67,10 +72,12 @@ class Recorder:
         self.early.extend((i, d) for d in self.specs[i].deps if d not in self.succeeded)
         self.calls[i] += 1
         await anyio.sleep(0.001 * (i % 3))
-        if self.calls[i] <= self.specs[i].fail_first:
-            if self.specs[i].raise_error:
-                raise ToolCallError(ErrorKind.NETWORK, f"step {i} call {self.calls[i]} fails")
-            return ToolResult(content=[{"type": "text", "text": "no"}], is_error=True)
+        spec = self.specs[i]
+        if self.calls[i] <= spec.fail_first:
+            if spec.failure is Delivery.ANSWERED:
+                return ToolResult(content=[{"type": "text", "text": "no"}], is_error=True)
+            message = f"step {i} call {self.calls[i]} fails"
+            raise ToolCallError(ErrorKind.NETWORK, message, delivery=spec.failure)
         self.succeeded.add(i)
         return {"i": i}
 
@@ -80,7 +87,7 @@ def plan_of(specs: list[StepSpec]) -> list[Mapping[str, Any]]:
         {
             "id": f"s{i}",
             "server": "mem",
-            "tool": "work",
+            "tool": "safe" if spec.safe else "work",
             "arguments": {"i": i},
             "depends_on": [f"s{d}" for d in spec.deps],
             "on_error": spec.on_error,
@@ -111,7 +118,10 @@ async def test_random_dags_with_failures_always_finish_in_order(
 ) -> None:
     specs, limit, cancel_after_ms = case
     recorder = Recorder(specs)
-    caller = InProcessCaller({("mem", "work"): recorder})
+    caller = InProcessCaller(
+        {("mem", "work"): recorder, ("mem", "safe"): recorder},
+        {("mem", "safe"): ToolAnnotations(idempotent=True)},
+    )
     plan_id = f"p{next(_ids)}"
     async with harness(tmp_path, caller, SchedulerConfig(max_parallel_steps=limit)) as h:
         await save_confirmed(h.store, plan_id, plan_of(specs))
@@ -126,15 +136,29 @@ async def test_random_dags_with_failures_always_finish_in_order(
 
     assert recorder.early == []
     assert caller.log.max_in_flight <= limit
-    assert report.status.is_terminal and plan.status is report.status
+    waits = report.status is PlanStatus.INTERRUPTED
+    assert (report.status.is_terminal or waits) and plan.status is report.status
     status = {int(s.id[1:]): s.status for s in report.steps}
-    assert all(s.is_terminal for s in status.values())
     assert {k: v.status for k, v in stored.items()} == {f"s{i}": s for i, s in status.items()}
+    interrupted = {i for i, s in status.items() if s is StepStatus.INTERRUPTED}
+    assert waits <= bool(interrupted)
+    above: dict[int, set[int]] = {}
     for i, spec in enumerate(specs):
+        above[i] = set(spec.deps).union(*(above[d] for d in spec.deps))
         if status[i] is StepStatus.SUCCEEDED:
             assert all(status[d] is StepStatus.SUCCEEDED for d in spec.deps)
             assert i in recorder.succeeded
         assert recorder.calls[i] <= spec.attempts
+        if not spec.safe and spec.failure is not Delivery.NOT_DELIVERED:
+            # It may have run (or refused): an unsafe tool is never called twice.
+            assert recorder.calls[i] <= 1
+        if i in interrupted:
+            assert not spec.safe
+        elif waits and above[i] & interrupted:
+            # Waiting on a decision: not run (or skipped after a failure before it).
+            assert status[i] in (StepStatus.PENDING, StepStatus.SKIPPED), status[i]
+        else:
+            assert status[i].is_terminal
     if report.status is PlanStatus.COMPLETED:
         assert set(status.values()) == {StepStatus.SUCCEEDED}
     failed_hard = any(

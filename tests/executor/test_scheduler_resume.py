@@ -14,7 +14,7 @@ from executor.errors import ErrorKind, UserError
 from executor.plan import PlanStatus, StepStatus, utc_now
 from executor.records import AttemptRecord, EventKind, StepState
 from executor.scheduler import Scheduler
-from executor.store import PlanStatusChange, Store, WriteBatch
+from executor.store import PlanStatusChange, RunLease, Store, WriteBatch
 from tests.executor.scheduler_support import (
     InProcessCaller,
     harness,
@@ -128,12 +128,14 @@ async def test_an_interrupted_plan_waits_for_a_decision_and_says_why(tmp_path: P
         await save_confirmed(h.store, "p", steps)
         await crash_state(h.store, "p", in_flight=["a", "b"])
         runs = await h.scheduler.resume()
-        assert len(runs) == 1 and runs[0].done
+        assert len(runs) == 1
         first = await runs[0].wait()
         assert first.status is PlanStatus.INTERRUPTED
         assert first.needs_decision == ("a", "b")
         assert first.message is not None and "on_interrupted" in first.message
-        assert tools.log.started == []
+        # What does not depend on an interrupted step ran; its dependent waits.
+        assert [tag for tag, _ in tools.log.started] == ["free"]
+        assert {s.id: s.status for s in first.steps}["after_a"] is StepStatus.PENDING
 
         # A plain execute keeps waiting, and says why.
         again = await h.scheduler.execute("p")
@@ -155,6 +157,7 @@ async def test_an_interrupted_plan_waits_for_a_decision_and_says_why(tmp_path: P
     # A skipped step counts as done: its dependent ran.
     assert by_id["after_a"].status is StepStatus.SUCCEEDED
     assert sorted(tag for tag, _ in tools.log.started) == ["after_a", "b", "free"]
+    assert by_id["free"].attempts == 1
 
 
 @pytest.mark.anyio
@@ -169,7 +172,8 @@ async def test_reading_a_skipped_steps_output_fails_and_a_rerun_never_repeats_it
     async with harness(tmp_path, tools) as h:
         await save_confirmed(h.store, "p", steps)
         await crash_state(h.store, "p", in_flight=["a"])
-        await h.scheduler.resume()
+        (resumed,) = await h.scheduler.resume()
+        await resumed.wait()
         report = await h.scheduler.execute("p", on_interrupted="skip")
         reader = report.steps[1]
         assert report.status is PlanStatus.FAILED
@@ -200,7 +204,9 @@ async def test_a_plan_executing_elsewhere_is_not_started_twice(tmp_path: Path) -
     async with harness(tmp_path, caller()) as h:
         await save_confirmed(h.store, "p", [step("a")])
         await crash_state(h.store, "p")
-        with pytest.raises(UserError, match="already executing"):
+        # A live process holds it (on another machine: its lease is all there is to go by).
+        await h.store.claim_runs(RunLease("other-host|1|0.000|a", 3600.0))
+        with pytest.raises(UserError, match="already executing: process 1 on other-host runs it"):
             await h.scheduler.start("p")
 
 

@@ -36,8 +36,66 @@ async def test_a_batch_expecting_a_status_is_refused_once_the_status_changed(
         assert (await store.get_step_states("p", 1))["a"].status is StepStatus.RUNNING
 
 
+def _two_steps() -> list[dict[str, Any]]:
+    return [
+        {"id": "first", "server": "mem", "tool": "work", "arguments": {"tag": "first"}},
+        {
+            "id": "second",
+            "server": "mem",
+            "tool": "work",
+            "arguments": {"tag": "second"},
+            "depends_on": ["first"],
+        },
+    ]
+
+
 @pytest.mark.anyio
-async def test_a_cancel_from_another_engine_stops_the_run_at_its_next_write(
+async def test_a_cancel_from_another_engine_is_carried_out_by_the_engine_that_runs_it(
+    tmp_path: Path,
+) -> None:
+    stopped = anyio.Event()
+
+    async def endless(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            stopped.set()
+
+    tools = InProcessCaller({("mem", "work"): endless})
+    db = tmp_path / "shared.db"
+    async with (
+        await Store.open(db) as store_a,
+        await Store.open(db) as store_b,
+        Scheduler(store_a, tools) as engine_a,
+        Scheduler(store_b, InProcessCaller({})) as engine_b,
+    ):
+        await save_confirmed(store_a, "p", _two_steps())
+        run = await engine_a.start("p")
+        async with engine_a.subscribe("p") as events:
+            async for event in events:
+                if event.kind is EventKind.STEP_STARTED:
+                    break
+        # Engine B has no run of its own: it asks A, and answers once A has stopped.
+        cancelled = await engine_b.cancel("p")
+        assert stopped.is_set()  # A's call in flight was cancelled before B answered
+        assert cancelled.status is PlanStatus.CANCELLED
+        report = await run.wait()
+        stored = [e.kind for e in await store_b.get_events("p")]
+        states = await store_b.get_step_states("p", 1)
+
+    assert report.status is PlanStatus.CANCELLED
+    assert [tag for tag, _ in tools.log.started] == ["first"]
+    assert {k: v.status for k, v in states.items()} == {
+        "first": StepStatus.CANCELLED,
+        "second": StepStatus.CANCELLED,
+    }
+    # A wrote the end of its own run; B wrote nothing but its request.
+    assert stored.count(EventKind.PLAN_FINISHED) == 1
+    assert EventKind.STEP_CANCELLED in stored
+
+
+@pytest.mark.anyio
+async def test_a_plan_changed_by_another_engine_stops_the_run_at_its_next_write(
     tmp_path: Path,
 ) -> None:
     release = anyio.Event()
@@ -48,41 +106,24 @@ async def test_a_cancel_from_another_engine_stops_the_run_at_its_next_write(
         return {}
 
     tools = InProcessCaller({("mem", "work"): slow})
-    steps = [
-        {"id": "first", "server": "mem", "tool": "work", "arguments": {"tag": "first"}},
-        {
-            "id": "second",
-            "server": "mem",
-            "tool": "work",
-            "arguments": {"tag": "second"},
-            "depends_on": ["first"],
-        },
-    ]
     db = tmp_path / "shared.db"
     async with (
         await Store.open(db) as store_a,
         await Store.open(db) as store_b,
         Scheduler(store_a, tools) as engine_a,
-        Scheduler(store_b, InProcessCaller({})) as engine_b,
     ):
-        await save_confirmed(store_a, "p", steps)
+        await save_confirmed(store_a, "p", _two_steps())
         run = await engine_a.start("p")
         async with engine_a.subscribe("p") as events:
             async for event in events:
                 if event.kind is EventKind.STEP_STARTED:
                     break
-        # Engine B has no run of its own: it cancels the plan in the store.
-        cancelled = await engine_b.cancel("p")
-        assert cancelled.status is PlanStatus.CANCELLED
+        # Another writer (an older taskorch, say) changes the plan under the run.
+        await store_b.update_plan_status("p", 1, PlanStatus.CANCELLED)
         release.set()
         with pytest.raises(UserError, match="another process changed it"):
             await run.wait()
-        plan = await store_b.get_plan("p")
         states = await store_b.get_step_states("p", 1)
 
-    assert plan.status is PlanStatus.CANCELLED
     assert [tag for tag, _ in tools.log.started] == ["first"]
-    assert {k: v.status for k, v in states.items()} == {
-        "first": StepStatus.CANCELLED,
-        "second": StepStatus.CANCELLED,
-    }
+    assert states["second"].status is StepStatus.PENDING  # nothing more was written

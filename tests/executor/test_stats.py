@@ -382,17 +382,18 @@ async def test_percentiles_are_the_nearest_ranks_of_the_successful_calls(tmp_pat
 
 
 @pytest.mark.anyio
-async def test_a_schema_2_file_migrates_and_its_attempts_still_count(
+async def test_a_file_from_before_statistics_migrates_and_its_attempts_still_count(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "old.db"
     plan = Plan(id=PlanId("p"), query="q", steps=(Step(id="s0", server="x", tool="t"),))
     with monkeypatch.context() as old:
-        old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:2])
-        old.setattr(store_module, "SCHEMA_VERSION", 2)
+        # The schema just before statistics (migration 8) came.
+        old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:7])
+        old.setattr(store_module, "SCHEMA_VERSION", 7)
         async with await Store.open(path) as store:
             await store.save_plan(plan)
-    # An attempt as a taskorch of schema 2 wrote it: no call time, a 250 ms span.
+    # An attempt as a taskorch of schema 7 wrote it: no call time, a 250 ms span.
     with sqlite3.connect(path) as raw:
         raw.execute(
             "INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at,"

@@ -29,6 +29,7 @@ from executor.errors import (
     UserError,
 )
 from executor.ids import PlanId
+from executor.outputs import summarize
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy, Step, StepError, StepStatus
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
 from executor.records import AttemptRecord, Event, EventKind, PlannerAttempt, StepState
@@ -348,15 +349,56 @@ async def test_step_states_keep_the_full_result(store: Store) -> None:
     text_output = state(plan, "s2", StepStatus.SUCCEEDED, attempts=1, output="plain text")
     await store.write(WriteBatch(step_states=[succeeded, failed, text_output]))
 
+    # States come back without their results, which are read one at a time.
     states = await store.get_step_states("p1", 1)
-    assert states == {"s0": succeeded, "s1": failed, "s2": text_output}
-    assert states["s0"].result == result
+    light = {"result": None}
+    assert states == {
+        "s0": succeeded.model_copy(update=light),
+        "s1": failed.model_copy(update=light),
+        "s2": text_output,
+    }
+    assert await store.get_step_result("p1", 1, "s0") == result
+    assert await store.get_step_result("p1", 1, "s1") == failed_result
+    assert await store.get_step_result("p1", 1, "s2") is None
     assert states["s0"].duration_s == 1.5
 
-    # Upserted whole: a later state replaces every field, the result included.
+    # Upserted whole: a step reset to pending loses its result too.
     rerun = state(plan, "s1", StepStatus.PENDING)
     await store.write(WriteBatch(step_states=[rerun]))
     assert (await store.get_step_states("p1", 1))["s1"] == rerun
+    assert await store.get_step_result("p1", 1, "s1") is None
+
+
+async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    text = "é日\udc80x" * 300_000 + "end"
+    other = "y" * 5000
+    result = ToolResult(
+        content=[{"type": "text", "text": text}, {"type": "text", "text": other}],
+        structured_content={"content": text, "list": [other, "short"], "n": 1},
+    )
+    summary = summarize(result)
+    assert not summary.inline and summary.kind == "json"
+    done = state(
+        plan, "s0", StepStatus.SUCCEEDED, attempts=1, output=result.output(), result=result
+    ).model_copy(update={"summary": summary})
+    size_before = _db_size(store)
+    await store.write(WriteBatch(step_states=[done]))
+    grown = _db_size(store) - size_before
+    payload = len(text.encode("utf-8", "surrogatepass")) + len(other)
+    # Each long string once: the text is both a block and the structured content.
+    assert grown < payload * 1.2, (grown, payload)
+
+    again = await store.get_step_result("p1", 1, "s0")
+    assert again == result
+    assert again is not None and again.output() == result.output()
+    stored = (await store.get_step_states("p1", 1))["s0"]
+    assert stored.output is None and stored.summary == summary
+
+
+def _db_size(store: Store) -> int:
+    return sum(p.stat().st_size for p in store.path.parent.glob(store.path.name + "*"))
 
 
 def _pydantic_json(model: Any, name: str) -> str | None:
@@ -404,7 +446,9 @@ def test_rows_are_encoded_as_pydantic_would(value: Any) -> None:
     )
     row = store_module._state_row(st, "now")
     assert row[5] == store_module._dumps(st.model_dump(mode="json", include={"output"})["output"])
-    assert row[6] == _pydantic_json(st, "result")
+    assert row[6] is None  # results are kept in their own table
+    rows = store_module._result_rows(st)
+    assert rows is not None and rows.skeleton == _pydantic_json(st, "result")
     assert row[7] == _pydantic_json(st, "error")
     assert row[8:10] == ("2025-03-01T12:00:00.123456+00:00",) * 2
 
@@ -1045,7 +1089,8 @@ async def test_a_schema_1_file_migrates_and_its_executing_runs_are_claimable(
         old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
         old.setattr(store_module, "SCHEMA_VERSION", 1)
         async with await Store.open(path) as store:
-            await store.save_plan(make_plan("legacy", status=PlanStatus.CONFIRMED))
+            # No steps: today's code writes step states in today's columns.
+            await store.save_plan(make_plan("legacy", steps=0, status=PlanStatus.CONFIRMED))
     # As a taskorch of schema 1 left it when it crashed mid-run.
     raw_script(path, "UPDATE plans SET status = 'executing' WHERE plan_id = 'legacy';")
     assert raw_query(path, "PRAGMA user_version") == [(1,)]
@@ -1138,3 +1183,26 @@ async def test_bad_leases_are_refused() -> None:
         RunLease("", 1)
     with pytest.raises(InternalError, match="lease_s must be > 0"):
         RunLease("x", 0)
+
+
+async def test_a_result_stored_with_its_state_before_migration_4_is_still_read(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    async with await Store.open(path) as store:
+        await store.save_plan(make_plan())
+    # As schema 2 kept it: the whole result and the output with the step state.
+    old = (
+        '{"content":[{"type":"text","text":"{\\"v\\": 1}"}],'
+        '"structured_content":null,"is_error":false}'
+    )
+    raw_script(
+        path,
+        "UPDATE step_states SET status = 'succeeded', attempts = 1, output = '{\"v\":1}', "
+        f"result = '{old}' WHERE step_id = 's0';",
+    )
+    async with await Store.open(path) as store:
+        state = (await store.get_step_states("p1", 1))["s0"]
+        assert state.output == {"v": 1} and state.summary is None
+        result = await store.get_step_result("p1", 1, "s0")
+        assert result is not None and result.output() == {"v": 1}

@@ -20,6 +20,7 @@ from executor.validate import (
     _compiled,
     _Fast,
     _lenient_class,
+    check_arguments,
     check_plan,
     parse_steps,
     topological_order,
@@ -763,3 +764,105 @@ def test_parse_steps_accepts_any_mapping() -> None:
 
     steps, problems = parse_steps([Frozen(id="a", server="s", tool="t")])
     assert problems == [] and steps[0].id == "a"
+
+
+# ----------------------------------------------------------------- references and output schemas
+
+NOTE_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "content": {"type": "string"},
+        "meta": {
+            "type": "object",
+            "properties": {"size": {"type": "integer"}},
+            "additionalProperties": False,
+        },
+        "lines": {"type": "array", "items": {"type": "object", "properties": {"n": {}}}},
+        "extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "either": {"anyOf": [{"type": "string"}, {"type": "object"}]},
+    },
+    "required": ["content"],
+}
+
+
+def note_reader(output_schema: dict[str, Any] | None = NOTE_OUTPUT) -> ToolInfo:
+    return ToolInfo(server="fs", name="read_note", output_schema=output_schema)
+
+
+@pytest.mark.parametrize(
+    ("reference", "error"),
+    [
+        ("${rd}", None),
+        ("${rd.content}", None),
+        ("${rd.meta.size}", None),
+        ("${rd.lines.0.n.deep}", None),
+        ("${rd.extra.anything}", None),
+        ("${rd.either.anything}", None),
+        ("text ${rd.content} inside", None),
+        ("${rd.contents}", "did you mean '${rd.content}'"),
+        ("text ${rd.contents} inside", "reads 'contents'"),
+        ("${rd.meta.bytes}", "'rd.meta' has only 'size'"),
+        ("${rd.lines.first}", "'first' is not an index"),
+        ("${rd.content.0}", "is a string"),
+        ("${rd.meta.size.x}", "is an integer"),
+        ("${rd.extra.k.x}", "is an integer"),
+    ],
+)
+def test_references_are_checked_against_the_producers_output_schema(
+    reference: str, error: str | None
+) -> None:
+    steps = [
+        step("rd", "fs", "read_note"),
+        step("use", arguments={"x": {"y": [reference]}}),
+    ]
+    problems = validate_plan(steps, catalog(note_reader()))
+    if error is None:
+        assert problems == []
+        return
+    problem = only(problems, "invalid_reference")
+    assert problem.step_id == "use"
+    assert "arguments.x.y[0]" in problem.message and "'fs.read_note'" in problem.message
+    assert error in problem.message
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        None,
+        {"type": "object", "additionalProperties": True},
+        {"type": "object", "properties": {"a": {}}, "patternProperties": {"^c": {}}},
+        {"$ref": "#/$defs/x", "$defs": {"x": {"type": "object"}}},
+        {"type": "object", "properties": {"a": {}}, "allOf": [{"properties": {"contents": {}}}]},
+    ],
+    ids=["no_schema", "open", "pattern", "ref", "all_of"],
+)
+def test_an_output_schema_that_cannot_rule_a_key_out_accepts_it(
+    schema: dict[str, Any] | None,
+) -> None:
+    steps = [step("rd", "fs", "read_note"), step("use", arguments={"x": "${rd.contents}"})]
+    assert validate_plan(steps, catalog(note_reader(schema))) == []
+
+
+def test_content_blocks_stay_reachable_when_the_schema_does_not_name_content() -> None:
+    # `${s.content...}` may address the tool's content blocks (see ARCHITECTURE.md).
+    schema = {"type": "object", "properties": {"text": {"type": "string"}}}
+    steps = [step("rd", "fs", "read_note"), step("use", arguments={"x": "${rd.content.0.text}"})]
+    assert validate_plan(steps, catalog(note_reader(schema))) == []
+
+
+# ----------------------------------------------------------------- arguments as sent
+
+
+def test_resolved_arguments_are_checked_literally() -> None:
+    info = ToolInfo(server="time", name="get_current_time", input_schema=TIME_SCHEMA)
+    assert check_arguments(info, {"timezone": "UTC"}) == []
+    # Resolved values are data: a "${...}" in them is text, not a reference.
+    assert check_arguments(info, {"timezone": "${s1}"}) == []
+    problems = check_arguments(info, {"timezone": 3})
+    assert len(problems) == 1 and "arguments.timezone" in problems[0]
+    integer = ToolInfo(
+        server="t", name="n", input_schema={"properties": {"n": {"type": "integer"}}}
+    )
+    (problem,) = check_arguments(integer, {"n": "${s1}"})
+    assert "'${s1}' is not of type 'integer'" in problem
+    assert check_arguments(ToolInfo(server="t", name="any"), {"n": "${s1}"}) == []

@@ -53,6 +53,7 @@ async def test_tools_have_descriptions_annotations_and_output_schemas(
         "get_progress",
         "cancel_execution",
         "get_plan",
+        "get_step_output",
         "list_plans",
         "list_tools",
         "list_agents",

@@ -31,6 +31,8 @@ def _typer_params(args: list[str]) -> dict[str, Any]:
         ["--config=c.json", "--db=sub/t.db", "--log-level", "debug"],
         ["--http", "--host", "0.0.0.0", "--port", "9000", "--token", "secret"],
         ["--allow-host", "a.example", "--http", "--allow-host=b.example:8000"],
+        ["--http", "--max-connections", "16", "--request-timeout=2.5", "--keep-alive", "3"],
+        ["--http", "--host", "0.0.0.0", "--insecure-no-token"],
     ],
 )
 def test_fast_options_are_what_typer_parses(args: list[str]) -> None:
@@ -55,6 +57,9 @@ def test_fast_options_are_what_typer_parses(args: list[str]) -> None:
         ["--config", ""],
         ["--token", "--http"],
         ["--unknown", "x"],
+        ["--request-timeout", "soon"],
+        ["--max-connections", "1.5"],
+        ["--insecure-no-token", "--insecure-no-token"],
         ["positional"],
         ["--", "--http"],
     ],

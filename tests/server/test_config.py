@@ -437,7 +437,7 @@ def test_limits_defaults_spellings_and_order() -> None:
         "lower one or raise the other"
     )
     assert error_of({"limits": {"max_steps": 5, "maxStep": 4}}).startswith(
-        "cfg.json: limits.maxStep: unknown key; the keys here are default_timeout_s,"
+        "cfg.json: limits.maxStep: unknown key; the keys here are answer_budget_tokens,"
     )
 
 

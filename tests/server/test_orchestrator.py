@@ -180,6 +180,6 @@ async def test_list_tools_names_the_servers_that_are_down(tmp_path: Path) -> Non
     async with TaskOrchestrator(config, db_path=tmp_path / "t.db") as orch:
         listed = await orch.list_tools()
         assert listed.servers_down == ["bad"]
-        assert {t.server for t in listed.tools} == {"text"}
-        with pytest.raises(NotFoundError, match="servers: bad, text"):
+        assert {t.server for t in listed.tools} == {"taskorch", "text"}  # built-ins too
+        with pytest.raises(NotFoundError, match="servers: bad, taskorch, text"):
             await orch.list_tools(server="nope")

@@ -23,7 +23,7 @@ from executor.stats import Stats
 from server.app import build_server
 from server.config import load_config
 from server.orchestrator import TaskOrchestrator
-from server.stats_view import RESOURCE_ROWS, render_stats_chart, render_stats_json
+from server.stats_view import RESOURCE_ROWS, render_stats_chart, render_stats_json, stats_view
 from tests.e2e.support import clean_env, run_cli, structured, tool_text, write_config
 from tests.executor.scheduler_support import ENGINE_SERVER
 
@@ -259,6 +259,15 @@ def test_resources_are_bounded_and_chart_labels_cannot_break_out() -> None:
     stats = Stats(since=None, until=now, tools=tools, servers=[])
     body = json.loads(render_stats_json(stats, "tools"))
     assert len(body["tools"]) == RESOURCE_ROWS and body["omitted"] == 7
+    # Within a budget, fewer rows (and the rest counted) until the answer fits.
+    budget = 8_000
+    view = stats_view(stats, limit=len(tools), budget_bytes=budget)
+    assert 0 < len(view.tools) < len(tools)
+    assert len(view.tools) + view.tools_omitted == len(tools)
+    assert 2 * len(view.model_dump_json()) <= budget
+    text = render_stats_json(stats, "tools", budget_bytes=budget)
+    assert len(text.encode()) <= budget
+    assert len(json.loads(text)["tools"]) + json.loads(text)["omitted"] == len(tools)
     chart = render_stats_chart(stats)
     axis = next(line for line in chart.splitlines() if "x-axis" in line)
     # Fifteen labels, slowest first, each quoted once: nothing inside can end one early.

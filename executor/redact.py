@@ -1,0 +1,105 @@
+"""Scrubbing configured secrets out of text that comes from outside.
+
+A downstream server knows the secrets it was given (its `env` values, the
+headers sent to it) and may print or echo them: in stderr, stray stdout, tool
+errors, JSON-RPC errors, HTTP error bodies, results, progress messages, tool
+descriptions. A `Scrubber` replaces every such value with `[redacted]` where the
+text enters taskorch, before it is stored, logged or returned.
+
+The rule for short values: only values of at least `MIN_SECRET_CHARS` (8)
+characters are scrubbed. Shorter ones (`1`, `true`, `debug`, a port) are too
+likely to occur in ordinary text, and scrubbing them would turn messages such
+as "exited with code 1" into noise; they are also too short to be a credential
+worth the name. Each value is scrubbed as written, JSON-escaped and
+URL-encoded, and a header value of the form `<scheme> <credential>` (such as
+`Bearer abc...`) also has its credential scrubbed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+from urllib.parse import quote
+
+from executor.specs import ServerSpec, StdioServerSpec
+
+__all__ = ["MIN_SECRET_CHARS", "REDACTED", "Scrubber"]
+
+MIN_SECRET_CHARS = 8
+"""Values shorter than this are not scrubbed (see the module docstring)."""
+REDACTED = "[redacted]"
+"""What a secret is replaced with."""
+
+
+def _spellings(value: str) -> Iterator[str]:
+    """The ways `value` can show up in text: as is, JSON-escaped, URL-encoded."""
+    yield value
+    yield json.dumps(value)[1:-1]
+    yield json.dumps(value, ensure_ascii=False)[1:-1]
+    yield quote(value, safe="")
+
+
+def _parts(secret: str) -> Iterator[str]:
+    value = secret.strip()
+    yield value
+    words = value.split()
+    if len(words) == 2:  # `Bearer <token>`, `Basic <credentials>`: the credential alone
+        yield words[1]
+
+
+class Scrubber:
+    """Replaces every configured secret in a text (or a JSON value) with `[redacted]`.
+
+    An empty scrubber (no secret long enough) returns its input unchanged, at no cost.
+    """
+
+    __slots__ = ("_needles", "longest")
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        """Scrub `secrets` (each value of fewer than `MIN_SECRET_CHARS` characters is ignored)."""
+        needles = {
+            spelling
+            for secret in secrets
+            for part in _parts(secret)
+            if len(part) >= MIN_SECRET_CHARS
+            for spelling in _spellings(part)
+        }
+        # Longest first, so that a secret containing another is replaced whole.
+        self._needles = tuple(sorted(needles, key=lambda s: (-len(s), s)))
+        self.longest = len(self._needles[0]) if self._needles else 0
+        """Length of the longest spelling scrubbed (0 when there is none)."""
+
+    @classmethod
+    def for_servers(cls, specs: Iterable[ServerSpec], extra: Iterable[str] = ()) -> Scrubber:
+        """A scrubber for every server's `env` and `headers` values, and `extra` ones."""
+        values = list(extra)
+        for spec in specs:
+            secrets = spec.env if isinstance(spec, StdioServerSpec) else spec.headers
+            values.extend(value.get_secret_value() for value in secrets.values())
+        return cls(values)
+
+    def __bool__(self) -> bool:
+        """Whether there is anything to scrub."""
+        return bool(self._needles)
+
+    def text(self, text: str) -> str:
+        """`text` with every secret replaced."""
+        for needle in self._needles:
+            if needle in text:
+                text = text.replace(needle, REDACTED)
+        return text
+
+    def json(self, value: Any) -> Any:
+        """A JSON value with every secret replaced in its strings (keys included)."""
+        if not self._needles:
+            return value
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {
+                (self.text(k) if isinstance(k, str) else k): self.json(v) for k, v in value.items()
+            }
+        if isinstance(value, list | tuple):
+            return [self.json(v) for v in value]
+        return value

@@ -37,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -71,6 +72,7 @@ from executor.scheduler import (
     SchedulerConfig,
     rejected_message,
 )
+from executor.stats import RunAnalysis, Stats, collect_stats, parse_since, plan_analysis
 from executor.store import Store
 from server.answers import BYTES_PER_TOKEN, fit
 from server.config import ModelChoice, TaskorchConfig, load_config, model_for, resolve_db_path
@@ -222,6 +224,7 @@ class TaskOrchestrator:
                     default_timeout_s=limits.default_timeout_s,
                     max_timeout_s=limits.max_timeout_s,
                     secrets=self._secrets,
+                    on_server_event=self._store.record_server_event,
                 )
                 self._pool = pool
                 self._caller = BuiltinCaller(await stack.enter_async_context(pool))
@@ -723,7 +726,42 @@ class TaskOrchestrator:
             NotFoundError: No such plan or version.
         """
         plan, states = await self.plan_with_states(plan_id, version)
-        return fit(plan_view(plan, states), self.answer_budget_bytes)
+        return fit(
+            plan_view(plan, states, await self.plan_timing(plan, states)),
+            self.answer_budget_bytes,
+        )
+
+    async def plan_timing(
+        self, plan: Plan, states: Mapping[str, StepState] | None = None
+    ) -> RunAnalysis | None:
+        """Where the plan version's latest run spent its time; `None` when it never ran."""
+        return await plan_analysis(self.store, plan, states)
+
+    async def get_stats(
+        self,
+        server: str | None = None,
+        tool: str | None = None,
+        since: str | datetime | None = None,
+    ) -> Stats:
+        """Per tool and per server figures from the store (see `executor.stats`).
+
+        Args:
+            server: Only this server.
+            tool: Only tools of this name.
+            since: Only from then on: a duration back from now (`30m`, `1d`) or a time.
+
+        Raises:
+            UserError: `since` cannot be read.
+            NotFoundError: `server` is neither configured nor in the records.
+        """
+        start = parse_since(since) if isinstance(since, str) else since
+        stats = await collect_stats(self.store, server=server, tool=tool, since=start)
+        if server is not None and server not in self.config.servers and not stats.servers:
+            known = ", ".join(sorted(self.config.servers)) or "none"
+            raise NotFoundError(
+                f"no server named {server!r} is configured or has records (configured: {known})"
+            )
+        return stats
 
     @property
     def answer_budget_bytes(self) -> int:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
@@ -33,6 +35,7 @@ __all__ = [
     "ATTR",
     "AttemptSpan",
     "PlanRunSpan",
+    "export_before_sigterm",
     "planner_span",
     "setup_tracing",
 ]
@@ -276,3 +279,29 @@ def setup_tracing(
             provider.shutdown()
 
     return shutdown
+
+
+def export_before_sigterm(shutdown: Callable[[], None]) -> None:
+    """On SIGTERM, run `shutdown` (export what is buffered), then die of SIGTERM as before.
+
+    Hosts stop a stdio server with SIGTERM, which ends a process without its
+    exit hooks. Nothing else changes: the process still ends at once, as after a
+    crash, which runs are built to survive. Does nothing when tracing is off
+    (`shutdown` is the no-op), when SIGTERM already has a handler, off the main
+    thread, or on Windows (no SIGTERM to catch).
+    """
+    if shutdown is _noop or sys.platform == "win32":
+        return
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        try:
+            shutdown()
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)

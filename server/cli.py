@@ -273,11 +273,13 @@ def _orchestrator(
         raise _fail(str(exc), 2) from None
     _setup_logging(log_level, cfg.log_level, secrets=_secrets(cfg, token), log_format=log_format)
     if traced:
-        from executor.tracing import setup_tracing
+        from executor.tracing import export_before_sigterm, setup_tracing
 
         # Registered after logging's own exit hook, so it runs first: spans still
         # buffered are exported (and any export error logged) before the process ends.
-        atexit.register(setup_tracing())
+        shutdown = setup_tracing()
+        atexit.register(shutdown)
+        export_before_sigterm(shutdown)
     secrets = (token,) if token else ()
     return TaskOrchestrator(cfg, db_path=resolve_db_path(db, cfg), resume=resume, secrets=secrets)
 

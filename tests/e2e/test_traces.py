@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import anyio
+import mcp.client.stdio
+import psutil
 import pytest
 from mcp import Client
 from mcp.client.stdio import stdio_client
@@ -151,7 +154,12 @@ def test_run_exports_the_span_tree_and_passes_trace_context_downstream(tmp_path:
     assert (trace_id, parent) == (HOST_TRACE, calls[ctx_attempt.span_id].span_id)
 
 
-async def test_serve_takes_the_hosts_trace_context_from_the_request_meta(tmp_path: Path) -> None:
+async def test_serve_takes_the_hosts_trace_context_from_the_request_meta(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Let taskorch exit by itself once its stdin closes, however loaded the machine:
+    # the SDK's client would otherwise stop it after 2 s (a SIGTERM, also flushed, but later).
+    monkeypatch.setattr(mcp.client.stdio, "PROCESS_TERMINATION_TIMEOUT", 60.0)
     db = tmp_path / "t.db"
     with Collector() as collector:
         params = serve_params(_config(tmp_path), db)
@@ -194,3 +202,23 @@ async def test_serve_takes_the_hosts_trace_context_from_the_request_meta(tmp_pat
         assert spans[planned.parent_span_id].name == "tools/call create_plan"
     outputs = {s["id"]: s for s in report["steps"]}
     assert _traceparent_seen(outputs["ctx"]["output"])[0] == HOST_TRACE
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no SIGTERM to send")
+async def test_serve_stopped_with_sigterm_still_exports_its_spans(tmp_path: Path) -> None:
+    with Collector() as collector:
+        params = serve_params(_config(tmp_path), tmp_path / "t.db")
+        params.env = _otel_env(collector)
+        with anyio.fail_after(60):
+            async with Client(stdio_client(params)) as client:
+                await client.list_tools()
+                (child,) = [
+                    p
+                    for p in psutil.Process().children()
+                    if "server.cli" in p.cmdline() and "serve" in p.cmdline()
+                ]
+                child.send_signal(signal.SIGTERM)
+                await anyio.to_thread.run_sync(child.wait, 60)
+        # The SDK's server span for the host's tools/list, exported before the process ended.
+        listed = _one(collector, "tools/list")
+        assert listed.service == "taskorch-test"

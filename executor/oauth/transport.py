@@ -140,6 +140,9 @@ class _OAuthTransport(httpx2.AsyncBaseTransport):
                     outgoing = await flow.asend(response)
                 except StopAsyncIteration:
                     return response
+                except BaseException:
+                    await response.aclose()  # the flow stopped on it: free the connection
+                    raise
                 await response.aclose()
         except LoginRequired as exc:
             return self._refusal(request, "login_required", str(exc))

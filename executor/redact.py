@@ -15,8 +15,9 @@ URL-encoded, and a header value of the form `<scheme> <credential>` (such as
 `Bearer abc...`) also has its credential scrubbed on its own.
 
 Secrets learned while running (OAuth access and refresh tokens, which change
-at every refresh) are given to `Scrubber.learn()`: every scrubber of the
-process scrubs them from then on, the logs' and the pool's alike.
+at every refresh) are given to `Scrubber.learn()`: from then on they are
+scrubbed by every scrubber of the process made with `learned=True`, as
+`for_servers` makes them (the logs' and the pool's alike).
 """
 
 from __future__ import annotations
@@ -75,11 +76,15 @@ class Scrubber:
     An empty scrubber (no secret long enough) returns its input unchanged, at no cost.
     """
 
-    __slots__ = ("_generation", "_longest", "_needles", "_own")
+    __slots__ = ("_generation", "_learned", "_longest", "_needles", "_own")
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        """Scrub `secrets` (each value of fewer than `MIN_SECRET_CHARS` characters is ignored)."""
+    def __init__(self, secrets: Iterable[str] = (), *, learned: bool = False) -> None:
+        """Scrub `secrets` (each value of fewer than `MIN_SECRET_CHARS` characters is ignored).
+
+        With `learned`, also every secret given to `Scrubber.learn`, before or after.
+        """
         self._own = frozenset(_needles_of(secrets))
+        self._learned = learned
         self._generation = -1
         self._needles: tuple[str, ...] = ()
         self._longest = 0
@@ -93,7 +98,7 @@ class Scrubber:
 
     @staticmethod
     def learn(*secrets: str) -> None:
-        """Scrub `secrets` too, in every scrubber of this process, from now on.
+        """Scrub `secrets` too, in every scrubber of this process made with `learned`.
 
         For secrets that appear while running, such as OAuth tokens; values shorter
         than `MIN_SECRET_CHARS` are ignored, as in the constructor.
@@ -109,20 +114,24 @@ class Scrubber:
             return
         self._generation = _Learned.generation
         # Longest first, so that a secret containing another is replaced whole.
-        needles = self._own | _Learned.needles
+        needles = self._own | _Learned.needles if self._learned else self._own
         self._needles = tuple(sorted(needles, key=lambda s: (-len(s), s)))
         self._longest = len(self._needles[0]) if self._needles else 0
 
     @classmethod
     def for_servers(cls, specs: Iterable[ServerSpec], extra: Iterable[str] = ()) -> Scrubber:
-        """A scrubber for every server's `env` and `headers` values, and `extra` ones."""
+        """A scrubber for the servers' secrets, `extra` ones, and those learned while running.
+
+        The servers' secrets are their `env`, `headers` and `auth` values; see
+        `learn` for the others.
+        """
         values = list(extra)
         for spec in specs:
             secrets = spec.env if isinstance(spec, StdioServerSpec) else spec.headers
             values.extend(value.get_secret_value() for value in secrets.values())
             if isinstance(spec, HttpServerSpec) and spec.auth is not None:
                 values.extend(spec.auth.secrets())
-        return cls(values)
+        return cls(values, learned=True)
 
     def __bool__(self) -> bool:
         """Whether there is anything to scrub."""

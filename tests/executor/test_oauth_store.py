@@ -88,13 +88,16 @@ async def test_a_damaged_file_is_ignored_not_fatal(tmp_path: Path) -> None:
 
 
 async def test_tokens_are_scrubbed_by_every_scrubber_once_seen(tmp_path: Path) -> None:
-    made_before = Scrubber(["configured-secret-1"])
+    made_before = Scrubber.for_servers([], extra=["configured-secret-1"])
     store = TokenStore(tmp_path, "tracker", URL)
     await store.set_tokens(_token("fresh-access-token-abc", "fresh-refresh-token-xyz"))
     text = "echo: fresh-access-token-abc and Bearer fresh-refresh-token-xyz, configured-secret-1"
     assert made_before.text(text) == f"echo: {REDACTED} and Bearer {REDACTED}, {REDACTED}"
-    assert Scrubber().text("fresh-access-token-abc") == REDACTED
-    assert Scrubber().longest >= len("fresh-refresh-token-xyz")
+    made_after = Scrubber(learned=True)
+    assert made_after.text("fresh-access-token-abc") == REDACTED
+    assert made_after.longest >= len("fresh-refresh-token-xyz")
+    # A scrubber for its own secrets only is left alone.
+    assert Scrubber().text("fresh-access-token-abc") == "fresh-access-token-abc"
 
 
 def test_the_directory_is_named_by_the_environment(tmp_path: Path) -> None:

@@ -37,11 +37,12 @@ from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolInfo
 from executor.downstream import Pool
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step
+from executor.plan import Plan, Step
 from executor.progress import PlanGraph
-from executor.scheduler import Scheduler, SchedulerConfig
+from executor.run import Scheduler, SchedulerConfig
 from executor.specs import StdioServerSpec
-from executor.store import Store
+from executor.status import PlanStatus
+from executor.store import SqliteStore, Store
 
 SLEEP_S = 0.05
 RUNS = 5
@@ -181,7 +182,7 @@ async def repeated(
 
 async def makespans(db: Path) -> dict[str, object]:
     figures: dict[str, object] = {"load_average_1min": round(os.getloadavg()[0], 2)}
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         shape = random_dag("shape", 200, "mem", "sleep", {})
         bound = lower_bound_s(shape, 16, SLEEP_S)
         figures["dag_critical_path_steps"] = max(PlanGraph.of(shape.steps).height.values())
@@ -219,7 +220,7 @@ async def makespans(db: Path) -> dict[str, object]:
 
 async def throughput(db: Path) -> dict[str, object]:
     figures: dict[str, object] = {}
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         for limit in (16, 64):
             plan = random_dag(f"tp{limit}", 5_000, "mem", "noop", {"x": 1})
             config = SchedulerConfig(max_parallel_steps=limit, max_calls_per_server=limit)
@@ -254,7 +255,7 @@ class PeakRss:
 
 
 async def memory(db: Path) -> dict[str, object]:
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         plan = random_dag("mem10k", 10_000, "mem", "noop", {"x": 1})
         await store.save_plan(plan)
         config = SchedulerConfig(max_parallel_steps=16, max_calls_per_server=16)

@@ -1,4 +1,4 @@
-"""The runtime: plan model, validation, downstream connections, scheduler, store.
+"""The runtime: plan model, validation, downstream connections, the run engine, the store.
 
 Names are imported on first use (`__getattr__` below), so that importing one
 module (`executor.errors`, say) does not load the SDK's client, the scheduler
@@ -41,17 +41,7 @@ if typing.TYPE_CHECKING:
         UserError,
     )
     from executor.ids import AgentName, PlanId, ServerName, StepId, ToolName
-    from executor.plan import (
-        ExecutionProgress,
-        OnError,
-        Plan,
-        PlanStatus,
-        RetryPolicy,
-        Step,
-        StepError,
-        StepStatus,
-        check_transition,
-    )
+    from executor.plan import OnError, Plan, RetryPolicy, Step, StepError
     from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
     from executor.records import (
         AttemptRecord,
@@ -63,8 +53,9 @@ if typing.TYPE_CHECKING:
     )
     from executor.refs import StepRef, find_references, parse_template, resolve_references
     from executor.retry import RetryDecision, Verdict, decide
-    from executor.scheduler import (
+    from executor.run import (
         Decision,
+        ExecutionProgress,
         ExecutionReport,
         OnInterrupted,
         Run,
@@ -81,11 +72,13 @@ if typing.TYPE_CHECKING:
         StdioServerSpec,
         WebSocketServerSpec,
     )
+    from executor.status import PlanStatus, RunPhase, SkipReason, StepStatus, check_transition
     from executor.store import (
         ExpectedPlanStatus,
         LeaseInfo,
         PlanStatusChange,
         RunLease,
+        SqliteStore,
         Store,
         WriteBatch,
     )
@@ -137,6 +130,7 @@ __all__ = [
     "Run",
     "RunLease",
     "RunOwner",
+    "RunPhase",
     "Scheduler",
     "SchedulerConfig",
     "SchemaTooNewError",
@@ -144,6 +138,8 @@ __all__ = [
     "ServerName",
     "ServerSpec",
     "ServerStatus",
+    "SkipReason",
+    "SqliteStore",
     "SseServerSpec",
     "StdioServerSpec",
     "Step",
@@ -197,13 +193,13 @@ _HOME = {
     "Catalog": "executor.catalog",
     "ConfigError": "executor.errors",
     "CorruptDatabaseError": "executor.errors",
-    "Decision": "executor.scheduler",
+    "Decision": "executor.run",
     "Delivery": "executor.errors",
     "ErrorKind": "executor.errors",
     "Event": "executor.records",
     "EventKind": "executor.records",
-    "ExecutionProgress": "executor.plan",
-    "ExecutionReport": "executor.scheduler",
+    "ExecutionProgress": "executor.run",
+    "ExecutionReport": "executor.run",
     "ExpectedPlanStatus": "executor.store",
     "LeaseInfo": "executor.store",
     "RunLease": "executor.store",
@@ -211,10 +207,10 @@ _HOME = {
     "InternalError": "executor.errors",
     "NotFoundError": "executor.errors",
     "OnError": "executor.plan",
-    "OnInterrupted": "executor.scheduler",
+    "OnInterrupted": "executor.run",
     "Plan": "executor.plan",
     "PlanId": "executor.ids",
-    "PlanStatus": "executor.plan",
+    "PlanStatus": "executor.status",
     "PlanStatusChange": "executor.store",
     "PlanValidationError": "executor.errors",
     "PlannerAttempt": "executor.records",
@@ -223,15 +219,18 @@ _HOME = {
     "ProgressFn": "executor.calls",
     "RetryDecision": "executor.retry",
     "RetryPolicy": "executor.plan",
-    "Run": "executor.scheduler",
-    "RunOwner": "executor.scheduler",
-    "Scheduler": "executor.scheduler",
-    "SchedulerConfig": "executor.scheduler",
+    "Run": "executor.run",
+    "RunOwner": "executor.run",
+    "RunPhase": "executor.status",
+    "Scheduler": "executor.run",
+    "SchedulerConfig": "executor.run",
     "SchemaTooNewError": "executor.errors",
     "ServerHealth": "executor.downstream",
     "ServerName": "executor.ids",
     "ServerSpec": "executor.specs",
     "ServerStatus": "executor.downstream",
+    "SkipReason": "executor.status",
+    "SqliteStore": "executor.store",
     "SseServerSpec": "executor.specs",
     "StdioServerSpec": "executor.specs",
     "Step": "executor.plan",
@@ -239,12 +238,12 @@ _HOME = {
     "StepId": "executor.ids",
     "StepRef": "executor.refs",
     "StepReferenceError": "executor.errors",
-    "StepReport": "executor.scheduler",
+    "StepReport": "executor.run",
     "StepState": "executor.records",
-    "StepStatus": "executor.plan",
+    "StepStatus": "executor.status",
     "Store": "executor.store",
     "StoreError": "executor.errors",
-    "Subscription": "executor.scheduler",
+    "Subscription": "executor.run",
     "TaskorchError": "executor.errors",
     "ToolAnnotations": "executor.catalog",
     "ToolCallError": "executor.errors",
@@ -261,7 +260,7 @@ _HOME = {
     "WriteBatch": "executor.store",
     "check_arguments": "executor.validate",
     "check_plan": "executor.validate",
-    "check_transition": "executor.plan",
+    "check_transition": "executor.status",
     "classify_exception": "executor.downstream",
     "decide": "executor.retry",
     "find_references": "executor.refs",

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import Catalog
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step
+from executor.plan import Plan, Step
 from executor.policy import AgentConfig
+from executor.status import PlanStatus
 
 __all__ = [
     "ChatMessage",

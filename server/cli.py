@@ -606,7 +606,7 @@ def plans(
     log_level: LogOpt = None,
 ) -> None:
     """List plans, newest first."""
-    from executor.plan import PlanStatus
+    from executor.status import PlanStatus
 
     try:
         statuses = [PlanStatus(s) for s in status] if status else None

@@ -41,6 +41,19 @@ def test_imports_point_down_only(package: str) -> None:
     assert offenders == []
 
 
+def test_only_the_store_touches_sqlite() -> None:
+    # The store is the seam another database plugs into: SQL stays behind it.
+    store = ROOT / "executor" / "store"
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if store not in path.parents
+        and (bad := _imported_top_levels(path) & {"sqlite3", "aiosqlite"})
+    ]
+    assert offenders == []
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_all_is_unique_and_resolvable(package: str) -> None:
     # Its order is ruff's (RUF022, isort-style), checked by `make lint`.
@@ -58,6 +71,7 @@ _LAZY = {
     "server.app": ("typer", "rich", "litellm"),
     "executor": ("mcp", "jsonschema", "aiosqlite", "websockets"),
     "executor.errors": ("mcp", "jsonschema", "pydantic"),
+    "executor.run.scheduler": ("aiosqlite",),
     "planner": ("mcp", "jsonschema", "litellm"),
     "server": ("mcp", "jsonschema", "aiosqlite", "litellm"),
 }

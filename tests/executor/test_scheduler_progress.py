@@ -9,10 +9,10 @@ import anyio
 import pytest
 
 from executor.calls import ProgressFn
-from executor.plan import PlanStatus, StepStatus
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import EventKind
-from executor.scheduler import SchedulerConfig
+from executor.run import SchedulerConfig
+from executor.status import PlanStatus, StepStatus
 from executor.store import WriteBatch
 from tests.executor.scheduler_support import InProcessCaller, harness, save_confirmed
 

@@ -11,8 +11,9 @@ import planner
 from executor.catalog import Catalog
 from executor.errors import PlanValidationError
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step
+from executor.plan import Plan, Step
 from executor.policy import AgentConfig, AgentLimits, ToolPolicy
+from executor.status import PlanStatus
 from executor.validate import Problem
 from planner import (
     CALLER_MODEL,

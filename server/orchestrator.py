@@ -2,7 +2,7 @@
 
 It wires the pieces together: the store (`executor.store`), the pool of
 downstream sessions (`executor.downstream`), the scheduler
-(`executor.scheduler`) and the planner (`planner`). Use it as an async context
+(`executor.run`) and the planner (`planner`). Use it as an async context
 manager; entering opens the store, the pool and the scheduler, saves the
 config's agents, and resumes (in the background) runs a crash interrupted;
 leaving stops runs as a crash would (the next start resumes them) and ends

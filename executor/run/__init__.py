@@ -5,8 +5,8 @@
 coordinator is the only writer of its state. Limits live in `limits`, the
 rules of starting and deciding in `starting`, crash recovery and take-over in
 `recovery`, leases and run owners in `leases`, cancel requests between
-processes in `control`, reports in `reports`, live events in `subscriptions`.
-Names are imported on first use.
+processes in `control`, step calls and timers in `tasks`, reports in
+`reports`, live events in `subscriptions`. Names are imported on first use.
 """
 
 from __future__ import annotations

@@ -7,9 +7,12 @@ steps in flight. Step calls run in the run's task group, each under its own
 coordinator folds every message that is waiting into one `WriteBatch` and
 commits it before acting on it: a step's `running` state and attempt record
 are committed before its tool is called, a result before any dependent is
-called. Whether a failed call is retried, failed or interrupted is
-`executor.retry.decide`'s call. The run's phase (`executor.status.RunPhase`)
-changes only through its transition table.
+called. References are resolved, and the arguments checked against the
+tool's input schema, just before a call. Whether a failed call is retried,
+failed or interrupted is `executor.retry.decide`'s call. A write that fails
+stops the run as a lost lease does: calls in flight are cancelled, nothing
+more is written, and the run is let go for a later `start()` to take over.
+The run's phase (`executor.status.RunPhase`) changes only through its table.
 """
 
 from __future__ import annotations
@@ -19,9 +22,8 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, TypeAlias
 
 import anyio
@@ -35,7 +37,6 @@ from executor.errors import (
     ErrorKind,
     StepReferenceError,
     StoreError,
-    ToolCallError,
     TransitionError,
     UserError,
 )
@@ -57,6 +58,17 @@ from executor.run.reports import (
     progress_snapshot,
 )
 from executor.run.subscriptions import Subscribers, Subscription
+from executor.run.tasks import (
+    Message,
+    Outcome,
+    Progress,
+    RetryDue,
+    Stop,
+    StopReason,
+    call_step,
+    deadline_timer,
+    retry_timer,
+)
 from executor.status import PlanStatus, RunPhase, SkipReason, StepStatus, check_transition
 from executor.store.base import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
 from executor.validate import check_arguments
@@ -86,48 +98,6 @@ class RunContext:
     """The caller's catalog (annotations, input schemas); empty when it cannot be had."""
     stopped: Callable[[Run], Awaitable[None]]
     """Called once the run has stopped here, before `Run.done` is set."""
-
-
-# --- messages from step tasks and timers to the coordinator -------------------------------
-
-
-@dataclass(slots=True)
-class _Outcome:
-    step_id: str
-    attempt: int
-    result: ToolResult | None = None
-    error: StepError | None = None
-    delivery: Delivery = Delivery.AMBIGUOUS
-    finished_at: datetime = field(default_factory=utc_now)
-    duration_s: float = 0.0
-
-
-@dataclass(slots=True, frozen=True)
-class _Progress:
-    step_id: str
-    attempt: int
-    progress: float
-    total: float | None
-    message: str | None
-
-
-@dataclass(slots=True, frozen=True)
-class _RetryDue:
-    step_id: str
-
-
-class _StopReason(StrEnum):
-    FAIL = "fail"
-    DEADLINE = "deadline"
-    CANCEL = "cancel"
-
-
-@dataclass(slots=True, frozen=True)
-class _Stop:
-    reason: _StopReason
-
-
-_Msg: TypeAlias = _Outcome | _Progress | _RetryDue | _Stop
 
 
 @dataclass(slots=True)
@@ -209,7 +179,7 @@ class Run:
             plan.id, plan.version, PlanStatus.EXECUTING, lease=ctx.lease
         )
         self._phase = RunPhase.QUEUED
-        self._stop_reason: _StopReason | None = None
+        self._stop_reason: StopReason | None = None
         self._culprit: str | None = None
         self._status = PlanStatus.EXECUTING
         """The plan's status as this run knows it."""
@@ -252,8 +222,8 @@ class Run:
         self._tg: TaskGroup | None = None
         self._queue_scope: anyio.CancelScope | None = None
         # Made in drive(), so that a run whose task never starts leaves no stream open.
-        self._send: MemoryObjectSendStream[_Msg] | None = None
-        self._recv: MemoryObjectReceiveStream[_Msg] | None = None
+        self._send: MemoryObjectSendStream[Message] | None = None
+        self._recv: MemoryObjectReceiveStream[Message] | None = None
 
     @classmethod
     def not_started(
@@ -324,7 +294,7 @@ class Run:
             self._queue_scope.cancel()
         if self._send is not None:
             try:
-                self._send.send_nowait(_Stop(_StopReason.CANCEL))
+                self._send.send_nowait(Stop(StopReason.CANCEL))
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 pass  # The run has just ended.
 
@@ -425,10 +395,10 @@ class Run:
         Never raises but to cancellation: an error stops the run, and `wait()`
         raises it.
         """
-        send, recv = anyio.create_memory_object_stream[_Msg](math.inf)
+        send, recv = anyio.create_memory_object_stream[Message](math.inf)
         self._send, self._recv = send, recv
         if self._cancel_requested:
-            send.send_nowait(_Stop(_StopReason.CANCEL))
+            send.send_nowait(Stop(StopReason.CANCEL))
         try:
             self._subscribers.publish(self._start_events)
             self._start_events = []
@@ -519,7 +489,7 @@ class Run:
             deadline_s = self._limits.deadline_s
             if deadline_s is not None:
                 left = deadline_s - (utc_now() - self._started_at).total_seconds()
-                tg.start_soon(self._deadline_timer, max(left, 0.0))
+                tg.start_soon(deadline_timer, self._sender(), max(left, 0.0))
             batch = WriteBatch()
             self._seed(batch)
             while True:
@@ -537,7 +507,7 @@ class Run:
                 if self._at(RunPhase.ABANDONED):
                     break
                 for launch in launches:
-                    tg.start_soon(self._call, *launch)
+                    self._launch(tg, *launch)
                 if self._at(RunPhase.ENDING):
                     assert self._final is not None
                     self._status, self._finished_at = self._final
@@ -730,89 +700,41 @@ class Run:
             started_at=slot.attempt_started or utc_now(),
         )
 
-    async def _call(self, slot: _Slot, attempt: int, arguments: dict[str, Any]) -> None:
+    def _sender(self) -> MemoryObjectSendStream[Message]:
+        assert self._send is not None
+        return self._send
+
+    def _launch(self, tg: TaskGroup, slot: _Slot, attempt: int, arguments: dict[str, Any]) -> None:
+        """Start a step's call, now that its `running` state is committed."""
         step = slot.step
-        scope = slot.scope
-        assert scope is not None
-        outcome: _Outcome | None = None
-        send = self._send
-        assert send is not None
-
-        async def on_progress(progress: float, total: float | None, message: str | None) -> None:
-            try:
-                send.send_nowait(_Progress(step.id, attempt, progress, total, message))
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                pass
-
+        assert slot.scope is not None
         timeout = step.timeout_s if step.timeout_s is not None else self._limits.step_timeout_s
-        t0 = anyio.current_time()
         limiter = self._ctx.limiters.server(step.server)
-        with scope:
-            try:
-                try:
-                    # Uncontended, take the slot without a checkpoint: one event-loop
-                    # round less between a dependency's end and this call's start.
-                    limiter.acquire_nowait()
-                except anyio.WouldBlock:
-                    await limiter.acquire()
-                try:
-                    t0 = anyio.current_time()
-                    result = await self._ctx.caller.call(
-                        step.server,
-                        step.tool,
-                        arguments,
-                        timeout_s=timeout,
-                        on_progress=on_progress,
-                    )
-                finally:
-                    limiter.release()
-                outcome = _Outcome(step.id, attempt, result=result)
-            except ToolCallError as exc:
-                error = StepError(kind=exc.kind, message=str(exc))
-                outcome = _Outcome(step.id, attempt, error=error, delivery=exc.delivery)
-            except Exception as exc:
-                logger.exception(
-                    "calling %s.%s for step %r failed", step.server, step.tool, step.id
-                )
-                outcome = _Outcome(
-                    step.id,
-                    attempt,
-                    error=StepError(
-                        kind=ErrorKind.INTERNAL,
-                        message=f"the call raised {type(exc).__name__}: {exc}",
-                    ),
-                )
-        if outcome is None:
-            outcome = _Outcome(step.id, attempt)
-        outcome.duration_s = anyio.current_time() - t0
-        send.send_nowait(outcome)
-
-    async def _retry_timer(self, step_id: str, delay: float, scope: anyio.CancelScope) -> None:
-        send = self._send
-        assert send is not None
-        with scope:
-            await anyio.sleep(delay)
-            send.send_nowait(_RetryDue(step_id))
-
-    async def _deadline_timer(self, delay: float) -> None:
-        send = self._send
-        assert send is not None
-        await anyio.sleep(delay)
-        send.send_nowait(_Stop(_StopReason.DEADLINE))
+        tg.start_soon(
+            call_step,
+            self._ctx.caller,
+            limiter,
+            step,
+            attempt,
+            arguments,
+            timeout,
+            slot.scope,
+            self._sender(),
+        )
 
     # --- one method per message -------------------------------------------------------------
 
-    def _handle(self, msg: _Msg, batch: WriteBatch) -> None:
-        if isinstance(msg, _Outcome):
+    def _handle(self, msg: Message, batch: WriteBatch) -> None:
+        if isinstance(msg, Outcome):
             self._handle_outcome(msg, batch)
-        elif isinstance(msg, _Progress):
+        elif isinstance(msg, Progress):
             self._handle_progress(msg)
-        elif isinstance(msg, _RetryDue):
+        elif isinstance(msg, RetryDue):
             self._handle_retry_due(msg)
         else:
             self._begin_stop(batch, msg.reason)
 
-    def _handle_progress(self, msg: _Progress) -> None:
+    def _handle_progress(self, msg: Progress) -> None:
         if msg.step_id in self._in_flight:
             self._event(
                 EventKind.STEP_PROGRESS,
@@ -823,14 +745,14 @@ class Run:
                 message=msg.message,
             )
 
-    def _handle_retry_due(self, msg: _RetryDue) -> None:
+    def _handle_retry_due(self, msg: RetryDue) -> None:
         slot = self._slots[msg.step_id]
         if msg.step_id in self._retrying:
             self._retrying.discard(msg.step_id)
             slot.scope = None
             self._push_ready(slot)
 
-    def _handle_outcome(self, msg: _Outcome, batch: WriteBatch) -> None:
+    def _handle_outcome(self, msg: Outcome, batch: WriteBatch) -> None:
         slot = self._slots[msg.step_id]
         self._in_flight.discard(msg.step_id)
         slot.scope = None
@@ -872,14 +794,14 @@ class Run:
     def _retry(
         self, batch: WriteBatch, slot: _Slot, policy: RetryPolicy, error: StepError, attempt: int
     ) -> None:
-        """Wait, still `running`, and queue the step again (a `_RetryDue` message)."""
+        """Wait, still `running`, and queue the step again (a `RetryDue` message)."""
         delay = policy.delay_s(slot.run_attempts, self._ctx.rng)
         self._set(batch, slot, error=error)
         scope = anyio.CancelScope()
         slot.scope = scope
         self._retrying.add(slot.step.id)
         assert self._tg is not None
-        self._tg.start_soon(self._retry_timer, slot.step.id, delay, scope)
+        self._tg.start_soon(retry_timer, self._sender(), slot.step.id, delay, scope)
         self._event(
             EventKind.STEP_RETRYING,
             slot.step.id,
@@ -917,7 +839,7 @@ class Run:
         slot: _Slot,
         record: AttemptRecord,
         result: ToolResult,
-        msg: _Outcome,
+        msg: Outcome,
     ) -> None:
         step = slot.step
         output = result.output()
@@ -976,7 +898,7 @@ class Run:
             self._skip_dependents(batch, slot.step.id)
         else:
             self._culprit = slot.step.id
-            self._begin_stop(batch, _StopReason.FAIL)
+            self._begin_stop(batch, StopReason.FAIL)
 
     def _skip(self, batch: WriteBatch, slot: _Slot, reason: SkipReason, why: str) -> None:
         error = StepError(kind=ErrorKind.CANCELLED, message=f"not run: {why}")
@@ -1003,14 +925,14 @@ class Run:
 
     # --- stopping and ending ----------------------------------------------------------------
 
-    def _begin_stop(self, batch: WriteBatch, reason: _StopReason) -> None:
+    def _begin_stop(self, batch: WriteBatch, reason: StopReason) -> None:
         """Stop dispatching and cancel what is in flight; a cancel outranks the rest."""
         if self._phase is RunPhase.RUNNING:
             self._enter(RunPhase.STOPPING)
         elif not (
             self._phase is RunPhase.STOPPING
-            and reason is _StopReason.CANCEL
-            and self._stop_reason is not _StopReason.CANCEL
+            and reason is StopReason.CANCEL
+            and self._stop_reason is not StopReason.CANCEL
         ):
             return
         self._stop_reason = reason
@@ -1031,11 +953,11 @@ class Run:
 
     def _stop_error(self) -> tuple[StepStatus, StepError]:
         """How an in-flight step ends when the run stops."""
-        if self._stop_reason is _StopReason.DEADLINE:
+        if self._stop_reason is StopReason.DEADLINE:
             return StepStatus.FAILED, StepError(
                 kind=ErrorKind.TIMEOUT, message=self._deadline_passed()
             )
-        if self._stop_reason is _StopReason.FAIL:
+        if self._stop_reason is StopReason.FAIL:
             return StepStatus.CANCELLED, StepError(
                 kind=ErrorKind.CANCELLED,
                 message=f"cancelled because step {self._culprit!r} failed (on_error='fail')",
@@ -1048,7 +970,7 @@ class Run:
         self, batch: WriteBatch, slot: _Slot, record: AttemptRecord | None, at: datetime
     ) -> None:
         status, error = self._stop_error()
-        if record is not None and self._stop_reason is not _StopReason.CANCEL:
+        if record is not None and self._stop_reason is not StopReason.CANCEL:
             # Cut off mid-call by a failure or the deadline: it may have taken effect.
             decision = decide(
                 error.kind,
@@ -1105,13 +1027,13 @@ class Run:
         if slot.state.status is StepStatus.RUNNING:
             # Queued for a retry when the stop came: it ends like a step in flight.
             self._stopped_in_flight(batch, slot, None, now)
-        elif self._stop_reason is _StopReason.CANCEL:
+        elif self._stop_reason is StopReason.CANCEL:
             error = StepError(kind=ErrorKind.CANCELLED, message="not run: cancelled")
             self._set(batch, slot, status=StepStatus.CANCELLED, error=error, finished_at=now)
             self._event(EventKind.STEP_CANCELLED, slot.step.id, error=error_json(error))
-        elif self._stop_reason is _StopReason.DEADLINE:
+        elif self._stop_reason is StopReason.DEADLINE:
             self._skip(batch, slot, SkipReason.STOPPED, self._deadline_passed())
-        elif self._stop_reason is _StopReason.FAIL:
+        elif self._stop_reason is StopReason.FAIL:
             why = f"the plan failed when step {self._culprit!r} failed"
             self._skip(batch, slot, SkipReason.STOPPED, why)
         else:
@@ -1127,18 +1049,18 @@ class Run:
             if all(s.state.satisfies_dependents for s in self._slots.values()):
                 return PlanStatus.COMPLETED
             return PlanStatus.FAILED
-        if self._stop_reason is _StopReason.DEADLINE:
+        if self._stop_reason is StopReason.DEADLINE:
             self._message = self._deadline_passed()
-        elif self._stop_reason is _StopReason.FAIL:
+        elif self._stop_reason is StopReason.FAIL:
             self._message = f"step {self._culprit!r} failed"
         else:
             self._message = "cancelled on request"
-        if waiting and self._stop_reason is not _StopReason.CANCEL:
+        if waiting and self._stop_reason is not StopReason.CANCEL:
             names = ", ".join(repr(s) for s in sorted(waiting))
             self._message += (
                 f"; step(s) {names} may or may not have taken effect: executing the plan "
                 "again asks for a decision on them"
             )
-        if self._stop_reason is _StopReason.CANCEL:
+        if self._stop_reason is StopReason.CANCEL:
             return PlanStatus.CANCELLED
         return PlanStatus.FAILED

@@ -1,12 +1,13 @@
 """The execution engine: runs approved plans durably, in parallel, as their DAG allows.
 
-`Scheduler` (`executor.run.scheduler`) is the facade; a `Run`
-(`executor.run.coordinator`) is the handle of one active run, whose
-coordinator is the only writer of its state. Limits live in `limits`, the
-rules of starting and deciding in `starting`, crash recovery and take-over in
-`recovery`, leases and run owners in `leases`, cancel requests between
-processes in `control`, step calls and timers in `tasks`, reports in
-`reports`, live events in `subscriptions`. Names are imported on first use.
+`Scheduler` (`scheduler`) is the facade; a `Run` (`coordinator`) is the handle
+of one active run, whose coordinator is the only writer of its state. It keeps
+its steps in `steps`, writes through `journal`, and ends as `ending` says; step
+calls and timers are in `tasks`. Limits live in `limits`, the rules of starting
+and deciding in `starting`, crash recovery and take-over in `recovery`, leases
+and run owners in `leases`, cancel requests between processes in `control`,
+reports in `reports`, live events in `subscriptions`, this process's runs in
+`registry`. Names are imported on first use.
 """
 
 from __future__ import annotations

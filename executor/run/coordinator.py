@@ -23,7 +23,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from executor.calls import ToolCaller
-from executor.catalog import Catalog, ToolAnnotations
+from executor.catalog import Catalog
 from executor.errors import Delivery, ErrorKind, StoreError, UserError
 from executor.ids import PlanId
 from executor.plan import OnError, Plan, RetryPolicy, Step, StepError, utc_now
@@ -31,8 +31,8 @@ from executor.policy import AgentConfig, CallGate, approved_agent
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references
-from executor.retry import Verdict, decide
-from executor.run.ending import StopCause, end_status
+from executor.retry import RetryDecision, Verdict, decide
+from executor.run.ending import StopCause, finish
 from executor.run.journal import Journal
 from executor.run.limits import Limiters, RunLimits, SchedulerConfig, retry_policy
 from executor.run.reports import ExecutionProgress, ExecutionReport, build_report, progress_snapshot
@@ -50,8 +50,8 @@ from executor.run.tasks import (
     deadline_timer,
     retry_timer,
 )
-from executor.status import PlanStatus, RunPhase, SkipReason, StepStatus, check_transition
-from executor.store.base import ExpectedPlanStatus, PlanStatusChange, RunLease, Store
+from executor.status import PlanStatus, RunPhase, StepStatus, check_transition
+from executor.store.base import ExpectedPlanStatus, RunLease, Store
 
 __all__ = ["Run", "RunContext"]
 
@@ -89,11 +89,6 @@ _ETA_RECOMPUTE_EVERY_S = 0.25
 
 _ACTIVE = frozenset({RunPhase.QUEUED, RunPhase.RUNNING, RunPhase.STOPPING})
 """Phases in which the run may still be lost to another process."""
-
-
-def _annotations(catalog: Catalog | None, step: Step) -> ToolAnnotations | None:
-    info = None if catalog is None else catalog.get(step.server, step.tool)
-    return None if info is None else info.annotations
 
 
 class Run:
@@ -307,14 +302,7 @@ class Run:
         )
         if fresh and cached_at >= 0:
             return None if cached is None else max(cached - (now - cached_at), 0.0)
-        remaining: dict[str, float | None] = {}
-        for slot in self._steps:
-            if slot.state.status.is_terminal:
-                continue
-            est = self._durations.estimate(slot.step.server, slot.step.tool)
-            if est is not None and slot.step.id in self._steps.in_flight:
-                est = max(est - (now - slot.attempt_started_mono), 0.0)
-            remaining[slot.step.id] = est
+        remaining = self._steps.remaining_s(self._durations, now)
         eta = estimate_remaining_s(self._graph, remaining, self._limits.steps_in_flight)
         self._eta_cache = (now, self._steps.changes, eta)
         return eta
@@ -469,6 +457,18 @@ class Run:
     def _policy(self, step: Step) -> RetryPolicy:
         return retry_policy(step, self._agent, self._ctx.config)
 
+    def _decide(self, slot: Slot, kind: ErrorKind, delivery: Delivery) -> RetryDecision:
+        """Whether the step's failed attempt is retried, failed or interrupted."""
+        step = slot.step
+        info = None if self._catalog is None else self._catalog.get(step.server, step.tool)
+        return decide(
+            kind,
+            delivery,
+            policy=self._policy(step),
+            attempt=slot.run_attempts,
+            annotations=None if info is None else info.annotations,
+        )
+
     # --- dispatch ---------------------------------------------------------------------------
 
     def _dispatch(self) -> list[_Launch]:
@@ -560,32 +560,25 @@ class Run:
         elif msg.error is not None:
             error, delivery = msg.error, msg.delivery
         else:
-            self._stopped_in_flight(slot, record, msg.finished_at)
+            self._cut_off(slot, record, msg.finished_at)
             return
-        policy = self._policy(slot.step)
-        decision = decide(
-            error.kind,
-            delivery,
-            policy=policy,
-            attempt=slot.run_attempts,
-            annotations=_annotations(self._catalog, slot.step),
-        )
+        decision = self._decide(slot, error.kind, delivery)
         if decision.verdict is Verdict.INTERRUPT:
             # Its dependents stay pending; everything else goes on.
             self._steps.interrupt(slot, record, error, decision.reason, msg.finished_at)
             return
         self._journal.attempt_ended(record, StepStatus.FAILED, msg.finished_at, error)
         if self._phase is RunPhase.RUNNING and decision.verdict is Verdict.RETRY:
-            self._retry(slot, policy, error, msg.attempt)
+            self._retry(slot, error, msg.attempt)
             return
         if decision.reason:
             error = StepError(kind=error.kind, message=f"{error.message} ({decision.reason})")
         self._steps.fail(slot, error, msg.attempt, msg.finished_at)
         self._after_failure(slot)
 
-    def _retry(self, slot: Slot, policy: RetryPolicy, error: StepError, attempt: int) -> None:
+    def _retry(self, slot: Slot, error: StepError, attempt: int) -> None:
         """Wait, still `running`, and queue the step again (a `RetryDue` message)."""
-        delay = policy.delay_s(slot.run_attempts, self._ctx.rng)
+        delay = self._policy(slot.step).delay_s(slot.run_attempts, self._ctx.rng)
         scope = anyio.CancelScope()
         assert self._tg is not None
         self._tg.start_soon(retry_timer, self._sender(), slot.step.id, delay, scope)
@@ -613,80 +606,41 @@ class Run:
             and self._stop.reason is not StopReason.CANCEL
         ):
             return
-        self._stop = StopCause(reason, culprit, self._limits.deadline_s)
+        self._stop = stop = StopCause(reason, culprit, self._limits.deadline_s)
         for sid in list(self._steps.retrying):
             slot = self._steps[sid]
             if slot.scope is not None:
                 slot.scope.cancel()
                 slot.scope = None
             self._steps.retrying.discard(sid)
-            self._stopped_in_flight(slot, None, utc_now())
+            self._steps.stop(slot, *stop.in_flight_end(), utc_now())
         for sid in self._steps.in_flight:
             scope = self._steps[sid].scope
             if scope is not None:
                 scope.cancel()
 
-    def _stopped_in_flight(self, slot: Slot, record: AttemptRecord | None, at: datetime) -> None:
-        """End a step the stop caught in flight (with its attempt) or waiting to retry."""
+    def _cut_off(self, slot: Slot, record: AttemptRecord, at: datetime) -> None:
+        """End a step whose call was cancelled in flight."""
         stop = self._stop or StopCause(StopReason.CANCEL)
         status, error = stop.in_flight_end()
-        if record is not None and (self._stop is None or stop.reason is not StopReason.CANCEL):
+        if self._stop is None or stop.reason is not StopReason.CANCEL:
             # Cut off mid-call by a failure or the deadline: it may have taken effect.
-            decision = decide(
-                error.kind,
-                Delivery.AMBIGUOUS,
-                policy=self._policy(slot.step),
-                attempt=slot.run_attempts,
-                annotations=_annotations(self._catalog, slot.step),
-            )
+            decision = self._decide(slot, error.kind, Delivery.AMBIGUOUS)
             if decision.verdict is Verdict.INTERRUPT:
                 self._steps.interrupt(slot, record, error, decision.reason, at)
                 return
         self._steps.stop(slot, status, error, at, record)
 
     def _maybe_finish(self) -> None:
+        """End the run once nothing is in flight and nothing more will start."""
         if self._steps.in_flight or self._phase not in (RunPhase.RUNNING, RunPhase.STOPPING):
             return
-        stopping = self._phase is RunPhase.STOPPING
-        if not stopping and (self._steps.any_ready or self._steps.retrying):
+        if self._phase is RunPhase.RUNNING and (self._steps.any_ready or self._steps.retrying):
             return
         now = utc_now()
-        leftover = [s for s in self._steps if not s.state.status.is_terminal]
-        waiting = self._steps.interrupted()
-        if not stopping and waiting:
-            # Nothing else can run: what is left depends on steps awaiting a decision.
-            leftover = []
-        if not stopping and leftover:
-            # Unreachable while dependencies are tracked right; finishing beats hanging.
-            logger.error("plan %s: steps %s could never run", self.plan.id, leftover)
-        for slot in leftover:
-            self._end_leftover(slot, now)
-        status, self._message = end_status(self._stop, waiting, self._steps.all_satisfied())
-        self._journal.plan_status(
-            PlanStatusChange(
-                plan_id=self.plan.id, version=self.plan.version, status=status, finished_at=now
-            )
-        )
-        self._journal.event(
-            EventKind.PLAN_FINISHED,
-            status=status.value,
-            counts={k.value: v for k, v in self._steps.counts.items()},
-            duration_s=round((now - self._started_at).total_seconds(), 6),
-            message=self._message,
+        status, self._message = finish(
+            self.plan, self._steps, self._journal, self._stop, self._started_at, now
         )
         # The run counts as finished once this write is committed, not before.
         self._final = (status, now)
         self._enter(RunPhase.ENDING)
-
-    def _end_leftover(self, slot: Slot, now: datetime) -> None:
-        """End a step the run stops without having run (or finished)."""
-        if slot.state.status is StepStatus.RUNNING:
-            # Queued for a retry when the stop came: it ends like a step in flight.
-            self._stopped_in_flight(slot, None, now)
-        elif self._stop is None:
-            why = "its dependencies could never be satisfied (a bug)"
-            self._steps.skip(slot, SkipReason.DEPENDENCY, why)
-        elif (skip := self._stop.not_run_skip()) is not None:
-            self._steps.skip(slot, *skip)
-        else:
-            self._steps.cancel_unrun(slot, now)

@@ -4,20 +4,29 @@ A run ends by itself once nothing more can run, or is stopped: by a step that
 fails with `on_error='fail'`, by its deadline, or by a cancel (which outranks
 the other two). A stopped run's calls in flight end `failed` (deadline) or
 `cancelled`; its steps not yet run are skipped, or cancelled with the run.
+The coordinator decides when; `finish` records the end.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from executor.errors import ErrorKind
-from executor.plan import StepError
+from executor.plan import Plan, StepError
+from executor.records import EventKind
+from executor.run.journal import Journal
 from executor.run.reports import interrupted_message
+from executor.run.steps import Slot, Steps
 from executor.run.tasks import StopReason
 from executor.status import PlanStatus, SkipReason, StepStatus
+from executor.store.base import PlanStatusChange
 
-__all__ = ["StopCause", "end_status"]
+__all__ = ["StopCause", "end_status", "finish"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +97,64 @@ def end_status(
     if waiting:
         return PlanStatus.INTERRUPTED, interrupted_message(waiting)
     return (PlanStatus.COMPLETED if all_satisfied else PlanStatus.FAILED), None
+
+
+def finish(
+    plan: Plan,
+    steps: Steps,
+    journal: Journal,
+    stop: StopCause | None,
+    started_at: datetime,
+    now: datetime,
+) -> tuple[PlanStatus, str | None]:
+    """End a run with nothing in flight: its unfinished steps, then the plan.
+
+    Records it all, with the `plan_finished` event, in `journal`.
+
+    Args:
+        plan: The plan version run.
+        steps: Its steps, none of them in flight.
+        journal: Where the run's writes go.
+        stop: Why the run was stopped; `None` when nothing more could run.
+        started_at: When the run started.
+        now: When it ends.
+
+    Returns:
+        The plan's status, and why it ended so.
+    """
+    leftover = [s for s in steps if not s.state.status.is_terminal]
+    waiting = steps.interrupted()
+    if stop is None and waiting:
+        # Nothing else can run: what is left depends on steps awaiting a decision.
+        leftover = []
+    if stop is None and leftover:
+        # Unreachable while dependencies are tracked right; finishing beats hanging.
+        logger.error("plan %s: steps %s could never run", plan.id, leftover)
+    for slot in leftover:
+        _end_leftover(steps, slot, stop, now)
+    status, message = end_status(stop, waiting, steps.all_satisfied())
+    journal.plan_status(
+        PlanStatusChange(plan_id=plan.id, version=plan.version, status=status, finished_at=now)
+    )
+    journal.event(
+        EventKind.PLAN_FINISHED,
+        status=status.value,
+        counts={k.value: v for k, v in steps.counts.items()},
+        duration_s=round((now - started_at).total_seconds(), 6),
+        message=message,
+    )
+    return status, message
+
+
+def _end_leftover(steps: Steps, slot: Slot, stop: StopCause | None, now: datetime) -> None:
+    """End a step the run stops without having run (or finished)."""
+    if slot.state.status is StepStatus.RUNNING:
+        # Queued for a retry when the stop came: it ends like a step in flight.
+        steps.stop(slot, *(stop or StopCause(StopReason.CANCEL)).in_flight_end(), now)
+    elif stop is None:
+        why = "its dependencies could never be satisfied (a bug)"
+        steps.skip(slot, SkipReason.DEPENDENCY, why)
+    elif (skip := stop.not_run_skip()) is not None:
+        steps.skip(slot, *skip)
+    else:
+        steps.cancel_unrun(slot, now)

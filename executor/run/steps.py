@@ -22,7 +22,7 @@ from executor.calls import ToolResult
 from executor.errors import ErrorKind
 from executor.outputs import summarize
 from executor.plan import Plan, Step, StepError, utc_now
-from executor.progress import PlanGraph
+from executor.progress import DurationModel, PlanGraph
 from executor.records import AttemptRecord, EventKind, StepState
 from executor.run.journal import Journal, error_json
 from executor.run.reports import count_statuses
@@ -101,6 +101,18 @@ class Steps:
     def interrupted(self) -> list[str]:
         """Ids of the steps that wait for a decision."""
         return [k for k, s in self._slots.items() if s.state.status is StepStatus.INTERRUPTED]
+
+    def remaining_s(self, durations: DurationModel, now: float) -> dict[str, float | None]:
+        """Expected seconds left of each step not yet ended (`now` by `anyio.current_time`)."""
+        remaining: dict[str, float | None] = {}
+        for sid, slot in self._slots.items():
+            if slot.state.status.is_terminal:
+                continue
+            est = durations.estimate(slot.step.server, slot.step.tool)
+            if est is not None and sid in self.in_flight:
+                est = max(est - (now - slot.attempt_started_mono), 0.0)
+            remaining[sid] = est
+        return remaining
 
     def all_satisfied(self) -> bool:
         """Whether every step succeeded or was skipped by decision."""

@@ -11,50 +11,18 @@ from __future__ import annotations
 
 import typing
 
-from executor._utils import lazy_exports as _lazy_exports
+from executor._utils import export_lazily as _export_lazily
 
-# `typing` itself, not its names: the package's namespace holds only its exports.
-if typing.TYPE_CHECKING:
-    from executor.store.base import (
-        ExpectedPlanStatus,
-        LeaseInfo,
-        PlanStatusChange,
-        RunKey,
-        RunLease,
-        Store,
-        WriteBatch,
-    )
-    from executor.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Migration
-    from executor.store.sqlite import SqliteStore
-
-__all__ = [
-    "APPLICATION_ID",
-    "MIGRATIONS",
-    "SCHEMA_VERSION",
-    "ExpectedPlanStatus",
-    "LeaseInfo",
-    "Migration",
-    "PlanStatusChange",
-    "RunKey",
-    "RunLease",
-    "SqliteStore",
-    "Store",
-    "WriteBatch",
-]
-
-_HOME = {
-    "APPLICATION_ID": "executor.store.schema",
-    "MIGRATIONS": "executor.store.schema",
-    "SCHEMA_VERSION": "executor.store.schema",
-    "ExpectedPlanStatus": "executor.store.base",
-    "LeaseInfo": "executor.store.base",
-    "Migration": "executor.store.schema",
-    "PlanStatusChange": "executor.store.base",
-    "RunKey": "executor.store.base",
-    "RunLease": "executor.store.base",
-    "SqliteStore": "executor.store.sqlite",
-    "Store": "executor.store.base",
-    "WriteBatch": "executor.store.base",
-}
-
-__getattr__, __dir__ = _lazy_exports(__name__, _HOME, globals())
+if typing.TYPE_CHECKING or not _export_lazily(globals()):
+    from executor.store.base import ExpectedPlanStatus as ExpectedPlanStatus
+    from executor.store.base import LeaseInfo as LeaseInfo
+    from executor.store.base import PlanStatusChange as PlanStatusChange
+    from executor.store.base import RunKey as RunKey
+    from executor.store.base import RunLease as RunLease
+    from executor.store.base import Store as Store
+    from executor.store.base import WriteBatch as WriteBatch
+    from executor.store.schema import APPLICATION_ID as APPLICATION_ID
+    from executor.store.schema import MIGRATIONS as MIGRATIONS
+    from executor.store.schema import SCHEMA_VERSION as SCHEMA_VERSION
+    from executor.store.schema import Migration as Migration
+    from executor.store.sqlite import SqliteStore as SqliteStore

@@ -36,9 +36,11 @@ class Slot:
     """What the coordinator keeps of one step."""
 
     step: Step
+    """The step."""
     index: int
     """The step's place in the plan."""
     state: StepState
+    """Its state as last recorded (without the result of a success)."""
     waiting: int = 0
     """Dependencies not yet satisfied."""
     run_attempts: int = 0
@@ -46,7 +48,9 @@ class Slot:
     scope: anyio.CancelScope | None = None
     """The in-flight call's, or the retry timer's, cancel scope."""
     attempt_started: datetime | None = None
+    """When the attempt in flight started, for its record."""
     attempt_started_mono: float = 0.0
+    """The same by `anyio.current_time()`, for the ETA."""
 
 
 class Steps:

@@ -544,7 +544,7 @@ class Run:
         slot = self._steps[msg.step_id]
         self._steps.in_flight.discard(msg.step_id)
         slot.scope = None
-        record = self._steps.open_attempt(slot, msg.attempt)
+        record = self._steps.open_attempt(slot, msg.attempt, msg.call_s)
         result = msg.result
         if result is not None and not result.is_error:
             output = self._steps.succeed(slot, record, result, msg.finished_at, msg.duration_s)

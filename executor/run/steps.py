@@ -185,14 +185,15 @@ class Steps:
             started_at=utc_now(),
         )
 
-    def open_attempt(self, slot: Slot, attempt: int) -> AttemptRecord:
-        """The record of the step's attempt in flight, to end it."""
+    def open_attempt(self, slot: Slot, attempt: int, call_s: float | None = None) -> AttemptRecord:
+        """The record of the step's attempt in flight, to end it (`call_s`: the call's time)."""
         return AttemptRecord(
             plan_id=self._plan.id,
             version=self._plan.version,
             step_id=slot.step.id,
             attempt=attempt,
             started_at=slot.attempt_started or utc_now(),
+            call_s=call_s,
         )
 
     def start(self, slot: Slot, record: AttemptRecord) -> None:

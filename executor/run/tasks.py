@@ -52,6 +52,8 @@ class Outcome:
     delivery: Delivery = Delivery.AMBIGUOUS
     finished_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
+    call_s: float | None = None
+    """The call's own seconds, when the tool was called (kept with the attempt)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -139,6 +141,7 @@ async def call_step(
             pass
 
     t0 = anyio.current_time()
+    called = False
     with scope:
         try:
             try:
@@ -149,6 +152,7 @@ async def call_step(
                 await limiter.acquire()
             try:
                 t0 = anyio.current_time()
+                called = True
                 result = await caller.call(
                     step.server,
                     step.tool,
@@ -175,6 +179,8 @@ async def call_step(
     if outcome is None:
         outcome = Outcome(step.id, attempt)
     outcome.duration_s = anyio.current_time() - t0
+    if called:
+        outcome.call_s = outcome.duration_s
     send.send_nowait(outcome)
 
 

@@ -210,6 +210,8 @@ from executor.errors import (
     TransitionError,
     UserError,
 )
+from executor.eta import DurationModel, estimate_remaining_s
+from executor.graph import Graph
 from executor.ids import PlanId
 from executor.outputs import OutputSummary, summarize
 from executor.plan import (
@@ -225,7 +227,6 @@ from executor.plan import (
     utc_now,
 )
 from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
-from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references, resolve_references
 from executor.retry import Verdict, decide
@@ -237,7 +238,7 @@ from executor.store import (
     Store,
     WriteBatch,
 )
-from executor.validate import check_arguments
+from executor.validate import check_arguments, checked_graph
 
 __all__ = [
     "Decision",
@@ -686,7 +687,7 @@ class Run:
         started_at: datetime | None,
         start_events: list[Event],
         retry_counts: Mapping[str, int] | None = None,
-        graph: PlanGraph | None = None,
+        graph: Graph | None = None,
         catalog: Catalog | None = None,
     ) -> None:
         self.plan = plan
@@ -698,7 +699,7 @@ class Run:
         self._gate = CallGate.for_plan(plan, agent, scheduler.config.tool_filters)
         agent = approved_agent(plan, agent)
         self._agent = agent
-        self._graph = graph or PlanGraph.of(plan.steps)
+        self._graph = graph or checked_graph(plan.steps)
         limits = agent.limits if agent is not None else None
         self._limit = (
             limits.max_parallel_steps
@@ -1797,7 +1798,7 @@ class Scheduler:
                 f"plan {plan.id!r} version {plan.version} is {status.value}: nothing is left "
                 "to run; create a new plan (or a new version) to run it again"
             )
-        graph = PlanGraph.of(plan.steps)  # refuse a plan that can never finish, up front
+        graph = checked_graph(plan.steps)  # refuse a plan that can never finish, up front
         states = await self.store.get_step_states(plan.id, plan.version)
         agent = await self._agent(plan)
         history = await self.store.tool_stats()
@@ -2460,7 +2461,7 @@ class Scheduler:
         if agent is not None and agent.limits.max_parallel_steps is not None:
             limit = agent.limits.max_parallel_steps
         try:
-            graph = PlanGraph.of(plan.steps)
+            graph = checked_graph(plan.steps)
         except PlanValidationError:
             return None  # a plan that cannot run has no time left to estimate
         return estimate_remaining_s(graph, remaining, limit)

@@ -15,12 +15,12 @@ import anyio
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import ErrorKind, ToolCallError
 from executor.ids import PlanId
 from executor.plan import Plan, PlanStatus, Step
 from executor.records import Event, EventKind
 from executor.scheduler import ExecutionReport, Scheduler, SchedulerConfig, Subscription
-from executor.specs import StdioServerSpec
 from executor.store import Store
 
 ENGINE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "engine_server.py"

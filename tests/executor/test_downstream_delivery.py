@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import Delivery, ErrorKind, ToolCallError
-from executor.specs import StdioServerSpec
 from tests.fixtures.helpers import wait_for_marker
 from tests.fixtures.launch import network_server, tiny_spec
 

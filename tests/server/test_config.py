@@ -11,9 +11,14 @@ import platformdirs
 import pytest
 from pydantic import ValidationError
 
+from executor.downstream.specs import (
+    HttpServerSpec,
+    SseServerSpec,
+    StdioServerSpec,
+    WebSocketServerSpec,
+)
 from executor.errors import ConfigError, UserError
 from executor.policy import AgentConfig, AgentLimits, AutoApprove
-from executor.specs import HttpServerSpec, SseServerSpec, StdioServerSpec, WebSocketServerSpec
 from server.config import (
     Limits,
     ModelChoice,

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from executor.policy import ToolFilter
 
@@ -122,6 +122,23 @@ class _RemoteSpec(BaseServerSpec):
     """Endpoint."""
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     """Extra request headers, such as `Authorization` (secret)."""
+
+    @field_validator("url")
+    @classmethod
+    def _has_host_and_port(cls, url: str) -> str:
+        # Checked here rather than by the first connection, which fails in the
+        # HTTP library's words. The URL is never quoted: it may hold a token.
+        parts = urlsplit(url)
+        if not parts.hostname:
+            scheme = "ws" if parts.scheme.lower().startswith("ws") else "http"
+            raise ValueError(f"must name a host, as in {scheme}://127.0.0.1:8000/mcp")
+        try:
+            port = parts.port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError("has a port that is not a number from 1 to 65535")
+        return url
 
     def secrets(self) -> list[str]:
         """The `headers` values."""

@@ -27,7 +27,9 @@ __all__ = [
     "disguised_protocol_error",
     "failure_error",
     "http_call_failure",
+    "http_error_failure",
     "http_failure",
+    "sse_post_failure",
 ]
 
 
@@ -42,8 +44,6 @@ class Failure(StrEnum):
     CLOSED_AT_HANDSHAKE = "closed_at_handshake"
     """A remote server closed the connection during the handshake."""
     HANDSHAKE_TIMEOUT = "handshake_timeout"
-    CANNOT_CONNECT = "cannot_connect"
-    """The operating system refused the connection to a remote server."""
     REFUSED_AT_CONNECT = "refused_at_connect"
     """A remote server answered the connection with an HTTP error status."""
     BAD_URL = "bad_url"
@@ -51,10 +51,11 @@ class Failure(StrEnum):
     """An SSE stream ended before naming the endpoint to post to."""
     CANNOT_OPEN = "cannot_open"
     """Opening the session failed some other way."""
-    CONNECT_CANCELLED = "connect_cancelled"
     LISTING_FAILED = "listing_failed"
     LISTING_TIMEOUT = "listing_timeout"
+    """A health check's `tools/list` got no answer: the session is given up."""
     POOL_CLOSING = "pool_closing"
+    """The pool closed while the session was opening."""
     POOL_NOT_OPEN = "pool_not_open"
     SERVER_DOWN = "server_down"
     """The server failed and is inside its restart backoff."""
@@ -69,6 +70,7 @@ class Failure(StrEnum):
     """The deadline passed before the request went out."""
     # Refused on the way in (HTTP).
     SESSION_FORGOTTEN = "session_forgotten"
+    """HTTP 404 for a request of a known session: the server restarted and forgot it."""
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
     UNREACHABLE = "unreachable"
@@ -101,12 +103,10 @@ FAILURES: dict[Failure, tuple[ErrorKind | None, Delivery]] = {
     _F.EXITED_AT_START: (_K.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
     _F.CLOSED_AT_HANDSHAKE: (_K.NETWORK, _D.NOT_DELIVERED),
     _F.HANDSHAKE_TIMEOUT: (_K.TIMEOUT, _D.NOT_DELIVERED),
-    _F.CANNOT_CONNECT: (_K.NETWORK, _D.NOT_DELIVERED),
     _F.REFUSED_AT_CONNECT: (_K.NETWORK, _D.NOT_DELIVERED),
     _F.BAD_URL: (_K.NETWORK, _D.NOT_DELIVERED),
     _F.NO_ENDPOINT: (_K.NETWORK, _D.NOT_DELIVERED),
     _F.CANNOT_OPEN: (_K.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
-    _F.CONNECT_CANCELLED: (_K.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
     _F.LISTING_FAILED: (_K.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
     _F.LISTING_TIMEOUT: (_K.TIMEOUT, _D.NOT_DELIVERED),
     _F.POOL_CLOSING: (_K.TOOL_UNAVAILABLE, _D.NOT_DELIVERED),
@@ -211,15 +211,26 @@ def http_call_failure(note: HttpNote, words: str, *, legacy: bool) -> Failure | 
     failure = http_failure(note)
     if failure is not None:
         return failure
-    if words == _SDK_HTTP_FALLBACK:
-        # An error status without a JSON-RPC body: a gateway in trouble, or the server.
-        status = note.status or 0
-        if status in (502, 503, 504):
-            return _F.GATEWAY_ERROR
-        if status >= 500:
-            return _F.SERVER_ERROR
-        return _F.HTTP_REFUSED
+    if words == _SDK_HTTP_FALLBACK and note.status is not None:
+        return http_error_failure(note.status)  # an error status without a JSON-RPC body
     return None  # the body was a JSON-RPC error: classify it like any other
+
+
+def http_error_failure(status: int) -> Failure:
+    """What an HTTP error status means when no JSON-RPC answer came with it."""
+    if status in (502, 503, 504):
+        return _F.GATEWAY_ERROR  # a gateway in trouble: the server may have run it
+    if status >= 500:
+        return _F.SERVER_ERROR
+    return _F.HTTP_REFUSED
+
+
+def sse_post_failure(note: HttpNote) -> Failure:
+    """What a request's failed POST over SSE means (its answer would have come on the stream)."""
+    if note.status == 404:
+        return _F.SESSION_FORGOTTEN  # the SDK's "could not find session"
+    # Without a status `http_failure` always knows.
+    return http_failure(note) or http_error_failure(note.status or 0)
 
 
 def disguised_protocol_error(raw: mcp_types.CallToolResult) -> tuple[Failure, str] | None:

@@ -340,7 +340,8 @@ class Pool:
                     continue
                 raise err from None
             except ToolCallError as exc:  # raised by our own transports (an SSE POST failed)
-                if exc.kind is ErrorKind.NETWORK:
+                if exc.kind is ErrorKind.NETWORK and exc.delivery is Delivery.NOT_DELIVERED:
+                    # The session was forgotten or the server is gone: the next use reconnects.
                     conn.mark_dead(exc.message)
                 raise srv.attribute(exc, tool) from None
             except (RuntimeError, ValidationError) as exc:
@@ -386,6 +387,10 @@ class Pool:
                 message = "the pool was closed while the call was in flight"
                 return srv.failure(Failure.POOL_CLOSED, message, tool), False
             await conn.settle()
+            if conn.process is not None and not conn.dead:
+                # The child lives: it answered -32000 itself, as many servers say
+                # "server error" (the SDK's own -32000 follows the end of the stream).
+                return srv.failure(Failure.TOOL_FAILED, words, tool), False
             conn.mark_dead(words)
             if conn.process is not None:
                 message = with_stderr(
@@ -440,15 +445,21 @@ class Pool:
     async def _check_one(self, srv: Supervisor) -> None:
         try:
             conn = await srv.connection(force=True)
-            started = anyio.current_time()
+        except ToolCallError as exc:
+            logger.info("check: %s", exc)
+            return
+        started = anyio.current_time()
+        try:
             with anyio.fail_after(self.connect_timeout_s):
                 await srv.refresh_tools(conn)
-            srv.latency_ms = (anyio.current_time() - started) * 1000
         except ToolCallError as exc:
             logger.info("check: %s", exc)
         except TimeoutError:
+            # A session that cannot list its tools is of no use: the next call restarts it.
             message = f"tools/list got no answer within {self.connect_timeout_s:g} s"
-            srv.failed(srv.failure(Failure.LISTING_TIMEOUT, message))
+            conn.mark_dead(message, Failure.LISTING_TIMEOUT)
+        else:
+            srv.latency_ms = (anyio.current_time() - started) * 1000
 
     def health(self) -> list[ServerHealth]:
         """Every server's current state, in configuration order; no I/O."""

@@ -97,14 +97,17 @@ class Connection:
         self.dead = False
         self.closing = False
         self.reason: str | None = None
+        self.failure: Failure | None = None
+        """Why we gave the session up, when it did not simply end."""
         self.tools_stale = anyio.Event()
 
-    def mark_dead(self, reason: str) -> None:
-        """The session can no longer be used; say why (once)."""
+    def mark_dead(self, reason: str, failure: Failure | None = None) -> None:
+        """The session can no longer be used; say why (once), and what failed if we gave it up."""
         if self.dead:
             return
         self.dead = True
         self.reason = reason
+        self.failure = failure
         self.ended.set()
         if not self.closing:
             self.supervisor.connection_died(self)
@@ -121,7 +124,12 @@ class Connection:
         return self.reason or "the connection closed"
 
     def death_failure(self) -> Failure:
-        """A dead child is an unavailable tool; a dropped connection is the network."""
+        """What the session's end means, unless we gave it up for a failure of our own.
+
+        A dead child is an unavailable tool; a dropped connection is the network.
+        """
+        if self.failure is not None:
+            return self.failure
         return Failure.SERVER_EXITED if self.process is not None else Failure.CONNECTION_LOST
 
     async def settle(self) -> None:
@@ -444,9 +452,8 @@ class Supervisor:
             if started and not conn.closing:
                 self._died(conn)
             if not started:
-                if opening.error is None:
-                    message = "the connection attempt was cancelled"
-                    opening.error = self.failure(Failure.CONNECT_CANCELLED, message)
+                if opening.error is None:  # cancelled: only the pool's closing cancels us
+                    opening.error = self.failure(Failure.POOL_CLOSING, "the pool is closing")
                 self.failed(opening.error)
                 self.opening = None
                 opening.done.set()
@@ -476,8 +483,6 @@ class Supervisor:
                 message = f"the server refused the MCP handshake: {leaf.error.message}"
                 return self.failure(code_failure(leaf.error.code), message)
         first = leaves[0] if leaves else exc
-        if isinstance(first, OSError) and conn.process is None:
-            return self.failure(Failure.CANNOT_CONNECT, f"cannot connect: {first}")
         message = f"cannot open a session: {type(first).__name__}: {first}"
         return self.failure(Failure.CANNOT_OPEN, with_stderr(message, tail))
 

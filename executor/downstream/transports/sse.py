@@ -20,9 +20,19 @@ from mcp.client._transport import TransportStreams
 from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
-from executor.downstream.classify import Failure, failure_error, http_failure
+from executor.downstream.classify import (
+    Failure,
+    failure_error,
+    http_failure,
+    sse_post_failure,
+)
 from executor.downstream.transports.base import parse_message, redact_url
-from executor.downstream.transports.http import HttpNotes, make_http_client, server_words
+from executor.downstream.transports.http import (
+    HttpNote,
+    HttpNotes,
+    make_http_client,
+    server_words,
+)
 
 __all__ = ["sse_transport"]
 
@@ -53,13 +63,11 @@ class _SseWriteStream(anyio.abc.AsyncResource):
             )
             return
         note = self._notes.pop(message.id)
-        if note is not None:
-            failure = http_failure(note) or Failure.CONNECTION_BROKE
-            raise failure_error(failure, note.message)
-        words = server_words(response.content, response.headers.get("content-type", ""))
-        raise failure_error(
-            Failure.CONNECTION_BROKE, f"HTTP {response.status_code} from the server: {words}"
-        )
+        if note is None:  # a status under 400 (a redirect): the HTTP layer noted nothing
+            words = server_words(response.content, response.headers.get("content-type", ""))
+            reason = f"HTTP {response.status_code} from {redact_url(self._endpoint)}: {words}"
+            note = HttpNote(reason, status=response.status_code, delivered=False)
+        raise failure_error(sse_post_failure(note), note.message)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -119,16 +127,18 @@ async def sse_transport(url: str, headers: Mapping[str, str]) -> AsyncIterator[T
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pump_events)
-            await got_endpoint.wait()
-            if not endpoints:
-                raise failure_error(
-                    Failure.NO_ENDPOINT,
-                    f"the SSE stream at {redact_url(url)} ended before naming its endpoint",
-                )
-            write_stream = _SseWriteStream(client, endpoints[0], notes)
             try:
-                yield read_stream, write_stream
+                await got_endpoint.wait()
+                if not endpoints:
+                    raise failure_error(
+                        Failure.NO_ENDPOINT,
+                        f"the SSE stream at {redact_url(url)} ended before naming its endpoint",
+                    )
+                write_stream = _SseWriteStream(client, endpoints[0], notes)
+                try:
+                    yield read_stream, write_stream
+                finally:
+                    await write_stream.aclose()
             finally:
                 read_stream.close()
-                await write_stream.aclose()
                 tg.cancel_scope.cancel()

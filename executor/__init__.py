@@ -89,7 +89,6 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.store import WriteBatch as WriteBatch
     from executor.validate import Problem as Problem
     from executor.validate import check_arguments as check_arguments
-    from executor.validate import check_plan as check_plan
     from executor.validate import checked_graph as checked_graph
     from executor.validate import parse_steps as parse_steps
     from executor.validate import validate_plan as validate_plan

@@ -1,12 +1,8 @@
 """The ETA of a run: expected durations per tool, and the time left along the graph.
 
-The ETA is honest: `None` whenever any step still to run has no duration to go
-by. A step's duration comes from the store's per-tool history when there is
-one, else from this run's own mean for that tool, else from this run's mean
-over every tool (`DurationModel`). Given those, the time left is the larger of
-the remaining critical path and the remaining work spread over the steps
-allowed in flight: the two lower bounds on any schedule, and what a greedy
-schedule with critical-path priority gets close to in practice.
+`None` whenever a step still to run has no duration to go by (`DurationModel`:
+the tool's history, else this run's means); otherwise the larger of the
+remaining critical path and the remaining work spread over the steps in flight.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
 """The argument checks: a step's arguments must fit its tool's JSON Schema `inputSchema`.
 
-At plan time, arguments holding references cannot be checked literally. A
-value that is exactly one reference (`"${s1.items}"`) can be of any JSON type
-at run time, so it is replaced by a placeholder that every keyword accepts: its
-key still counts as present for `required` and `additionalProperties`, but
-nothing is said about the value. A string with a reference inside longer text
-is certainly a string, so its type is checked but not its content (`pattern`,
-`enum`, lengths). Objects and arrays holding such values are checked
-everywhere except by the keywords whose verdict an unknown value could flip
-(`not`, `if`, `enum`, `const`, `contains`; `oneOf` is relaxed to `anyOf`). The
-rule: a plan is never refused for what only run time can know.
-
-At run time (`check_arguments`) references are resolved and every value is
-data, checked literally. Either way `FastAcceptor` says yes first when it can;
-jsonschema (validators cached per schema, remote `$ref`s never fetched) runs
-only when it cannot.
+At plan time a value that references another step's output cannot be known, so
+it is checked only as far as any run-time value would pass (a placeholder for a
+whole reference, a string's type for a reference inside text): a plan is never
+refused for what only run time can know. At run time (`check_arguments`) every
+value is data, checked literally. `FastAcceptor` says yes first when it can.
 """
 
 from __future__ import annotations

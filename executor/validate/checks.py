@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from executor.catalog import Catalog
-from executor.errors import PlanValidationError
 from executor.plan import Step
 from executor.policy import ToolPolicy
 from executor.validate.graph import GraphCheck
@@ -21,7 +20,7 @@ from executor.validate.problem import Problem
 from executor.validate.references import ReferenceCheck
 from executor.validate.tools import ToolCheck
 
-__all__ = ["check_plan", "validate_plan"]
+__all__ = ["validate_plan"]
 
 
 def validate_plan(
@@ -70,26 +69,3 @@ def validate_plan(
             problems.extend(references.problems(step, producers))
     problems.extend(graph.cycle_problems())
     return problems
-
-
-def check_plan(
-    steps: Sequence[Step],
-    catalog: Catalog | None = None,
-    policy: ToolPolicy | None = None,
-    *,
-    max_steps: int | None = None,
-) -> None:
-    """Validate a plan and raise if anything is wrong.
-
-    Args:
-        steps: The plan's steps.
-        catalog: See `validate_plan`.
-        policy: See `validate_plan`.
-        max_steps: See `validate_plan`.
-
-    Raises:
-        PlanValidationError: With every problem found.
-    """
-    problems = validate_plan(steps, catalog, policy, max_steps=max_steps)
-    if problems:
-        raise PlanValidationError(list(problems))

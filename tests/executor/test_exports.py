@@ -13,11 +13,8 @@ import pytest
 from executor._utils import export_lazily
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = (
-    "executor",
-    "executor.validate",
-    "executor.downstream",
-    "executor.downstream.transports",
+PACKAGES = sorted(
+    ".".join(init.parent.relative_to(ROOT).parts) for init in ROOT.glob("executor/**/__init__.py")
 )
 
 

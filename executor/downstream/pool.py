@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_TIMEOUT_S = 3600.0
 """Hard cap on one call, however much progress the server reports."""
 
+_SDK_CLOSED = "Connection closed"
+"""The SDK's words for the -32000 it makes up when the connection ends under a request."""
 _BREAKS_SESSION = frozenset(
     {Failure.SESSION_FORGOTTEN, Failure.CONNECTION_BROKE, Failure.UNREACHABLE}
 )
@@ -387,9 +389,10 @@ class Pool:
                 message = "the pool was closed while the call was in flight"
                 return srv.failure(Failure.POOL_CLOSED, message, tool), False
             await conn.settle()
-            if conn.process is not None and not conn.dead:
+            if conn.process is not None and not conn.dead and words != _SDK_CLOSED:
                 # The child lives: it answered -32000 itself, as many servers say
-                # "server error" (the SDK's own -32000 follows the end of the stream).
+                # "server error". (The SDK's own -32000 follows the end of the
+                # stream, or a failed write, in its own words.)
                 return srv.failure(Failure.TOOL_FAILED, words, tool), False
             conn.mark_dead(words)
             if conn.process is not None:

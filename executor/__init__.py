@@ -22,6 +22,7 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.downstream import DEFAULT_MAX_TIMEOUT_S as DEFAULT_MAX_TIMEOUT_S
     from executor.downstream import HttpServerSpec as HttpServerSpec
     from executor.downstream import Pool as Pool
+    from executor.downstream import ServerEventFn as ServerEventFn
     from executor.downstream import ServerHealth as ServerHealth
     from executor.downstream import ServerSpec as ServerSpec
     from executor.downstream import ServerStatus as ServerStatus
@@ -58,12 +59,18 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.policy import AgentConfig as AgentConfig
     from executor.policy import AgentLimits as AgentLimits
     from executor.policy import AutoApprove as AutoApprove
+    from executor.policy import ModelSettings as ModelSettings
+    from executor.policy import ResponseMode as ResponseMode
     from executor.policy import ToolPolicy as ToolPolicy
     from executor.records import AttemptRecord as AttemptRecord
     from executor.records import Event as Event
     from executor.records import EventKind as EventKind
+    from executor.records import LastFailure as LastFailure
     from executor.records import PlannerAttempt as PlannerAttempt
+    from executor.records import ServerEvent as ServerEvent
+    from executor.records import ServerEventKind as ServerEventKind
     from executor.records import StepState as StepState
+    from executor.records import ToolCallStats as ToolCallStats
     from executor.records import ToolStats as ToolStats
     from executor.refs import StepRef as StepRef
     from executor.refs import find_references as find_references
@@ -81,6 +88,13 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.scheduler import SchedulerConfig as SchedulerConfig
     from executor.scheduler import StepReport as StepReport
     from executor.scheduler import Subscription as Subscription
+    from executor.stats import CriticalStep as CriticalStep
+    from executor.stats import RunAnalysis as RunAnalysis
+    from executor.stats import ServerCallStats as ServerCallStats
+    from executor.stats import Stats as Stats
+    from executor.stats import analyse_run as analyse_run
+    from executor.stats import collect_stats as collect_stats
+    from executor.stats import parse_since as parse_since
     from executor.store import ExpectedPlanStatus as ExpectedPlanStatus
     from executor.store import LeaseInfo as LeaseInfo
     from executor.store import PlanStatusChange as PlanStatusChange

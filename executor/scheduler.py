@@ -483,6 +483,8 @@ class _Outcome:
     delivery: Delivery = Delivery.AMBIGUOUS
     finished_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
+    call_s: float | None = None
+    """The call's own seconds, when the tool was called (kept with the attempt)."""
 
     @property
     def cancelled(self) -> bool:
@@ -1190,13 +1192,16 @@ class Run:
             record.model_copy(update={"status": status, "finished_at": finished_at, "error": error})
         )
 
-    def _open_attempt(self, slot: _Slot, attempt: int) -> AttemptRecord:
+    def _open_attempt(
+        self, slot: _Slot, attempt: int, call_s: float | None = None
+    ) -> AttemptRecord:
         return AttemptRecord(
             plan_id=self.plan.id,
             version=self.plan.version,
             step_id=slot.step.id,
             attempt=attempt,
             started_at=slot.attempt_started or utc_now(),
+            call_s=call_s,
         )
 
     async def _call(self, slot: _Slot, attempt: int, arguments: dict[str, Any]) -> None:
@@ -1215,6 +1220,7 @@ class Run:
 
         timeout = step.timeout_s if step.timeout_s is not None else self._step_timeout
         t0 = anyio.current_time()
+        called = False
         limiter = self._sched._server_limiter(step.server)
         with scope:
             try:
@@ -1226,6 +1232,7 @@ class Run:
                     await limiter.acquire()
                 try:
                     t0 = anyio.current_time()
+                    called = True
                     result = await self._caller.call(
                         step.server,
                         step.tool,
@@ -1254,6 +1261,8 @@ class Run:
         if outcome is None:
             outcome = _Outcome(step.id, attempt)
         outcome.duration_s = anyio.current_time() - t0
+        if called:
+            outcome.call_s = outcome.duration_s
         send.send_nowait(outcome)
 
     async def _retry_timer(self, step_id: str, delay: float, scope: anyio.CancelScope) -> None:
@@ -1295,7 +1304,7 @@ class Run:
         slot = self._slots[msg.step_id]
         self._in_flight.discard(msg.step_id)
         slot.scope = None
-        record = self._open_attempt(slot, msg.attempt)
+        record = self._open_attempt(slot, msg.attempt, msg.call_s)
         result = msg.result
         if result is not None and not result.is_error:
             self._succeed(batch, slot, record, result, msg)

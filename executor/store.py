@@ -60,7 +60,16 @@ from executor.errors import (
 from executor.ids import PlanId
 from executor.plan import Plan, PlanStatus, StepError, StepStatus, check_transition, utc_now
 from executor.policy import AgentConfig
-from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+from executor.records import (
+    AttemptRecord,
+    Event,
+    LastFailure,
+    PlannerAttempt,
+    ServerEvent,
+    StepState,
+    ToolCallStats,
+    ToolStats,
+)
 
 __all__ = [
     "MIGRATIONS",
@@ -268,11 +277,35 @@ _SCHEMA_4: Final = (
     """,
 )
 
+# Statistics: each attempt's own call time (monotonic, without the wait for the server's
+# call limit), attempts by start time (the `since` of every statistic), and what the
+# pool saw of each server's availability (restarts, time down).
+_SCHEMA_8: Final = (
+    "ALTER TABLE attempts ADD COLUMN call_s REAL",
+    "CREATE INDEX attempts_by_started ON attempts (started_at)",
+    """
+    CREATE TABLE server_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        server TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        restart INTEGER NOT NULL DEFAULT 0,
+        reason TEXT
+    )
+    """,
+    "CREATE INDEX server_events_by_server ON server_events (server, at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SCHEMA_1),
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
     Migration(3, "cancel requests to the process that runs a plan version", _SCHEMA_3),
     Migration(4, "results stored once: a result table, its long strings apart", _SCHEMA_4),
+    Migration(5, "reserved", ()),
+    Migration(6, "reserved", ()),
+    Migration(7, "reserved", ()),
+    Migration(8, "statistics: call times, attempts by start, server availability", _SCHEMA_8),
 )
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 
@@ -637,6 +670,7 @@ def _attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
         _ts(record.started_at),
         _ts(record.finished_at),
         _error_json(record.error),
+        record.call_s,
     )
 
 
@@ -684,6 +718,7 @@ def _attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
             "started_at": _parse_ts(row["started_at"]),
             "finished_at": _parse_ts(row["finished_at"]),
             "error": None if row["error"] is None else json.loads(row["error"]),
+            "call_s": row["call_s"],
         }
     )
 
@@ -765,11 +800,12 @@ ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
 """
 
 _UPSERT_ATTEMPT: Final = """
-INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error,
+                      call_s)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, error = excluded.error
+    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s
 """
 
 _INSERT_EVENT: Final = (
@@ -832,6 +868,141 @@ FROM chosen AS c
 LEFT JOIN steps AS s ON s.plan_id = c.plan_id AND s.version = c.version
 ORDER BY c.created_at DESC, c.rid DESC, s.position
 """
+
+
+# --- statistics ----------------------------------------------------------------------------
+
+_FAILURE_MESSAGE_CHARS: Final = 300
+
+# CROSS JOIN keeps attempts the outer loop (read in table order, or by start time for
+# a window, each step looked up by its key): the planner's default, steps by tool then
+# attempts at random, is several times slower, even for one server's tools.
+#
+# The attempts of the chosen window with their tools, sorted by tool and duration: a
+# tool's rows are consecutive, its attempts without a duration (those that did not
+# succeed) first, so its k-th fastest successful call is at id first + (n_all - n_ok)
+# + k - 1. A successful attempt's duration is its own call time; rows from before
+# `call_s` existed fall back to the attempt's span. Failure details are kept for failed
+# attempts only.
+_DROP_TOOL_ATTEMPTS: Final = "DROP TABLE IF EXISTS temp.stats_tool_attempts"
+
+_CREATE_TOOL_ATTEMPTS: Final = """
+CREATE TEMP TABLE stats_tool_attempts (
+    id INTEGER PRIMARY KEY,
+    server TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    status TEXT NOT NULL,
+    retry INTEGER NOT NULL,
+    dur REAL,
+    kind TEXT,
+    failed_at TEXT,
+    plan_id TEXT,
+    step_id TEXT,
+    error TEXT
+)
+"""
+
+_FILL_TOOL_ATTEMPTS: Final = """
+INSERT INTO temp.stats_tool_attempts
+    (server, tool, status, retry, dur, kind, failed_at, plan_id, step_id, error)
+SELECT s.server, s.tool, a.status, a.attempt > 1,
+       CASE WHEN a.status = 'succeeded' THEN COALESCE(
+           a.call_s, (julianday(a.finished_at) - julianday(a.started_at)) * 86400.0)
+       END AS dur,
+       CASE WHEN a.status = 'failed' THEN json_extract(a.error, '$.kind') END,
+       CASE WHEN a.status = 'failed' THEN a.finished_at END,
+       CASE WHEN a.status = 'failed' THEN a.plan_id END,
+       CASE WHEN a.status = 'failed' THEN a.step_id END,
+       CASE WHEN a.status = 'failed' THEN a.error END
+FROM attempts AS a
+CROSS JOIN steps AS s
+    ON s.plan_id = a.plan_id AND s.version = a.version AND s.step_id = a.step_id
+WHERE {where}
+ORDER BY s.server, s.tool, dur
+"""
+
+_TOOL_TOTALS: Final = """
+SELECT server, tool, min(id) AS first, count(*) AS calls, count(dur) AS n_ok,
+       sum(status = 'succeeded') AS succeeded, sum(status = 'failed') AS failed,
+       sum(status = 'cancelled') AS cancelled, sum(status = 'interrupted') AS interrupted,
+       sum(status = 'running') AS running, sum(retry) AS retries, max(dur) AS max_s
+FROM temp.stats_tool_attempts
+GROUP BY server, tool
+ORDER BY server, tool
+"""
+
+_TOOL_FAILURE_KINDS: Final = """
+SELECT server, tool, kind, count(*) AS n
+FROM temp.stats_tool_attempts WHERE status = 'failed'
+GROUP BY server, tool, kind
+"""
+
+_TOOL_LAST_FAILURES: Final = """
+SELECT server, tool, failed_at, plan_id, step_id, error FROM (
+    SELECT *, row_number() OVER (
+        PARTITION BY server, tool ORDER BY failed_at DESC, plan_id, step_id
+    ) AS rn
+    FROM temp.stats_tool_attempts WHERE status = 'failed'
+) WHERE rn = 1
+"""
+
+_DURATION_AT: Final = "SELECT dur FROM temp.stats_tool_attempts WHERE id = ?"
+
+
+def _tool_stats_from_temp(conn: sqlite3.Connection) -> list[ToolCallStats]:
+    """Build each tool's figures from the filled `stats_tool_attempts` (worker thread)."""
+    kinds: dict[tuple[str, str], dict[str, int]] = {}
+    for server, tool, kind, n in conn.execute(_TOOL_FAILURE_KINDS):
+        kinds.setdefault((server, tool), {})[kind or "unknown"] = n
+    last: dict[tuple[str, str], LastFailure] = {}
+    for server, tool, failed_at, plan_id, step_id, error_text in conn.execute(_TOOL_LAST_FAILURES):
+        error = json.loads(error_text) if error_text else {}
+        last[(server, tool)] = LastFailure(
+            at=_parse_ts(failed_at),
+            kind=str(error.get("kind") or "unknown"),
+            message=_cut(str(error.get("message") or ""), _FAILURE_MESSAGE_CHARS),
+            plan_id=PlanId(plan_id),
+            step_id=step_id,
+        )
+
+    def nth_fastest(first_ok: int, k: int) -> float | None:
+        row = conn.execute(_DURATION_AT, (first_ok + k - 1,)).fetchone()
+        return None if row is None else float(row[0])
+
+    stats: list[ToolCallStats] = []
+    for r in conn.execute(_TOOL_TOTALS).fetchall():
+        key = (r["server"], r["tool"])
+        succeeded, failed, n_ok = int(r["succeeded"]), int(r["failed"]), int(r["n_ok"])
+        first_ok = int(r["first"]) + int(r["calls"]) - n_ok
+        ended = succeeded + failed
+        stats.append(
+            ToolCallStats(
+                server=r["server"],
+                tool=r["tool"],
+                calls=int(r["calls"]),
+                succeeded=succeeded,
+                failed=failed,
+                cancelled=int(r["cancelled"]),
+                interrupted=int(r["interrupted"]),
+                running=int(r["running"]),
+                retries=int(r["retries"]),
+                failure_rate=failed / ended if ended else 0.0,
+                failed_by_kind=dict(sorted(kinds.get(key, {}).items())),
+                # Nearest rank: the p-th percentile is the ceil(p * n)-th fastest.
+                p50_s=nth_fastest(first_ok, (n_ok + 1) // 2) if n_ok else None,
+                p95_s=nth_fastest(first_ok, (95 * n_ok + 99) // 100) if n_ok else None,
+                max_s=r["max_s"],
+                last_failure=last.get(key),
+            )
+        )
+    return stats
+
+
+def _cut(text: str, limit: int) -> str:
+    # The first line says what happened; what follows (a server's stderr) stays with
+    # the step's error in the plan.
+    flat = " ".join(text.strip().split("\n", 1)[0].split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -962,6 +1133,10 @@ class Store:
         # step's end to its dependents' start, and a yield there is one event-loop turn.
         self._lock = anyio.Lock(fast_acquire=True)
         self._cancels_asked = 0
+        # Long reads (statistics) go through a connection of their own, opened on first
+        # use: in WAL mode they then never hold up a run's commits on the main one.
+        self._apart: aiosqlite.Connection | None = None
+        self._apart_lock = anyio.Lock()
 
     @classmethod
     async def open(
@@ -1010,7 +1185,12 @@ class Store:
         return cls(db, file)
 
     async def close(self) -> None:
-        """Finish the transaction in progress, if any, and close the connection."""
+        """Finish the transaction in progress, if any, and close the connection(s)."""
+        async with self._apart_lock:
+            apart, self._apart = self._apart, None
+            if apart is not None:
+                with anyio.CancelScope(shield=True):
+                    await apart.close()
         async with self._lock:
             db, self._db = self._db, None
             if db is None:
@@ -1062,6 +1242,23 @@ class Store:
                 except OverflowError as exc:
                     raise _overflow_error(exc) from exc
         return result
+
+    async def _read_apart(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `body` (reads, and temporary tables) on the read connection's worker thread.
+
+        One call for the whole body; it may take a while (a sort over every attempt)
+        without delaying the writes on the main connection.
+        """
+        async with self._apart_lock:
+            self._require_db()
+            try:
+                if self._apart is None:
+                    apart = await aiosqlite.connect(self.path, isolation_level=None)
+                    apart.row_factory = sqlite3.Row
+                    self._apart = apart
+                return await _on_worker_thread(self._apart, _in_snapshot, body)
+            except sqlite3.Error as exc:
+                raise _store_error(self.path, exc) from exc
 
     async def _on_thread(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `body` on the worker thread, outside a write transaction (reads only)."""
@@ -1673,6 +1870,104 @@ class Store:
             )
             for r in rows
         ]
+
+    # --- statistics ---
+
+    async def record_server_event(self, event: ServerEvent) -> None:
+        """Append one change in a downstream server's availability (see `ServerEvent`)."""
+        row = (
+            event.owner,
+            event.server,
+            event.kind.value,
+            _ts(event.at),
+            int(event.restart),
+            event.reason,
+        )
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO server_events (owner, server, kind, at, restart, reason)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                row,
+            )
+
+        await self._transact(body)
+
+    async def get_server_events(
+        self, *, server: str | None = None, since: datetime | None = None
+    ) -> list[ServerEvent]:
+        """Return server availability events, by server and time.
+
+        Args:
+            server: Only this server's.
+            since: Only events from then on, plus each owner's last event of each
+                server before it (which says whether the server was down at `since`).
+        """
+        params: dict[str, Any] = {"server": server, "since": _ts(since)}
+        where = "(:server IS NULL OR server = :server)"
+        if since is not None:
+            where += (
+                " AND (at >= :since OR id IN (SELECT max(id) FROM server_events"
+                " WHERE at < :since GROUP BY owner, server))"
+            )
+        rows = await self._read(
+            f"SELECT * FROM server_events WHERE {where} ORDER BY server, at, id", params
+        )
+        return [
+            ServerEvent(
+                owner=r["owner"],
+                server=r["server"],
+                kind=r["kind"],
+                at=_parse_ts(r["at"]) or utc_now(),
+                restart=bool(r["restart"]),
+                reason=r["reason"],
+            )
+            for r in rows
+        ]
+
+    async def tool_call_stats(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        since: datetime | None = None,
+    ) -> list[ToolCallStats]:
+        """Return what every tool's attempts add up to, by server and tool.
+
+        Counts by status, retries, failures by error kind and the last failure, and
+        the p50 / p95 / max of successful calls (nearest rank). One pass over the
+        attempts and one sort, in SQL: the attempts of the window are copied, sorted
+        by tool and duration, into a temporary table, so that a percentile is a row
+        looked up by its position.
+
+        Args:
+            server: Only this server's tools.
+            tool: Only tools of this name.
+            since: Only attempts started at or after this time.
+        """
+        clauses = ["1"]
+        params: dict[str, Any] = {}
+        if since is not None:
+            clauses.append("a.started_at >= :since")
+            params["since"] = _ts(since)
+        if server is not None:
+            clauses.append("s.server = :server")
+            params["server"] = server
+        if tool is not None:
+            clauses.append("s.tool = :tool")
+            params["tool"] = tool
+        fill = _FILL_TOOL_ATTEMPTS.format(where=" AND ".join(clauses))
+
+        def body(conn: sqlite3.Connection) -> list[ToolCallStats]:
+            conn.execute(_DROP_TOOL_ATTEMPTS)
+            conn.execute(_CREATE_TOOL_ATTEMPTS)
+            try:
+                conn.execute(fill, params)
+                return _tool_stats_from_temp(conn)
+            finally:
+                conn.execute(_DROP_TOOL_ATTEMPTS)
+
+        return await self._read_apart(body)
 
 
 def _prepare_path(path: str | os.PathLike[str]) -> Path:

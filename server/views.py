@@ -18,6 +18,7 @@ from executor.outputs import OutputSummary
 from executor.plan import ExecutionProgress, Plan, PlanStatus, Step, StepStatus
 from executor.policy import AgentConfig
 from executor.records import StepState
+from executor.stats import RunAnalysis
 
 if TYPE_CHECKING:
     from executor.scheduler import StepReport
@@ -173,6 +174,9 @@ class PlanView(BaseModel):
     """The steps, in the order written."""
     next_action: str = ""
     """What to do next, as a tool call to make."""
+    timing: RunAnalysis | None = None
+    """Where its latest run spent its time (critical path, each step's share, running
+    versus waiting for a slot versus retries); null when it never ran."""
 
 
 class PlanSummary(BaseModel):
@@ -444,8 +448,12 @@ def step_view(step: Step, outcome: StepState | StepReport | None, plan_id: str =
     )
 
 
-def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> PlanView:
-    """Build the view of a plan version and its step states."""
+def plan_view(
+    plan: Plan,
+    states: Mapping[str, StepState] | None = None,
+    timing: RunAnalysis | None = None,
+) -> PlanView:
+    """Build the view of a plan version and its step states (and its run's timing)."""
     return PlanView(
         plan_id=plan.id,
         version=plan.version,
@@ -459,6 +467,7 @@ def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> Plan
         created_at=plan.created_at,
         steps=[step_view(step, (states or {}).get(step.id), plan.id) for step in plan.steps],
         next_action=next_action(plan),
+        timing=timing,
     )
 
 

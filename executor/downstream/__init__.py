@@ -2,10 +2,10 @@
 
 `pool` holds the calls, their limits and the catalog; `supervisor` each
 server's session and restarts; `classify` the one table from failure to
-`ErrorKind` and `Delivery`; `specs` one model per transport, each building its
-transport from `transports/`; `redact` the secrets scrubbed from what servers
-send; `convert` their answers as taskorch's models; `health` what is reported
-of each server.
+`ErrorKind` and `Delivery`; `events` each session opened or lost, for the
+statistics; `specs` one model per transport, each building its transport from
+`transports/`; `redact` the secrets scrubbed from what servers send; `convert`
+their answers as taskorch's models; `health` what is reported of each server.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import typing
 from executor._utils import export_lazily as _export_lazily
 
 if typing.TYPE_CHECKING or not _export_lazily(globals()):
+    from executor.downstream.events import ServerEventFn as ServerEventFn
     from executor.downstream.health import ServerHealth as ServerHealth
     from executor.downstream.health import ServerStatus as ServerStatus
     from executor.downstream.pool import DEFAULT_MAX_TIMEOUT_S as DEFAULT_MAX_TIMEOUT_S

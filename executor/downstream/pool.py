@@ -33,6 +33,7 @@ from executor.downstream.classify import (
     http_call_failure,
 )
 from executor.downstream.convert import to_result
+from executor.downstream.events import ServerEventFn, ServerEvents
 from executor.downstream.health import ServerHealth
 from executor.downstream.redact import Scrubber
 from executor.downstream.specs import DEFAULT_TIMEOUT_S, ServerSpec
@@ -107,6 +108,7 @@ class Pool:
         log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
         log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
         secrets: Iterable[str] = (),
+        on_server_event: ServerEventFn | None = None,
     ) -> None:
         """Configure the pool; nothing is started until first use.
 
@@ -129,6 +131,11 @@ class Pool:
                 burst is spent; lines beyond are dropped and counted.
             secrets: Values to scrub from everything servers send, besides the
                 servers' own `env` and `headers` values (such as the HTTP token).
+            on_server_event: Receives, in order, every session opened (`up`), lost
+                or never opened (`down`, once until it is up again) and every server
+                still down when the pool closes (`closed`). One task of the pool
+                hands them over, each bounded in time; the pool waits for the last
+                ones when it closes.
 
         Raises:
             ValueError: A timeout or limit is not positive.
@@ -150,6 +157,7 @@ class Pool:
         self.connect_timeout_s = connect_timeout_s
         self.scrub = Scrubber.for_servers(servers.values(), extra=secrets)
         """Replaces configured secrets in everything the servers send."""
+        self._events = ServerEvents(servers, on_server_event, self.scrub)
         supervision = Supervision(
             connect_timeout_s=connect_timeout_s,
             restart_backoff_s=restart_backoff_s,
@@ -157,6 +165,7 @@ class Pool:
             shutdown_grace_s=shutdown_grace_s,
             kill_grace_s=kill_grace_s,
             scrub=self.scrub,
+            events=self._events,
         )
         spawn: Spawn = self._spawn
         self._servers: dict[str, Supervisor] = {}
@@ -182,6 +191,7 @@ class Pool:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._events.start(tg)
         return self
 
     async def __aexit__(
@@ -192,6 +202,7 @@ class Pool:
     ) -> bool | None:
         tg = self._tg
         assert tg is not None, "__aexit__ without __aenter__"
+        self._events.close()
         for srv in self._servers.values():
             srv.close()
         try:

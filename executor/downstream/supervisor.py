@@ -28,6 +28,7 @@ from executor._utils import leaf_exceptions
 from executor.catalog import ToolInfo
 from executor.downstream.classify import Failure, code_failure, failure_error, http_failure
 from executor.downstream.convert import tool_info
+from executor.downstream.events import ServerEvents
 from executor.downstream.health import ServerHealth, ServerStatus
 from executor.downstream.redact import Scrubber
 from executor.downstream.specs import DEFAULT_MAX_CONCURRENCY, ServerSpec
@@ -36,8 +37,9 @@ from executor.downstream.transports.http import HttpNote
 from executor.downstream.transports.stderr import StderrLog
 from executor.downstream.transports.stdio import StdioProcess, describe_exit
 from executor.errors import ErrorKind, ToolCallError
+from executor.records import ServerEventKind
 
-__all__ = ["Connection", "Supervision", "Supervisor", "with_stderr"]
+__all__ = ["Connection", "Supervision", "Supervisor", "with_stderr", "without_stderr"]
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +67,11 @@ def with_stderr(message: str, tail: Sequence[str]) -> str:
     return f"{message}{_STDERR_HEADER}{lines}"
 
 
+def without_stderr(message: str) -> str:
+    """`message` without the stderr lines `with_stderr` added."""
+    return message.split(_STDERR_HEADER, 1)[0]
+
+
 @dataclass(frozen=True, slots=True)
 class Supervision:
     """How every server of a pool is supervised."""
@@ -81,6 +88,8 @@ class Supervision:
     """Time its process group gets between SIGTERM and SIGKILL."""
     scrub: Scrubber
     """Replaces configured secrets in everything the servers send."""
+    events: ServerEvents
+    """Where each session opened, lost or never opened is reported."""
 
 
 class Connection:
@@ -299,6 +308,7 @@ class Supervisor:
         if conn is not self.conn:
             return
         self.failed(self.failure(conn.death_failure(), conn.death()))
+        self.supervision.events.report(self.name, ServerEventKind.DOWN, reason=conn.death())
 
     def _died(self, conn: Connection) -> None:
         """Report a session that ended under us, once its exit details are known."""
@@ -310,7 +320,7 @@ class Supervisor:
 
     def _down_error(self, wait: float) -> ToolCallError:
         last = self.last_error
-        cause = last.message.split(_STDERR_HEADER, 1)[0] if last is not None else "it failed"
+        cause = without_stderr(last.message) if last is not None else "it failed"
         times = "time" if self.failures == 1 else "times in a row"
         message = (
             f"the server is down: {cause} (failed {self.failures} {times}; "
@@ -365,7 +375,7 @@ class Supervisor:
         error = None
         if not self.up and self.last_error is not None:
             # The tail is reported on its own; keep the error to the reason.
-            error = self.last_error.message.split(_STDERR_HEADER, 1)[0]
+            error = without_stderr(self.last_error.message)
         pid = conn.process.pid if conn is not None and conn.process is not None else None
         return ServerHealth(
             name=self.name,
@@ -421,6 +431,9 @@ class Supervisor:
                         started = True
                         self.conn = conn
                         self.starts += 1
+                        settings.events.report(
+                            self.name, ServerEventKind.UP, restart=self.starts > 1
+                        )
                         opening.conn = conn
                         self.opening = None
                         opening.done.set()
@@ -457,6 +470,8 @@ class Supervisor:
                 self.failed(opening.error)
                 self.opening = None
                 opening.done.set()
+                reason = without_stderr(opening.error.message)
+                settings.events.report(self.name, ServerEventKind.DOWN, reason=reason)
         # reached after a cancellation too: anyio re-raises it at the next checkpoint
 
     def _connect_error(self, conn: Connection, exc: BaseException) -> ToolCallError:

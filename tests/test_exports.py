@@ -12,9 +12,11 @@ import pytest
 
 from executor._utils import export_lazily
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(
-    ".".join(init.parent.relative_to(ROOT).parts) for init in ROOT.glob("executor/**/__init__.py")
+    ".".join(init.parent.relative_to(ROOT).parts)
+    for top in ("executor", "planner")
+    for init in ROOT.glob(f"{top}/**/__init__.py")
 )
 
 
@@ -50,7 +52,9 @@ def test_importing_a_package_imports_none_of_its_exports(package: str) -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
-    assert [m for m in out.stdout.split() if not m.endswith("._utils")] == []
+    # A submodule named like one of the exports is imported at once (see export_lazily).
+    eager = {f"{package}.{name}" for name in importlib.import_module(package).__all__}
+    assert [m for m in out.stdout.split() if not m.endswith("._utils") and m not in eager] == []
 
 
 def test_without_its_source_a_package_imports_everything_at_once() -> None:

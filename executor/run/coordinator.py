@@ -25,10 +25,11 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from executor.calls import ToolCaller
 from executor.catalog import Catalog
 from executor.errors import Delivery, ErrorKind, StoreError, UserError
+from executor.eta import DurationModel, estimate_remaining_s
+from executor.graph import Graph
 from executor.ids import PlanId
 from executor.plan import OnError, Plan, RetryPolicy, Step, StepError, utc_now
 from executor.policy import AgentConfig, CallGate, approved_agent
-from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references
 from executor.retry import RetryDecision, Verdict, decide
@@ -52,6 +53,7 @@ from executor.run.tasks import (
 )
 from executor.status import PlanStatus, RunPhase, StepStatus, check_transition
 from executor.store.base import ExpectedPlanStatus, RunLease, Store
+from executor.validate import checked_graph
 
 __all__ = ["Run", "RunContext"]
 
@@ -113,7 +115,7 @@ class Run:
         started_at: datetime | None,
         start_events: list[Event],
         retry_counts: Mapping[str, int] | None = None,
-        graph: PlanGraph | None = None,
+        graph: Graph | None = None,
         catalog: Catalog | None = None,
     ) -> None:
         self.plan = plan
@@ -123,7 +125,7 @@ class Run:
         self._gate = CallGate.for_plan(plan, agent, ctx.config.tool_filters)
         agent = approved_agent(plan, agent)
         self._agent = agent
-        self._graph = graph or PlanGraph.of(plan.steps)
+        self._graph = graph or checked_graph(plan.steps)
         self._limits = RunLimits.of(plan, agent, ctx.config)
         self._started_at = started_at or utc_now()
         self._phase = RunPhase.QUEUED

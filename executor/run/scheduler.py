@@ -36,9 +36,9 @@ from executor.errors import (
     TransitionError,
     UserError,
 )
+from executor.eta import DurationModel, estimate_remaining_s
 from executor.ids import PlanId
 from executor.plan import Plan, utc_now
-from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import Event, EventKind, StepState
 from executor.run.control import CancelWatcher, cancel_in_store
 from executor.run.coordinator import Run, RunContext
@@ -64,6 +64,7 @@ from executor.run.starting import (
 from executor.run.subscriptions import Subscription
 from executor.status import PlanStatus, RunPhase, StepStatus
 from executor.store.base import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
+from executor.validate import checked_graph
 
 __all__ = ["Scheduler"]
 
@@ -238,7 +239,7 @@ class Scheduler:
                 return await self._start(plan.id, plan.version, on_interrupted)
             return run
         check_not_over(plan)
-        graph = PlanGraph.of(plan.steps)  # refuse a plan that can never finish, up front
+        graph = checked_graph(plan.steps)  # refuse a plan that can never finish, up front
         states = await self.store.get_step_states(plan.id, plan.version)
         agent = await plan_agent(self.store, plan)
         history = await self.store.tool_stats()
@@ -502,7 +503,7 @@ class Scheduler:
         }
         limit = steps_in_flight(await plan_agent(self.store, plan), self.config)
         try:
-            graph = PlanGraph.of(plan.steps)
+            graph = checked_graph(plan.steps)
         except PlanValidationError:
             return None  # a plan that cannot run has no time left to estimate
         return estimate_remaining_s(graph, remaining, limit)

@@ -20,9 +20,10 @@ import anyio
 
 from executor.calls import ToolResult
 from executor.errors import ErrorKind
+from executor.eta import DurationModel
+from executor.graph import Graph
 from executor.outputs import summarize
 from executor.plan import Plan, Step, StepError, utc_now
-from executor.progress import DurationModel, PlanGraph
 from executor.records import AttemptRecord, EventKind, StepState
 from executor.run.journal import Journal, error_json
 from executor.run.reports import count_statuses
@@ -66,7 +67,7 @@ class Steps:
     def __init__(
         self,
         plan: Plan,
-        graph: PlanGraph,
+        graph: Graph,
         states: Mapping[str, StepState],
         journal: Journal,
         retry_counts: Mapping[str, int] | None = None,

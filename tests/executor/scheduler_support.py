@@ -15,12 +15,12 @@ import anyio
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import ErrorKind, ToolCallError
 from executor.ids import PlanId
 from executor.plan import Plan, Step
 from executor.records import Event, EventKind
 from executor.run import ExecutionReport, Scheduler, SchedulerConfig, Subscription
-from executor.specs import StdioServerSpec
 from executor.status import PlanStatus
 from executor.store import SqliteStore, Store
 from tests.executor.memory_store import MemoryStore

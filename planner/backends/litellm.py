@@ -1,72 +1,26 @@
-"""Model backends: one model call in, one raw answer out.
-
-A backend knows how to reach a model and how to ask it for a schema-shaped
-answer; it knows nothing of plans, validation or repair (`planner.repair`
-does that, the same way for every backend).
-
-- `LiteLLMBackend`: any provider litellm speaks, cloud or local.
-- `SamplingBackend`: the MCP host's own model, through a `Sampler` (a
-  `sampling/createMessage` sender). For a tool handler of the SDK's
-  `MCPServer`, use `planner.host.HostPlanning`, which asks through the SDK's
-  `Resolve`/`Sample` form and so works on both protocol eras.
-"""
+"""`LiteLLMBackend`: any model litellm speaks, cloud or local, imported on first use."""
 
 from __future__ import annotations
 
 import os
-from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from ipaddress import ip_address
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from mcp.shared.exceptions import MCPError
-from mcp.types import (
-    CreateMessageRequestParams,
-    CreateMessageResult,
-    SamplingMessage,
-    TextContent,
-)
 
+from planner.backends.base import ModelBackend
 from planner.errors import PlannerError, PlannerFailure
 from planner.models import ModelReply, ModelRequest, ResponseMode
 from planner.options import DEFAULT_TIMEOUT_S
-from planner.prompt import schema_instruction
 
-__all__ = [
-    "LiteLLMBackend",
-    "ModelBackend",
-    "Sampler",
-    "SamplingBackend",
-    "reply_from_sampling",
-    "sampling_params",
-]
+__all__ = ["LiteLLMBackend"]
 
 _AUTO_ORDER = (ResponseMode.JSON_SCHEMA, ResponseMode.JSON_OBJECT, ResponseMode.TOOLS)
 _TOOL_NAME = "submit_plan"
 # Words in a 400 answer that say the provider refused the *output format*, not the request.
 _FORMAT_WORDS = ("response_format", "json_schema", "json_object", "schema", "grammar", "tool")
-
-
-class ModelBackend(ABC):
-    """Something that answers one `ModelRequest`."""
-
-    @property
-    @abstractmethod
-    def model(self) -> str:
-        """The model string, for records and messages."""
-
-    @abstractmethod
-    async def complete(self, request: ModelRequest) -> ModelReply:
-        """Ask the model once.
-
-        Raises:
-            PlannerError: The model could not be reached or refused the request.
-        """
-
-
-# --------------------------------------------------------------------------- litellm
 
 
 class LiteLLMBackend(ModelBackend):
@@ -420,99 +374,3 @@ def _is_loopback(url: str) -> bool:
 def _first_line(text: str) -> str:
     line = text.strip().splitlines()[0] if text.strip() else ""
     return line if len(line) <= 300 else line[:297] + "..."
-
-
-# --------------------------------------------------------------------------- sampling
-
-
-class Sampler(Protocol):
-    """Sends one `sampling/createMessage` request to the host and returns its answer."""
-
-    async def __call__(self, params: CreateMessageRequestParams) -> CreateMessageResult:
-        """Sample the host's model.
-
-        Raises:
-            MCPError: The host refused or failed the request.
-        """
-
-
-def sampling_params(request: ModelRequest) -> CreateMessageRequestParams:
-    """Render a model request as MCP sampling parameters.
-
-    Sampling cannot constrain decoding, so the schema goes into the system prompt.
-    The rendering is deterministic: the same request gives the same parameters.
-    """
-    schema = request.prompt_schema or request.answer_schema
-    system = f"{request.system}\n\n{schema_instruction(schema)}".strip()
-    messages = [
-        SamplingMessage(role=m.role, content=TextContent(type="text", text=m.content))
-        for m in request.messages
-        if m.role != "system"
-    ]
-    return CreateMessageRequestParams(
-        messages=messages,
-        system_prompt=system,
-        max_tokens=request.max_tokens,
-        include_context="none",
-    )
-
-
-def reply_from_sampling(result: CreateMessageResult, *, model: str = "host") -> ModelReply:
-    """Turn the host's sampling result into a `ModelReply`.
-
-    Raises:
-        PlannerError: The host answered with something other than text.
-    """
-    content = result.content
-    if not isinstance(content, TextContent):
-        raise PlannerError(
-            PlannerFailure.BAD_RESPONSE,
-            f"the host answered with {content.type} content, not text",
-            model=model,
-        )
-    return ModelReply(
-        text=content.text,
-        model=result.model or model,
-        truncated=result.stop_reason == "maxTokens",
-        mode=ResponseMode.NONE,
-    )
-
-
-class SamplingBackend(ModelBackend):
-    """The host's own model, through MCP sampling."""
-
-    def __init__(self, sampler: Sampler, *, timeout_s: float = 300.0) -> None:
-        """Use `sampler` to reach the host.
-
-        Args:
-            sampler: Sends `sampling/createMessage` and returns the result.
-            timeout_s: Seconds the host may take (a person may be approving it).
-        """
-        self._sampler = sampler
-        self.timeout_s = timeout_s
-
-    @property
-    def model(self) -> str:
-        """`host`: the host picks the model."""
-        return "host"
-
-    async def complete(self, request: ModelRequest) -> ModelReply:
-        """Ask the host's model once."""
-        params = sampling_params(request)
-        try:
-            with anyio.fail_after(self.timeout_s):
-                result = await self._sampler(params)
-        except TimeoutError:
-            raise PlannerError(
-                PlannerFailure.TIMEOUT,
-                f"the host did not answer the sampling request within {self.timeout_s:g} s",
-                model="host",
-            ) from None
-        except MCPError as exc:
-            raise PlannerError(
-                PlannerFailure.REFUSED,
-                f"the host refused the sampling request: {exc}. Configure a model for the "
-                "agent, or pass steps",
-                model="host",
-            ) from exc
-        return reply_from_sampling(result)

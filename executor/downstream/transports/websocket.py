@@ -1,7 +1,7 @@
-"""A WebSocket client transport for MCP (the v2 SDK has none).
+"""The WebSocket transport (the v2 SDK has none): one JSON-RPC message per text frame.
 
-One JSON-RPC message per text frame, subprotocol `mcp`. Built on the
-`websockets` library's asyncio client: taskorch runs anyio on asyncio only.
+Subprotocol `mcp`. Built on the `websockets` library's asyncio client:
+taskorch runs anyio on asyncio only.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 
 import anyio
-import mcp_types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.client._transport import TransportStreams
 from mcp.shared.message import SessionMessage
@@ -20,8 +19,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 from websockets.typing import Subprotocol
 
-from executor.errors import ErrorKind, ToolCallError
-from executor.transports import MAX_MESSAGE_BYTES, redact_url
+from executor.downstream.classify import Failure, failure_error
+from executor.downstream.transports.base import MAX_MESSAGE_BYTES, parse_message, redact_url
+from executor.errors import ToolCallError
 
 __all__ = ["SUBPROTOCOL", "websocket_client"]
 
@@ -39,18 +39,18 @@ def _handshake_error(exc: Exception, url: str) -> ToolCallError:
         words = (
             exc.response.body.decode("utf-8", "replace").strip()[:500] if exc.response.body else ""
         )
-        kind = {401: ErrorKind.AUTHENTICATION, 403: ErrorKind.AUTHORIZATION}.get(
-            status, ErrorKind.NETWORK
+        failure = {401: Failure.UNAUTHENTICATED, 403: Failure.FORBIDDEN}.get(
+            status, Failure.REFUSED_AT_CONNECT
         )
         detail = f": {words}" if words else ""
-        return ToolCallError(
-            kind, f"{where} refused the WebSocket upgrade with HTTP {status}{detail}"
+        return failure_error(
+            failure, f"{where} refused the WebSocket upgrade with HTTP {status}{detail}"
         )
     if isinstance(exc, InvalidURI):
-        return ToolCallError(ErrorKind.NETWORK, f"{where} is not a WebSocket URL: {exc}")
+        return failure_error(Failure.BAD_URL, f"{where} is not a WebSocket URL: {exc}")
     if isinstance(exc, TimeoutError):
-        return ToolCallError(ErrorKind.NETWORK, f"timed out opening a WebSocket to {where}")
-    return ToolCallError(ErrorKind.NETWORK, f"cannot open a WebSocket to {where}: {exc}")
+        return failure_error(Failure.UNREACHABLE, f"timed out opening a WebSocket to {where}")
+    return failure_error(Failure.UNREACHABLE, f"cannot open a WebSocket to {where}: {exc}")
 
 
 async def _pump_in(
@@ -60,7 +60,7 @@ async def _pump_in(
         try:
             async for frame in ws:
                 try:
-                    message = mcp_types.jsonrpc_message_adapter.validate_json(frame, by_name=False)
+                    message = parse_message(frame)
                 except (ValidationError, ValueError) as exc:
                     logger.warning("unparsable WebSocket message: %s", exc)
                     continue

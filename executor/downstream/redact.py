@@ -1,33 +1,25 @@
-"""Scrubbing configured secrets out of text that comes from outside.
+"""`Scrubber`: configured secrets taken out of what servers send, where it enters taskorch.
 
-A downstream server knows the secrets it was given (its `env` values, the
-headers sent to it) and may print or echo them: in stderr, stray stdout, tool
-errors, JSON-RPC errors, HTTP error bodies, results, progress messages, tool
-descriptions. A `Scrubber` replaces every such value with `[redacted]` where the
-text enters taskorch, before it is stored, logged or returned.
-
-The rule for short values: only values of at least `MIN_SECRET_CHARS` (8)
-characters are scrubbed. Shorter ones (`1`, `true`, `debug`, a port) are too
-likely to occur in ordinary text, and scrubbing them would turn messages such
-as "exited with code 1" into noise; they are also too short to be a credential
-worth the name. Each value is scrubbed as written, JSON-escaped and
-URL-encoded, and a header value of the form `<scheme> <credential>` (such as
-`Bearer abc...`) also has its credential scrubbed on its own.
+A server may print or echo the secrets it was given (its `env` values, the
+headers sent to it); each value of `MIN_SECRET_CHARS` or more is replaced as
+written, JSON-escaped and URL-encoded, and a `<scheme> <credential>` header
+value also has its credential replaced on its own.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from executor.specs import ServerSpec, StdioServerSpec
+if TYPE_CHECKING:
+    from executor.downstream.specs import ServerSpec
 
 __all__ = ["MIN_SECRET_CHARS", "REDACTED", "Scrubber"]
 
 MIN_SECRET_CHARS = 8
-"""Values shorter than this are not scrubbed (see the module docstring)."""
+"""Values shorter than this are not scrubbed: too likely in ordinary text (`1`, `debug`)."""
 REDACTED = "[redacted]"
 """What a secret is replaced with."""
 
@@ -73,11 +65,7 @@ class Scrubber:
     @classmethod
     def for_servers(cls, specs: Iterable[ServerSpec], extra: Iterable[str] = ()) -> Scrubber:
         """A scrubber for every server's `env` and `headers` values, and `extra` ones."""
-        values = list(extra)
-        for spec in specs:
-            secrets = spec.env if isinstance(spec, StdioServerSpec) else spec.headers
-            values.extend(value.get_secret_value() for value in secrets.values())
-        return cls(values)
+        return cls([*extra, *(secret for spec in specs for secret in spec.secrets())])
 
     def __bool__(self) -> bool:
         """Whether there is anything to scrub."""

@@ -46,7 +46,6 @@ import anyio
 import anyio.abc
 import httpx2
 import mcp_types
-import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.client._transport import TransportStreams
 from mcp.client.stdio import get_default_environment
@@ -56,6 +55,7 @@ from pydantic import ValidationError
 
 from executor.errors import ErrorKind, ToolCallError
 from executor.logguard import LineBudget
+from executor.procs import end_process_tree, live_group_members, open_process_tree
 from executor.redact import Scrubber
 from executor.specs import SseServerSpec, StdioServerSpec
 
@@ -88,7 +88,6 @@ _ERROR_BODY_LIMIT = 16384
 _EXIT_SETTLE_S = 0.05
 """How long to let stdout and stderr drain once the process is gone, so the last
 response and the last stderr lines are not lost; short, as calls wait on it."""
-_GROUP_POLL_S = 0.02
 _REAP_TIMEOUT_S = 5.0
 DEFAULT_LOG_MAX_BYTES = 5 * 1024 * 1024
 """Size at which a server's log file is rotated (it keeps one previous file)."""
@@ -357,35 +356,6 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with code {returncode}"
 
 
-def live_group_members(pgid: int) -> list[int]:
-    """Pids of the processes in group `pgid` that are still running (not zombies)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass  # someone else's process holds the id: scan to be sure
-    members: list[int] = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                members.append(proc.pid)
-        except (OSError, psutil.Error):
-            continue
-    return members
-
-
-async def _wait_group_gone(pgid: int) -> None:
-    # Polled: there is no event for "every process in a group has exited".
-    while live_group_members(pgid):  # noqa: ASYNC110
-        await anyio.sleep(_GROUP_POLL_S)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
 class StdioProcess:
     """A stdio server process as an MCP transport, in its own process group.
 
@@ -454,11 +424,8 @@ class StdioProcess:
     async def _run(self) -> AsyncIterator[TransportStreams]:
         spec = self._spec
         try:
-            process = await anyio.open_process(
-                [spec.command, *spec.args],
-                env=self._environment(),
-                cwd=spec.cwd,
-                start_new_session=True,
+            process = await open_process_tree(
+                [spec.command, *spec.args], env=self._environment(), cwd=spec.cwd
             )
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -605,18 +572,12 @@ class StdioProcess:
             with anyio.move_on_after(self._grace_s):
                 await process.wait()
         # The leader may be gone while children it started live on in its group.
-        if live_group_members(pgid):
-            _signal_group(pgid, signal.SIGTERM)
-            with anyio.move_on_after(self._kill_grace_s):
-                await _wait_group_gone(pgid)
-            if live_group_members(pgid):
-                logger.warning("server pid %d ignored SIGTERM; killing its process group", pgid)
-                _signal_group(pgid, signal.SIGKILL)
+        await end_process_tree(pgid, grace_s=self._kill_grace_s)
         with anyio.move_on_after(_REAP_TIMEOUT_S) as scope:
             self.returncode = await process.wait()
             self.exited.set()  # the watcher may have been cancelled with the pool
         if scope.cancelled_caught:
-            logger.warning("server pid %d is still alive after SIGKILL; abandoning it", pgid)
+            logger.warning("server pid %d is still alive after the kill; abandoning it", pgid)
         with anyio.move_on_after(_REAP_TIMEOUT_S):
             await process.aclose()
 

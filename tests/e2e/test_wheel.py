@@ -117,7 +117,9 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(
     assert Path(where.strip()).is_relative_to(installed.python.parent.parent)
 
 
-def test_the_demo_runs_the_example_plan_from_any_directory(installed: Installed, tmp_path: Path) -> None:
+def test_the_demo_runs_the_example_plan_from_any_directory(
+    installed: Installed, tmp_path: Path
+) -> None:
     done = subprocess.run(
         [installed.taskorch, "demo"],
         cwd=tmp_path,

@@ -19,7 +19,7 @@ $(PY):
 
 # Two installs: what taskorch needs to run (all `make demo` needs), then the dev tools.
 # pip's "Collecting ..." lines show what each is doing; the first takes a minute or two.
-PIP_INSTALL := $(PY) -m pip install --disable-pip-version-check --progress-bar off
+PIP_INSTALL := PYTHONUNBUFFERED=1 $(PY) -m pip install --disable-pip-version-check --progress-bar off
 SHOW_PIP := grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true
 
 $(RUNTIME_STAMP): pyproject.toml | $(PY)

@@ -1,20 +1,20 @@
 """The wheel stands alone: built, installed into a venv of its own, run outside the checkout.
 
-The venv is kept between runs (under `.venv/`, keyed by the declared dependencies), so
-only the first run installs them; every run builds the wheel anew and reinstalls it.
+The venv is new and holds only the wheel. Its dependencies are not downloaded again:
+a `.pth` file lends it the test environment's site-packages (which holds no taskorch:
+the checkout's editable install is a `.pth` there, and `.pth` files of a lent directory
+are not read), and `pip check` then proves the wheel's declared requirements are met.
 Nothing in these tests sees the checkout: no `PYTHONPATH`, and a temporary working
 directory.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tomllib
+import sysconfig
 import venv
 import zipfile
 from collections.abc import Iterator
@@ -28,8 +28,6 @@ from server.demo import EXAMPLE_SERVERS
 from tests.e2e.support import ROOT, structured
 
 pytestmark = [pytest.mark.wheel, pytest.mark.timeout(900)]
-
-_CACHE = ROOT / ".venv" / "wheel-check"
 
 
 @dataclass(frozen=True)
@@ -60,41 +58,30 @@ def _outside_env() -> dict[str, str]:
     return env
 
 
-def _install(wheel: Path, dependencies: list[str]) -> Path:
-    """Install `wheel` into the venv for these dependencies; returns that venv.
-
-    The venv is made, with the dependencies, once per list; venvs for other lists are
-    removed. The wheel itself is reinstalled every time.
-    """
-    key = hashlib.sha256(json.dumps(sorted(dependencies)).encode()).hexdigest()[:16]
-    home = _CACHE / key
-    if _CACHE.exists():
-        for stale in _CACHE.iterdir():
-            if stale != home:
-                shutil.rmtree(stale, ignore_errors=True)
+def _install(wheel: Path, home: Path) -> Path:
+    """Install `wheel` alone into a new venv under `home`, its requirements lent; returns it."""
     env = home / "env"
+    venv.EnvBuilder(with_pip=True).create(env)
     python = env / ("Scripts" if os.name == "nt" else "bin") / "python"
-    pip = (python, "-m", "pip", "install", "-q", "--disable-pip-version-check")
-    if (home / "ready").exists():
-        _run(*pip, "--force-reinstall", "--no-deps", wheel, cwd=wheel.parent, env=_outside_env())
-    else:
-        shutil.rmtree(home, ignore_errors=True)
-        venv.EnvBuilder(with_pip=True).create(env)
-        _run(*pip, wheel, cwd=wheel.parent, env=_outside_env())
-        (home / "ready").touch()
+    own = _run(python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))")
+    lent = sysconfig.get_path("purelib")
+    (Path(own.strip()) / "_lent_requirements.pth").write_text(lent + "\n", encoding="utf-8")
+    pip = (python, "-m", "pip", "--disable-pip-version-check")
+    _run(*pip, "install", "-q", "--no-deps", wheel, cwd=wheel.parent, env=_outside_env())
+    _run(*pip, "check", cwd=wheel.parent, env=_outside_env())
     return env
 
 
 @pytest.fixture(scope="session")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     out = tmp_path_factory.mktemp("wheel")
     _run(
         sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
         "-w", out, ROOT,
     )  # fmt: skip
     (wheel,) = out.glob("taskorch-*.whl")
-    bindir = _install(wheel, project["dependencies"]) / ("Scripts" if os.name == "nt" else "bin")
+    home = tmp_path_factory.mktemp("venv")
+    bindir = _install(wheel, home) / ("Scripts" if os.name == "nt" else "bin")
     yield Installed(wheel=wheel, python=bindir / "python", taskorch=bindir / "taskorch")
 
 

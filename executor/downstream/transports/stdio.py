@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.abc
-import psutil
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp.client._transport import TransportStreams
 from mcp.client.stdio import get_default_environment
@@ -27,6 +25,7 @@ from mcp.shared.message import SessionMessage
 from pydantic import ValidationError
 
 from executor.downstream.classify import Failure, failure_error
+from executor.downstream.procs import end_process_tree, live_group_members, open_process_tree
 from executor.downstream.transports.base import MAX_MESSAGE_BYTES, parse_message
 from executor.downstream.transports.stderr import StderrLog
 
@@ -42,7 +41,6 @@ _BIG_LINE = 1024 * 1024
 _EXIT_SETTLE_S = 0.05
 """How long to let stdout and stderr drain once the process is gone, so the last
 response and the last stderr lines are not lost; short, as calls wait on it."""
-_GROUP_POLL_S = 0.02
 _REAP_TIMEOUT_S = 5.0
 
 
@@ -57,35 +55,6 @@ def describe_exit(returncode: int | None) -> str:
             name = f"signal {-returncode}"
         return f"was killed by {name}"
     return f"exited with code {returncode}"
-
-
-def live_group_members(pgid: int) -> list[int]:
-    """Pids of the processes in group `pgid` that are still running (not zombies)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass  # someone else's process holds the id: scan to be sure
-    members: list[int] = []
-    for proc in psutil.process_iter(["status"]):
-        try:
-            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
-                members.append(proc.pid)
-        except (OSError, psutil.Error):
-            continue
-    return members
-
-
-async def _wait_group_gone(pgid: int) -> None:
-    # Polled: there is no event for "every process in a group has exited".
-    while live_group_members(pgid):  # noqa: ASYNC110
-        await anyio.sleep(_GROUP_POLL_S)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
 
 
 class StdioProcess:
@@ -156,11 +125,8 @@ class StdioProcess:
     async def _run(self) -> AsyncIterator[TransportStreams]:
         spec = self._spec
         try:
-            process = await anyio.open_process(
-                [spec.command, *spec.args],
-                env=self._environment(),
-                cwd=spec.cwd,
-                start_new_session=True,
+            process = await open_process_tree(
+                [spec.command, *spec.args], env=self._environment(), cwd=spec.cwd
             )
         except OSError as exc:
             reason = exc.strerror or str(exc)
@@ -307,17 +273,11 @@ class StdioProcess:
             with anyio.move_on_after(self._grace_s):
                 await process.wait()
         # The leader may be gone while children it started live on in its group.
-        if live_group_members(pgid):
-            _signal_group(pgid, signal.SIGTERM)
-            with anyio.move_on_after(self._kill_grace_s):
-                await _wait_group_gone(pgid)
-            if live_group_members(pgid):
-                logger.warning("server pid %d ignored SIGTERM; killing its process group", pgid)
-                _signal_group(pgid, signal.SIGKILL)
+        await end_process_tree(pgid, grace_s=self._kill_grace_s)
         with anyio.move_on_after(_REAP_TIMEOUT_S) as scope:
             self.returncode = await process.wait()
             self.exited.set()  # the watcher may have been cancelled with the pool
         if scope.cancelled_caught:
-            logger.warning("server pid %d is still alive after SIGKILL; abandoning it", pgid)
+            logger.warning("server pid %d is still alive after the kill; abandoning it", pgid)
         with anyio.move_on_after(_REAP_TIMEOUT_S):
             await process.aclose()

@@ -15,7 +15,7 @@ from typing import Annotated
 from mcp.server import MCPServer
 from pydantic import BaseModel, Field
 
-from examples._common import PURE, run_stdio
+from server.examples._common import PURE, run_stdio
 
 server = MCPServer(
     "text",

@@ -12,7 +12,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from examples._common import PURE, run_stdio
+from server.examples._common import PURE, run_stdio
 
 server = MCPServer(
     "clock",

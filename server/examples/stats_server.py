@@ -19,7 +19,7 @@ from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import BaseModel, Field
 
-from examples._common import PURE, run_stdio
+from server.examples._common import PURE, run_stdio
 
 server = MCPServer(
     "stats",

@@ -22,7 +22,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import ToolAnnotations
 from pydantic import BaseModel, Field
 
-from examples._common import run_stdio
+from server.examples._common import run_stdio
 
 server = MCPServer(
     "notes",
@@ -169,7 +169,7 @@ def delete(key: Key) -> Deleted:
 
 def main(argv: list[str] | None = None) -> None:
     global _data_dir
-    parser = argparse.ArgumentParser(prog="python -m examples.notes_server")
+    parser = argparse.ArgumentParser(prog="python -m server.examples.notes_server")
     parser.add_argument("--data-dir", type=Path, help="where notes are kept")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     if args.data_dir is not None:

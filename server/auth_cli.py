@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from executor.specs import HttpServerSpec
+    from executor.downstream.specs import HttpServerSpec
     from server.config import TaskorchConfig
 
 __all__ = ["auth_app"]
@@ -54,7 +54,7 @@ def _config(path: Path | None) -> TaskorchConfig:
 
 
 def _oauth_server(cfg: TaskorchConfig, name: str) -> HttpServerSpec:
-    from executor.specs import HttpServerSpec
+    from executor.downstream.specs import HttpServerSpec
 
     spec = cfg.servers.get(name)
     if spec is None:
@@ -82,7 +82,7 @@ def login(
 
     from executor.errors import LoginError
     from executor.oauth import AuthorizationCodeAuth, TokenStore, default_token_dir
-    from executor.oauth import login as oauth_login
+    from executor.oauth.login import login as oauth_login
 
     # The SDK logs its OAuth errors with a traceback; the one line below says what failed.
     logging.getLogger("mcp.client.auth").setLevel(logging.CRITICAL)
@@ -127,8 +127,8 @@ def logout(
 @auth_app.command()
 def status(config: _ConfigOpt = None) -> None:
     """List the servers that use OAuth and whether taskorch holds a token for each."""
+    from executor.downstream.specs import HttpServerSpec
     from executor.oauth import AuthorizationCodeAuth, TokenStore, default_token_dir
-    from executor.specs import HttpServerSpec
 
     cfg = _config(config)
     rows = [

@@ -3,7 +3,8 @@
 - `config`: the `auth` object of a server entry (`AuthorizationCodeAuth`,
   `ClientCredentialsAuth`).
 - `store`: tokens on disk, one owner-only file per server (`TokenStore`).
-- `login`: `taskorch auth login NAME`, authorization code with PKCE (`login`).
+- `login`: `taskorch auth login NAME`, authorization code with PKCE (`login.login`,
+  imported from its module: the name is the module's).
 - `transport`: the HTTP transport that sends, refreshes and fetches tokens
   while plans run (`oauth_transport`).
 
@@ -12,38 +13,16 @@ Only `config` is light; the rest load the SDK's OAuth client when first used.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
-from executor._utils import lazy_exports
+from executor._utils import export_lazily as _export_lazily
 
-if TYPE_CHECKING:
-    from executor.oauth.config import AuthorizationCodeAuth, ClientCredentialsAuth, OAuthSpec
-    from executor.oauth.login import login
-    from executor.oauth.store import TOKEN_DIR_ENV_VAR, TokenStore, default_token_dir
-    from executor.oauth.transport import login_hint, oauth_transport
-
-__all__ = [
-    "TOKEN_DIR_ENV_VAR",
-    "AuthorizationCodeAuth",
-    "ClientCredentialsAuth",
-    "OAuthSpec",
-    "TokenStore",
-    "default_token_dir",
-    "login",
-    "login_hint",
-    "oauth_transport",
-]
-
-_HOMES = {
-    "AuthorizationCodeAuth": "executor.oauth.config",
-    "ClientCredentialsAuth": "executor.oauth.config",
-    "OAuthSpec": "executor.oauth.config",
-    "login": "executor.oauth.login",
-    "TOKEN_DIR_ENV_VAR": "executor.oauth.store",
-    "TokenStore": "executor.oauth.store",
-    "default_token_dir": "executor.oauth.store",
-    "login_hint": "executor.oauth.transport",
-    "oauth_transport": "executor.oauth.transport",
-}
-
-__getattr__, __dir__ = lazy_exports(__name__, _HOMES, globals())
+if typing.TYPE_CHECKING or not _export_lazily(globals()):
+    from executor.oauth.config import AuthorizationCodeAuth as AuthorizationCodeAuth
+    from executor.oauth.config import ClientCredentialsAuth as ClientCredentialsAuth
+    from executor.oauth.config import OAuthSpec as OAuthSpec
+    from executor.oauth.store import TOKEN_DIR_ENV_VAR as TOKEN_DIR_ENV_VAR
+    from executor.oauth.store import TokenStore as TokenStore
+    from executor.oauth.store import default_token_dir as default_token_dir
+    from executor.oauth.transport import login_hint as login_hint
+    from executor.oauth.transport import oauth_transport as oauth_transport

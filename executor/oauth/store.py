@@ -30,7 +30,7 @@ import platformdirs
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 from pydantic import ValidationError
 
-from executor.redact import Scrubber
+from executor.downstream.redact import Scrubber
 
 __all__ = ["TOKEN_DIR_ENV_VAR", "TokenStore", "default_token_dir"]
 

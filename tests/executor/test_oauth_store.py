@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
 
+from executor.downstream.redact import REDACTED, Scrubber
 from executor.oauth.store import TokenStore, default_token_dir
-from executor.redact import REDACTED, Scrubber
 
 pytestmark = pytest.mark.anyio
 

@@ -76,6 +76,7 @@ from executor.records import ServerEvent, ServerEventKind
 from executor.redact import Scrubber
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     HttpServerSpec,
     ServerSpec,
@@ -111,9 +112,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_TIMEOUT_S = 3600.0
-"""Hard cap on one call, however much progress the server reports."""
 
 ServerStatus = Literal["up", "down", "starting", "not_started"]
 """A server's state: connected, failed, connecting, or never tried."""

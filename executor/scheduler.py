@@ -229,6 +229,7 @@ from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references, resolve_references
 from executor.retry import Verdict, decide
+from executor.specs import DEFAULT_MAX_CONCURRENCY
 from executor.store import (
     ExpectedPlanStatus,
     LeaseInfo,
@@ -270,7 +271,7 @@ class SchedulerConfig(BaseModel):
     """Runs in progress at once; further runs wait (still `executing`) for a slot."""
     max_parallel_steps: int = Field(default=16, ge=1, le=10_000)
     """Steps in flight per run, unless the plan's agent sets its own."""
-    max_calls_per_server: int = Field(default=8, ge=1, le=10_000)
+    max_calls_per_server: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=10_000)
     """Calls in flight per downstream server, across all runs."""
     server_max_calls: dict[str, int] = Field(default_factory=dict)
     """Per-server overrides of `max_calls_per_server`."""

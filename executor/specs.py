@@ -24,6 +24,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 300.0
 """Per-call timeout when neither the step nor the server sets one."""
+DEFAULT_MAX_TIMEOUT_S = 3600.0
+"""Hard cap on one call, however much progress the server reports."""
 DEFAULT_MAX_CONCURRENCY = 8
 """Calls in flight per server when the server does not set a limit."""
 

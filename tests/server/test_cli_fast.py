@@ -11,7 +11,9 @@ import pytest
 import typer.main
 from typer.core import TyperGroup
 
-from server.cli import _pause_gc, app, serve, serve_fast_options
+from server.cli import app
+from server.cli.common import pause_gc
+from server.cli.serve import serve, serve_fast_options
 
 
 def _typer_params(args: list[str]) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def test_a_directory_as_config_is_left_to_typer(tmp_path: Path) -> None:
 
 def test_the_gc_pause_ends_once_resumed() -> None:
     assert gc.isenabled()
-    resume = _pause_gc()
+    resume = pause_gc()
     try:
         assert not gc.isenabled()
         resume()

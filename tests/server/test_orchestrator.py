@@ -15,7 +15,8 @@ from executor.plan import PlanStatus
 from executor.policy import AutoApprove
 from executor.records import EventKind
 from server.config import load_config
-from server.orchestrator import ProgressUpdate, TaskOrchestrator
+from server.progress import ProgressUpdate
+from server.service import TaskOrchestrator
 from tests.e2e.support import ROOT, write_config
 
 STEPS = [
@@ -159,7 +160,7 @@ async def test_errors_in_the_body_come_out_unwrapped(tmp_path: Path) -> None:
 
 def test_serving_does_not_load_the_model_library() -> None:
     code = (
-        "import sys, server.cli, server.app, server.orchestrator\n"
+        "import sys, server.cli.main, server.mcp.build, server.service\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'litellm')))"
     )
     out = subprocess.run(

@@ -28,7 +28,7 @@ from typing import ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.http_guard import HttpLimits
+from server.config import HttpLimits
 
 __all__ = ["GuardedH11Protocol", "protocol_for"]
 

@@ -224,7 +224,15 @@ from executor.plan import (
     check_transition,
     utc_now,
 )
-from executor.policy import AgentConfig, CallGate, ToolFilter, approved_agent
+from executor.policy import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_CONCURRENT_EXECUTIONS,
+    DEFAULT_MAX_PARALLEL_STEPS,
+    AgentConfig,
+    CallGate,
+    ToolFilter,
+    approved_agent,
+)
 from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references, resolve_references
@@ -267,9 +275,11 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_concurrent_executions: int = Field(default=4, ge=1, le=10_000)
+    max_concurrent_executions: int = Field(
+        default=DEFAULT_MAX_CONCURRENT_EXECUTIONS, ge=1, le=10_000
+    )
     """Runs in progress at once; further runs wait (still `executing`) for a slot."""
-    max_parallel_steps: int = Field(default=16, ge=1, le=10_000)
+    max_parallel_steps: int = Field(default=DEFAULT_MAX_PARALLEL_STEPS, ge=1, le=10_000)
     """Steps in flight per run, unless the plan's agent sets its own."""
     max_calls_per_server: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=10_000)
     """Calls in flight per downstream server, across all runs."""
@@ -286,7 +296,7 @@ class SchedulerConfig(BaseModel):
     resume_catalog_timeout_s: float = Field(default=60.0, gt=0)
     """How long a run starting (or `resume()`) waits for the caller's catalog: the tool
     annotations that say what is safe to repeat, and the input schemas."""
-    lease_s: float = Field(default=30.0, gt=0, le=86_400)
+    lease_s: float = Field(default=DEFAULT_LEASE_S, gt=0, le=86_400)
     """How long this process's claim on a run holds without renewal; renewed every
     third of it. A crashed process's runs can be resumed elsewhere once it passes."""
     control_poll_s: float = Field(default=0.2, gt=0, le=60)

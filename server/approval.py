@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from executor import ApprovalError, Catalog, Plan, PlanStatus, Step, ToolInfo, TransitionError
 from executor.policy import AgentConfig, AutoApprove
 from executor.records import Event, EventKind
-from executor.scheduler import rejected_message
 
 if TYPE_CHECKING:
     from executor import Store
@@ -209,6 +208,10 @@ async def record_decision(
     if plan.status is target or (approve and plan.is_approved):
         return plan
     if plan.status is PlanStatus.REJECTED:
+        # The engine's words, which running a rejected plan answers too; imported
+        # here so that deciding on a plan does not load the engine.
+        from executor.scheduler import rejected_message
+
         raise ApprovalError(rejected_message(plan))
     if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
         what = "approved" if approve else "rejected"

@@ -32,23 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from executor import (
-    AgentConfig,
-    Catalog,
-    NotFoundError,
-    Plan,
-    PlanStatus,
-    RunAnalysis,
-    RunOwner,
-    Scheduler,
-    SchedulerConfig,
-    Stats,
-    StepState,
-    Store,
-    ToolCaller,
-    ToolResult,
-    UserError,
-)
+from executor import AgentConfig, NotFoundError, PlanStatus, Store, UserError
 from executor._utils import leaf_exceptions
 from executor.builtins import BUILTIN_SERVER, BuiltinCaller
 from executor.stats import collect_stats, parse_since, plan_analysis
@@ -75,7 +59,22 @@ from server.views import (
 )
 
 if TYPE_CHECKING:
-    from executor import OnInterrupted, Pool, ProgressFn, ServerHealth
+    from executor import (
+        Catalog,
+        OnInterrupted,
+        Plan,
+        Pool,
+        ProgressFn,
+        RunAnalysis,
+        RunOwner,
+        Scheduler,
+        SchedulerConfig,
+        ServerHealth,
+        Stats,
+        StepState,
+        ToolCaller,
+        ToolResult,
+    )
     from planner.host import HostPlanOutcome
     from planner.models import PlanRequest
 
@@ -98,7 +97,7 @@ class _Open:
 
     store: Store
     caller: ToolCaller
-    scheduler: Scheduler
+    scheduler: Scheduler | None
     agents: Agents
     planning: Planning
     outputs: StepOutputs
@@ -116,6 +115,7 @@ class TaskOrchestrator:
         caller: ToolCaller | None = None,
         planner_for: PlannerFor | None = None,
         connect: bool = True,
+        engine: bool = True,
         log_dir: Path | None = None,
         resume: bool = True,
         secrets: Sequence[str] = (),
@@ -132,6 +132,9 @@ class TaskOrchestrator:
             connect: With no `caller`, whether to connect to the config's servers;
                 `False` for commands that only read or decide (only the built-in
                 steps can then run, and the SDK's client is never loaded).
+            engine: Start the run engine (the scheduler), which running, cancelling
+                and following runs need; `False` for commands that only read plans
+                or decide on them (and then nothing of the engine is loaded).
             log_dir: Where stdio servers' stderr goes (default: `logs/` beside the database).
             resume: Whether to resume, in the background, runs a crash interrupted.
             secrets: More values the pool scrubs from what servers send, besides
@@ -143,6 +146,7 @@ class TaskOrchestrator:
         self._caller_given = caller
         self._planner_for = planner_for or ConfiguredModels(self.config)
         self._connect = connect
+        self._engine = engine
         self._log_dir = log_dir
         self._resume = resume
         self._secrets = tuple(secrets)
@@ -182,9 +186,13 @@ class TaskOrchestrator:
             caller = BuiltinCaller(inner)
             agents = Agents(self.config, store)
             await agents.save_configured()
-            scheduler = await stack.enter_async_context(
-                Scheduler(store, caller, _engine_config(self.config))
-            )
+            scheduler = None
+            if self._engine:
+                from executor import Scheduler
+
+                scheduler = await stack.enter_async_context(
+                    Scheduler(store, caller, _engine_config(self.config))
+                )
             self._open = _Open(
                 store=store,
                 caller=caller,
@@ -195,7 +203,7 @@ class TaskOrchestrator:
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
-            if self._resume:
+            if self._resume and scheduler is not None:
                 tg.start_soon(self._resume_runs)
         except BaseException:
             self._open = self._pool = None
@@ -270,8 +278,18 @@ class TaskOrchestrator:
 
     @property
     def scheduler(self) -> Scheduler:
-        """The execution engine."""
-        return self._opened.scheduler
+        """The execution engine.
+
+        Raises:
+            UserError: The orchestrator was opened without it (`engine=False`).
+        """
+        scheduler = self._opened.scheduler
+        if scheduler is None:
+            raise UserError(
+                "this orchestrator was opened without the run engine (engine=False): "
+                "open it with engine=True to run, cancel or follow runs"
+            )
+        return scheduler
 
     @property
     def pool(self) -> Pool | None:
@@ -618,6 +636,8 @@ class TaskOrchestrator:
 
 def _engine_config(config: TaskorchConfig) -> SchedulerConfig:
     """The scheduler's settings: the config's limits and each server's own bounds."""
+    from executor import SchedulerConfig
+
     limits = config.limits
     return SchedulerConfig(
         max_concurrent_executions=limits.max_concurrent_executions,

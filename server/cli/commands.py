@@ -126,7 +126,7 @@ def plan(
     log_level: LogOpt = None,
 ) -> None:
     """Create a plan for a query and show it (approve it with `confirm` or `run`)."""
-    orch = open_orchestrator(config, db, log_level=log_level, resume=False)
+    orch = open_orchestrator(config, db, log_level=log_level, engine=False, resume=False)
     data = _read_plan_file(steps) if steps is not None else None
 
     async def go() -> None:
@@ -158,7 +158,9 @@ def confirm(
     log_level: LogOpt = None,
 ) -> None:
     """Approve (or --reject) a plan."""
-    orch = open_orchestrator(config, db, log_level=log_level, connect=False, resume=False)
+    orch = open_orchestrator(
+        config, db, log_level=log_level, connect=False, engine=False, resume=False
+    )
 
     async def go() -> None:
         async with orch:
@@ -301,7 +303,9 @@ def plans(
     except ValueError:
         known = ", ".join(s.value for s in PlanStatus)
         raise fail(f"unknown status in {status}: use one of {known}", 2) from None
-    orch = open_orchestrator(config, db, log_level=log_level, connect=False, resume=False)
+    orch = open_orchestrator(
+        config, db, log_level=log_level, connect=False, engine=False, resume=False
+    )
 
     async def go() -> None:
         async with orch:
@@ -323,7 +327,9 @@ def show(
     log_level: LogOpt = None,
 ) -> None:
     """Show a plan: its steps as a tree with their status (or --json, --graph, --timeline)."""
-    orch = open_orchestrator(config, db, log_level=log_level, connect=False, resume=False)
+    orch = open_orchestrator(
+        config, db, log_level=log_level, connect=False, engine=False, resume=False
+    )
 
     async def go() -> None:
         from server.render import render_graph, render_plan_json, render_timeline
@@ -441,7 +447,9 @@ def stats(
         start = parse_since(since) if since is not None else None
     except UserError as exc:
         raise fail(str(exc), 2) from None
-    orch = open_orchestrator(config, db, log_level=log_level, connect=False, resume=False)
+    orch = open_orchestrator(
+        config, db, log_level=log_level, connect=False, engine=False, resume=False
+    )
 
     async def go() -> Stats:
         async with orch:

@@ -142,6 +142,7 @@ def open_orchestrator(
     *,
     log_level: str | None = None,
     connect: bool = True,
+    engine: bool = True,
     resume: bool = True,
     token: str | None = None,
 ) -> TaskOrchestrator:
@@ -153,6 +154,8 @@ def open_orchestrator(
         log_level: `--log-level`.
         connect: Connect to the config's servers; `False` for commands that only
             read or decide, which then load neither the SDK's client nor the pool.
+        engine: Start the run engine; `False` for commands that neither run, cancel
+            nor follow runs.
         resume: Resume runs a crash interrupted, in the background.
         token: The HTTP bearer token, scrubbed from logs and servers' words.
     """
@@ -164,6 +167,7 @@ def open_orchestrator(
         cfg,
         db_path=resolve_db_path(db, cfg),
         connect=connect,
+        engine=engine,
         resume=resume,
         secrets=(token,) if token else (),
     )

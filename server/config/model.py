@@ -1,10 +1,10 @@
 """What a config file says, once read: `TaskorchConfig`, and `Limits`, the one limits model.
 
 `Limits` is the config's `limits` section: every bound an operator sets for
-the process. The engine's own bounds (runs, steps and calls in flight, the
-lease, per-call timeouts) take their defaults from the engine
-(`SchedulerConfig`, `executor.specs`), the planner's from `PlannerOptions`, so
-each default is written once. `Limits.http` bounds `serve --http`. An agent's
+the process. Each default is written once, beside what enforces it: the
+engine's (runs, steps and calls in flight, the lease: `executor.policy`;
+per-call timeouts: `executor.specs`, which `SchedulerConfig` and the pool use
+too), the planner's (`planner.options`). `Limits.http` bounds `serve --http`. An agent's
 `AgentLimits` stay apart: they bound one agent's plans, are stored with each
 plan and covered by its `plan_hash`, and `limits` caps them.
 """
@@ -13,14 +13,26 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from executor import SchedulerConfig
 from executor.builtins import BUILTIN_SERVER
-from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps, ModelSettings
-from executor.specs import DEFAULT_MAX_TIMEOUT_S, DEFAULT_TIMEOUT_S, ServerSpec
+from executor.policy import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_CONCURRENT_EXECUTIONS,
+    DEFAULT_MAX_PARALLEL_STEPS,
+    DEFAULT_MAX_STEPS,
+    AgentConfig,
+    MaxSteps,
+    ModelSettings,
+)
+from executor.specs import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    ServerSpec,
+)
 from planner.options import DEFAULT_MAX_REPAIRS
 
 __all__ = [
@@ -55,13 +67,6 @@ RESERVED_RULE = (
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """The name of an environment variable."""
 
-_ENGINE = SchedulerConfig()
-
-
-def _engine(name: str) -> Any:
-    """The engine's default for one of its limits: written once, in `SchedulerConfig`."""
-    return getattr(_ENGINE, name)
-
 
 class HttpLimits(BaseModel):
     """The limits of `serve --http`; the defaults suit one host and a few clients.
@@ -86,13 +91,11 @@ class Limits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_concurrent_executions: int = Field(
-        default=_engine("max_concurrent_executions"), ge=1, le=1024
-    )
+    max_concurrent_executions: int = Field(default=DEFAULT_MAX_CONCURRENT_EXECUTIONS, ge=1, le=1024)
     """Plans running at the same time."""
-    max_parallel_steps: int = Field(default=_engine("max_parallel_steps"), ge=1, le=4096)
+    max_parallel_steps: int = Field(default=DEFAULT_MAX_PARALLEL_STEPS, ge=1, le=4096)
     """Steps in flight at once within one plan (an agent may lower it)."""
-    max_calls_per_server: int = Field(default=_engine("max_calls_per_server"), ge=1, le=1024)
+    max_calls_per_server: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=1024)
     """Calls in flight to one server when its entry sets no `max_concurrency`."""
     default_timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
     """Per-call timeout when neither the step nor the server sets one."""
@@ -103,7 +106,7 @@ class Limits(BaseModel):
     agent allows exactly this many."""
     max_repairs: int = Field(default=DEFAULT_MAX_REPAIRS, ge=0, le=20)
     """Times the planner may try to repair a plan that failed validation."""
-    run_lease_s: float = Field(default=_engine("lease_s"), ge=1, le=86_400)
+    run_lease_s: float = Field(default=DEFAULT_LEASE_S, ge=1, le=86_400)
     """How long a process's claim on a running plan lasts unless renewed; another
     taskorch on the same database takes the run over once it lapses."""
     answer_budget_tokens: int = Field(default=8000, ge=500, le=1_000_000)

@@ -21,6 +21,8 @@ from tests.e2e.support import ROOT, clean_env
 # The MCP SDK (`mcp`, and `mcp_types`, its types), the model library, and the downstream
 # pool with its transports.
 HEAVY = ("mcp", "mcp_types", "litellm", "executor.downstream", "executor.transports")
+# The run engine, which only commands that follow, cancel or run runs need.
+ENGINE = ("executor.scheduler", "executor.run")
 
 _PROBE = """\
 import atexit, json, sys
@@ -49,8 +51,8 @@ def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
     return done, set(json.loads(out.read_text(encoding="utf-8")))
 
 
-def _heavy(modules: set[str]) -> list[str]:
-    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in HEAVY))
+def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in heavy))
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,8 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
     assert done.returncode == 0, done.stdout + done.stderr
     assert "server.cli.commands" in modules  # the probe saw the command run
     assert _heavy(modules) == []
+    if args[0] != "watch":
+        assert _heavy(modules, ENGINE) == []
 
 
 def test_version_is_the_installed_distributions() -> None:

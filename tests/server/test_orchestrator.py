@@ -231,3 +231,19 @@ async def test_store_caller_and_planner_are_injected(tmp_path: Path) -> None:
         assert agents == ["default"] and len(model.asked) == 1
         # The store is the caller's: still open, and holding the plan.
         assert (await store.get_plan(plan.plan_id)).status is PlanStatus.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_opened_to_read_it_reads_and_says_what_it_cannot_do(orch: TaskOrchestrator) -> None:
+    plan = await orch.create_task_plan("count", steps=STEPS[:1])
+    reader = TaskOrchestrator(orch.config, store=orch.store, connect=False, engine=False)
+    async with reader:
+        assert reader.pool is None
+        assert [p.plan_id for p in (await reader.list_task_plans()).plans] == [plan.plan_id]
+        assert (await reader.get_task_plan(plan.plan_id)).steps[0].status.value == "pending"
+        await reader.confirm_task_plan(plan.plan_id, plan_hash=plan.plan_hash)
+        with pytest.raises(UserError, match="without the run engine"):
+            await reader.execute_task_plan(plan.plan_id)
+    # What the reader decided is what the engine runs.
+    report = await orch.execute_task_plan(plan.plan_id)
+    assert report.status is PlanStatus.COMPLETED

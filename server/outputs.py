@@ -98,7 +98,15 @@ class StepOutputs:
         path: str = "",
         version: int | None = None,
     ) -> StepOutputPage:
-        """One page of a step's output (see `TaskOrchestrator.get_step_output`)."""
+        """One page of a step's output, or of the value at a reference path in it.
+
+        Pages are cut between UTF-8 characters; start at 0 and pass each page's
+        `next_offset` to get the next; together they are the output byte for byte.
+
+        Raises:
+            NotFoundError: No such plan, version or step.
+            UserError: No output, a bad path, or an offset outside the text.
+        """
         plan, text, is_json = await self.text(plan_id, step_id, path, version)
         # A page is answered twice over (structured and as text), with room for the rest.
         room = max(self.budget_bytes // 2 - 1024, 1)

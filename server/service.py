@@ -1,21 +1,10 @@
 """`TaskOrchestrator`: the Python API, and what the MCP tools and the CLI call.
 
-It opens and wires the parts: the store, what calls downstream tools (the
-pool of the config's servers unless a caller is injected), the scheduler and
-the planners (the config's models unless injected). The work is done by one
-module per concept: `agents`, `planning`, `approval`, `outputs`, `progress`;
-answers are `views`, fitted to the answer budget (`answers`).
-
-```python
-async with TaskOrchestrator.from_paths(config_path, db_path) as orch:
-    plan = await orch.create_task_plan("...", steps=[{...}, {...}])
-    await orch.confirm_task_plan(plan.plan_id, plan_hash=plan.plan_hash)
-    report = await orch.execute_task_plan(plan.plan_id)        # waits; report.steps
-```
-
-Entering opens everything, saves the config's agents and resumes (in the
-background) runs a crash interrupted; leaving stops runs as a crash would (the
-next start resumes them) and ends every downstream server.
+It opens and wires the parts (the store, the caller of downstream tools, the
+scheduler, the planners; each injectable) and answers with `views` fitted to
+the answer budget; the work is done by `agents`, `planning`, `approval`,
+`outputs` and `progress`. Leaving stops runs as a crash would (the next start
+resumes them) and ends every downstream server.
 """
 
 from __future__ import annotations
@@ -513,15 +502,7 @@ class TaskOrchestrator:
         path: str = "",
         version: int | None = None,
     ) -> StepOutputPage:
-        """One page of a step's output, or of the value at a reference path in it.
-
-        Pages are cut between UTF-8 characters; start at 0 and pass each page's
-        `next_offset` to get the next; together they are the output byte for byte.
-
-        Raises:
-            NotFoundError: No such plan, version or step.
-            UserError: No output, a bad path, or an offset outside the text.
-        """
+        """One page of a step's output, or of the value at a path in it (`StepOutputs.page`)."""
         return await self._opened.outputs.page(
             plan_id, step_id, offset=offset, limit=limit, path=path, version=version
         )

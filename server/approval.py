@@ -210,7 +210,7 @@ async def record_decision(
     if plan.status is PlanStatus.REJECTED:
         # The engine's words, which running a rejected plan answers too; imported
         # here so that deciding on a plan does not load the engine.
-        from executor.scheduler import rejected_message
+        from executor.run import rejected_message
 
         raise ApprovalError(rejected_message(plan))
     if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):

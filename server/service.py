@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from executor import AgentConfig, NotFoundError, PlanStatus, Store, UserError
+from executor import AgentConfig, NotFoundError, PlanStatus, SqliteStore, UserError
 from executor._utils import leaf_exceptions
 from executor.builtins import BUILTIN_SERVER, BuiltinCaller
 from executor.stats import collect_stats, parse_since, plan_analysis
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
         ServerHealth,
         Stats,
         StepState,
+        Store,
         ToolCaller,
         ToolResult,
     )
@@ -166,7 +167,7 @@ class TaskOrchestrator:
         try:
             store = self._store_given
             if store is None:
-                store = await stack.enter_async_context(await Store.open(self.db_path))
+                store = await stack.enter_async_context(await SqliteStore.open(self.db_path))
             # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
             inner = self._caller_given
             if inner is None and self._connect:

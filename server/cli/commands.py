@@ -296,7 +296,7 @@ def plans(
     log_level: LogOpt = None,
 ) -> None:
     """List plans, newest first."""
-    from executor.plan import PlanStatus
+    from executor import PlanStatus
 
     try:
         statuses = [PlanStatus(s) for s in status] if status else None

@@ -23,7 +23,7 @@ from executor.errors import TaskorchError, UserError
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from executor.redact import Scrubber
+    from executor.downstream import Scrubber
     from server.config import TaskorchConfig
     from server.service import TaskOrchestrator
 
@@ -124,7 +124,7 @@ def run(fn: Callable[[], Awaitable[_T]]) -> _T:
 
 def load(config: Path | None, log_level: str | None, *extra_secrets: str | None) -> TaskorchConfig:
     """Read the config (a wrong one exits 2) and set up logging with its secrets scrubbed."""
-    from executor.redact import Scrubber
+    from executor.downstream.redact import Scrubber
     from server.config import load_config
 
     try:

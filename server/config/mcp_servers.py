@@ -11,7 +11,8 @@
   a typo such as `arg` is caught instead of silently dropped.
 
 The `env` of a stdio server and the `headers` of a remote one become
-`SecretStr` in the specs (`executor.specs`).
+`SecretStr` in the specs (`executor.downstream.specs`), which also say what a
+config may call each transport: a new transport is a new spec.
 """
 
 from __future__ import annotations
@@ -20,19 +21,12 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from executor._utils import json_kind
 from executor.builtins import BUILTIN_SERVER
-from executor.specs import (
-    HttpServerSpec,
-    ServerSpec,
-    SseServerSpec,
-    StdioServerSpec,
-    WebSocketServerSpec,
-)
+from executor.downstream.specs import SPEC_TYPES, AnyServerSpec, ServerSpec, spec_type_for_url
 from server.config.env import expand
 from server.config.errors import Location, ParseContext, check_object, from_validation
 from server.config.keys import camel
@@ -43,26 +37,21 @@ __all__ = ["parse_servers"]
 logger = logging.getLogger(__name__)
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_AnySpec = StdioServerSpec | HttpServerSpec | SseServerSpec | WebSocketServerSpec
-_SPEC_CLASSES: dict[str, type[_AnySpec]] = {
-    "stdio": StdioServerSpec,
-    "http": HttpServerSpec,
-    "sse": SseServerSpec,
-    "websocket": WebSocketServerSpec,
+# What a config may call each transport, all from the specs.
+_SPEC_CLASSES: dict[str, type[AnyServerSpec]] = {
+    cls.model_fields["type"].default: cls for cls in SPEC_TYPES
 }
-_TRANSPORTS = {
-    "stdio": "stdio",
-    "http": "http",
-    "streamable-http": "http",
-    "streamable_http": "http",
-    "streamablehttp": "http",
-    "sse": "sse",
-    "ws": "websocket",
-    "websocket": "websocket",
-}
-_TRANSPORT_CHOICES = "stdio, http (or streamable-http), sse, websocket (or ws)"
+_TRANSPORTS = {name: kind for kind, cls in _SPEC_CLASSES.items() for name in (kind, *cls.aliases)}
+_TRANSPORT_CHOICES = ", ".join(
+    f"{kind} (or {cls.aliases[0]})" if cls.aliases else kind for kind, cls in _SPEC_CLASSES.items()
+)
 _TYPE_KEYS = ("type", "transport", "transportType")
-_SECRET_KEYS = frozenset({"env", "headers"})
+_SECRET_KEYS = frozenset(
+    name
+    for cls in SPEC_TYPES
+    for name, field in cls.model_fields.items()
+    if field.annotation == dict[str, SecretStr]
+)
 # Keys other MCP clients put in server entries that taskorch has no use for.
 _HARMLESS_SERVER_KEYS = frozenset(
     {
@@ -219,12 +208,9 @@ def _pick_transport(
     url = entries["url"]
     if not isinstance(url, str):
         raise ctx.error((*path, "url"), "must be a string")
-    lowered = url.strip().lower()
-    if lowered.startswith(("ws://", "wss://")):
-        return "websocket"
-    if urlsplit(lowered).path.rstrip("/").endswith("/sse"):
-        return "sse"
-    return "http"
+    claimed = spec_type_for_url(url)
+    # Anything no transport claims is left to the HTTP spec, whose check names the fault.
+    return "http" if claimed is None else str(claimed.model_fields["type"].default)
 
 
 def _mismatch_hint(kind: str, key: str) -> str:

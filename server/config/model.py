@@ -3,7 +3,7 @@
 `Limits` is the config's `limits` section: every bound an operator sets for
 the process. Each default is written once, beside what enforces it: the
 engine's (runs, steps and calls in flight, the lease: `executor.policy`;
-per-call timeouts: `executor.specs`, which `SchedulerConfig` and the pool use
+per-call timeouts: `executor.downstream.specs`, which `SchedulerConfig` and the pool use
 too), the planner's (`planner.options`). `Limits.http` bounds `serve --http`. An agent's
 `AgentLimits` stay apart: they bound one agent's plans, are stored with each
 plan and covered by its `plan_hash`, and `limits` caps them.
@@ -18,6 +18,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from executor.builtins import BUILTIN_SERVER
+from executor.downstream.specs import (
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_TIMEOUT_S,
+    DEFAULT_TIMEOUT_S,
+    ServerSpec,
+)
 from executor.policy import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_CONCURRENT_EXECUTIONS,
@@ -26,12 +32,6 @@ from executor.policy import (
     AgentConfig,
     MaxSteps,
     ModelSettings,
-)
-from executor.specs import (
-    DEFAULT_MAX_CONCURRENCY,
-    DEFAULT_MAX_TIMEOUT_S,
-    DEFAULT_TIMEOUT_S,
-    ServerSpec,
 )
 from planner.options import DEFAULT_MAX_REPAIRS
 

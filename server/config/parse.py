@@ -20,9 +20,9 @@ from typing import Any, TypeVar, get_args
 from pydantic import BaseModel, ValidationError
 
 from executor._utils import json_kind
+from executor.downstream.specs import ServerSpec
 from executor.errors import ConfigError
 from executor.policy import AgentConfig, ModelSettings
-from executor.specs import ServerSpec
 from server.config.env import check_env_name, expand, reject_api_key
 from server.config.errors import (
     PATTERN_RULES,

@@ -13,14 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from executor.plan import PlanStatus
+from executor import PlanStatus
 from server.config import TaskorchConfig
 from server.service import TaskOrchestrator
 from tests.e2e.support import ROOT, clean_env
 
 # The MCP SDK (`mcp`, and `mcp_types`, its types), the model library, and the downstream
 # pool with its transports.
-HEAVY = ("mcp", "mcp_types", "litellm", "executor.downstream", "executor.transports")
+HEAVY = (
+    "mcp",
+    "mcp_types",
+    "litellm",
+    "executor.downstream.pool",
+    "executor.downstream.supervisor",
+    "executor.downstream.transports",
+)
 # The run engine, which only commands that follow, cancel or run runs need.
 ENGINE = ("executor.scheduler", "executor.run")
 

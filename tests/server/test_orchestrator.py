@@ -12,10 +12,10 @@ import pytest
 
 from executor.downstream import Pool
 from executor.errors import ApprovalError, NotFoundError, PlanValidationError, UserError
-from executor.plan import PlanStatus
 from executor.policy import AgentConfig, AutoApprove
 from executor.records import EventKind
-from executor.store import Store
+from executor.status import PlanStatus
+from executor.store import SqliteStore
 from planner.backends import ModelBackend
 from planner.models import ModelReply, ModelRequest
 from planner.planners import ModelPlanner
@@ -217,7 +217,7 @@ async def test_store_caller_and_planner_are_injected(tmp_path: Path) -> None:
         return ModelPlanner(model)
 
     async with (
-        await Store.open(tmp_path / "mine.db") as store,
+        await SqliteStore.open(tmp_path / "mine.db") as store,
         Pool(config.servers, log_dir=tmp_path / "logs") as pool,
     ):
         orch = TaskOrchestrator(config, store=store, caller=pool, planner_for=planner_for)

@@ -81,12 +81,13 @@ _ACTIVE = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Open:
     """What an open orchestrator works with."""
 
     store: Store
-    caller: ToolCaller
+    caller: ToolCaller | None
+    """Made when first needed, when nothing runs (it loads jsonschema for the built-ins)."""
     scheduler: Scheduler | None
     agents: Agents
     planning: Planning
@@ -173,13 +174,14 @@ class TaskOrchestrator:
             if inner is None and self._connect:
                 self._pool = await stack.enter_async_context(self._new_pool(store))
                 inner = self._pool
-            caller = BuiltinCaller(inner)
+            caller = BuiltinCaller(inner) if inner is not None or self._engine else None
             agents = Agents(self.config, store)
             await agents.save_configured()
             scheduler = None
             if self._engine:
                 from executor import Scheduler
 
+                assert caller is not None
                 scheduler = await stack.enter_async_context(
                     Scheduler(store, caller, _engine_config(self.config))
                 )
@@ -264,7 +266,10 @@ class TaskOrchestrator:
     @property
     def caller(self) -> ToolCaller:
         """What calls tools: the built-in steps, then the pool (unless a caller was given)."""
-        return self._opened.caller
+        opened = self._opened
+        if opened.caller is None:
+            opened.caller = BuiltinCaller()  # nothing downstream: the built-in steps alone
+        return opened.caller
 
     @property
     def scheduler(self) -> Scheduler:

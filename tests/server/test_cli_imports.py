@@ -28,8 +28,9 @@ HEAVY = (
     "executor.downstream.supervisor",
     "executor.downstream.transports",
 )
-# The run engine, which only commands that follow, cancel or run runs need.
-ENGINE = ("executor.scheduler", "executor.run")
+# The run engine and the argument checker, which only commands that run, cancel or
+# follow runs need.
+ENGINE = ("executor.run", "jsonschema", "psutil")
 
 _PROBE = """\
 import atexit, json, sys

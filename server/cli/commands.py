@@ -17,6 +17,7 @@ load neither the MCP SDK, the pool nor the model library.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -54,7 +55,7 @@ if TYPE_CHECKING:
     from server.service import TaskOrchestrator
     from server.views import PlanView, RunView
 
-__all__ = ["app"]
+__all__ = ["app", "commands"]
 
 app = typer.Typer(
     name="taskorch",
@@ -66,6 +67,15 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.command()(serve)
+
+
+def commands() -> dict[str, Callable[..., Any]]:
+    """The top-level commands by the name a user types (`config check` is a group's)."""
+    return {
+        info.name or info.callback.__name__.lower().replace("_", "-"): info.callback
+        for info in app.registered_commands
+        if info.callback is not None
+    }
 
 
 def _show_version(value: bool) -> None:

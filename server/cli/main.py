@@ -8,7 +8,7 @@ __all__ = ["main"]
 
 
 def main() -> None:
-    """Run the command the arguments name; the commonest cases skip typer's parsing."""
+    """Run the command the arguments name; plain command lines skip typer's parser."""
     args = sys.argv[1:]
     if args == ["--version"]:
         # Asked by installers and scripts to check what is there: no command tree needed.
@@ -18,18 +18,21 @@ def main() -> None:
         return
     import typer
 
-    from server.cli.commands import app
-    from server.cli.serve import serve, serve_fast_options
+    from server.cli.commands import app, commands
+    from server.cli.fast import fast_arguments
 
-    if args[:1] == ["serve"] and (options := serve_fast_options(args[1:])) is not None:
-        # Typer's parsing adds to `serve`'s cold start (it builds the whole command
-        # tree and a pydantic adapter per option); a host starts the server often.
+    command = commands().get(args[0]) if args else None
+    if command is not None and (arguments := fast_arguments(command, args[1:])) is not None:
         try:
-            serve(**options)
+            command(**arguments)
         except typer.BadParameter as exc:
             exc.show()
             sys.exit(exc.exit_code)
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
+        except typer.Abort:
+            # A question answered with end of input, as typer reports it.
+            print("Aborted.", file=sys.stderr)
+            sys.exit(1)
         return
     app()

@@ -1,23 +1,19 @@
-"""`taskorch serve`: taskorch as an MCP server over stdio or streamable HTTP, started fast.
+"""`taskorch serve`: taskorch as an MCP server over stdio or streamable HTTP.
 
-A host starts the server often, so its arguments are read without typer when
-they are plain (`serve_fast_options`); anything unusual is left to typer,
-which reports it as usual. Start-up pauses the cyclic garbage collector.
+A host starts the server often: start-up pauses the cyclic garbage collector
+(`common.pause_gc`), and plain arguments skip typer's parser (`cli.fast`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from executor.errors import UserError
 from server.cli.common import (
-    LOG_LEVELS,
     TOKEN_ENV_VAR,
     ConfigOpt,
     DbOpt,
@@ -32,7 +28,7 @@ from server.mcp.http_guard import DEFAULT_HTTP_PORT
 if TYPE_CHECKING:
     from server.config import HttpLimits
 
-__all__ = ["serve", "serve_fast_options"]
+__all__ = ["serve"]
 
 
 def serve(
@@ -149,77 +145,3 @@ def _http_limits(
         error = exc.errors()[0]
         option = _HTTP_LIMIT_OPTIONS.get(str(error["loc"][0]), str(error["loc"][0]))
         raise typer.BadParameter(f"{option}: {error['msg']}") from None
-
-
-_SERVE_VALUE_OPTIONS = {
-    "--config": "config",
-    "--db": "db",
-    "--host": "host",
-    "--port": "port",
-    "--token": "token",
-    "--allow-host": "allow_host",
-    "--log-level": "log_level",
-    "--max-connections": "max_connections",
-    "--request-timeout": "request_timeout",
-    "--keep-alive": "keep_alive",
-}
-_SERVE_FLAGS = {"--http": "http", "--insecure-no-token": "insecure_no_token"}
-_SERVE_INT_OPTIONS = ("port", "max_connections", "keep_alive")
-
-
-def serve_fast_options(args: Sequence[str]) -> dict[str, Any] | None:
-    """The keyword arguments of `serve` for plain, valid `serve` arguments, else `None`.
-
-    Only the unambiguous forms are read (`--opt VALUE`, `--opt=VALUE`, `--http`,
-    each option at most once but `--allow-host`); anything else (`--help`, an
-    unknown or repeated option, a port that is not a number, a directory as the
-    config) gives `None`, and typer parses it and reports the problem as usual.
-    """
-    options: dict[str, Any] = {}
-    allow_host: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        i += 1
-        flag = _SERVE_FLAGS.get(arg)
-        if flag is not None and flag not in options:
-            options[flag] = True
-            continue
-        name, eq, value = arg.partition("=")
-        key = _SERVE_VALUE_OPTIONS.get(name)
-        if key is None or (key in options and key != "allow_host"):
-            return None
-        if not eq:
-            if i == len(args):
-                return None
-            value = args[i]
-            i += 1
-        if not value or value.startswith("-"):
-            return None
-        if key == "allow_host":
-            allow_host.append(value)
-            continue
-        parsed = _fast_value(key, value)
-        if parsed is None:
-            return None
-        options[key] = parsed
-    if allow_host:
-        options["allow_host"] = allow_host
-    return options
-
-
-def _fast_value(key: str, value: str) -> Any:
-    """`value` as `serve`'s parameter `key` takes it, or `None` when typer should judge it."""
-    if key in _SERVE_INT_OPTIONS:
-        return int(value) if value.isdigit() else None
-    if key == "request_timeout":
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    if key in ("config", "db"):
-        path = Path(value)
-        return None if key == "config" and path.is_dir() else path
-    if key == "log_level" and value.upper() not in LOG_LEVELS:
-        return None
-    return value

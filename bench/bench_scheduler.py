@@ -42,6 +42,7 @@ from executor.progress import PlanGraph
 from executor.scheduler import Scheduler, SchedulerConfig
 from executor.specs import StdioServerSpec
 from executor.store import Store
+from executor.task_client import TaskHooks
 
 SLEEP_S = 0.05
 RUNS = 5
@@ -66,6 +67,7 @@ class InProcess:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         sid = arguments.get("sid")
         if sid is not None:

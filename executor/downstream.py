@@ -83,6 +83,14 @@ from executor.specs import (
     StdioServerSpec,
     WebSocketServerSpec,
 )
+from executor.task_client import (
+    TaskFollow,
+    TaskHooks,
+    TasksClient,
+    follow_task,
+    following,
+    reset_following,
+)
 from executor.transports import (
     DEFAULT_LOG_LINES_PER_S,
     DEFAULT_LOG_MAX_BYTES,
@@ -836,6 +844,7 @@ class Pool:
             cache=None,
             client_info=mcp_types.Implementation(name="taskorch", version=_VERSION),
             message_handler=conn.on_message,
+            extensions=[TasksClient()],
         )
         started = False
         try:
@@ -1060,6 +1069,7 @@ class Pool:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         """Call one tool and return its full result.
 
@@ -1069,6 +1079,8 @@ class Pool:
             arguments: The tool's arguments.
             timeout_s: Idle timeout for this call; else the server's, else the default.
             on_progress: Receives the server's progress reports.
+            task: Told when the call becomes a downstream task (see `executor.task_client`);
+                when it names a task to resume, that task is followed instead of a new call.
 
         Returns:
             The result; an `isError` result is returned with `is_error=True`.
@@ -1110,7 +1122,7 @@ class Pool:
                     await limiter.acquire()
                     held = True
                 return await self._call(
-                    srv, tool, arguments, scope, idle, hard, on_progress, sending, armed=armed
+                    srv, tool, arguments, scope, idle, hard, on_progress, sending, task, armed=armed
                 )
         finally:
             if held:
@@ -1143,14 +1155,21 @@ class Pool:
         hard: float,
         on_progress: ProgressFn | None,
         sending: _Sending,
+        task: TaskHooks | None,
         *,
         armed: bool,
     ) -> ToolResult:
+        def alive() -> None:
+            scope.deadline = min(anyio.current_time() + idle, hard)
+
         async def report(progress: float, total: float | None, message: str | None) -> None:
             # Progress is a sign of life: the idle deadline starts again.
-            scope.deadline = min(anyio.current_time() + idle, hard)
+            alive()
             if on_progress is not None:
                 await on_progress(progress, total, message and self.scrub.text(message))
+
+        follow = TaskFollow(task, alive, report, lambda: scope.cancel_called)
+        resume = task.resuming() if task is not None else None
 
         for attempt in (1, 2):
             # A resend follows a refusal, not a crash: no backoff for it.
@@ -1161,9 +1180,13 @@ class Pool:
                 scope.deadline = min(anyio.current_time() + idle, hard)
             note = HttpNote() if srv.is_http else None
             token = HTTP_NOTE.set(note) if note is not None else None
+            following_token = following(follow)
             try:
                 sending.sent = True
-                raw = await client.call_tool(tool, arguments, progress_callback=report)
+                if resume is not None:
+                    raw = await follow_task(client.session, resume, follow, 0.0)
+                else:
+                    raw = await client.call_tool(tool, arguments, progress_callback=report)
             except MCPError as exc:
                 err, resend = await self._failure(srv, conn, tool, exc, note)
                 if resend and attempt == 1:
@@ -1181,6 +1204,7 @@ class Pool:
                 message = f"the server's answer is not valid: {exc}"
                 raise srv.failure(_Failure.INVALID_ANSWER, message, tool) from None
             finally:
+                reset_following(following_token)
                 if token is not None:
                     HTTP_NOTE.reset(token)
             srv.succeeded()

@@ -22,6 +22,7 @@ from executor.records import Event, EventKind
 from executor.scheduler import ExecutionReport, Scheduler, SchedulerConfig, Subscription
 from executor.specs import StdioServerSpec
 from executor.store import Store
+from executor.task_client import TaskHooks
 
 ENGINE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "engine_server.py"
 """The fixture server the scheduler tests call over stdio."""
@@ -91,6 +92,7 @@ class InProcessCaller:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         fn = self.tools.get((server, tool))
         if fn is None:

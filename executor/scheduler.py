@@ -504,6 +504,16 @@ class _RetryDue:
     step_id: str
 
 
+@dataclass(slots=True, frozen=True)
+class _TaskStarted:
+    """A call became a downstream task: record its id with the attempt, then say so."""
+
+    step_id: str
+    attempt: int
+    task_id: str
+    recorded: anyio.Event
+
+
 class _StopReason(StrEnum):
     FAIL = "fail"
     DEADLINE = "deadline"
@@ -515,7 +525,33 @@ class _Stop:
     reason: _StopReason
 
 
-_Msg: TypeAlias = _Outcome | _Progress | _RetryDue | _Stop
+_Msg: TypeAlias = _Outcome | _Progress | _RetryDue | _TaskStarted | _Stop
+
+
+class _StepTask:
+    """A step's call as the pool sees it when the call becomes a downstream task."""
+
+    def __init__(self, run: Run, slot: _Slot, attempt: int) -> None:
+        self._run = run
+        self._step_id = slot.step.id
+        self._attempt = attempt
+        self._resume = slot.resume_task
+
+    async def started(self, task_id: str) -> None:
+        """Commit the task id with the attempt, through the coordinator, and wait for it."""
+        send = self._run._send
+        assert send is not None
+        recorded = anyio.Event()
+        send.send_nowait(_TaskStarted(self._step_id, self._attempt, task_id, recorded))
+        await recorded.wait()
+
+    def cancel_downstream(self) -> bool:
+        """Cancelled by the run (cancel, failure, deadline): yes; by a shutdown: no."""
+        return self._run._stop is not None
+
+    def resuming(self) -> str | None:
+        """The task recorded before a crash, which this attempt follows."""
+        return self._resume
 
 
 @dataclass(slots=True)
@@ -533,6 +569,10 @@ class _Slot:
     """The in-flight call's, or the retry timer's, cancel scope."""
     attempt_started: datetime | None = None
     attempt_started_mono: float = 0.0
+    task_id: str | None = None
+    """The downstream task the attempt in flight became (MCP Tasks)."""
+    resume_task: str | None = None
+    """A downstream task recorded before a crash: the next attempt follows it."""
 
 
 _LOOK_AGAIN_S = 1.0
@@ -690,6 +730,7 @@ class Run:
         retry_counts: Mapping[str, int] | None = None,
         graph: PlanGraph | None = None,
         catalog: Catalog | None = None,
+        resume_tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self._sched = scheduler
@@ -741,6 +782,8 @@ class Run:
             slot = _Slot(step=step, index=i, state=st)
             if retry_counts is not None:
                 slot.run_attempts = retry_counts.get(step.id, 0)
+            if resume_tasks is not None:
+                slot.resume_task = resume_tasks.get(step.id)
             self._slots[step.id] = slot
             if st.status is StepStatus.SUCCEEDED and step.id in referenced:
                 self._to_load.append(step.id)
@@ -766,6 +809,8 @@ class Run:
         # Made in _main, so that a run whose task never starts leaves no stream open.
         self._send: MemoryObjectSendStream[_Msg] | None = None
         self._recv: MemoryObjectReceiveStream[_Msg] | None = None
+        # Step calls waiting for their downstream task id to be committed.
+        self._recorded: list[anyio.Event] = []
 
     # --- the public handle ------------------------------------------------------------------
 
@@ -996,6 +1041,9 @@ class Run:
                 self._maybe_finish(batch)
                 try:
                     await self._commit(batch)
+                    recorded, self._recorded = self._recorded, []
+                    for event in recorded:
+                        event.set()
                 except TransitionError as exc:
                     # Another process changed the plan (cancelled it, say): stop here,
                     # call nothing more, and cancel what is in flight.
@@ -1117,7 +1165,9 @@ class Run:
                 step_id=sid,
                 attempt=attempt,
                 started_at=now,
+                task_id=slot.resume_task,
             )
+            slot.task_id = slot.resume_task
             refusal = self._gate.refusal(slot.step.server, slot.step.tool)
             if refusal is not None:
                 error = StepError(kind=ErrorKind.AUTHORIZATION, message=refusal)
@@ -1201,6 +1251,7 @@ class Run:
             attempt=attempt,
             started_at=slot.attempt_started or utc_now(),
             call_s=call_s,
+            task_id=slot.task_id,
         )
 
     async def _call(self, slot: _Slot, attempt: int, arguments: dict[str, Any]) -> None:
@@ -1238,6 +1289,7 @@ class Run:
                         arguments,
                         timeout_s=timeout,
                         on_progress=on_progress,
+                        task=_StepTask(self, slot, attempt),
                     )
                 finally:
                     limiter.release()
@@ -1290,6 +1342,8 @@ class Run:
                     total=msg.total,
                     message=msg.message,
                 )
+        elif isinstance(msg, _TaskStarted):
+            self._task_started(msg, batch)
         elif isinstance(msg, _RetryDue):
             slot = self._slots[msg.step_id]
             if msg.step_id in self._retrying:
@@ -1299,11 +1353,19 @@ class Run:
         else:
             self._begin_stop(batch, msg.reason)
 
+    def _task_started(self, msg: _TaskStarted, batch: WriteBatch) -> None:
+        slot = self._slots[msg.step_id]
+        if msg.step_id in self._in_flight and slot.state.attempts == msg.attempt:
+            slot.task_id = msg.task_id
+            batch.attempts.append(self._open_attempt(slot, msg.attempt))
+        self._recorded.append(msg.recorded)
+
     def _handle_outcome(self, msg: _Outcome, batch: WriteBatch) -> None:
         slot = self._slots[msg.step_id]
         self._in_flight.discard(msg.step_id)
         slot.scope = None
         record = self._open_attempt(slot, msg.attempt, msg.call_s)
+        slot.task_id = slot.resume_task = None
         result = msg.result
         if result is not None and not result.is_error:
             self._succeed(batch, slot, record, result, msg)
@@ -2183,6 +2245,7 @@ class Scheduler:
         )
         retry_counts: dict[str, int] = {}
         interrupted: list[Event] = []
+        resume_tasks: dict[str, str] = {}
         for sid, st in states.items():
             if st.status is not StepStatus.RUNNING:
                 continue
@@ -2199,6 +2262,22 @@ class Scheduler:
             if last is not None and last.status is not StepStatus.RUNNING:
                 # Between attempts (waiting to retry): nothing was in flight.
                 batch.step_states.append(_requeued(st))
+                continue
+            if last is not None and last.task_id is not None:
+                # The call had become a downstream task, which went on without us:
+                # follow it again; calling again could repeat its effect.
+                note = f"taskorch stopped while following downstream task {last.task_id}"
+                batch.attempts.append(
+                    last.model_copy(
+                        update={
+                            "status": StepStatus.INTERRUPTED,
+                            "finished_at": now,
+                            "error": StepError(kind=ErrorKind.INTERRUPTED, message=note),
+                        }
+                    )
+                )
+                batch.step_states.append(_requeued(st))
+                resume_tasks[sid] = last.task_id
                 continue
             decision = decide(
                 ErrorKind.INTERRUPTED,
@@ -2263,6 +2342,7 @@ class Scheduler:
             start_events=events,
             retry_counts=retry_counts,
             catalog=catalog,
+            resume_tasks=resume_tasks,
         )
         self._launch(run)
         return run

@@ -297,6 +297,31 @@ _SCHEMA_8: Final = (
     "CREATE INDEX server_events_by_server ON server_events (server, at)",
 )
 
+# MCP Tasks: the downstream task an attempt became (so a restart follows it instead of
+# calling again); the tasks taskorch itself answered hosts with (a task is a run, bound
+# to its caller); and keys taskorch keeps across restarts (the requestState sealing key).
+_SCHEMA_12: Final = (
+    "ALTER TABLE attempts ADD COLUMN task_id TEXT",
+    """
+    CREATE TABLE host_tasks (
+        task_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        FOREIGN KEY (plan_id, version) REFERENCES plans (plan_id, version) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_tasks_by_plan ON host_tasks (plan_id, version)",
+    """
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        secret BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SCHEMA_1),
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
@@ -306,6 +331,10 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(6, "reserved", ()),
     Migration(7, "reserved", ()),
     Migration(8, "statistics: call times, attempts by start, server availability", _SCHEMA_8),
+    Migration(9, "reserved", ()),
+    Migration(10, "reserved", ()),
+    Migration(11, "reserved", ()),
+    Migration(12, "MCP tasks: downstream task ids, host tasks, kept keys", _SCHEMA_12),
 )
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 
@@ -671,6 +700,7 @@ def _attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
         _ts(record.finished_at),
         _error_json(record.error),
         record.call_s,
+        record.task_id,
     )
 
 
@@ -719,6 +749,7 @@ def _attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
             "finished_at": _parse_ts(row["finished_at"]),
             "error": None if row["error"] is None else json.loads(row["error"]),
             "call_s": row["call_s"],
+            "task_id": row["task_id"],
         }
     )
 
@@ -801,11 +832,12 @@ ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
 
 _UPSERT_ATTEMPT: Final = """
 INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error,
-                      call_s)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      call_s, task_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s
+    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s,
+    task_id = COALESCE(excluded.task_id, task_id)
 """
 
 _INSERT_EVENT: Final = (

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import re
+import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -75,6 +76,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "ExpectedPlanStatus",
+    "HostTask",
     "LeaseInfo",
     "Migration",
     "PlanStatusChange",
@@ -340,6 +342,22 @@ MIGRATIONS: tuple[Migration, ...] = (
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 """The newest schema version this taskorch knows."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostTask:
+    """A task taskorch answered a host with (MCP Tasks): the run of a plan version."""
+
+    task_id: str
+    """The task's id (random, unguessable)."""
+    owner: str
+    """Who may read it (a hash of the caller's credential; empty for the local user)."""
+    plan_id: str
+    """The plan that runs."""
+    version: int
+    """Its version."""
+    created_at: datetime
+    """When the task was created."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1482,6 +1500,53 @@ class Store:
         if approved_hash is not None:
             update["approved_hash"] = approved_hash
         return stored.model_copy(update=update)
+
+    async def add_host_task(
+        self, task_id: str, owner: str, plan_id: str, version: int, created_at: datetime
+    ) -> None:
+        """Record that a host's task `task_id` is the run of a plan version, for `owner`.
+
+        Raises:
+            NotFoundError: No such plan version.
+        """
+
+        def body(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO host_tasks (task_id, owner, plan_id, version, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (task_id, owner, plan_id, version, _ts(created_at)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise NotFoundError(f"no plan {plan_id!r} version {version}") from exc
+
+        await self._transact(body)
+
+    async def get_host_task(self, task_id: str) -> HostTask | None:
+        """The host task `task_id`, or `None` when there is none."""
+        rows = await self._read("SELECT * FROM host_tasks WHERE task_id = ?", (task_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        created = _parse_ts(row["created_at"])
+        assert created is not None
+        return HostTask(row["task_id"], row["owner"], row["plan_id"], row["version"], created)
+
+    async def server_key(self, name: str, size: int = 32) -> bytes:
+        """The secret kept under `name`, made (random, `size` bytes) on first use.
+
+        Kept so that what it protects outlives a restart (the requestState sealing key).
+        """
+
+        def body(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT OR IGNORE INTO server_keys (name, secret, created_at) VALUES (?, ?, ?)",
+                (name, secrets.token_bytes(size), _ts(utc_now())),
+            )
+            row = conn.execute("SELECT secret FROM server_keys WHERE name = ?", (name,)).fetchone()
+            return bytes(row[0])
+
+        return await self._transact(body)
 
     async def get_run_times(
         self, plan_id: str, version: int

@@ -65,6 +65,7 @@ from executor.catalog import Catalog
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
 from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+from executor.tasks_wire import TaskSupport
 from planner.errors import PlannerError
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
@@ -73,7 +74,9 @@ from server.approval import approval_text
 from server.http_guard import HttpLimits, check_bind
 from server.orchestrator import AgentList, TaskOrchestrator
 from server.render import render_graph, render_timeline
+from server.run_tasks import RunTasks
 from server.stats_view import StatsView, render_stats_chart, render_stats_json, stats_view
+from server.tasks_ext import TasksExtension, task_offer
 from server.views import (
     ExecutionReport,
     PlanList,
@@ -161,18 +164,28 @@ class ApprovalForm(BaseModel):
 
 # --- the server ---------------------------------------------------------------------------
 
+TASK_TOOLS = {"execute_plan": TaskSupport.OPTIONAL}
+"""Tools a host that declares MCP tasks gets a task handle from."""
+
 
 class TaskorchServer(MCPServer[Any]):
     """An `MCPServer` that carries the orchestrator its tools call."""
 
     def __init__(self, orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> None:
         """Build the server (use `build_server`, which also registers the tools)."""
+
+        async def answer(report: ExecutionReport) -> CallToolResult:
+            return await _answer(orchestrator, report)
+
+        self.run_tasks = RunTasks(orchestrator, answer)
+        """A tasks-capable host's runs, as MCP tasks (`server.run_tasks`)."""
         super().__init__(
             name,
             title="taskorch",
             instructions=INSTRUCTIONS,
             version=_version(),
             log_level="WARNING",
+            extensions=[TasksExtension(self.run_tasks, TASK_TOOLS)],
         )
         self.orchestrator = orchestrator
 
@@ -227,11 +240,15 @@ def _version() -> str:
         return "0"
 
 
-def _orchestrator(ctx: Context[Any, Any]) -> TaskOrchestrator:
+def _server(ctx: Context[Any, Any]) -> TaskorchServer:
     server = ctx.mcp_server
     if not isinstance(server, TaskorchServer):
         raise ToolError("internal: this tool is served outside a TaskorchServer")
-    return server.orchestrator
+    return server
+
+
+def _orchestrator(ctx: Context[Any, Any]) -> TaskOrchestrator:
+    return _server(ctx).orchestrator
 
 
 @contextlib.contextmanager
@@ -525,6 +542,9 @@ async def execute_plan(
             if not answer.approve:
                 report = await orch.execution_report(plan_id, "The user rejected the plan.")
                 return await _answer(orch, report)
+        offer = task_offer()
+        if offer is not None:  # the host speaks MCP tasks: the run becomes its task
+            return await _server(ctx).run_tasks.start(offer, plan_id, on_interrupted)
         report = await orch.execute_task_plan(
             plan_id, wait=wait, on_interrupted=on_interrupted, on_progress=forward
         )

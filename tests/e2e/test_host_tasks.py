@@ -10,6 +10,7 @@ answered inline whatever the host declared, and `tasks/get` was unknown.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,8 +34,11 @@ from executor.tasks_wire import (
     TaskAck,
     TaskIdParams,
     TaskStatus,
+    UpdateTaskParams,
+    UpdateTaskRequest,
 )
 from tests.e2e.support import http_server, structured, write_config
+from tests.fixtures.launch import MCP_FIXTURE
 
 pytestmark = pytest.mark.anyio
 
@@ -43,7 +47,9 @@ pytestmark = pytest.mark.anyio
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `taskorch serve --http` for the tests that need no restart."""
     folder = tmp_path_factory.mktemp("served")
-    with http_server(write_config(folder, servers=("stats",)), folder / "t.db") as url:
+    fixture = {"command": sys.executable, "args": [str(MCP_FIXTURE), "--name", "fx"]}
+    config = write_config(folder, servers=("stats",), extra_servers={"fx": fixture})
+    with http_server(config, folder / "t.db") as url:
         yield url
 
 
@@ -167,3 +173,33 @@ async def test_the_mcp_name_header_must_be_the_task_id(served: str) -> None:
         right = {**headers, "Mcp-Name": handle.task_id}
         answer = await http.post(url, content=json.dumps(body), headers=right)
         assert answer.json()["result"]["taskId"] == handle.task_id, answer.text
+
+
+async def test_tasks_update_decides_an_interrupted_step(served: str, tmp_path: Path) -> None:
+    # `hang` never answers and is not safe to repeat: its timeout leaves the step
+    # interrupted, and the task asks the host what to do.
+    marker = tmp_path / "hang"
+    steps = [
+        {"id": "h", "server": "fx", "tool": "hang", "arguments": {"marker": str(marker)}},
+        {"id": "after", "server": "stats", "tool": "evaluate", "arguments": {"expression": "2"}},
+    ]
+    steps[0]["timeout_s"] = 0.5
+    async with _client(served) as client:
+        plan_id = await _approved_plan(client, steps)
+        handle = await _handle(client, plan_id)
+        with anyio.fail_after(60):
+            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert task.status is TaskStatus.INPUT_REQUIRED, task
+        assert task.input_requests is not None
+        [(key, question)] = task.input_requests.items()
+        assert question["method"] == "elicitation/create"
+        assert "'h'" in question["params"]["message"]
+        answer = {key: {"action": "accept", "content": {"decision": "skip"}}}
+        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
+        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        done = await _until_done(client, handle.task_id)
+    assert done.status is TaskStatus.COMPLETED, done
+    report = CallToolResult.model_validate(done.result).structured_content
+    assert report is not None
+    assert {s["id"]: s["status"] for s in report["steps"]} == {"h": "skipped", "after": "succeeded"}

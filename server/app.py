@@ -40,6 +40,7 @@ from mcp.server.mcpserver import (
     Resolve,
 )
 from mcp.server.mcpserver.exceptions import ResourceError, ResourceNotFoundError, ToolError
+from mcp.server.request_state import RequestStateSecurity
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import (
     CallToolResult,
@@ -186,6 +187,11 @@ class TaskorchServer(MCPServer[Any]):
             version=_version(),
             log_level="WARNING",
             extensions=[TasksExtension(self.run_tasks, TASK_TOOLS)],
+            # The input-required round's requestState is sealed with a key from the
+            # store: an approval question outlives a restart of taskorch.
+            request_state_security=RequestStateSecurity(
+                keys=[orchestrator.request_state_key], audience=name
+            ),
         )
         self.orchestrator = orchestrator
 

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import math
 import os
+import secrets as secrets_module
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -188,6 +189,8 @@ class TaskOrchestrator:
         self._scheduler: Scheduler | None = None
         self._pool: Any = None
         self._result_cache: tuple[tuple[str, int, str], ToolResult] | None = None
+        self.request_state_key: bytes = secrets_module.token_bytes(32)
+        """Seals the MCP face's requestState; the store's own key once opened."""
 
     @classmethod
     def from_paths(
@@ -211,6 +214,8 @@ class TaskOrchestrator:
         await stack.__aenter__()
         try:
             self._store = await stack.enter_async_context(await Store.open(self.db_path))
+            # Kept in the store, so a question asked before a restart is answered after it.
+            self.request_state_key = await self._store.server_key("request_state")
             # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
             if self._caller_given is not None:
                 self._caller = BuiltinCaller(self._caller_given)

@@ -179,11 +179,11 @@ async def test_tasks_update_decides_an_interrupted_step(served: str, tmp_path: P
     # `hang` never answers and is not safe to repeat: its timeout leaves the step
     # interrupted, and the task asks the host what to do.
     marker = tmp_path / "hang"
-    steps = [
-        {"id": "h", "server": "fx", "tool": "hang", "arguments": {"marker": str(marker)}},
+    hang = {"id": "h", "server": "fx", "tool": "hang", "arguments": {"marker": str(marker)}}
+    steps: list[dict[str, Any]] = [
+        {**hang, "timeout_s": 0.5},
         {"id": "after", "server": "stats", "tool": "evaluate", "arguments": {"expression": "2"}},
     ]
-    steps[0]["timeout_s"] = 0.5
     async with _client(served) as client:
         plan_id = await _approved_plan(client, steps)
         handle = await _handle(client, plan_id)

@@ -62,13 +62,14 @@ import mcp_types
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import Client
 from mcp.client._transport import TransportStreams
-from mcp.client.session import IncomingMessage
+from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from executor._utils import leaf_exceptions
+from executor.asking import CannotAsk
 from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
@@ -87,6 +88,7 @@ from executor.task_client import (
     TaskFollow,
     TaskHooks,
     TasksClient,
+    current_follow,
     follow_task,
     following,
     reset_following,
@@ -359,6 +361,11 @@ def _scrubbed_tool(tool: mcp_types.Tool, scrub: Scrubber) -> mcp_types.Tool:
     )
 
 
+def _refusal(server: str, message: str, why: str) -> mcp_types.ErrorData:
+    text = f"server {server!r} asked a question ({message!r}) that was not forwarded: {why}"
+    return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=text)
+
+
 def _safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "server"
 
@@ -387,6 +394,31 @@ class _Connection:
         self.closing = False
         self.reason: str | None = None
         self.tools_stale = anyio.Event()
+        self.follows: set[TaskFollow] = set()
+        """The calls in flight on this session (a 2025-era question names none)."""
+
+    async def forward_question(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        """Pass a downstream tool's question on to whoever runs the step, or refuse it."""
+        srv = self.server
+        # An input-required round (2026-07-28) asks inside the call; a 2025-era
+        # mid-call request does not say which call asks: only a lone call can be meant.
+        follow = current_follow() or (next(iter(self.follows)) if len(self.follows) == 1 else None)
+        if follow is None or follow.hooks is None or follow.tool is None:
+            why = "taskorch cannot tell which of its calls asks, so nobody can answer it"
+            return _refusal(srv.name, params.message, why)
+        if not isinstance(params, mcp_types.ElicitRequestFormParams):
+            return _refusal(srv.name, params.message, "taskorch forwards form questions only")
+        schema = dict(params.requested_schema)
+        follow.pause()
+        try:
+            answer = await follow.hooks.ask(srv.name, follow.tool, params.message, schema)
+        except CannotAsk as exc:
+            return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=str(exc))
+        finally:
+            follow.alive()
+        return mcp_types.ElicitResult.model_validate(answer)
 
     def mark_dead(self, reason: str) -> None:
         """The session can no longer be used; say why (once)."""
@@ -845,6 +877,7 @@ class Pool:
             client_info=mcp_types.Implementation(name="taskorch", version=_VERSION),
             message_handler=conn.on_message,
             extensions=[TasksClient()],
+            elicitation_callback=conn.forward_question,
         )
         started = False
         try:
@@ -1168,7 +1201,10 @@ class Pool:
             if on_progress is not None:
                 await on_progress(progress, total, message and self.scrub.text(message))
 
-        follow = TaskFollow(task, alive, report, lambda: scope.cancel_called)
+        def pause() -> None:
+            scope.deadline = hard
+
+        follow = TaskFollow(task, alive, report, lambda: scope.cancel_called, pause, tool)
         resume = task.resuming() if task is not None else None
 
         for attempt in (1, 2):
@@ -1181,6 +1217,7 @@ class Pool:
             note = HttpNote() if srv.is_http else None
             token = HTTP_NOTE.set(note) if note is not None else None
             following_token = following(follow)
+            conn.follows.add(follow)
             try:
                 sending.sent = True
                 if resume is not None:
@@ -1204,6 +1241,7 @@ class Pool:
                 message = f"the server's answer is not valid: {exc}"
                 raise srv.failure(_Failure.INVALID_ANSWER, message, tool) from None
             finally:
+                conn.follows.discard(follow)
                 reset_following(following_token)
                 if token is not None:
                     HTTP_NOTE.reset(token)

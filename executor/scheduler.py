@@ -195,6 +195,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pydantic import BaseModel, ConfigDict, Field
 
+from executor.asking import Askers, DownstreamQuestion
 from executor.calls import ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations
 from executor.errors import (
@@ -552,6 +553,21 @@ class _StepTask:
     def resuming(self) -> str | None:
         """The task recorded before a crash, which this attempt follows."""
         return self._resume
+
+    async def ask(
+        self, server: str, tool: str, message: str, requested_schema: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Pass the tool's question to whoever follows the plan (`Scheduler.askers`)."""
+        run = self._run
+        question = DownstreamQuestion(
+            plan_id=run.plan.id,
+            step_id=self._step_id,
+            server=server,
+            tool=tool,
+            message=message,
+            requested_schema=requested_schema,
+        )
+        return await run._sched.askers.ask(question)
 
 
 @dataclass(slots=True)
@@ -1678,6 +1694,8 @@ class Scheduler:
         self._unreleased: set[tuple[str, int]] = set()
         """Runs that stopped here whose lease could not be released yet."""
         self._watch_scope: anyio.CancelScope | None = None
+        self.askers = Askers()
+        """Who answers the questions downstream tools ask, by plan (`executor.asking`)."""
 
     async def __aenter__(self) -> Scheduler:
         tg = anyio.create_task_group()

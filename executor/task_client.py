@@ -50,6 +50,7 @@ __all__ = [
     "TaskFollow",
     "TaskHooks",
     "TasksClient",
+    "current_follow",
     "follow_task",
     "following",
     "reset_following",
@@ -77,8 +78,17 @@ class TaskHooks(Protocol):
     def resuming(self) -> str | None:
         """A task to follow instead of calling the tool (recorded before a crash)."""
 
+    async def ask(
+        self, server: str, tool: str, message: str, requested_schema: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Put the tool's question to the host; its `ElicitResult` as wire JSON.
 
-@dataclass
+        Raises:
+            CannotAsk: Nobody can answer it (the message says why).
+        """
+
+
+@dataclass(eq=False)
 class TaskFollow:
     """One call's connection to the poll loop (set by the pool around a call)."""
 
@@ -90,6 +100,10 @@ class TaskFollow:
     """Forwards a status change as progress."""
     timed_out: Callable[[], bool]
     """Whether the call's own deadline passed (then the task is cancelled too)."""
+    pause: Callable[[], None] = lambda: None
+    """Called while a person is asked something: no idle deadline meanwhile."""
+    tool: str | None = None
+    """The tool called."""
     task_id: str | None = None
     """The downstream task, once there is one."""
 
@@ -105,6 +119,11 @@ def following(follow: TaskFollow) -> Token[TaskFollow | None]:
 def reset_following(token: Token[TaskFollow | None]) -> None:
     """Undo `following`."""
     _FOLLOW.reset(token)
+
+
+def current_follow() -> TaskFollow | None:
+    """The call being made in this context, if the pool is making one."""
+    return _FOLLOW.get()
 
 
 def _poll_s(task: DetailedTask | CreateTaskResult) -> float:

@@ -14,20 +14,26 @@ time it is asked for, so it survives a restart of taskorch as the run does:
 | failed, rejected | `failed`, the report in the error's `data`                      |
 | cancelled      | `cancelled`                                                       |
 
-`tasks/update` answers the questions; once every interrupted step has its
-decision the run goes on with them. `tasks/cancel` cancels the run.
+A downstream tool's question (elicitation) during the run also makes the task
+`input_required`, the question naming the server, tool and step. `tasks/update`
+answers the questions: a tool's answer goes back to the tool at once; once
+every interrupted step has its decision the run goes on with them.
+`tasks/cancel` cancels the run.
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+import anyio
 from mcp_types import CallToolResult
 from mcp_types.jsonrpc import INTERNAL_ERROR
 
+from executor.asking import DownstreamQuestion
 from executor.plan import PlanStatus, StepStatus
 from executor.scheduler import Decision
 from executor.tasks_wire import TaskStatus
@@ -43,6 +49,16 @@ POLL_INTERVAL_MS: Final = 1000
 """How often hosts are asked to poll."""
 
 _KEY_PREFIX: Final = "step-"
+_ASK_PREFIX: Final = "ask-"
+_ACTIONS: Final = ("accept", "decline", "cancel")
+
+
+@dataclass
+class _Question:
+    request: dict[str, Any]
+    answered: anyio.Event = field(default_factory=anyio.Event)
+    answer: Any = None
+
 
 AnswerFn = Callable[[ExecutionReport], Awaitable[CallToolResult]]
 """Builds the tool result `execute_plan(wait=true)` answers with, from a report."""
@@ -94,6 +110,8 @@ class RunTasks:
         self._answer = answer
         # Decisions given so far, until every interrupted step has one (then they apply).
         self._decisions: dict[str, dict[str, Decision]] = {}
+        # Questions of downstream tools waiting for the host, by task, then by key.
+        self._questions: dict[str, dict[str, _Question]] = {}
 
     async def start(
         self, offer: TaskOffer, plan_id: str, on_interrupted: Decision | None
@@ -105,8 +123,37 @@ class RunTasks:
         task_id = secrets.token_urlsafe(24)
         now = datetime.now(UTC)
         await self._orch.store.add_host_task(task_id, offer.owner, plan_id, report.version, now)
+        self._listen(task_id, plan_id)
         offer.accept(await self._state(task_id, plan_id, now, report))
         return CallToolResult(content=[])  # the extension answers with the task instead
+
+    def _listen(self, task_id: str, plan_id: str) -> None:
+        """Send the questions the plan's downstream tools ask to this task's host."""
+
+        async def ask(question: DownstreamQuestion) -> dict[str, Any]:
+            pending = _Question(
+                {
+                    "method": "elicitation/create",
+                    "params": {
+                        "mode": "form",
+                        "message": question.text(),
+                        "requestedSchema": question.requested_schema,
+                    },
+                }
+            )
+            key = f"{_ASK_PREFIX}{secrets.token_hex(6)}"
+            asked = self._questions.setdefault(task_id, {})
+            asked[key] = pending
+            try:
+                await pending.answered.wait()
+            finally:
+                asked.pop(key, None)
+            answer = pending.answer
+            if isinstance(answer, Mapping) and answer.get("action") in _ACTIONS:
+                return dict(answer)
+            return {"action": "cancel"}
+
+        self._orch.scheduler.askers.set(plan_id, ask)
 
     async def _state(
         self, task_id: str, plan_id: str, created_at: datetime, report: ExecutionReport
@@ -137,9 +184,10 @@ class RunTasks:
                 "data": report.model_dump(mode="json"),
             }
             return TaskState(status=TaskStatus.FAILED, error=error, **fields)
-        if status is PlanStatus.INTERRUPTED:
+        asked = {key: q.request for key, q in self._questions.get(task_id, {}).items()}
+        if status is PlanStatus.INTERRUPTED or asked:
             answered = self._decisions.get(task_id, {})
-            questions = {
+            questions = asked | {
                 f"{_KEY_PREFIX}{step.id}": _question(
                     plan_id, step.id, step.error.message if step.error else "interrupted"
                 )
@@ -158,6 +206,8 @@ class RunTasks:
         if task is None or not secrets.compare_digest(task.owner, owner):
             return None
         report = await self._orch.execution_report(task.plan_id)
+        if not report.finished and task_id not in self._questions:
+            self._listen(task_id, task.plan_id)  # again, after a restart of taskorch
         return await self._state(task_id, task.plan_id, task.created_at, report)
 
     async def cancel(self, task_id: str, owner: str) -> TaskState | None:
@@ -182,12 +232,19 @@ class RunTasks:
         if state is None or state.status is not TaskStatus.INPUT_REQUIRED:
             return state
         pending = state.input_requests or {}
+        asked = self._questions.get(task_id, {})
         decided = self._decisions.setdefault(task_id, {})
         for key, answer in responses.items():
+            question = asked.pop(key, None)
+            if question is not None:
+                question.answer = answer
+                question.answered.set()
+                continue
             choice = _decision(answer)
-            if key in pending and choice is not None:
+            if key in pending and key.startswith(_KEY_PREFIX) and choice is not None:
                 decided[key.removeprefix(_KEY_PREFIX)] = choice
-        if all(key.removeprefix(_KEY_PREFIX) in decided for key in pending):
+        steps = [key for key in pending if key.startswith(_KEY_PREFIX)]
+        if steps and all(key.removeprefix(_KEY_PREFIX) in decided for key in steps):
             task = await self._orch.store.get_host_task(task_id)
             assert task is not None
             decisions = self._decisions.pop(task_id)

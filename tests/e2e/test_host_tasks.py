@@ -203,3 +203,26 @@ async def test_tasks_update_decides_an_interrupted_step(served: str, tmp_path: P
     report = CallToolResult.model_validate(done.result).structured_content
     assert report is not None
     assert {s["id"]: s["status"] for s in report["steps"]} == {"h": "skipped", "after": "succeeded"}
+
+
+async def test_a_downstream_question_reaches_the_host_through_its_task(served: str) -> None:
+    steps = [{"id": "who", "server": "fx", "tool": "ask_name", "arguments": {}}]
+    async with _client(served) as client:
+        plan_id = await _approved_plan(client, steps)
+        handle = await _handle(client, plan_id)
+        with anyio.fail_after(60):
+            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert task.status is TaskStatus.INPUT_REQUIRED, task
+        assert task.input_requests is not None
+        [(key, question)] = task.input_requests.items()
+        text = question["params"]["message"]
+        assert "fx.ask_name" in text and "'who'" in text and "What is your name?" in text
+        answer = {key: {"action": "accept", "content": {"name": "Ada"}}}
+        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
+        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        done = await _until_done(client, handle.task_id)
+    assert done.status is TaskStatus.COMPLETED, done
+    report = CallToolResult.model_validate(done.result).structured_content
+    assert report is not None
+    assert report["steps"][0]["output"] == {"result": "Hello, Ada!"}

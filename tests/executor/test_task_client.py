@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
+from executor.asking import CannotAsk
 from executor.downstream import Pool
 from executor.errors import ErrorKind, ToolCallError
 from tests.fixtures.fastmcp_launch import FastMCPServer, fastmcp_server
@@ -45,6 +47,11 @@ class Hooks:
 
     def resuming(self) -> str | None:
         return self.resume
+
+    async def ask(
+        self, server: str, tool: str, message: str, requested_schema: dict[str, Any]
+    ) -> dict[str, Any]:
+        raise CannotAsk("nobody asks in these tests")
 
 
 async def _wait_for(path: Path) -> None:

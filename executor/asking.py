@@ -1,0 +1,95 @@
+"""Questions from downstream tools (elicitation), on their way to the host.
+
+A downstream tool may ask its client a question (`elicitation/create`: a
+mid-call request before 2026-07-28, an input-required round after). taskorch is
+that client; it is not the user. The question goes on to whoever runs the plan,
+through the `HostAsker` registered for the plan (`Askers`), with the server, the
+tool and the step named in it. When nobody can be asked (no host attached, or
+one that cannot answer), the question is refused with a sentence saying why,
+and the step fails with it. Sampling requests are refused outright unless the
+configuration allows them (see `executor.downstream.Pool`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from executor.errors import TaskorchError
+
+__all__ = ["Askers", "CannotAsk", "DownstreamQuestion", "HostAsker"]
+
+
+class CannotAsk(TaskorchError):
+    """Nobody can answer a downstream tool's question; the message says why."""
+
+
+class DownstreamQuestion(BaseModel):
+    """A downstream tool's question, with where it comes from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: str
+    """The plan whose step made the call."""
+    step_id: str
+    """The step."""
+    server: str
+    """The downstream server that asks."""
+    tool: str
+    """Its tool."""
+    message: str
+    """The server's own question."""
+    requested_schema: dict[str, Any]
+    """The form the answer must fill (JSON Schema)."""
+
+    def text(self) -> str:
+        """The question as the host shows it: who asks, for which step, and what."""
+        return (
+            f"{self.server}.{self.tool} (step {self.step_id!r} of plan {self.plan_id}) asks: "
+            f"{self.message}"
+        )
+
+
+class HostAsker(Protocol):
+    """Puts a question to the host; returns its `ElicitResult` as wire JSON."""
+
+    async def __call__(self, question: DownstreamQuestion) -> dict[str, Any]:
+        """Ask and wait for the answer.
+
+        Raises:
+            CannotAsk: The host cannot be asked after all.
+        """
+
+
+class Askers:
+    """Who to ask, by plan: set while a host follows the plan's run."""
+
+    def __init__(self) -> None:
+        """Nobody to ask yet."""
+        self._by_plan: dict[str, HostAsker] = {}
+
+    def set(self, plan_id: str, asker: HostAsker) -> None:
+        """Send the questions of `plan_id`'s steps to `asker` (replacing any other)."""
+        self._by_plan[plan_id] = asker
+
+    def clear(self, plan_id: str, asker: HostAsker | None = None) -> None:
+        """Stop sending `plan_id`'s questions (to `asker` only, when given)."""
+        if asker is None or self._by_plan.get(plan_id) is asker:
+            self._by_plan.pop(plan_id, None)
+
+    async def ask(self, question: DownstreamQuestion) -> dict[str, Any]:
+        """Ask whoever follows the plan.
+
+        Raises:
+            CannotAsk: Nobody follows it in a way that can answer.
+        """
+        asker = self._by_plan.get(question.plan_id)
+        if asker is None:
+            raise CannotAsk(
+                f"{question.server}.{question.tool} asked a question ({question.message!r}), "
+                "and no host that can answer follows this run: run the plan from a host that "
+                "declares MCP tasks (the task then asks), or one that supports elicitation "
+                "with execute_plan(wait=true)"
+            )
+        return await asker(question)

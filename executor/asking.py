@@ -18,15 +18,19 @@ from pydantic import BaseModel, ConfigDict
 
 from executor.errors import TaskorchError
 
-__all__ = ["Askers", "CannotAsk", "DownstreamQuestion", "HostAsker"]
+__all__ = ["ASKER_META_KEY", "Askers", "CannotAsk", "DownstreamQuestion", "HostAsker"]
 
 
 class CannotAsk(TaskorchError):
     """Nobody can answer a downstream tool's question; the message says why."""
 
 
+ASKER_META_KEY = "io.github.taskorch/asker"
+"""`_meta` key naming who asks, on a question passed on to the host."""
+
+
 class DownstreamQuestion(BaseModel):
-    """A downstream tool's question, with where it comes from."""
+    """A downstream tool's request to its client, with where it comes from."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -38,17 +42,31 @@ class DownstreamQuestion(BaseModel):
     """The downstream server that asks."""
     tool: str
     """Its tool."""
-    message: str
-    """The server's own question."""
-    requested_schema: dict[str, Any]
-    """The form the answer must fill (JSON Schema)."""
+    method: str
+    """`elicitation/create` (a question) or `sampling/createMessage` (a model call)."""
+    params: dict[str, Any]
+    """The request's params, as the server sent them (wire JSON)."""
+
+    def who(self) -> str:
+        """Who asks: the server, its tool and the step."""
+        return f"{self.server}.{self.tool} (step {self.step_id!r} of plan {self.plan_id})"
 
     def text(self) -> str:
-        """The question as the host shows it: who asks, for which step, and what."""
-        return (
-            f"{self.server}.{self.tool} (step {self.step_id!r} of plan {self.plan_id}) asks: "
-            f"{self.message}"
-        )
+        """The question as the host shows it: who asks, and what."""
+        message = self.params.get("message")
+        if self.method == "elicitation/create" and isinstance(message, str):
+            return f"{self.who()} asks: {message}"
+        return f"{self.who()} asks for a model completion (sampling)"
+
+    def for_host(self) -> dict[str, Any]:
+        """The request to put to the host: the server's, saying who asks."""
+        params = dict(self.params)
+        if self.method == "elicitation/create":
+            params["message"] = self.text()
+        meta = dict(params.get("_meta") or {})
+        meta[ASKER_META_KEY] = self.who()
+        params["_meta"] = meta
+        return {"method": self.method, "params": params}
 
 
 class HostAsker(Protocol):
@@ -87,9 +105,7 @@ class Askers:
         asker = self._by_plan.get(question.plan_id)
         if asker is None:
             raise CannotAsk(
-                f"{question.server}.{question.tool} asked a question ({question.message!r}), "
-                "and no host that can answer follows this run: run the plan from a host that "
-                "declares MCP tasks (the task then asks), or one that supports elicitation "
-                "with execute_plan(wait=true)"
+                f"{question.text()}, and no host that can answer follows this run: run the "
+                "plan from a host that declares MCP tasks (the host task then asks it)"
             )
         return await asker(question)

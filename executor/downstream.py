@@ -362,7 +362,7 @@ def _scrubbed_tool(tool: mcp_types.Tool, scrub: Scrubber) -> mcp_types.Tool:
 
 
 def _refusal(server: str, message: str, why: str) -> mcp_types.ErrorData:
-    text = f"server {server!r} asked a question ({message!r}) that was not forwarded: {why}"
+    text = f"server {server!r} asked for {message!r}, which was not forwarded: {why}"
     return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=text)
 
 
@@ -397,28 +397,52 @@ class _Connection:
         self.follows: set[TaskFollow] = set()
         """The calls in flight on this session (a 2025-era question names none)."""
 
-    async def forward_question(
-        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
-    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
-        """Pass a downstream tool's question on to whoever runs the step, or refuse it."""
-        srv = self.server
+    async def _forward(self, method: str, params: BaseModel) -> dict[str, Any] | str:
+        """Pass a downstream request on to whoever runs the step: its answer, or why not."""
         # An input-required round (2026-07-28) asks inside the call; a 2025-era
         # mid-call request does not say which call asks: only a lone call can be meant.
         follow = current_follow() or (next(iter(self.follows)) if len(self.follows) == 1 else None)
         if follow is None or follow.hooks is None or follow.tool is None:
-            why = "taskorch cannot tell which of its calls asks, so nobody can answer it"
-            return _refusal(srv.name, params.message, why)
-        if not isinstance(params, mcp_types.ElicitRequestFormParams):
-            return _refusal(srv.name, params.message, "taskorch forwards form questions only")
-        schema = dict(params.requested_schema)
-        follow.pause()
+            return "taskorch cannot tell which of its calls asks, so nobody can answer it"
+        request = {
+            "method": method,
+            "params": params.model_dump(by_alias=True, mode="json", exclude_none=True),
+        }
+        follow.pause()  # a person answers: no idle timeout meanwhile
         try:
-            answer = await follow.hooks.ask(srv.name, follow.tool, params.message, schema)
+            return await follow.hooks.ask(self.server.name, follow.tool, request)
         except CannotAsk as exc:
-            return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=str(exc))
+            return str(exc)
         finally:
             follow.alive()
-        return mcp_types.ElicitResult.model_validate(answer)
+
+    async def forward_question(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        """Pass a downstream tool's question (elicitation) on, or refuse it saying why."""
+        if not isinstance(params, mcp_types.ElicitRequestFormParams):
+            why = "taskorch forwards form questions only"
+            return _refusal(self.server.name, params.message, why)
+        answer = await self._forward("elicitation/create", params)
+        if isinstance(answer, str):
+            return _refusal(self.server.name, params.message, answer)
+        try:
+            return mcp_types.ElicitResult.model_validate(answer)
+        except ValidationError:
+            return _refusal(self.server.name, params.message, "the host's answer is not valid")
+
+    async def forward_sampling(
+        self, context: ClientRequestContext, params: mcp_types.CreateMessageRequestParams
+    ) -> mcp_types.CreateMessageResult | mcp_types.ErrorData:
+        """Pass a downstream tool's sampling request on (allowed by the config), or refuse it."""
+        answer = await self._forward("sampling/createMessage", params)
+        what = "a model completion (sampling)"
+        if isinstance(answer, str):
+            return _refusal(self.server.name, what, answer)
+        try:
+            return mcp_types.CreateMessageResult.model_validate(answer)
+        except ValidationError:
+            return _refusal(self.server.name, what, "the host's answer is not valid")
 
     def mark_dead(self, reason: str) -> None:
         """The session can no longer be used; say why (once)."""
@@ -731,6 +755,7 @@ class Pool:
         log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
         secrets: Iterable[str] = (),
         on_server_event: ServerEventFn | None = None,
+        allow_sampling: bool = False,
     ) -> None:
         """Configure the pool; nothing is started until first use.
 
@@ -758,6 +783,8 @@ class Pool:
                 still down when the pool closes (`closed`). One task of the pool
                 hands them over, each bounded in time; the pool waits for the last
                 ones when it closes.
+            allow_sampling: Declare sampling to the servers and pass their requests on
+                to the host following the run (see `executor.asking`); refused otherwise.
 
         Raises:
             ValueError: A timeout or limit is not positive.
@@ -798,6 +825,7 @@ class Pool:
             self._servers[name] = _Server(self, name, spec, stderr)
         self._tg: anyio.abc.TaskGroup | None = None
         self._on_server_event = on_server_event
+        self.allow_sampling = allow_sampling
         self._events: MemoryObjectSendStream[ServerEvent] | None = None
         self._closing = False
         self.owner = uuid.uuid4().hex[:16]
@@ -878,6 +906,8 @@ class Pool:
             message_handler=conn.on_message,
             extensions=[TasksClient()],
             elicitation_callback=conn.forward_question,
+            # Not declared unless allowed: a server that asks anyway is refused.
+            sampling_callback=conn.forward_sampling if self.allow_sampling else None,
         )
         started = False
         try:

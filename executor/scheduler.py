@@ -554,18 +554,16 @@ class _StepTask:
         """The task recorded before a crash, which this attempt follows."""
         return self._resume
 
-    async def ask(
-        self, server: str, tool: str, message: str, requested_schema: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Pass the tool's question to whoever follows the plan (`Scheduler.askers`)."""
+    async def ask(self, server: str, tool: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Pass the tool's request to whoever follows the plan (`Scheduler.askers`)."""
         run = self._run
         question = DownstreamQuestion(
             plan_id=run.plan.id,
             step_id=self._step_id,
             server=server,
             tool=tool,
-            message=message,
-            requested_schema=requested_schema,
+            method=str(request.get("method", "")),
+            params=dict(request.get("params") or {}),
         )
         return await run._sched.askers.ask(question)
 

@@ -78,10 +78,8 @@ class TaskHooks(Protocol):
     def resuming(self) -> str | None:
         """A task to follow instead of calling the tool (recorded before a crash)."""
 
-    async def ask(
-        self, server: str, tool: str, message: str, requested_schema: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Put the tool's question to the host; its `ElicitResult` as wire JSON.
+    async def ask(self, server: str, tool: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Put the tool's request (`method`, `params`) to the host; the answer as wire JSON.
 
         Raises:
             CannotAsk: Nobody can answer it (the message says why).

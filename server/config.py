@@ -227,6 +227,9 @@ class TaskorchConfig(BaseModel):
     """SQLite file; a relative path in a file is made relative to that file's directory."""
     log_level: LogLevel | None = None
     """Log level when the command line sets none."""
+    allow_sampling: bool = False
+    """Let downstream servers ask for model completions (sampling): passed on to the
+    host that follows the run. Refused otherwise (and not declared to them)."""
     config_path: Path | None = None
     """The file this was read from; `None` when nothing was read."""
 
@@ -844,6 +847,8 @@ _TOP_KEYS = {
     "database": "database",
     "log_level": "log_level",
     "logLevel": "log_level",
+    "allow_sampling": "allow_sampling",
+    "allowSampling": "allow_sampling",
 }
 
 
@@ -894,6 +899,11 @@ def parse_config(
         raise ctx.error(raw["default_agent"][1], _PATTERN_RULES[r"^[A-Za-z0-9_.-]+$"])
     if "log_level" in fields:
         fields["log_level"] = _log_level(fields["log_level"], ctx, raw["log_level"][1])
+    if "allow_sampling" in raw:
+        value, where = raw["allow_sampling"]
+        if not isinstance(value, bool):
+            raise ctx.error(where, f"must be true or false, not {json_kind(value)}")
+        fields["allow_sampling"] = value
     if "limits" in raw:
         fields["limits"] = _parse_limits(*raw["limits"], ctx)
     if "model_settings" in raw:

@@ -230,6 +230,7 @@ class TaskOrchestrator:
                     max_timeout_s=limits.max_timeout_s,
                     secrets=self._secrets,
                     on_server_event=self._store.record_server_event,
+                    allow_sampling=self.config.allow_sampling,
                 )
                 self._pool = pool
                 self._caller = BuiltinCaller(await stack.enter_async_context(pool))

@@ -131,16 +131,7 @@ class RunTasks:
         """Send the questions the plan's downstream tools ask to this task's host."""
 
         async def ask(question: DownstreamQuestion) -> dict[str, Any]:
-            pending = _Question(
-                {
-                    "method": "elicitation/create",
-                    "params": {
-                        "mode": "form",
-                        "message": question.text(),
-                        "requestedSchema": question.requested_schema,
-                    },
-                }
-            )
+            pending = _Question(question.for_host())
             key = f"{_ASK_PREFIX}{secrets.token_hex(6)}"
             asked = self._questions.setdefault(task_id, {})
             asked[key] = pending
@@ -149,6 +140,8 @@ class RunTasks:
             finally:
                 asked.pop(key, None)
             answer = pending.answer
+            if question.method != "elicitation/create":
+                return dict(answer) if isinstance(answer, Mapping) else {}
             if isinstance(answer, Mapping) and answer.get("action") in _ACTIONS:
                 return dict(answer)
             return {"action": "cancel"}

@@ -48,7 +48,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One `taskorch serve --http` for the tests that need no restart."""
     folder = tmp_path_factory.mktemp("served")
     fixture = {"command": sys.executable, "args": [str(MCP_FIXTURE), "--name", "fx"]}
-    config = write_config(folder, servers=("stats",), extra_servers={"fx": fixture})
+    config = write_config(
+        folder, servers=("stats",), extra_servers={"fx": fixture}, allow_sampling=True
+    )
     with http_server(config, folder / "t.db") as url:
         yield url
 
@@ -226,3 +228,34 @@ async def test_a_downstream_question_reaches_the_host_through_its_task(served: s
     report = CallToolResult.model_validate(done.result).structured_content
     assert report is not None
     assert report["steps"][0]["output"] == {"result": "Hello, Ada!"}
+
+
+async def test_an_allowed_sampling_request_reaches_the_host_through_its_task(served: str) -> None:
+    arguments = {"text": "a long text about tasks"}
+    steps = [{"id": "sum", "server": "fx", "tool": "summarize", "arguments": arguments}]
+    async with _client(served) as client:
+        plan_id = await _approved_plan(client, steps)
+        handle = await _handle(client, plan_id)
+        with anyio.fail_after(60):
+            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert task.status is TaskStatus.INPUT_REQUIRED, task
+        assert task.input_requests is not None
+        [(key, request)] = task.input_requests.items()
+        assert request["method"] == "sampling/createMessage"
+        assert request["params"]["messages"][0]["content"]["text"] == "a long text about tasks"
+        assert "fx.summarize" in request["params"]["_meta"]["io.github.taskorch/asker"]
+        answer = {
+            key: {
+                "role": "assistant",
+                "content": {"type": "text", "text": "tasks, briefly"},
+                "model": "host-model",
+            }
+        }
+        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
+        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        done = await _until_done(client, handle.task_id)
+    assert done.status is TaskStatus.COMPLETED, done
+    report = CallToolResult.model_validate(done.result).structured_content
+    assert report is not None
+    assert report["steps"][0]["output"] == {"result": "tasks, briefly"}

@@ -48,9 +48,7 @@ class Hooks:
     def resuming(self) -> str | None:
         return self.resume
 
-    async def ask(
-        self, server: str, tool: str, message: str, requested_schema: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def ask(self, server: str, tool: str, request: dict[str, Any]) -> dict[str, Any]:
         raise CannotAsk("nobody asks in these tests")
 
 

@@ -26,6 +26,7 @@ if typing.TYPE_CHECKING:
     )
     from executor.errors import (
         ApprovalError,
+        CannotAsk,
         ConfigError,
         CorruptDatabaseError,
         Delivery,
@@ -127,6 +128,7 @@ __all__ = [
     "ApprovalError",
     "AttemptRecord",
     "AutoApprove",
+    "CannotAsk",
     "Catalog",
     "ConfigError",
     "CorruptDatabaseError",
@@ -227,6 +229,7 @@ _HOME = {
     "AgentLimits": "executor.policy",
     "AgentName": "executor.ids",
     "ApprovalError": "executor.errors",
+    "CannotAsk": "executor.errors",
     "AttemptRecord": "executor.records",
     "AutoApprove": "executor.policy",
     "Catalog": "executor.catalog",

@@ -16,13 +16,9 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict
 
-from executor.errors import TaskorchError
+from executor.errors import CannotAsk
 
-__all__ = ["ASKER_META_KEY", "Askers", "CannotAsk", "DownstreamQuestion", "HostAsker"]
-
-
-class CannotAsk(TaskorchError):
-    """Nobody can answer a downstream tool's question; the message says why."""
+__all__ = ["ASKER_META_KEY", "Askers", "DownstreamQuestion", "HostAsker"]
 
 
 ASKER_META_KEY = "io.github.taskorch/asker"

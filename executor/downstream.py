@@ -69,10 +69,9 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from executor._utils import leaf_exceptions
-from executor.asking import CannotAsk
 from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
-from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
+from executor.errors import CannotAsk, Delivery, ErrorKind, InternalError, ToolCallError
 from executor.records import ServerEvent, ServerEventKind
 from executor.redact import Scrubber
 from executor.specs import (

@@ -15,9 +15,8 @@ from typing import Any
 import anyio
 import pytest
 
-from executor.asking import CannotAsk
 from executor.downstream import Pool
-from executor.errors import ErrorKind, ToolCallError
+from executor.errors import CannotAsk, ErrorKind, ToolCallError
 from tests.fixtures.fastmcp_launch import FastMCPServer, fastmcp_server
 
 pytestmark = pytest.mark.anyio

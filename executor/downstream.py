@@ -1233,7 +1233,7 @@ class Pool:
         def pause() -> None:
             scope.deadline = hard
 
-        follow = TaskFollow(task, alive, report, lambda: scope.cancel_called, pause, tool)
+        follow = TaskFollow(task, alive, report, lambda: scope.cancel_called, pause, tool, srv.name)
         resume = task.resuming() if task is not None else None
 
         for attempt in (1, 2):

@@ -11,8 +11,9 @@ server (on 2026-07-28 wires) and claims the `resultType: "task"` answer of
    answer is a sign of life for the call's idle timeout, and a change of status
    is reported as progress;
 3. a completed task answers with its inlined result; a failed one raises its
-   JSON-RPC error; a task that waits for input it cannot get is cancelled and
-   fails the call saying so;
+   JSON-RPC error; a task that waits for input has its requests put to the
+   host (`TaskHooks.ask`) and answered with `tasks/update`; when nobody can
+   answer, it is cancelled and the call fails saying so;
 4. when the call is cancelled for a reason that must reach the server (the
    plan was cancelled, the call timed out), `tasks/cancel` is sent, shielded.
    A cancellation that is not the caller's wish (taskorch shutting down) leaves
@@ -33,6 +34,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ErrorData
 from mcp_types.jsonrpc import INTERNAL_ERROR
 
+from executor.errors import CannotAsk
 from executor.tasks_wire import (
     TASKS_EXTENSION,
     CancelTaskRequest,
@@ -42,6 +44,8 @@ from executor.tasks_wire import (
     TaskAck,
     TaskIdParams,
     TaskStatus,
+    UpdateTaskParams,
+    UpdateTaskRequest,
 )
 
 __all__ = [
@@ -102,6 +106,8 @@ class TaskFollow:
     """Called while a person is asked something: no idle deadline meanwhile."""
     tool: str | None = None
     """The tool called."""
+    server: str | None = None
+    """The server called."""
     task_id: str | None = None
     """The downstream task, once there is one."""
 
@@ -156,6 +162,7 @@ async def follow_task(
     wait = first_wait_s
     seen: tuple[TaskStatus, str | None] | None = None
     changes = 0
+    answered: set[str] = set()  # input requests answered already (never asked twice)
     try:
         while True:
             await anyio.sleep(wait)
@@ -174,18 +181,46 @@ async def follow_task(
             if task.status is TaskStatus.CANCELLED:
                 raise MCPError(INTERNAL_ERROR, "the server cancelled the task")
             if task.status is TaskStatus.INPUT_REQUIRED:
-                await _cancel(session, task_id)
-                asked = ", ".join(sorted(task.input_requests or {})) or "input"
-                raise MCPError(
-                    INTERNAL_ERROR,
-                    f"the task asks for input ({asked}) that taskorch cannot answer; "
-                    "it was cancelled",
-                )
+                why = await _answer_inputs(session, task, follow, answered)
+                if why is not None:
+                    await _cancel(session, task_id)
+                    raise MCPError(INTERNAL_ERROR, f"{why}; the task was cancelled")
+                wait = min(wait, MIN_POLL_S)  # soon: the answers may have ended the wait
     except anyio.get_cancelled_exc_class():
         hooks = follow.hooks
         if follow.timed_out() or (hooks is not None and hooks.cancel_downstream()):
             await _cancel(session, task_id)
         raise
+
+
+async def _answer_inputs(
+    session: ClientSession, task: DetailedTask, follow: TaskFollow, answered: set[str]
+) -> str | None:
+    """Put the task's new input requests to the host and send the answers; else say why not."""
+    requests = {k: r for k, r in (task.input_requests or {}).items() if k not in answered}
+    if not requests:
+        return None  # answered; the server has not caught up yet
+    hooks = follow.hooks
+    if hooks is None or follow.server is None or follow.tool is None:
+        return f"the task asks for input ({', '.join(sorted(requests))}) and nobody can answer"
+    answers: dict[str, Any] = {}
+    follow.pause()  # a person answers: no idle timeout meanwhile
+    try:
+        for key, request in requests.items():
+            if not isinstance(request, dict):
+                return f"the task's input request {key!r} is not a request"
+            try:
+                answers[key] = await hooks.ask(follow.server, follow.tool, request)
+            except CannotAsk as exc:
+                return str(exc)
+    finally:
+        follow.alive()
+    update = UpdateTaskRequest(
+        params=UpdateTaskParams(task_id=task.task_id, input_responses=answers)
+    )
+    await session.send_request(update, TaskAck)
+    answered.update(answers)
+    return None
 
 
 def _error_data(error: dict[str, Any] | None) -> ErrorData:

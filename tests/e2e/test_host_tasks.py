@@ -10,6 +10,8 @@ answered inline whatever the host declared, and `tasks/get` was unknown.
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -38,19 +40,46 @@ from executor.tasks_wire import (
     UpdateTaskRequest,
 )
 from tests.e2e.support import http_server, structured, write_config
-from tests.fixtures.launch import MCP_FIXTURE
+from tests.fixtures.launch import FIXTURES, MCP_FIXTURE
+
+TASKS_SERVER = FIXTURES / "tasks_server.py"
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def tasks_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A downstream server whose tools run as tasks (taskorch's own tasks extension)."""
+    folder = tmp_path_factory.mktemp("tasks-fixture")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    sock.set_inheritable(True)
+    with (folder / "log").open("wb") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(TASKS_SERVER), "--fd", str(sock.fileno())],
+            pass_fds=(sock.fileno(),),
+            stdout=subprocess.PIPE,
+            stderr=log,
+        )
+        assert server.stdout is not None
+        try:
+            assert server.stdout.readline().strip() == b"ready"
+            yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+            server.stdout.close()
+            sock.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, tasks_fixture: str) -> Iterator[str]:
     """One `taskorch serve --http` for the tests that need no restart."""
     folder = tmp_path_factory.mktemp("served")
     fixture = {"command": sys.executable, "args": [str(MCP_FIXTURE), "--name", "fx"]}
-    config = write_config(
-        folder, servers=("stats",), extra_servers={"fx": fixture}, allow_sampling=True
-    )
+    extra = {"fx": fixture, "tk": {"url": tasks_fixture}}
+    config = write_config(folder, servers=("stats",), extra_servers=extra, allow_sampling=True)
     with http_server(config, folder / "t.db") as url:
         yield url
 
@@ -259,3 +288,29 @@ async def test_an_allowed_sampling_request_reaches_the_host_through_its_task(ser
     report = CallToolResult.model_validate(done.result).structured_content
     assert report is not None
     assert report["steps"][0]["output"] == {"result": "tasks, briefly"}
+
+
+async def test_a_downstream_tasks_question_reaches_the_host_through_its_task(served: str) -> None:
+    # Both sides at once: the step's call becomes a downstream task that asks a
+    # question; taskorch puts it to its own host's task, and sends the answer back.
+    arguments = {"filename": "notes.txt"}
+    steps = [{"id": "rm", "server": "tk", "tool": "confirm_delete", "arguments": arguments}]
+    async with _client(served) as client:
+        plan_id = await _approved_plan(client, steps)
+        handle = await _handle(client, plan_id)
+        with anyio.fail_after(60):
+            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert task.status is TaskStatus.INPUT_REQUIRED, task
+        assert task.input_requests is not None
+        [(key, question)] = task.input_requests.items()
+        text = question["params"]["message"]
+        assert "tk.confirm_delete" in text and "'rm'" in text and "Delete notes.txt?" in text
+        answer = {key: {"action": "accept", "content": {"confirm": True}}}
+        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
+        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        done = await _until_done(client, handle.task_id)
+    assert done.status is TaskStatus.COMPLETED, done
+    report = CallToolResult.model_validate(done.result).structured_content
+    assert report is not None
+    assert report["steps"][0]["output"] == "deleted notes.txt"

@@ -136,8 +136,8 @@ def _poll_s(task: DetailedTask | CreateTaskResult) -> float:
 
 
 def _progress_message(task: DetailedTask) -> str:
-    words = f"downstream task {task.status.value}"
-    return f"{words}: {task.status_message}" if task.status_message else words
+    # The server's own sentence when it has one (it may be another taskorch's step news).
+    return task.status_message or f"downstream task {task.status.value}"
 
 
 async def _cancel(session: ClientSession, task_id: str) -> None:

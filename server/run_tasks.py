@@ -153,6 +153,8 @@ class RunTasks:
     ) -> TaskState:
         status = report.status
         progress = report.progress
+        # The latest step event, as execute_plan(wait=true) words its progress.
+        news = await self._orch.last_step_news(plan_id, report.version)
         fields: dict[str, Any] = {
             "task_id": task_id,
             "created_at": created_at,
@@ -160,8 +162,8 @@ class RunTasks:
             "ttl_ms": TASK_TTL_MS,
             "poll_interval_ms": POLL_INTERVAL_MS,
             "status_message": (
-                f"{progress.completed} of {progress.total} steps done, {progress.running} "
-                f"running ({status.value}): {report.message}"
+                f"{news or report.message} ({progress.completed} of {progress.total} steps "
+                f"done, {progress.running} running; the plan is {status.value})"
             ),
         }
         if status is PlanStatus.COMPLETED:

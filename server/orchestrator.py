@@ -1006,16 +1006,6 @@ class TaskOrchestrator:
         progress = await self.scheduler.progress(plan_id)
         return self._report(plan, report, progress, message=message)
 
-    async def last_step_news(self, plan_id: str, version: int) -> str | None:
-        """The latest step event of a plan version, as progress notifications word it."""
-        last = await self.store.last_event_seq(plan_id)
-        events = await self.store.get_events(plan_id, after_seq=max(last - 50, 0), limit=50)
-        for event in reversed(events):
-            if event.step_id is not None and event.kind is not EventKind.STEP_PROGRESS:
-                plan = await self.store.get_plan(plan_id, version)
-                return _event_message(event, plan)[:500]
-        return None
-
     async def get_progress(self, plan_id: str) -> ProgressView:
         """Where a plan's run stands (live for an active run here, else from the store).
 
@@ -1144,7 +1134,7 @@ async def _forward_progress(run: Any, subscription: Any, on_progress: ProgressFn
         last = value
         try:
             # A downstream progress message is the server's text: keep it to a line.
-            await on_progress(value, total, _event_message(event, run.plan)[:500])
+            await on_progress(value, total, _event_message(event, run)[:500])
         except Exception:
             # The client went away or cannot take notifications: the run goes on.
             logger.debug("progress could not be forwarded", exc_info=True)
@@ -1163,12 +1153,12 @@ async def _forward_updates(run: Any, subscription: Any, on_update: UpdateFn) -> 
             broken = True
 
 
-def _event_message(event: Event, plan: Plan) -> str:
+def _event_message(event: Event, run: Any) -> str:
     step = event.step_id
     where = ""
     if step is not None:
         with contextlib.suppress(KeyError):
-            s = plan.step(step)
+            s = run.plan.step(step)
             where = f" ({s.server}.{s.tool})"
     data = event.data
     match event.kind:

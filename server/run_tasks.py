@@ -34,7 +34,8 @@ from mcp_types import CallToolResult
 from mcp_types.jsonrpc import INTERNAL_ERROR
 
 from executor.asking import DownstreamQuestion
-from executor.plan import PlanStatus, StepStatus
+from executor.plan import Plan, PlanStatus, StepStatus
+from executor.records import StepState
 from executor.scheduler import Decision
 from executor.tasks_wire import TaskStatus
 from server.orchestrator import TaskOrchestrator
@@ -69,6 +70,16 @@ def _updated_at(report: ExecutionReport, created_at: datetime) -> datetime:
     for step in report.steps:
         moments += [m for m in (step.started_at, step.finished_at) if m is not None]
     return max(m if m.tzinfo else m.replace(tzinfo=UTC) for m in moments)
+
+
+def _latest_step(plan: Plan, states: Mapping[str, StepState]) -> str | None:
+    """The step that changed last, worded like `execute_plan`'s progress notifications."""
+    moved = [s for s in states.values() if s.started_at is not None]
+    if not moved:
+        return None
+    last = max(moved, key=lambda s: max(m for m in (s.started_at, s.finished_at) if m))
+    step = plan.step(last.step_id)
+    return f"{step.id} ({step.server}.{step.tool}): {last.status.value}"
 
 
 def _question(plan_id: str, step_id: str, reason: str) -> dict[str, Any]:
@@ -153,8 +164,8 @@ class RunTasks:
     ) -> TaskState:
         status = report.status
         progress = report.progress
-        # The latest step event, as execute_plan(wait=true) words its progress.
-        news = await self._orch.last_step_news(plan_id, report.version)
+        plan, states = await self._orch.plan_with_states(plan_id, report.version)
+        news = _latest_step(plan, states)
         fields: dict[str, Any] = {
             "task_id": task_id,
             "created_at": created_at,

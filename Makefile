@@ -4,6 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 NPM_DIR := tests/npm
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed-stamp
@@ -19,11 +20,24 @@ export PYTHONDONTWRITEBYTECODE := 1
 .PHONY: demo test lint typecheck pytest bench test-llm bench-llm format clean
 
 $(PY):
+	@echo "make: creating the virtualenv $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Two installs: what taskorch needs to run (all `make demo` needs), then the dev tools.
+# pip's "Collecting ..." lines show what each is doing; the first takes a minute or two.
+PIP_INSTALL := PYTHONUNBUFFERED=1 $(PY) -m pip install --disable-pip-version-check --progress-bar off
+SHOW_PIP := grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true
+
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	@echo "make: upgrading pip in $(VENV)"
+	@$(PIP_INSTALL) -q --upgrade pip
+	@echo "make: installing taskorch and what it needs to run into $(VENV) (no dev tools)"
+	@set -o pipefail; $(PIP_INSTALL) -e . | { $(SHOW_PIP); }
+	touch $@
+
+$(STAMP): pyproject.toml $(RUNTIME_STAMP)
+	@echo "make: installing the dev tools (pytest, ruff, mypy, hypothesis) into $(VENV)"
+	@set -o pipefail; $(PIP_INSTALL) -e '.[dev]' | { $(SHOW_PIP); }
 	touch $@
 
 $(NPM_STAMP): $(NPM_DIR)/package.json
@@ -37,7 +51,7 @@ $(FASTMCP_STAMP):
 
 $(FASTMCP_VENV): $(FASTMCP_STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/taskorch demo
 
 lint: $(STAMP)

@@ -36,13 +36,14 @@ import psutil
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolInfo
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step
-from executor.progress import PlanGraph
-from executor.scheduler import Scheduler, SchedulerConfig
-from executor.specs import StdioServerSpec
-from executor.store import Store
+from executor.plan import Plan, Step
+from executor.run import Scheduler, SchedulerConfig
+from executor.status import PlanStatus
+from executor.store import SqliteStore, Store
 from executor.task_client import TaskHooks
+from executor.validate import checked_graph
 
 SLEEP_S = 0.05
 RUNS = 5
@@ -116,7 +117,7 @@ def random_dag(
 
 def lower_bound_s(plan: Plan, concurrency: int, seconds: float) -> float:
     """No schedule can beat the critical path, nor the work spread over the slots."""
-    height = max(PlanGraph.of(plan.steps).height.values())
+    height = max(checked_graph(plan.steps).height.values())
     return max(height * seconds, len(plan.steps) * seconds / concurrency)
 
 
@@ -183,10 +184,10 @@ async def repeated(
 
 async def makespans(db: Path) -> dict[str, object]:
     figures: dict[str, object] = {"load_average_1min": round(os.getloadavg()[0], 2)}
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         shape = random_dag("shape", 200, "mem", "sleep", {})
         bound = lower_bound_s(shape, 16, SLEEP_S)
-        figures["dag_critical_path_steps"] = max(PlanGraph.of(shape.steps).height.values())
+        figures["dag_critical_path_steps"] = max(checked_graph(shape.steps).height.values())
         figures["lower_bound_s_16"] = round(bound, 3)
         # One server here, so its call limit must not be the tighter one.
         config = SchedulerConfig(max_parallel_steps=16, max_calls_per_server=16)
@@ -221,7 +222,7 @@ async def makespans(db: Path) -> dict[str, object]:
 
 async def throughput(db: Path) -> dict[str, object]:
     figures: dict[str, object] = {}
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         for limit in (16, 64):
             plan = random_dag(f"tp{limit}", 5_000, "mem", "noop", {"x": 1})
             config = SchedulerConfig(max_parallel_steps=limit, max_calls_per_server=limit)
@@ -256,7 +257,7 @@ class PeakRss:
 
 
 async def memory(db: Path) -> dict[str, object]:
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         plan = random_dag("mem10k", 10_000, "mem", "noop", {"x": 1})
         await store.save_plan(plan)
         config = SchedulerConfig(max_parallel_steps=16, max_calls_per_server=16)

@@ -26,10 +26,11 @@ import anyio
 
 from executor.errors import ErrorKind
 from executor.ids import PlanId
-from executor.plan import Plan, Step, StepError, StepStatus, utc_now
+from executor.plan import Plan, Step, StepError, utc_now
 from executor.records import AttemptRecord, ServerEvent, ServerEventKind
 from executor.stats import collect_stats
-from executor.store import Store, WriteBatch
+from executor.status import StepStatus
+from executor.store import SqliteStore, Store, WriteBatch
 
 PLANS = 100
 STEPS = 893
@@ -98,7 +99,7 @@ async def _seed(store: Store, rng: random.Random) -> int:
 
 async def _run(root: Path) -> dict[str, object]:
     rng = random.Random(16)
-    async with await Store.open(root / "stats.db") as store:
+    async with await SqliteStore.open(root / "stats.db") as store:
         seeded_at = time.perf_counter()
         attempts = await _seed(store, rng)
         seed_s = time.perf_counter() - seeded_at

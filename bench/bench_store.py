@@ -20,9 +20,10 @@ import anyio
 
 from executor.calls import ToolResult
 from executor.ids import PlanId
-from executor.plan import Plan, Step, StepStatus, utc_now
+from executor.plan import Plan, Step, utc_now
 from executor.records import AttemptRecord, Event, EventKind, StepState
-from executor.store import Store, WriteBatch
+from executor.status import StepStatus
+from executor.store import SqliteStore, WriteBatch
 
 COMMITS = 2_000
 WRITERS = 8
@@ -88,7 +89,7 @@ def step_batch(plan: Plan, index: int) -> WriteBatch:
 
 
 async def _commits_per_s(path: Path, synchronous: str, writers: int) -> float:
-    async with await Store.open(path, synchronous=synchronous) as store:
+    async with await SqliteStore.open(path, synchronous=synchronous) as store:
         plans = [make_plan(f"{path.stem}-w{w}", 200) for w in range(writers)]
         for plan in plans:
             await store.save_plan(plan)
@@ -108,7 +109,7 @@ async def _commits_per_s(path: Path, synchronous: str, writers: int) -> float:
 
 
 async def _big_batches(path: Path) -> dict[str, float]:
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         plan = make_plan("big", BIG_BATCH)
         await store.save_plan(plan)
         batch = WriteBatch(
@@ -133,10 +134,10 @@ async def _big_batches(path: Path) -> dict[str, float]:
 
 
 async def _ping_us(path: Path) -> float:
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         start = time.perf_counter()
         for _ in range(PING_RUNS):
-            await store.last_event_seq("none")
+            await store.plan_versions("none")
         return (time.perf_counter() - start) / PING_RUNS * 1e6
 
 

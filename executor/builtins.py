@@ -1,25 +1,10 @@
 """Built-in pure steps under the reserved server name `taskorch`, run in-process.
 
-Many tools answer only text ("The sum of 2 and 3 is 5."); these steps turn
-text into values a plan can use, and values back into text:
-
-- `extract(text, pattern, flags?, type?)`: a regular expression's first match
-  (`value`: its first group, or the whole match), every match (`matches`), the
-  groups and named groups; `type` converts values (`number`, `integer`,
-  `boolean`, `json`, default `string`);
-- `select(value, path)`: the value at a reference path (`items.0.name`) in
-  JSON, or in a string holding JSON;
-- `split_lines(text, keep_empty?, strip?)`: the lines of a text;
-- `join(items, separator?)`: items joined into one text (non-strings as JSON);
-- `format(template, values)`: `{name}` or `{a.b.0}` replaced from `values`,
-  `{{` and `}}` for literal braces.
-
-`BuiltinCaller` wraps any `ToolCaller`: calls to server `taskorch` run here,
-others go to the wrapped caller, and its catalog is the wrapped one plus
-these tools, so plans are validated against them like any other. Arguments
-are checked against the input schema again at run time (references are
-resolved by then); a step that cannot do its work (no match is not such a
-case, a value that does not convert is) answers `isError`.
+`extract`, `select`, `split_lines`, `join` and `format` turn tools' text into
+values a plan can use and back (the README lists their arguments).
+`BuiltinCaller` wraps any `ToolCaller`: calls to `taskorch` run here, others go
+through, and its catalog adds these tools, so plans are validated against them
+like any other.
 """
 
 from __future__ import annotations

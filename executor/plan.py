@@ -2,8 +2,8 @@
 
 A `Plan` is a DAG of `Step`s. Both are frozen: a plan's content never changes
 in place; an edit is a new version. Where a plan and its steps stand at run
-time is kept apart from the content (see `StepState` in the store), so that
-`plan_hash` covers exactly what would run and nothing else.
+time is kept apart from the content (`executor.status`, `executor.records`),
+so that `plan_hash` covers exactly what would run and nothing else.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import random
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     BaseModel,
@@ -24,23 +24,20 @@ from pydantic import (
     model_validator,
 )
 
-from executor.errors import ErrorKind, TransitionError
+from executor.errors import ErrorKind
 from executor.ids import PlanId, StepId
 from executor.refs import STEP_ID_PATTERN, find_references
+from executor.status import PlanStatus
 
 if TYPE_CHECKING:
     from executor.policy import RunPolicy
 
 __all__ = [
-    "ExecutionProgress",
     "OnError",
     "Plan",
-    "PlanStatus",
     "RetryPolicy",
     "Step",
     "StepError",
-    "StepStatus",
-    "check_transition",
     "utc_now",
 ]
 
@@ -53,119 +50,6 @@ _HASH_VERSION_WITHOUT_POLICY = "v1"
 def utc_now() -> datetime:
     """Return the current time, timezone-aware, in UTC."""
     return datetime.now(UTC)
-
-
-class PlanStatus(StrEnum):
-    """Where a plan stands."""
-
-    DRAFT = "draft"
-    AWAITING_CONFIRMATION = "awaiting_confirmation"
-    CONFIRMED = "confirmed"
-    EXECUTING = "executing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-    REJECTED = "rejected"
-    INTERRUPTED = "interrupted"
-    """A run that needs a decision: a step may or may not have taken effect (a crash, or an
-    ambiguous failure) and is not safe to repeat, and nothing that does not depend on it is
-    left to run."""
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether nothing more will happen without a new request."""
-        return self in _PLAN_TERMINAL
-
-
-class StepStatus(StrEnum):
-    """Where a step stands within one plan's run."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-    """Its call may or may not have taken effect (in flight when the process died, or it
-    failed without a clear answer), and it is not safe to run again unasked."""
-
-    @property
-    def is_terminal(self) -> bool:
-        """Whether the step is done for this run."""
-        return self in _STEP_TERMINAL
-
-
-_PLAN_TERMINAL = frozenset(
-    {PlanStatus.COMPLETED, PlanStatus.FAILED, PlanStatus.CANCELLED, PlanStatus.REJECTED}
-)
-_STEP_TERMINAL = frozenset(
-    {
-        StepStatus.SUCCEEDED,
-        StepStatus.FAILED,
-        StepStatus.SKIPPED,
-        StepStatus.CANCELLED,
-        StepStatus.INTERRUPTED,
-    }
-)
-
-P = PlanStatus
-S = StepStatus
-
-PLAN_TRANSITIONS: dict[PlanStatus, frozenset[PlanStatus]] = {
-    # Auto-approval goes straight from draft to confirmed.
-    P.DRAFT: frozenset({P.AWAITING_CONFIRMATION, P.CONFIRMED, P.REJECTED}),
-    P.AWAITING_CONFIRMATION: frozenset({P.CONFIRMED, P.REJECTED}),
-    P.CONFIRMED: frozenset({P.EXECUTING, P.CANCELLED}),
-    P.EXECUTING: frozenset({P.COMPLETED, P.FAILED, P.CANCELLED, P.INTERRUPTED}),
-    # A decision (rerun / skip) resumes an interrupted run; cancel gives up on it.
-    P.INTERRUPTED: frozenset({P.EXECUTING, P.CANCELLED}),
-    # Executing a failed plan again re-runs only what failed or was skipped.
-    P.FAILED: frozenset({P.EXECUTING}),
-    P.COMPLETED: frozenset(),
-    P.CANCELLED: frozenset(),
-    P.REJECTED: frozenset(),
-}
-"""Every legal plan status change; anything else is a bug."""
-
-STEP_TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
-    S.PENDING: frozenset({S.RUNNING, S.SKIPPED, S.CANCELLED}),
-    # RUNNING -> PENDING: an idempotent step found in flight after a crash is queued again.
-    S.RUNNING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED, S.INTERRUPTED, S.PENDING}),
-    S.SUCCEEDED: frozenset(),
-    # Re-running a failed plan re-queues its failed, skipped and cancelled steps.
-    S.FAILED: frozenset({S.PENDING}),
-    S.SKIPPED: frozenset({S.PENDING}),
-    S.CANCELLED: frozenset({S.PENDING}),
-    # The decision on an interrupted step: run it again, or skip it.
-    S.INTERRUPTED: frozenset({S.PENDING, S.SKIPPED}),
-}
-"""Every legal step status change; anything else is a bug."""
-
-_Status = TypeVar("_Status", PlanStatus, StepStatus)
-
-
-def check_transition(current: _Status, target: _Status) -> _Status:
-    """Check that a status may change from `current` to `target`.
-
-    Args:
-        current: The status now.
-        target: The status wanted.
-
-    Returns:
-        `target`, so a caller can write `status = check_transition(status, new)`.
-
-    Raises:
-        TransitionError: The change is not in the transition table.
-    """
-    table: dict[Any, frozenset[Any]] = (
-        PLAN_TRANSITIONS if isinstance(current, PlanStatus) else STEP_TRANSITIONS
-    )
-    if type(current) is not type(target) or target not in table[current]:
-        raise TransitionError(
-            f"illegal {type(current).__name__} transition {current.value!r} -> {target.value!r}"
-        )
-    return target
 
 
 class OnError(StrEnum):
@@ -411,35 +295,6 @@ class Plan(BaseModel):
     def is_approved(self) -> bool:
         """Whether the approval on record is for this exact content."""
         return self.approved_hash is not None and self.approved_hash == self.plan_hash
-
-
-class ExecutionProgress(BaseModel):
-    """A snapshot of where a run stands."""
-
-    model_config = ConfigDict(frozen=True)
-
-    plan_id: PlanId
-    """The plan being run."""
-    status: PlanStatus
-    """The plan's status."""
-    total: int
-    """Steps in the plan."""
-    counts: dict[StepStatus, int]
-    """Steps in each status (every status present, zeros included)."""
-    completed: int
-    """Steps that succeeded."""
-    failed: int
-    """Steps that failed."""
-    running: int
-    """Steps in flight."""
-    running_steps: tuple[str, ...] = ()
-    """Ids of the steps in flight."""
-    percent: float
-    """Share of steps that are done (any terminal status), 0 to 100."""
-    elapsed_s: float
-    """Seconds since the run started (0 before it does)."""
-    eta_s: float | None
-    """Estimated seconds left; `None` when nothing is known to estimate from."""
 
 
 # `Plan.policy` is typed by `executor.policy`, which imports this module for

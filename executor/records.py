@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from executor.calls import ToolResult
 from executor.ids import PlanId
 from executor.outputs import OutputSummary
-from executor.plan import StepError, StepStatus, utc_now
+from executor.plan import StepError, utc_now
+from executor.status import SkipReason, StepStatus
 
 __all__ = [
     "AttemptRecord",
@@ -53,10 +54,19 @@ class StepState(BaseModel):
     """Size, beginning, shape and content blocks of the output, once it succeeded."""
     error: StepError | None = None
     """Why the step failed, was skipped, cancelled or interrupted."""
+    skip_reason: SkipReason | None = None
+    """Why it is `skipped` (`None` otherwise, and for skips stored before reasons were)."""
     started_at: datetime | None = None
     """When the first attempt of this run started."""
     finished_at: datetime | None = None
     """When the step reached a terminal status."""
+
+    @property
+    def satisfies_dependents(self) -> bool:
+        """Whether its dependents may run: it succeeded, or was skipped by decision."""
+        return self.status is StepStatus.SUCCEEDED or (
+            self.status is StepStatus.SKIPPED and self.skip_reason is SkipReason.DECISION
+        )
 
     @property
     def duration_s(self) -> float | None:

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import Catalog
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step
+from executor.plan import Plan, Step
 from executor.policy import AgentConfig, ResponseMode
+from executor.status import PlanStatus
 
 __all__ = [
     "ChatMessage",

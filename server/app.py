@@ -64,8 +64,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from executor._utils import leaf_exceptions
 from executor.catalog import Catalog
 from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallError, UserError
-from executor.plan import OnError, Plan, PlanStatus, RetryPolicy
+from executor.plan import OnError, Plan, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
+from executor.status import PlanStatus
 from executor.tasks_wire import TaskSupport
 from planner.errors import PlannerError
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling

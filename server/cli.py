@@ -35,14 +35,16 @@ from executor.errors import TaskorchError, UserError
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
-    from executor.redact import Scrubber
+    from executor.downstream import ServerHealth
+    from executor.downstream.redact import Scrubber
     from server.config import TaskorchConfig
     from server.http_guard import HttpLimits
     from server.orchestrator import ProgressUpdate, TaskOrchestrator
     from server.views import ExecutionReport, PlanView
 
-__all__ = ["app", "main", "serve_fast_options"]
+__all__ = ["app", "main", "render_health_table", "serve_fast_options"]
 
 TOKEN_ENV_VAR = "TASKORCH_TOKEN"
 """Environment variable holding the bearer token of `serve --http` when `--token` is not given."""
@@ -199,7 +201,7 @@ def _setup_logging(
 
 
 def _secrets(cfg: TaskorchConfig, *extra: str | None) -> Scrubber:
-    from executor.redact import Scrubber
+    from executor.downstream.redact import Scrubber
 
     return Scrubber.for_servers(cfg.servers.values(), extra=[e for e in extra if e])
 
@@ -606,7 +608,7 @@ def plans(
     log_level: LogOpt = None,
 ) -> None:
     """List plans, newest first."""
-    from executor.plan import PlanStatus
+    from executor.status import PlanStatus
 
     try:
         statuses = [PlanStatus(s) for s in status] if status else None
@@ -842,12 +844,47 @@ def config_check(
     if not rows:
         console.print("no servers are configured (add them under 'mcpServers')")
         return
-    from executor.downstream import render_health_table
-
     console.print(render_health_table(rows))
     down = [r.name for r in rows if r.status != "up"]
     if down:
         raise _fail(f"{len(down)} server(s) not up: {', '.join(down)}")
+
+
+_STATUS_STYLE = {"up": "green", "down": "bold red", "starting": "yellow", "not_started": "dim"}
+_STDERR_LINES_SHOWN = 5
+
+
+def render_health_table(rows: Sequence[ServerHealth]) -> Table:
+    """A table for `taskorch config check`: one row per server, and why a server is down."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Downstream servers", show_lines=False)
+    table.add_column("server", style="bold")
+    table.add_column("transport")
+    table.add_column("status")
+    table.add_column("tools", justify="right")
+    table.add_column("protocol")
+    table.add_column("latency", justify="right")
+    table.add_column("details", overflow="fold")
+    for row in rows:
+        details = Text()
+        if row.error:
+            details.append(row.error, style="red")
+        for line in row.stderr_tail[-_STDERR_LINES_SHOWN:]:
+            if line in (row.error or ""):
+                continue  # already quoted in the error
+            details.append(("\n" if details else "") + f"stderr: {line}", style="dim")
+        table.add_row(
+            row.name,
+            row.transport,
+            Text(row.status.replace("_", " "), style=_STATUS_STYLE.get(row.status, "")),
+            "-" if row.tool_count is None else str(row.tool_count),
+            row.protocol_version or "-",
+            "-" if row.latency_ms is None else f"{row.latency_ms:.0f} ms",
+            details,
+        )
+    return table
 
 
 # --- demo -------------------------------------------------------------------------------------

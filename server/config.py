@@ -60,7 +60,7 @@ is a literal `${`. Keys are never expanded, and nothing in ignored keys or
 disabled servers is.
 
 Secrets. The `env` values of a stdio server and the `headers` of a remote one
-become `SecretStr` in the specs (see `executor.specs`), so they never show in
+become `SecretStr` in the specs (see `executor.downstream.specs`), so they never show in
 `repr`, `model_dump_json()` or logs; no error message here ever quotes the
 value of any key. API keys are never read from the file: `api_key_env` names
 the environment variable that holds one.
@@ -98,25 +98,23 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NamedTuple, TypeVar, get_args
-from urllib.parse import urlsplit
 
 import platformdirs
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from executor._utils import json_kind
 from executor.builtins import BUILTIN_SERVER
-from executor.errors import ConfigError
-from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps, ModelSettings
-from executor.specs import (
+from executor.downstream.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
-    HttpServerSpec,
+    SPEC_TYPES,
+    AnyServerSpec,
     ServerSpec,
-    SseServerSpec,
-    StdioServerSpec,
-    WebSocketServerSpec,
+    spec_type_for_url,
 )
+from executor.errors import ConfigError
+from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps, ModelSettings
 
 __all__ = [
     "API_BASE_ENV_VAR",
@@ -553,26 +551,21 @@ def _normalise_keys(
 
 # --- servers ---------------------------------------------------------------------------------
 
-_AnySpec = StdioServerSpec | HttpServerSpec | SseServerSpec | WebSocketServerSpec
-_SPEC_CLASSES: dict[str, type[_AnySpec]] = {
-    "stdio": StdioServerSpec,
-    "http": HttpServerSpec,
-    "sse": SseServerSpec,
-    "websocket": WebSocketServerSpec,
+# What a config may call each transport, all from the specs: a new transport is a new spec.
+_SPEC_CLASSES: dict[str, type[AnyServerSpec]] = {
+    cls.model_fields["type"].default: cls for cls in SPEC_TYPES
 }
-_TRANSPORTS = {
-    "stdio": "stdio",
-    "http": "http",
-    "streamable-http": "http",
-    "streamable_http": "http",
-    "streamablehttp": "http",
-    "sse": "sse",
-    "ws": "websocket",
-    "websocket": "websocket",
-}
-_TRANSPORT_CHOICES = "stdio, http (or streamable-http), sse, websocket (or ws)"
+_TRANSPORTS = {name: kind for kind, cls in _SPEC_CLASSES.items() for name in (kind, *cls.aliases)}
+_TRANSPORT_CHOICES = ", ".join(
+    f"{kind} (or {cls.aliases[0]})" if cls.aliases else kind for kind, cls in _SPEC_CLASSES.items()
+)
 _TYPE_KEYS = ("type", "transport", "transportType")
-_SECRET_KEYS = frozenset({"env", "headers"})
+_SECRET_KEYS = frozenset(
+    name
+    for cls in SPEC_TYPES
+    for name, field in cls.model_fields.items()
+    if field.annotation == dict[str, SecretStr]
+)
 # Keys other MCP clients put in server entries that taskorch has no use for.
 _HARMLESS_SERVER_KEYS = frozenset(
     {
@@ -729,12 +722,9 @@ def _pick_transport(
     url = entries["url"]
     if not isinstance(url, str):
         raise ctx.error((*path, "url"), "must be a string")
-    lowered = url.strip().lower()
-    if lowered.startswith(("ws://", "wss://")):
-        return "websocket"
-    if urlsplit(lowered).path.rstrip("/").endswith("/sse"):
-        return "sse"
-    return "http"
+    claimed = spec_type_for_url(url)
+    # Anything no transport claims is left to the HTTP spec, whose check names the fault.
+    return "http" if claimed is None else str(claimed.model_fields["type"].default)
 
 
 def _mismatch_hint(kind: str, key: str) -> str:

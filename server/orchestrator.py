@@ -2,7 +2,7 @@
 
 It wires the pieces together: the store (`executor.store`), the pool of
 downstream sessions (`executor.downstream`), the scheduler
-(`executor.scheduler`) and the planner (`planner`). Use it as an async context
+(`executor.run`) and the planner (`planner`). Use it as an async context
 manager; entering opens the store, the pool and the scheduler, saves the
 config's agents, and resumes (in the background) runs a crash interrupted;
 leaving stops runs as a crash would (the next start resumes them) and ends
@@ -61,20 +61,22 @@ from executor.errors import (
 )
 from executor.ids import PlanId
 from executor.outputs import output_text, page_text, value_text
-from executor.plan import ExecutionProgress, Plan, PlanStatus, StepStatus, check_transition
+from executor.plan import Plan
 from executor.policy import AgentConfig, AgentLimits, AutoApprove
 from executor.records import Event, EventKind, StepState
 from executor.refs import StepValue, read_path
-from executor.scheduler import ExecutionReport as RunReport
-from executor.scheduler import (
+from executor.run import (
+    ExecutionProgress,
     OnInterrupted,
     RunOwner,
     Scheduler,
     SchedulerConfig,
     rejected_message,
 )
+from executor.run import ExecutionReport as RunReport
 from executor.stats import RunAnalysis, Stats, collect_stats, parse_since, plan_analysis
-from executor.store import Store
+from executor.status import PlanStatus, StepStatus, check_transition
+from executor.store import SqliteStore, Store
 from server.answers import BYTES_PER_TOKEN, fit
 from server.config import ModelChoice, TaskorchConfig, load_config, model_for, resolve_db_path
 from server.views import (
@@ -213,7 +215,7 @@ class TaskOrchestrator:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self._store = await stack.enter_async_context(await Store.open(self.db_path))
+            self._store = await stack.enter_async_context(await SqliteStore.open(self.db_path))
             # Kept in the store, so a question asked before a restart is answered after it.
             self.request_state_key = await self._store.server_key("request_state")
             # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.

@@ -13,9 +13,10 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from executor.plan import Plan, StepStatus
+from executor.plan import Plan
 from executor.records import StepState
 from executor.stats import RunAnalysis
+from executor.status import StepStatus
 from server.views import plan_view
 
 __all__ = [

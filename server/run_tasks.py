@@ -34,9 +34,10 @@ from mcp_types import CallToolResult
 from mcp_types.jsonrpc import INTERNAL_ERROR
 
 from executor.asking import DownstreamQuestion
-from executor.plan import Plan, PlanStatus, StepStatus
+from executor.plan import Plan
 from executor.records import StepState
-from executor.scheduler import Decision
+from executor.run import Decision
+from executor.status import PlanStatus, StepStatus
 from executor.tasks_wire import TaskStatus
 from server.orchestrator import TaskOrchestrator
 from server.tasks_ext import TaskOffer, TaskState

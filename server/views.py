@@ -15,13 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import ToolInfo
 from executor.outputs import OutputSummary
-from executor.plan import ExecutionProgress, Plan, PlanStatus, Step, StepStatus
+from executor.plan import Plan, Step
 from executor.policy import AgentConfig
 from executor.records import StepState
+from executor.run import ExecutionProgress
 from executor.stats import RunAnalysis
+from executor.status import PlanStatus, StepStatus
 
 if TYPE_CHECKING:
-    from executor.scheduler import StepReport
+    from executor.run import StepReport
 
 __all__ = [
     "AgentView",

@@ -41,6 +41,47 @@ def test_imports_point_down_only(package: str) -> None:
     assert offenders == []
 
 
+def test_only_the_store_touches_sqlite() -> None:
+    # The store is the seam another database plugs into: SQL stays behind it.
+    store = ROOT / "executor" / "store"
+    offenders = [
+        f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if store not in path.parents
+        and (bad := _imported_top_levels(path) & {"sqlite3", "aiosqlite"})
+    ]
+    assert offenders == []
+
+
+def _names_sqlite_store(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "executor.store.sqlite":
+            return True
+        if isinstance(node, ast.ImportFrom) and any(a.name == "SqliteStore" for a in node.names):
+            return True
+    return False
+
+
+# Where the concrete store is made, and the package that re-exports it.
+_MAKES_THE_STORE = {Path("server/orchestrator.py"), Path("executor/__init__.py")}
+
+
+def test_only_where_the_store_is_made_names_sqlite_store() -> None:
+    # The engine and the face speak the `Store` protocol: any store can stand in.
+    store = ROOT / "executor" / "store"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if store not in path.parents
+        and path.relative_to(ROOT) not in _MAKES_THE_STORE
+        and _names_sqlite_store(path)
+    ]
+    assert offenders == []
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_all_is_unique_and_resolvable(package: str) -> None:
     # Its order is ruff's (RUF022, isort-style), checked by `make lint`.
@@ -58,6 +99,7 @@ _LAZY = {
     "server.app": ("typer", "rich", "litellm"),
     "executor": ("mcp", "jsonschema", "aiosqlite", "websockets"),
     "executor.errors": ("mcp", "jsonschema", "pydantic"),
+    "executor.run.scheduler": ("aiosqlite",),
     "planner": ("mcp", "jsonschema", "litellm"),
     "server": ("mcp", "jsonschema", "aiosqlite", "litellm"),
 }

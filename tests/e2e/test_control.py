@@ -19,8 +19,8 @@ from typing import Any
 import anyio
 import pytest
 
-from executor.plan import PlanStatus
-from executor.store import Store
+from executor.status import PlanStatus
+from executor.store import SqliteStore, Store
 from tests.e2e.support import ROOT, clean_env, run_cli, write_config
 from tests.fixtures.launch import TINY_SERVER
 
@@ -63,7 +63,7 @@ async def _output(proc: anyio.abc.Process) -> tuple[str, str]:
 
 async def _wait_for(db: Path, check: Callable[[Store], Any]) -> Any:
     """Poll the database (as another process would) until `check` gives a truthy value."""
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         with anyio.fail_after(60):  # a hang guard, not a timing claim
             while True:
                 found = await check(store)
@@ -128,7 +128,7 @@ async def test_a_run_whose_process_was_killed_is_taken_over_by_run_and_seen_by_w
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "taking the run over" in resumed.stdout
     assert "All 2 steps succeeded" in resumed.stdout
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         plan = await store.get_plan(plan_id)
         states = await store.get_step_states(plan_id, 1)
         leases = await store.list_leases()
@@ -141,7 +141,7 @@ async def test_a_run_whose_process_was_killed_is_taken_over_by_run_and_seen_by_w
 
 
 async def _events(db: Path, plan_id: str) -> list[tuple[str, str | None]]:
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         return [(e.kind.value, e.step_id) for e in await store.get_events(plan_id)]
 
 
@@ -196,7 +196,7 @@ async def test_cancel_from_another_process_stops_the_owner_before_it_answers(
     with anyio.fail_after(30):
         while marker.read_text() != "cancelled":  # noqa: ASYNC110 - a file, not an event
             await anyio.sleep(0.05)
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         plan = await store.get_plan(plan_id)
         states = await store.get_step_states(plan_id, 1)
     assert plan.status is PlanStatus.CANCELLED
@@ -205,7 +205,7 @@ async def test_cancel_from_another_process_stops_the_owner_before_it_answers(
 
 
 async def _status(db: Path, plan_id: str) -> PlanStatus:
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         return (await store.get_plan(plan_id)).status
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from executor.plan import PlanStatus
+from executor.status import PlanStatus
 from server.config import load_config
 from server.orchestrator import TaskOrchestrator
 from tests.e2e.support import ROOT, clean_env, write_config

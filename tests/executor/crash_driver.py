@@ -32,9 +32,9 @@ from typing import Any
 import anyio
 
 from executor.errors import NotFoundError
-from executor.plan import PlanStatus
-from executor.scheduler import Decision, ExecutionReport, Run, Scheduler, SchedulerConfig
-from executor.store import Store
+from executor.run import Decision, ExecutionReport, Run, Scheduler, SchedulerConfig
+from executor.status import PlanStatus
+from executor.store import SqliteStore
 from tests.executor.scheduler_support import engine_caller, save_confirmed
 
 PLAN_ID = "crash"
@@ -93,7 +93,7 @@ def decide(out: Path, waiting: tuple[str, ...]) -> dict[str, Decision]:
 
 
 async def main(db: Path, out: Path) -> int:
-    async with await Store.open(db) as store, engine_caller() as caller:
+    async with await SqliteStore.open(db) as store, engine_caller() as caller:
         config = SchedulerConfig(max_parallel_steps=3, lease_s=LEASE_S)
         async with Scheduler(store, caller, config) as scheduler:
             resumed = {r.plan_id: r for r in await scheduler.resume()}

@@ -8,21 +8,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import ErrorKind, ToolCallError
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step
+from executor.plan import Plan, Step
 from executor.records import Event, EventKind
-from executor.scheduler import ExecutionReport, Scheduler, SchedulerConfig, Subscription
-from executor.specs import StdioServerSpec
-from executor.store import Store
+from executor.run import ExecutionReport, Scheduler, SchedulerConfig, Subscription
+from executor.status import PlanStatus
+from executor.store import SqliteStore, Store
 from executor.task_client import TaskHooks
+from tests.executor.memory_store import MemoryStore
 
 ENGINE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "engine_server.py"
 """The fixture server the scheduler tests call over stdio."""
@@ -166,12 +168,34 @@ async def collect(sub: Subscription) -> list[Event]:
         return [e async for e in sub]
 
 
+StoreKind = Literal["sqlite", "memory"]
+"""Which `Store` a test runs the scheduler on: SQLite on disk, or `MemoryStore`."""
+
+
+@asynccontextmanager
+async def open_store(tmp_path: Path, kind: StoreKind = "sqlite") -> AsyncIterator[Store]:
+    """A store of this kind, its file (if any) under `tmp_path`; one per `tmp_path`."""
+    if kind == "memory":
+        store = MemoryStore()
+        try:
+            yield store
+        finally:
+            await store.close()
+        return
+    async with await SqliteStore.open(tmp_path / "taskorch.db") as opened:
+        yield opened
+
+
 @asynccontextmanager
 async def harness(
-    tmp_path: Path, caller: ToolCaller, config: SchedulerConfig | None = None
+    tmp_path: Path,
+    caller: ToolCaller,
+    config: SchedulerConfig | None = None,
+    *,
+    store_kind: StoreKind = "sqlite",
 ) -> AsyncIterator[Harness]:
-    """Open a store under `tmp_path` and a scheduler over `caller`."""
-    async with await Store.open(tmp_path / "taskorch.db") as store:
+    """Open a store (on disk under `tmp_path`, or in memory) and a scheduler over `caller`."""
+    async with open_store(tmp_path, store_kind) as store:
         async with Scheduler(store, caller, config, rng=random.Random(7)) as scheduler:
             yield Harness(store, scheduler, caller)
 

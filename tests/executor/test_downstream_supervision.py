@@ -13,9 +13,10 @@ import psutil
 import pytest
 from rich.console import Console
 
-from executor.downstream import Pool, render_health_table
+from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import ErrorKind, ToolCallError
-from executor.specs import StdioServerSpec
+from server.cli import render_health_table
 from tests.fixtures import tiny_server
 from tests.fixtures.helpers import eventually, wait_for_marker
 from tests.fixtures.launch import (

@@ -17,18 +17,17 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from executor.errors import ErrorKind, TransitionError
-from executor.plan import (
+from executor.plan import OnError, Plan, RetryPolicy, Step
+from executor.policy import ToolPolicy
+from executor.status import (
     PLAN_TRANSITIONS,
+    RUN_TRANSITIONS,
     STEP_TRANSITIONS,
-    OnError,
-    Plan,
     PlanStatus,
-    RetryPolicy,
-    Step,
+    RunPhase,
     StepStatus,
     check_transition,
 )
-from executor.policy import ToolPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -90,7 +89,40 @@ def test_step_transition(current: StepStatus, target: StepStatus) -> None:
             check_transition(current, target)
 
 
+LEGAL_RUN = {
+    ("queued", "running"),
+    ("queued", "ended"),
+    ("queued", "abandoned"),
+    ("queued", "closed"),
+    ("running", "stopping"),
+    ("running", "ending"),
+    ("running", "abandoned"),
+    ("running", "closed"),
+    ("stopping", "ending"),
+    ("stopping", "abandoned"),
+    ("stopping", "closed"),
+    ("ending", "ended"),
+    ("ending", "abandoned"),
+    ("ending", "closed"),
+}
+
+
+@pytest.mark.parametrize(
+    ("current", "target"), list(itertools.product(RunPhase, RunPhase)), ids=lambda s: s.value
+)
+def test_run_phase_transition(current: RunPhase, target: RunPhase) -> None:
+    if (current.value, target.value) in LEGAL_RUN:
+        assert check_transition(current, target) is target
+    else:
+        with pytest.raises(TransitionError, match="RunPhase"):
+            check_transition(current, target)
+    # A run stops here for good in exactly the phases that lead nowhere.
+    assert current.is_terminal == (current in {RunPhase.ENDED, RunPhase.ABANDONED, RunPhase.CLOSED})
+
+
 def test_transition_tables_cover_every_status() -> None:
+    assert {(a.value, b.value) for a, bs in RUN_TRANSITIONS.items() for b in bs} == LEGAL_RUN
+    assert set(RUN_TRANSITIONS) == set(RunPhase)
     assert set(PLAN_TRANSITIONS) == set(PlanStatus)
     assert set(STEP_TRANSITIONS) == set(StepStatus)
     assert {(a.value, b.value) for a, bs in PLAN_TRANSITIONS.items() for b in bs} == LEGAL_PLAN

@@ -15,10 +15,12 @@ import pytest
 from executor.catalog import ToolAnnotations
 from executor.downstream import Pool
 from executor.errors import Delivery, ErrorKind
-from executor.plan import PlanStatus, RetryPolicy, StepStatus
+from executor.plan import RetryPolicy
 from executor.records import EventKind
 from executor.retry import Verdict, decide
+from executor.status import PlanStatus, StepStatus
 from tests.executor.scheduler_support import (
+    StoreKind,
     confirmed,
     engine_caller,
     harness,
@@ -129,7 +131,7 @@ def test_opting_in_is_part_of_what_is_approved() -> None:
 
 @pytest.mark.anyio
 async def test_a_non_idempotent_call_that_times_out_runs_once_and_waits_for_a_decision(
-    tmp_path: Path,
+    tmp_path: Path, store_kind: StoreKind
 ) -> None:
     counter = tmp_path / "charge"
     steps = [
@@ -138,7 +140,7 @@ async def test_a_non_idempotent_call_that_times_out_runs_once_and_waits_for_a_de
         tally("slow", tmp_path / "slow", "tally_read_only", arguments={"sleep_ms": 1500}),
         echo("after_slow", "${slow.calls}"),
     ]
-    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+    async with engine_caller() as caller, harness(tmp_path, caller, store_kind=store_kind) as h:
         report, events = await h.run("charge", steps)
         assert calls(counter) == 1
         assert statuses(report) == {
@@ -351,7 +353,7 @@ async def test_a_typescript_protocol_error_in_an_is_error_result_is_never_retrie
 
 @pytest.mark.anyio
 async def test_after_a_crash_every_step_independent_of_the_interrupted_ones_runs(
-    tmp_path: Path,
+    tmp_path: Path, store_kind: StoreKind
 ) -> None:
     out = tmp_path / "out.txt"
     writes: list[dict[str, Any]] = [
@@ -368,7 +370,7 @@ async def test_after_a_crash_every_step_independent_of_the_interrupted_ones_runs
     free = [echo(f"r{i}", i, depends_on=[f"done{i % 2}"]) for i in range(18)]
     steps = [*done, *writes, *dependents, *free]
     assert len(steps) == 60
-    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+    async with engine_caller() as caller, harness(tmp_path, caller, store_kind=store_kind) as h:
         await save_confirmed(h.store, "p", steps)
         await crash_state(
             h.store, "p", succeeded=["done0", "done1"], in_flight=[w["id"] for w in writes]

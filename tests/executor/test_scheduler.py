@@ -10,10 +10,12 @@ import anyio
 import pytest
 
 from executor.errors import ApprovalError, ErrorKind, UserError
-from executor.plan import PlanStatus, RetryPolicy, StepStatus
+from executor.plan import RetryPolicy
 from executor.records import EventKind
-from executor.scheduler import SchedulerConfig
+from executor.run import SchedulerConfig
+from executor.status import PlanStatus, StepStatus
 from tests.executor.scheduler_support import (
+    StoreKind,
     collect,
     engine_caller,
     harness,
@@ -40,7 +42,7 @@ def echo_step(step_id: str, value: Any, **extra: Any) -> dict[str, Any]:
 
 
 @pytest.mark.anyio
-async def test_diamond_moves_data_through_references(tmp_path: Path) -> None:
+async def test_diamond_moves_data_through_references(tmp_path: Path, store_kind: StoreKind) -> None:
     steps = [
         echo_step("top", {"name": "ada", "langs": ["py", "ml"]}),
         echo_step("left", "${top.value.name}"),
@@ -49,7 +51,7 @@ async def test_diamond_moves_data_through_references(tmp_path: Path) -> None:
             "bottom", {"pair": ["${left.value}", "${right.value}"], "msg": "hi ${left.value}"}
         ),
     ]
-    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+    async with engine_caller() as caller, harness(tmp_path, caller, store_kind=store_kind) as h:
         report, events = await h.run("diamond", steps)
 
     assert report.status is PlanStatus.COMPLETED
@@ -116,7 +118,9 @@ async def test_a_reference_to_a_missing_path_fails_with_invalid_arguments(tmp_pa
 
 
 @pytest.mark.anyio
-async def test_a_step_that_fails_twice_then_succeeds_is_retried(tmp_path: Path) -> None:
+async def test_a_step_that_fails_twice_then_succeeds_is_retried(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     steps = [
         {
             "id": "flaky",
@@ -127,7 +131,7 @@ async def test_a_step_that_fails_twice_then_succeeds_is_retried(tmp_path: Path) 
             "retry": {**FAST_RETRY, "non_idempotent": True},
         }
     ]
-    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+    async with engine_caller() as caller, harness(tmp_path, caller, store_kind=store_kind) as h:
         report, events = await h.run("retry", steps)
         attempts = await h.store.get_attempts("retry", 1, "flaky")
 
@@ -199,7 +203,9 @@ async def test_the_plan_deadline_fails_the_run(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_on_error_continue_lets_independent_branches_finish(tmp_path: Path) -> None:
+async def test_on_error_continue_lets_independent_branches_finish(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     steps = [
         {"id": "boom", "server": "engine", "tool": "fail", "on_error": "continue"},
         sleep_step("child", 1, depends_on=["boom"]),
@@ -210,7 +216,7 @@ async def test_on_error_continue_lets_independent_branches_finish(tmp_path: Path
     retry = RetryPolicy(maximum_attempts=1)
     async with (
         engine_caller() as caller,
-        harness(tmp_path, caller, SchedulerConfig(default_retry=retry)) as h,
+        harness(tmp_path, caller, SchedulerConfig(default_retry=retry), store_kind=store_kind) as h,
     ):
         report, _ = await h.run("cont", steps)
 
@@ -226,7 +232,9 @@ async def test_on_error_continue_lets_independent_branches_finish(tmp_path: Path
 
 
 @pytest.mark.anyio
-async def test_on_error_fail_cancels_what_is_in_flight(tmp_path: Path) -> None:
+async def test_on_error_fail_cancels_what_is_in_flight(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     marker = tmp_path / "hang.txt"
     steps = [
         {"id": "hang", "server": "engine", "tool": "hang", "arguments": {"marker": str(marker)}},
@@ -238,7 +246,7 @@ async def test_on_error_fail_cancels_what_is_in_flight(tmp_path: Path) -> None:
     retry = RetryPolicy(maximum_attempts=1)
     async with (
         engine_caller() as caller,
-        harness(tmp_path, caller, SchedulerConfig(default_retry=retry)) as h,
+        harness(tmp_path, caller, SchedulerConfig(default_retry=retry), store_kind=store_kind) as h,
     ):
         report, _ = await h.run("failfast", steps)
         attempts = await h.store.get_attempts("failfast", 1, "hang")
@@ -257,7 +265,9 @@ async def test_on_error_fail_cancels_what_is_in_flight(tmp_path: Path) -> None:
 
 
 @pytest.mark.anyio
-async def test_cancel_mid_run_ends_cancelled_and_reaches_downstream(tmp_path: Path) -> None:
+async def test_cancel_mid_run_ends_cancelled_and_reaches_downstream(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     marker = tmp_path / "hang.txt"
     steps = [
         sleep_step("first", 1),
@@ -270,7 +280,7 @@ async def test_cancel_mid_run_ends_cancelled_and_reaches_downstream(tmp_path: Pa
         },
         sleep_step("never", 1, depends_on=["hang"]),
     ]
-    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+    async with engine_caller() as caller, harness(tmp_path, caller, store_kind=store_kind) as h:
         await save_confirmed(h.store, "cancel", steps)
         run = await h.scheduler.start("cancel")
         sub = h.scheduler.subscribe("cancel")
@@ -319,7 +329,9 @@ async def test_downstream_progress_is_forwarded_to_subscribers(tmp_path: Path) -
 
 
 @pytest.mark.anyio
-async def test_rerunning_a_failed_plan_reruns_only_what_did_not_succeed(tmp_path: Path) -> None:
+async def test_rerunning_a_failed_plan_reruns_only_what_did_not_succeed(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     out = tmp_path / "out.txt"
 
     def append(step_id: str, **extra: Any) -> dict[str, Any]:
@@ -343,7 +355,7 @@ async def test_rerunning_a_failed_plan_reruns_only_what_did_not_succeed(tmp_path
         },
         append("b", depends_on=["flaky"]),
     ]
-    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+    async with engine_caller() as caller, harness(tmp_path, caller, store_kind=store_kind) as h:
         first, _ = await h.run("rerun", steps)
         assert first.status is PlanStatus.FAILED
         assert [s.status for s in first.steps] == [

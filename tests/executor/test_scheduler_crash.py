@@ -17,9 +17,8 @@ import pytest
 from anyio.abc import Process
 from anyio.streams.text import TextReceiveStream
 
-from executor.errors import ErrorKind
-from executor.plan import PlanStatus, StepStatus
-from executor.store import Store
+from executor.status import PlanStatus, SkipReason, StepStatus
+from executor.store import SqliteStore
 from tests.executor.crash_driver import PLAN_ID, is_idempotent, plan_steps
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +70,7 @@ def check_parked(out: Path, statuses: dict[str, str]) -> None:
 async def check_invariants(db: Path, out: Path) -> dict[str, StepStatus]:
     """Nothing done twice that may not be, nothing recorded done that did not happen."""
     seen = lines(out)
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         states = await store.get_step_states(PLAN_ID, 1)
     for sid in step_ids(out):
         assert seen[sid] <= 1, f"{sid} took effect {seen[sid]} times"
@@ -163,7 +162,7 @@ async def test_kill_9_at_random_moments_never_repeats_or_loses_an_effect(tmp_pat
 
     statuses = await check_invariants(db, out)
     seen = lines(out)
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         states = await store.get_step_states(PLAN_ID, 1)
     for sid in step_ids(out):
         # Every effect happened exactly once, in the end.
@@ -176,9 +175,8 @@ async def test_kill_9_at_random_moments_never_repeats_or_loses_an_effect(tmp_pat
             by_decision = (
                 state.status is StepStatus.SKIPPED
                 and decided.get(sid) == "skip"
-                and state.error is not None
-                and state.error.kind is ErrorKind.INTERRUPTED
+                and state.skip_reason is SkipReason.DECISION
             )
             assert state.status is StepStatus.SUCCEEDED or by_decision, (sid, state.status)
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         assert (await store.get_plan(PLAN_ID)).status is PlanStatus.COMPLETED

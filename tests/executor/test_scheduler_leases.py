@@ -16,9 +16,10 @@ import pytest
 
 from executor.calls import ProgressFn
 from executor.errors import UserError
-from executor.plan import PlanStatus, StepStatus, utc_now
-from executor.scheduler import Run, Scheduler, SchedulerConfig
-from executor.store import RunLease, Store
+from executor.plan import utc_now
+from executor.run import Run, Scheduler, SchedulerConfig
+from executor.status import PlanStatus, StepStatus
+from executor.store import RunLease, SqliteStore, Store
 from tests.executor.scheduler_support import (
     InProcessCaller,
     confirmed,
@@ -76,7 +77,7 @@ def live_local_owner() -> str:
 async def test_two_engines_resuming_at_once_take_each_plan_exactly_once(tmp_path: Path) -> None:
     db = tmp_path / "shared.db"
     plans = [f"p{i}" for i in range(8)]
-    async with await Store.open(db) as setup:
+    async with await SqliteStore.open(db) as setup:
         for plan_id in plans:
             await leave_executing(setup, plan_id)
         # An older version left executing under a newer, merely confirmed one: found too.
@@ -85,8 +86,8 @@ async def test_two_engines_resuming_at_once_take_each_plan_exactly_once(tmp_path
     callers = [counting_caller(), counting_caller()]
     resumed: list[list[Run]] = [[], []]
     async with (
-        await Store.open(db) as store_a,
-        await Store.open(db) as store_b,
+        await SqliteStore.open(db) as store_a,
+        await SqliteStore.open(db) as store_b,
         Scheduler(store_a, callers[0]) as engine_a,
         Scheduler(store_b, callers[1]) as engine_b,
     ):
@@ -119,7 +120,7 @@ async def test_two_engines_resuming_at_once_take_each_plan_exactly_once(tmp_path
 async def test_a_fresh_lease_is_left_alone_and_an_expired_or_dead_one_is_taken(
     tmp_path: Path,
 ) -> None:
-    async with await Store.open(tmp_path / "db") as store:
+    async with await SqliteStore.open(tmp_path / "db") as store:
         # Each plan claimed for a pretend owner, as its process would have.
         claims = {
             "remote_fresh": RunLease(f"{OTHER_HOST}|1|0.000|a", 3600.0),
@@ -169,7 +170,7 @@ async def test_a_run_whose_lease_is_taken_over_stops_and_cancels_its_calls(
             cancelled.set()
 
     caller = InProcessCaller({("mem", "work"): block})
-    async with await Store.open(tmp_path / "db") as store:
+    async with await SqliteStore.open(tmp_path / "db") as store:
         await save_confirmed(store, "p", chain("p"))
         config = SchedulerConfig(lease_s=0.3)
         async with Scheduler(store, caller, config) as engine:
@@ -207,8 +208,8 @@ async def test_a_run_holds_its_lease_while_it_runs_and_frees_it_when_it_ends(
     # Renewed every second; long enough that no stall of a loaded machine lets it lapse.
     config = SchedulerConfig(lease_s=3.0)
     async with (
-        await Store.open(db) as store_a,
-        await Store.open(db) as store_b,
+        await SqliteStore.open(db) as store_a,
+        await SqliteStore.open(db) as store_b,
         Scheduler(store_a, InProcessCaller({("mem", "work"): gated}), config) as engine_a,
         Scheduler(store_b, counting_caller(), config) as engine_b,
     ):
@@ -237,7 +238,7 @@ async def test_leaving_the_scheduler_frees_its_leases_for_an_immediate_resume(
         await anyio.sleep_forever()
 
     db = tmp_path / "db"
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         await save_confirmed(store, "p", chain("p", 2))
         blocking = InProcessCaller({("mem", "work"): block})
         async with Scheduler(store, blocking) as engine:
@@ -258,7 +259,7 @@ async def test_leaving_the_scheduler_frees_its_leases_for_an_immediate_resume(
 async def test_start_takes_over_a_run_whose_owner_is_gone_and_names_a_live_one(
     tmp_path: Path,
 ) -> None:
-    async with await Store.open(tmp_path / "db") as store:
+    async with await SqliteStore.open(tmp_path / "db") as store:
         claims = {
             "dead": RunLease(dead_local_owner(), 3600.0),
             "lapsed": RunLease(f"{OTHER_HOST}|2|0.000|b", 0.05),
@@ -302,7 +303,7 @@ async def test_start_after_a_takeover_applies_the_decision_an_interrupted_run_ne
         await anyio.sleep_forever()
 
     db = tmp_path / "db"
-    async with await Store.open(db) as store:
+    async with await SqliteStore.open(db) as store:
         await save_confirmed(store, "p", chain("p", 2))
         blocking = InProcessCaller({("mem", "work"): block})
         async with Scheduler(store, blocking) as first:
@@ -323,7 +324,7 @@ async def test_start_after_a_takeover_applies_the_decision_an_interrupted_run_ne
 async def test_a_cancel_the_owner_has_not_acted_on_yet_says_so_and_stands(
     tmp_path: Path,
 ) -> None:
-    async with await Store.open(tmp_path / "db") as store:
+    async with await SqliteStore.open(tmp_path / "db") as store:
         # A live process holds the run but does not act on requests (stuck, say).
         stuck = RunLease(live_local_owner(), 3600.0)
         await leave_executing(store, "p")
@@ -349,7 +350,7 @@ async def test_a_cancel_the_owner_has_not_acted_on_yet_says_so_and_stands(
 
 
 async def test_renewal_covers_only_the_runs_named(tmp_path: Path) -> None:
-    async with await Store.open(tmp_path / "db") as store:
+    async with await SqliteStore.open(tmp_path / "db") as store:
         lease = RunLease(f"{OTHER_HOST}|4|0.000|d", 3600.0)
         for plan_id in ("kept", "dropped"):
             await leave_executing(store, plan_id)
@@ -374,7 +375,7 @@ async def test_cancel_requests_are_seen_from_any_connection_and_end_with_the_run
     tmp_path: Path,
 ) -> None:
     db = tmp_path / "db"
-    async with await Store.open(db) as owner, await Store.open(db) as other:
+    async with await SqliteStore.open(db) as owner, await SqliteStore.open(db) as other:
         for plan_id in ("a", "b"):
             await leave_executing(owner, plan_id)
         await save_confirmed(owner, "idle", chain("idle"))

@@ -11,10 +11,11 @@ import pytest
 from executor.calls import ProgressFn
 from executor.catalog import ToolAnnotations
 from executor.errors import Delivery, ErrorKind, ToolCallError
-from executor.plan import PlanStatus, RetryPolicy, StepStatus
+from executor.plan import RetryPolicy
 from executor.policy import AgentConfig, AgentLimits
 from executor.records import EventKind
-from executor.scheduler import SchedulerConfig
+from executor.run import SchedulerConfig
+from executor.status import PlanStatus, StepStatus
 from tests.executor.scheduler_support import InProcessCaller, collect, harness, save_confirmed
 
 

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from executor.calls import ProgressFn, ToolResult
 from executor.catalog import ToolAnnotations
 from executor.errors import Delivery, ErrorKind, ToolCallError
-from executor.plan import PlanStatus, StepStatus
-from executor.scheduler import SchedulerConfig
+from executor.run import SchedulerConfig
+from executor.status import PlanStatus, StepStatus
 from tests.executor.scheduler_support import InProcessCaller, harness, save_confirmed
 
 

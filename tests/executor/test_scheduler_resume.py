@@ -11,14 +11,17 @@ import pytest
 
 from executor.catalog import ToolAnnotations
 from executor.errors import ErrorKind, UserError
-from executor.plan import PlanStatus, StepStatus, utc_now
+from executor.plan import utc_now
 from executor.records import AttemptRecord, EventKind, StepState
-from executor.scheduler import Scheduler
+from executor.run import Scheduler
+from executor.status import PlanStatus, SkipReason, StepStatus
 from executor.store import PlanStatusChange, RunLease, Store, WriteBatch
 from tests.executor.scheduler_support import (
     InProcessCaller,
+    StoreKind,
     harness,
     noop_tool,
+    open_store,
     save_confirmed,
     wait_until,
 )
@@ -88,7 +91,9 @@ async def crash_state(
 
 
 @pytest.mark.anyio
-async def test_resume_reruns_safe_steps_and_never_reruns_succeeded_ones(tmp_path: Path) -> None:
+async def test_resume_reruns_safe_steps_and_never_reruns_succeeded_ones(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     tools = caller()
     steps = [
         step("done"),
@@ -96,7 +101,7 @@ async def test_resume_reruns_safe_steps_and_never_reruns_succeeded_ones(tmp_path
         step("retry", depends_on=["done"]),
         step("last", depends_on=["safe", "retry"]),
     ]
-    async with harness(tmp_path, tools) as h:
+    async with harness(tmp_path, tools, store_kind=store_kind) as h:
         await save_confirmed(h.store, "p", steps)
         await crash_state(
             h.store, "p", succeeded=["done"], in_flight=["safe"], between_attempts=["retry"]
@@ -121,10 +126,12 @@ async def test_resume_reruns_safe_steps_and_never_reruns_succeeded_ones(tmp_path
 
 
 @pytest.mark.anyio
-async def test_an_interrupted_plan_waits_for_a_decision_and_says_why(tmp_path: Path) -> None:
+async def test_an_interrupted_plan_waits_for_a_decision_and_says_why(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     tools = caller()
     steps = [step("a"), step("b"), step("after_a", depends_on=["a"]), step("free")]
-    async with harness(tmp_path, tools) as h:
+    async with harness(tmp_path, tools, store_kind=store_kind) as h:
         await save_confirmed(h.store, "p", steps)
         await crash_state(h.store, "p", in_flight=["a", "b"])
         runs = await h.scheduler.resume()
@@ -148,6 +155,10 @@ async def test_an_interrupted_plan_waits_for_a_decision_and_says_why(tmp_path: P
             await h.scheduler.execute("p", on_interrupted={"a": "skip", "b": "rerun", "x": "skip"})
 
         final = await h.scheduler.execute("p", on_interrupted={"a": "skip", "b": "rerun"})
+        stored = await h.store.get_step_states("p", 1)
+
+    # The decision is a stored fact of the step, not read from its error's kind.
+    assert stored["a"].skip_reason is SkipReason.DECISION and stored["a"].satisfies_dependents
 
     by_id = {s.id: s for s in final.steps}
     assert final.status is PlanStatus.COMPLETED
@@ -162,14 +173,14 @@ async def test_an_interrupted_plan_waits_for_a_decision_and_says_why(tmp_path: P
 
 @pytest.mark.anyio
 async def test_reading_a_skipped_steps_output_fails_and_a_rerun_never_repeats_it(
-    tmp_path: Path,
+    tmp_path: Path, store_kind: StoreKind
 ) -> None:
     tools = caller()
     steps = [
         step("a"),
         {"id": "reader", "server": "mem", "tool": "effect", "arguments": {"v": "${a.tag}"}},
     ]
-    async with harness(tmp_path, tools) as h:
+    async with harness(tmp_path, tools, store_kind=store_kind) as h:
         await save_confirmed(h.store, "p", steps)
         await crash_state(h.store, "p", in_flight=["a"])
         (resumed,) = await h.scheduler.resume()
@@ -188,8 +199,10 @@ async def test_reading_a_skipped_steps_output_fails_and_a_rerun_never_repeats_it
 
 
 @pytest.mark.anyio
-async def test_cancel_gives_up_on_an_interrupted_plan(tmp_path: Path) -> None:
-    async with harness(tmp_path, caller()) as h:
+async def test_cancel_gives_up_on_an_interrupted_plan(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
+    async with harness(tmp_path, caller(), store_kind=store_kind) as h:
         await save_confirmed(h.store, "p", [step("a"), step("b", depends_on=["a"])])
         await crash_state(h.store, "p", in_flight=["a"])
         await h.scheduler.resume()
@@ -211,7 +224,9 @@ async def test_a_plan_executing_elsewhere_is_not_started_twice(tmp_path: Path) -
 
 
 @pytest.mark.anyio
-async def test_closing_the_scheduler_mid_run_leaves_a_run_to_resume(tmp_path: Path) -> None:
+async def test_closing_the_scheduler_mid_run_leaves_a_run_to_resume(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     gate = anyio.Event()
 
     async def blocked(arguments: dict[str, Any], on_progress: Any) -> Any:
@@ -222,7 +237,7 @@ async def test_closing_the_scheduler_mid_run_leaves_a_run_to_resume(tmp_path: Pa
         {("mem", "safe"): blocked, ("mem", "effect"): blocked}, {("mem", "safe"): SAFE}
     )
     steps = [step("s", "safe"), step("e"), step("last", depends_on=["s", "e"])]
-    async with await Store.open(tmp_path / "db") as store:
+    async with open_store(tmp_path, store_kind) as store:
         await save_confirmed(store, "p", steps)
         async with Scheduler(store, first) as scheduler:
             run = await scheduler.start("p")

@@ -10,10 +10,10 @@ import pytest
 
 from executor.calls import ProgressFn
 from executor.errors import TransitionError, UserError
-from executor.plan import PlanStatus, StepStatus
 from executor.records import EventKind
-from executor.scheduler import Scheduler
-from executor.store import ExpectedPlanStatus, Store, WriteBatch
+from executor.run import Scheduler
+from executor.status import PlanStatus, StepStatus
+from executor.store import ExpectedPlanStatus, SqliteStore, WriteBatch
 from tests.executor.scheduler_support import InProcessCaller, save_confirmed
 
 
@@ -21,7 +21,7 @@ from tests.executor.scheduler_support import InProcessCaller, save_confirmed
 async def test_a_batch_expecting_a_status_is_refused_once_the_status_changed(
     tmp_path: Path,
 ) -> None:
-    async with await Store.open(tmp_path / "db") as store:
+    async with await SqliteStore.open(tmp_path / "db") as store:
         plan = await save_confirmed(store, "p", [{"id": "a", "server": "s", "tool": "t"}])
         states = await store.get_step_states(plan.id, 1)
         running = states["a"].model_copy(update={"status": StepStatus.RUNNING, "attempts": 1})
@@ -64,8 +64,8 @@ async def test_a_cancel_from_another_engine_is_carried_out_by_the_engine_that_ru
     tools = InProcessCaller({("mem", "work"): endless})
     db = tmp_path / "shared.db"
     async with (
-        await Store.open(db) as store_a,
-        await Store.open(db) as store_b,
+        await SqliteStore.open(db) as store_a,
+        await SqliteStore.open(db) as store_b,
         Scheduler(store_a, tools) as engine_a,
         Scheduler(store_b, InProcessCaller({})) as engine_b,
     ):
@@ -108,8 +108,8 @@ async def test_a_plan_changed_by_another_engine_stops_the_run_at_its_next_write(
     tools = InProcessCaller({("mem", "work"): slow})
     db = tmp_path / "shared.db"
     async with (
-        await Store.open(db) as store_a,
-        await Store.open(db) as store_b,
+        await SqliteStore.open(db) as store_a,
+        await SqliteStore.open(db) as store_b,
         Scheduler(store_a, tools) as engine_a,
     ):
         await save_confirmed(store_a, "p", _two_steps())

@@ -22,16 +22,17 @@ from typing import Any
 import anyio
 import pytest
 
-import executor.store as store_module
 from executor.downstream import Pool
 from executor.errors import UserError
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step, StepStatus, utc_now
+from executor.plan import Plan, Step, utc_now
 from executor.records import AttemptRecord, ServerEvent, ServerEventKind
-from executor.scheduler import ExecutionReport, Scheduler, SchedulerConfig
+from executor.run import ExecutionReport, Scheduler, SchedulerConfig
 from executor.stats import analyse_run, collect_stats, parse_since, plan_analysis
-from executor.store import Store, WriteBatch
-from tests.executor.scheduler_support import engine_spec, save_confirmed
+from executor.status import PlanStatus, StepStatus
+from executor.store import SqliteStore, Store, WriteBatch
+from executor.store import schema as schema_module
+from tests.executor.scheduler_support import StoreKind, engine_spec, open_store, save_confirmed
 from tests.fixtures.helpers import HANG_GUARD_S
 
 RETRY = {"initial_interval_s": 0.01, "maximum_interval_s": 0.02, "maximum_attempts": 3}
@@ -54,7 +55,7 @@ class Setup:
 @asynccontextmanager
 async def servers(tmp_path: Path, config: SchedulerConfig | None = None) -> AsyncIterator[Setup]:
     """A store, a pool over `slow` and `flaky` (both started) recording into it, a scheduler."""
-    async with await Store.open(tmp_path / "stats.db") as store:
+    async with await SqliteStore.open(tmp_path / "stats.db") as store:
         specs = {"slow": engine_spec(), "flaky": engine_spec()}
         async with Pool(specs, on_server_event=store.record_server_event) as pool:
             catalog = await pool.catalog()
@@ -291,7 +292,7 @@ def test_a_long_critical_path_is_listed_within_bounds() -> None:
 
 @pytest.mark.anyio
 async def test_down_time_is_clipped_counted_once_and_ended_by_any_up(
-    tmp_path: Path,
+    tmp_path: Path, store_kind: StoreKind
 ) -> None:
     t0 = utc_now() - timedelta(hours=3)
 
@@ -317,7 +318,7 @@ async def test_down_time_is_clipped_counted_once_and_ended_by_any_up(
         event(ServerEventKind.DOWN, 5, owner="p4", server="t"),
         event(ServerEventKind.UP, 20, owner="p4", server="t"),
     ]
-    async with await Store.open(tmp_path / "t.db") as store:
+    async with open_store(tmp_path, store_kind) as store:
         for e in events:
             await store.record_server_event(e)
         now = t0 + timedelta(minutes=180)
@@ -353,7 +354,9 @@ def _attempt(step: str, n: int, status: StepStatus, **extra: Any) -> AttemptReco
 
 
 @pytest.mark.anyio
-async def test_percentiles_are_the_nearest_ranks_of_the_successful_calls(tmp_path: Path) -> None:
+async def test_percentiles_are_the_nearest_ranks_of_the_successful_calls(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
     # Tool `t` on server `x`: 20 successes of 1..20 s given in a shuffled order, and
     # 7 failures (no duration); tool `one`: a single success.
     steps = [Step(id=f"s{i}", server="x", tool="t") for i in range(27)]
@@ -370,7 +373,7 @@ async def test_percentiles_are_the_nearest_ranks_of_the_successful_calls(tmp_pat
         for i in range(20, 27)
     ]
     batch.append(_attempt("solo", 1, StepStatus.SUCCEEDED, call_s=0.5))
-    async with await Store.open(tmp_path / "t.db") as store:
+    async with open_store(tmp_path, store_kind) as store:
         await store.save_plan(plan)
         await store.write(WriteBatch(attempts=batch))
         stats = {t.tool: t for t in await store.tool_call_stats()}
@@ -386,22 +389,27 @@ async def test_a_file_from_before_statistics_migrates_and_its_attempts_still_cou
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "old.db"
-    plan = Plan(id=PlanId("p"), query="q", steps=(Step(id="s0", server="x", tool="t"),))
     with monkeypatch.context() as old:
         # The schema just before statistics (migration 8) came.
-        old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:7])
-        old.setattr(store_module, "SCHEMA_VERSION", 7)
-        async with await Store.open(path) as store:
-            await store.save_plan(plan)
-    # An attempt as a taskorch of schema 7 wrote it: no call time, a 250 ms span.
+        old.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:7])
+        old.setattr(schema_module, "SCHEMA_VERSION", 7)
+        async with await SqliteStore.open(path) as store:
+            # No steps: today's code writes step states in today's columns.
+            await store.save_plan(Plan(id=PlanId("p"), query="q", steps=()))
+    # A step and its attempt as a taskorch of schema 7 wrote them: no call time, a
+    # 250 ms span.
     with sqlite3.connect(path) as raw:
+        raw.execute(
+            "INSERT INTO steps (plan_id, version, step_id, position, server, tool, content)"
+            " VALUES ('p', 1, 's0', 0, 'x', 't', '{}')"
+        )
         raw.execute(
             "INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at,"
             " finished_at, error) VALUES ('p', 1, 's0', 1, 'succeeded',"
             " '2025-03-01T12:00:00.000000+00:00', '2025-03-01T12:00:00.250000+00:00', NULL)"
         )
     raw.close()
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         (t,) = await store.tool_call_stats()
         (attempt,) = await store.get_attempts("p", 1)
     assert attempt.call_s is None
@@ -422,7 +430,7 @@ async def test_a_long_statistics_read_never_holds_up_a_run_s_writes(tmp_path: Pa
         release.wait(HANG_GUARD_S)
         return count
 
-    async with await Store.open(tmp_path / "t.db") as store:
+    async with await SqliteStore.open(tmp_path / "t.db") as store:
         await store.save_plan(plan)
         async with anyio.create_task_group() as tg:
             results: list[int] = []

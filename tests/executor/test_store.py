@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -15,7 +16,6 @@ from typing import Any
 import anyio
 import pytest
 
-import executor.store as store_module
 from executor.calls import ToolResult
 from executor.errors import (
     ConfigError,
@@ -30,9 +30,10 @@ from executor.errors import (
 )
 from executor.ids import PlanId
 from executor.outputs import summarize
-from executor.plan import OnError, Plan, PlanStatus, RetryPolicy, Step, StepError, StepStatus
+from executor.plan import OnError, Plan, RetryPolicy, Step, StepError
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
 from executor.records import AttemptRecord, Event, EventKind, PlannerAttempt, StepState
+from executor.status import PlanStatus, SkipReason, StepStatus
 from executor.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
@@ -40,9 +41,12 @@ from executor.store import (
     Migration,
     PlanStatusChange,
     RunLease,
-    Store,
+    SqliteStore,
     WriteBatch,
+    codecs,
+    results,
 )
+from executor.store import schema as schema_module
 
 pytestmark = pytest.mark.anyio
 
@@ -93,9 +97,34 @@ def event(plan_id: str, kind: EventKind, **data: Any) -> Event:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    async with await Store.open(tmp_path / "taskorch.db") as opened:
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    async with await SqliteStore.open(tmp_path / "taskorch.db") as opened:
         yield opened
+
+
+def stored_planner_attempts(path: Path, plan_id: str) -> list[PlannerAttempt]:
+    """A plan's planning-model calls as the file holds them, oldest first."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        rows = conn.execute(
+            "SELECT * FROM planner_attempts WHERE plan_id = ? ORDER BY id", (plan_id,)
+        ).fetchall()
+    finally:
+        conn.close()
+    return [
+        PlannerAttempt(
+            plan_id=PlanId(r["plan_id"]),
+            attempt=r["attempt"],
+            model=r["model"],
+            prompt_tokens=r["prompt_tokens"],
+            completion_tokens=r["completion_tokens"],
+            latency_s=r["latency_s"],
+            errors=tuple(json.loads(r["errors"])),
+            at=datetime.fromisoformat(r["at"]),
+        )
+        for r in rows
+    ]
 
 
 def raw_query(path: Path, sql: str) -> list[Any]:
@@ -130,7 +159,7 @@ def listing(path: Path) -> list[str]:
 # --- plans -----------------------------------------------------------------------------
 
 
-async def test_plan_versions_round_trip(store: Store) -> None:
+async def test_plan_versions_round_trip(store: SqliteStore) -> None:
     v1 = make_plan(steps=2)
     v2 = Plan(
         id=v1.id,
@@ -171,7 +200,7 @@ async def test_plan_versions_round_trip(store: Store) -> None:
         await store.get_plan("p1", 3)
 
 
-async def test_save_plan_refuses_an_existing_version(store: Store) -> None:
+async def test_save_plan_refuses_an_existing_version(store: SqliteStore) -> None:
     await store.save_plan(make_plan())
     with pytest.raises(UserError, match="version 1 already exists"):
         await store.save_plan(make_plan(steps=5), events=[event("p1", EventKind.PLAN_CREATED)])
@@ -179,14 +208,14 @@ async def test_save_plan_refuses_an_existing_version(store: Store) -> None:
     assert await store.get_events("p1") == []
 
 
-async def test_save_plan_refuses_duplicate_step_ids(store: Store) -> None:
+async def test_save_plan_refuses_duplicate_step_ids(store: SqliteStore) -> None:
     step = Step(id="a", server="s", tool="t")
     with pytest.raises(UserError, match=r"duplicate step ids \['a'\]"):
         await store.save_plan(Plan(id=PlanId("dup"), steps=(step, step)))
     assert await store.plan_versions("dup") == []
 
 
-async def test_save_plan_adds_a_pending_state_per_step(store: Store) -> None:
+async def test_save_plan_adds_a_pending_state_per_step(store: SqliteStore) -> None:
     plan = make_plan(steps=4)
     await store.save_plan(plan)
     states = await store.get_step_states("p1", 1)
@@ -195,14 +224,14 @@ async def test_save_plan_adds_a_pending_state_per_step(store: Store) -> None:
     assert await store.get_step_states("p1", 2) == {}
 
 
-async def test_plan_without_steps_round_trips(store: Store) -> None:
+async def test_plan_without_steps_round_trips(store: SqliteStore) -> None:
     plan = Plan(id=PlanId("empty"), steps=())
     await store.save_plan(plan)
     assert await store.get_plan("empty") == plan
     assert await store.list_plans() == [plan]
 
 
-async def test_list_plans_latest_version_newest_first_with_filters(store: Store) -> None:
+async def test_list_plans_latest_version_newest_first_with_filters(store: SqliteStore) -> None:
     a1 = make_plan("a", session_id="s1", created_at=T0)
     b1 = make_plan("b", session_id="s2", created_at=T0 + timedelta(seconds=1))
     c1 = make_plan("c", session_id="s1", created_at=T0 + timedelta(seconds=2))
@@ -226,7 +255,7 @@ async def test_list_plans_latest_version_newest_first_with_filters(store: Store)
         await store.list_plans(limit=0)
 
 
-async def test_update_plan_status_checks_and_records(store: Store) -> None:
+async def test_update_plan_status_checks_and_records(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     updated = await store.update_plan_status(
@@ -245,7 +274,7 @@ async def test_update_plan_status_checks_and_records(store: Store) -> None:
         await store.update_plan_status("p1", 9, PlanStatus.CONFIRMED)
 
 
-async def test_illegal_plan_transition_writes_nothing(store: Store) -> None:
+async def test_illegal_plan_transition_writes_nothing(store: SqliteStore) -> None:
     await store.save_plan(make_plan())
     with pytest.raises(TransitionError, match="'draft' -> 'completed'"):
         await store.update_plan_status(
@@ -261,7 +290,7 @@ async def test_illegal_plan_transition_writes_nothing(store: Store) -> None:
     assert await store.get_events("p1") == []
 
 
-async def test_batch_with_illegal_transition_writes_nothing(store: Store) -> None:
+async def test_batch_with_illegal_transition_writes_nothing(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     batch = WriteBatch(
@@ -283,7 +312,7 @@ async def test_batch_with_illegal_transition_writes_nothing(store: Store) -> Non
     assert await store.get_run_times("p1", 1) == (None, None)
 
 
-async def test_run_times_follow_status_changes(store: Store) -> None:
+async def test_run_times_follow_status_changes(store: SqliteStore) -> None:
     await store.save_plan(make_plan(status=PlanStatus.CONFIRMED))
     t1, t2, t3 = T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=60)
     await store.write(
@@ -309,7 +338,7 @@ async def test_run_times_follow_status_changes(store: Store) -> None:
 # --- step states, attempts, events, stats ----------------------------------------------
 
 
-async def test_step_states_keep_the_full_result(store: Store) -> None:
+async def test_step_states_keep_the_full_result(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     result = ToolResult(
@@ -369,7 +398,7 @@ async def test_step_states_keep_the_full_result(store: Store) -> None:
     assert await store.get_step_result("p1", 1, "s1") is None
 
 
-async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: Store) -> None:
+async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     text = "é日\udc80x" * 300_000 + "end"
@@ -397,14 +426,14 @@ async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: Store) ->
     assert stored.output is None and stored.summary == summary
 
 
-def _db_size(store: Store) -> int:
+def _db_size(store: SqliteStore) -> int:
     return sum(p.stat().st_size for p in store.path.parent.glob(store.path.name + "*"))
 
 
 def _pydantic_json(model: Any, name: str) -> str | None:
     """How a field was encoded before the fast path: pydantic's JSON mode, then compact."""
     value = model.model_dump(mode="json", include={name})[name]
-    return None if value is None and getattr(model, name) is None else store_module._dumps(value)
+    return None if value is None and getattr(model, name) is None else codecs.dumps(value)
 
 
 @pytest.mark.parametrize(
@@ -444,10 +473,10 @@ def test_rows_are_encoded_as_pydantic_would(value: Any) -> None:
         started_at=T0,
         finished_at=T0.astimezone(timezone(timedelta(hours=2))),
     )
-    row = store_module._state_row(st, "now")
-    assert row[5] == store_module._dumps(st.model_dump(mode="json", include={"output"})["output"])
+    row = codecs.state_row(st, "now")
+    assert row[5] == codecs.dumps(st.model_dump(mode="json", include={"output"})["output"])
     assert row[6] is None  # results are kept in their own table
-    rows = store_module._result_rows(st)
+    rows = results.result_rows(st)
     assert rows is not None and rows.skeleton == _pydantic_json(st, "result")
     assert row[7] == _pydantic_json(st, "error")
     assert row[8:10] == ("2025-03-01T12:00:00.123456+00:00",) * 2
@@ -455,15 +484,15 @@ def test_rows_are_encoded_as_pydantic_would(value: Any) -> None:
     record = AttemptRecord(
         plan_id=PlanId("p"), version=1, step_id="s", attempt=1, started_at=T0, error=error
     )
-    assert store_module._attempt_row(record)[7] == _pydantic_json(record, "error")
+    assert codecs.attempt_row(record)[7] == _pydantic_json(record, "error")
     bare = record.model_copy(update={"error": None})
-    assert store_module._attempt_row(bare)[7] is None
+    assert codecs.attempt_row(bare)[7] is None
 
     event = Event(plan_id=PlanId("p"), kind=EventKind.STEP_FAILED, data={"v": value, "n": 1})
-    assert store_module._event_row(event)[4] == _pydantic_json(event, "data")
+    assert codecs.event_row(event)[4] == _pydantic_json(event, "data")
 
 
-async def test_timestamps_are_stored_as_utc_iso_text(store: Store) -> None:
+async def test_timestamps_are_stored_as_utc_iso_text(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     plus_two = timezone(timedelta(hours=2))
@@ -489,7 +518,7 @@ async def test_timestamps_are_stored_as_utc_iso_text(store: Store) -> None:
     assert got.finished_at == datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
 
 
-async def test_attempts_round_trip_and_upsert(store: Store) -> None:
+async def test_attempts_round_trip_and_upsert(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
 
@@ -517,7 +546,7 @@ async def test_attempts_round_trip_and_upsert(store: Store) -> None:
     assert await store.get_attempts("p1", 2) == []
 
 
-async def test_write_naming_an_unknown_step_writes_nothing(store: Store) -> None:
+async def test_write_naming_an_unknown_step_writes_nothing(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     batch = WriteBatch(
@@ -533,7 +562,7 @@ async def test_write_naming_an_unknown_step_writes_nothing(store: Store) -> None
     assert await store.get_events("p1") == []
 
 
-async def test_events_are_ordered_and_paged(store: Store) -> None:
+async def test_events_are_ordered_and_paged(store: SqliteStore) -> None:
     for plan_id in ("a", "b"):
         await store.save_plan(make_plan(plan_id))
     returned: list[Event] = []
@@ -568,15 +597,12 @@ async def test_events_are_ordered_and_paged(store: Store) -> None:
         after = page[-1].seq
     assert paged == all_a
     assert await store.get_events("a", after_seq=seqs[-1]) == []
-    assert await store.last_event_seq("a") == seqs[-1]
-    assert await store.last_event_seq() == max(seqs[-1], (await store.get_events("b"))[-1].seq)
-    assert await store.last_event_seq("nobody") == 0
     assert await store.write_returning_events(WriteBatch()) == []
     with pytest.raises(UserError, match="limit"):
         await store.get_events("a", limit=0)
 
 
-async def test_tool_stats_fold_durations_with_welford(store: Store) -> None:
+async def test_tool_stats_fold_durations_with_welford(store: SqliteStore) -> None:
     rng = random.Random(4)
     seen: dict[tuple[str, str], list[float]] = {}
     for _ in range(12):
@@ -599,7 +625,7 @@ async def test_tool_stats_fold_durations_with_welford(store: Store) -> None:
         assert got.last_s == values[-1]
 
 
-async def test_bad_durations_are_refused(store: Store) -> None:
+async def test_bad_durations_are_refused(store: SqliteStore) -> None:
     for bad in (float("nan"), -1.0, float("inf")):
         with pytest.raises(InternalError, match="finite number of seconds"):
             await store.write(WriteBatch(durations=[("s", "t", bad)]))
@@ -609,7 +635,7 @@ async def test_bad_durations_are_refused(store: Store) -> None:
 # --- agents and planner attempts -------------------------------------------------------
 
 
-async def test_agents_upsert_by_name(store: Store) -> None:
+async def test_agents_upsert_by_name(store: SqliteStore) -> None:
     with pytest.raises(NotFoundError, match="known agents: none"):
         await store.get_agent("writer")
     writer = AgentConfig(
@@ -634,7 +660,7 @@ async def test_agents_upsert_by_name(store: Store) -> None:
         await store.get_agent("critic")
 
 
-async def test_planner_attempts_round_trip(store: Store) -> None:
+async def test_planner_attempts_round_trip(store: SqliteStore) -> None:
     attempts = [
         PlannerAttempt(
             plan_id=PlanId("p1"),
@@ -652,15 +678,15 @@ async def test_planner_attempts_round_trip(store: Store) -> None:
     ]
     for attempt in attempts:
         await store.record_planner_attempt(attempt)
-    assert await store.get_planner_attempts("p1") == attempts[:2]
-    assert await store.get_planner_attempts("p2") == attempts[3:]
-    assert await store.get_planner_attempts("p3") == []
+    assert stored_planner_attempts(store.path, "p1") == attempts[:2]
+    assert stored_planner_attempts(store.path, "p2") == attempts[3:]
+    assert stored_planner_attempts(store.path, "p3") == []
 
 
 # --- atomicity under failure -----------------------------------------------------------
 
 
-async def test_save_plan_leaves_nothing_behind_on_failure(store: Store) -> None:
+async def test_save_plan_leaves_nothing_behind_on_failure(store: SqliteStore) -> None:
     # A trigger makes the last insert of save_plan (its events) fail inside SQLite.
     raw_script(
         store.path,
@@ -676,7 +702,7 @@ async def test_save_plan_leaves_nothing_behind_on_failure(store: Store) -> None:
     assert len(await store.get_step_states("p1", 1)) == 3
 
 
-async def test_write_is_atomic_on_failure(store: Store) -> None:
+async def test_write_is_atomic_on_failure(store: SqliteStore) -> None:
     plan = make_plan()
     await store.save_plan(plan, events=[event("p1", EventKind.PLAN_CREATED)])
     await store.update_plan_status("p1", 1, PlanStatus.CONFIRMED)
@@ -713,14 +739,14 @@ async def test_migrates_an_empty_file_and_creates_parents(tmp_path: Path) -> Non
     write_bytes(empty, b"")
     nested = tmp_path / "a" / "b" / "c.db"
     for path in (empty, nested):
-        async with await Store.open(path) as store:
+        async with await SqliteStore.open(path) as store:
             await store.save_plan(make_plan())
             assert store.path == path
         assert raw_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert raw_query(path, "PRAGMA application_id") == [(APPLICATION_ID,)]
         assert raw_query(path, "PRAGMA journal_mode") == [("wal",)]
         # Reopening a current file migrates nothing and keeps the data.
-        async with await Store.open(path) as store:
+        async with await SqliteStore.open(path) as store:
             assert (await store.get_plan("p1")).id == "p1"
 
 
@@ -728,12 +754,12 @@ async def test_pending_migrations_run_in_order_in_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "db.sqlite"
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         await store.save_plan(make_plan())
 
-    n = len(store_module.MIGRATIONS)
+    n = len(schema_module.MIGRATIONS)
     broken = (
-        *store_module.MIGRATIONS,
+        *schema_module.MIGRATIONS,
         Migration(
             n + 1, "add notes", ("CREATE TABLE notes (x TEXT)", "INSERT INTO notes VALUES (1)")
         ),
@@ -741,17 +767,17 @@ async def test_pending_migrations_run_in_order_in_one_transaction(
             n + 2, "broken", ("ALTER TABLE notes ADD COLUMN y TEXT", "SELECT * FROM nowhere")
         ),
     )
-    monkeypatch.setattr(store_module, "MIGRATIONS", broken)
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", n + 2)
+    monkeypatch.setattr(schema_module, "MIGRATIONS", broken)
+    monkeypatch.setattr(schema_module, "SCHEMA_VERSION", n + 2)
     with pytest.raises(StoreError, match="no such table: nowhere"):
-        await Store.open(path)
+        await SqliteStore.open(path)
     # All or nothing: migration n + 1 is not kept when n + 2 fails.
     assert raw_query(path, "PRAGMA user_version") == [(n,)]
     assert raw_query(path, "SELECT name FROM sqlite_master WHERE name = 'notes'") == []
 
     fixed = (*broken[: n + 1], Migration(n + 2, "add y", ("ALTER TABLE notes ADD COLUMN y TEXT",)))
-    monkeypatch.setattr(store_module, "MIGRATIONS", fixed)
-    async with await Store.open(path) as store:
+    monkeypatch.setattr(schema_module, "MIGRATIONS", fixed)
+    async with await SqliteStore.open(path) as store:
         assert (await store.get_plan("p1")).id == "p1"
     assert raw_query(path, "PRAGMA user_version") == [(n + 2,)]
     assert raw_query(path, "SELECT x, y FROM notes") == [("1", None)]
@@ -759,13 +785,13 @@ async def test_pending_migrations_run_in_order_in_one_transaction(
 
 async def test_a_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         await store.save_plan(make_plan())
     raw_script(path, f"PRAGMA user_version = {SCHEMA_VERSION + 4};")
     before = read_bytes(path)
     files = listing(tmp_path)
     with pytest.raises(SchemaTooNewError) as info:
-        await Store.open(path)
+        await SqliteStore.open(path)
     message = str(info.value)
     assert str(path) in message
     assert f"schema version {SCHEMA_VERSION + 4}" in message
@@ -818,7 +844,7 @@ async def test_a_bad_file_is_reported_and_left_untouched(
     before = read_bytes(path)
     files = listing(tmp_path)
     with pytest.raises(CorruptDatabaseError) as info:
-        await Store.open(path)
+        await SqliteStore.open(path)
     assert str(path) in str(info.value)
     assert expected in str(info.value)
     assert "left untouched" in str(info.value)
@@ -828,19 +854,19 @@ async def test_a_bad_file_is_reported_and_left_untouched(
 
 async def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="is a directory: give the path of a file") as info:
-        await Store.open(tmp_path)
+        await SqliteStore.open(tmp_path)
     assert str(tmp_path) in str(info.value)
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root ignores permissions")
 async def test_an_unreadable_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "locked.db"
-    async with await Store.open(path):
+    async with await SqliteStore.open(path):
         pass
     path.chmod(0)
     try:
         with pytest.raises(StoreError, match="unable to open") as info:
-            await Store.open(path)
+            await SqliteStore.open(path)
         assert str(path) in str(info.value)
     finally:
         path.chmod(0o600)
@@ -850,21 +876,21 @@ async def test_an_uncreatable_parent_is_refused(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     write_bytes(blocker, b"x")
     with pytest.raises(StoreError, match="cannot create the directory") as info:
-        await Store.open(blocker / "sub" / "db.sqlite")
+        await SqliteStore.open(blocker / "sub" / "db.sqlite")
     assert str(blocker / "sub") in str(info.value)
 
 
 async def test_bad_settings_are_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="synchronous must be one of OFF, NORMAL, FULL, EXTRA"):
-        await Store.open(tmp_path / "x.db", synchronous="sometimes")
+        await SqliteStore.open(tmp_path / "x.db", synchronous="sometimes")
     with pytest.raises(ConfigError, match="busy_timeout_s"):
-        await Store.open(tmp_path / "x.db", busy_timeout_s=-1)
-    async with await Store.open(tmp_path / "x.db", synchronous="full") as store:
+        await SqliteStore.open(tmp_path / "x.db", busy_timeout_s=-1)
+    async with await SqliteStore.open(tmp_path / "x.db", synchronous="full") as store:
         await store.save_plan(make_plan())
 
 
 async def test_a_closed_store_says_so(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "x.db")
+    store = await SqliteStore.open(tmp_path / "x.db")
     await store.close()
     await store.close()
     with pytest.raises(StoreError, match="is closed"):
@@ -876,7 +902,7 @@ async def test_a_closed_store_says_so(tmp_path: Path) -> None:
 # --- concurrency -----------------------------------------------------------------------
 
 
-async def _writer(store: Store, plan: Plan, rounds: int) -> None:
+async def _writer(store: SqliteStore, plan: Plan, rounds: int) -> None:
     """Write one batch per step per round, reading back after each commit."""
     for r in range(rounds):
         for step in plan.steps:
@@ -918,7 +944,7 @@ async def _writer(store: Store, plan: Plan, rounds: int) -> None:
             )
 
 
-async def _check_writers(store: Store, plans: list[Plan], rounds: int) -> None:
+async def _check_writers(store: SqliteStore, plans: list[Plan], rounds: int) -> None:
     all_seqs: list[int] = []
     for plan in plans:
         states = await store.get_step_states(plan.id, 1)
@@ -937,7 +963,7 @@ async def _check_writers(store: Store, plans: list[Plan], rounds: int) -> None:
     assert stats["shared", "tool"].count == rounds * sum(len(p.steps) for p in plans)
 
 
-async def test_concurrent_writers_never_lose_or_mix_writes(store: Store) -> None:
+async def test_concurrent_writers_never_lose_or_mix_writes(store: SqliteStore) -> None:
     plans = [make_plan(f"w{i}", steps=4, status=PlanStatus.CONFIRMED) for i in range(12)]
     for plan in plans:
         await store.save_plan(plan)
@@ -949,7 +975,7 @@ async def test_concurrent_writers_never_lose_or_mix_writes(store: Store) -> None
 
 async def test_several_stores_share_one_file(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    stores = [await Store.open(path) for _ in range(3)]
+    stores = [await SqliteStore.open(path) for _ in range(3)]
     try:
         first, second, third = stores
         await first.save_plan(make_plan("seen", status=PlanStatus.CONFIRMED))
@@ -972,7 +998,7 @@ async def test_several_stores_share_one_file(tmp_path: Path) -> None:
             await each.close()
 
 
-async def test_cancelled_writers_leave_whole_batches_only(store: Store) -> None:
+async def test_cancelled_writers_leave_whole_batches_only(store: SqliteStore) -> None:
     plans = [make_plan(f"c{i}", steps=50, status=PlanStatus.CONFIRMED) for i in range(4)]
     for plan in plans:
         await store.save_plan(plan)
@@ -1004,19 +1030,19 @@ async def test_cancelled_writers_leave_whole_batches_only(store: Store) -> None:
 # --- one worker-thread call per transaction ------------------------------------------------
 
 
-async def test_the_private_aiosqlite_api_the_store_uses_exists(store: Store) -> None:
+async def test_the_private_aiosqlite_api_the_store_uses_exists(store: SqliteStore) -> None:
     """The store runs whole transactions through aiosqlite's private `_execute` and `_conn`.
 
     If aiosqlite renames or changes them, this fails first, and loudly: pin aiosqlite
-    or adapt `executor.store._on_worker_thread`.
+    or adapt `executor.store.connection.on_worker_thread`.
     """
     import aiosqlite
 
     assert callable(getattr(aiosqlite.Connection, "_execute", None)), (
-        "aiosqlite.Connection._execute is gone: executor.store._on_worker_thread needs it"
+        "aiosqlite.Connection._execute is gone: executor.store.connection.on_worker_thread needs it"
     )
     assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property), (
-        "aiosqlite.Connection._conn is gone: executor.store._on_worker_thread needs it"
+        "aiosqlite.Connection._conn is gone: executor.store.connection.on_worker_thread needs it"
     )
     db = store._db
     assert db is not None
@@ -1030,7 +1056,7 @@ async def test_the_private_aiosqlite_api_the_store_uses_exists(store: Store) -> 
 
 
 async def test_a_write_is_one_call_on_the_worker_thread(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = make_plan("one", steps=2, status=PlanStatus.CONFIRMED)
     await store.save_plan(plan)
@@ -1055,8 +1081,8 @@ async def test_a_write_is_one_call_on_the_worker_thread(
         expect=ExpectedPlanStatus("one", 1, PlanStatus.CONFIRMED),
     )
     stored = await store.write_returning_events(batch)
-    assert calls == ["_in_transaction"]
-    assert stored[0].seq == await store.last_event_seq("one")
+    assert calls == ["in_transaction"]
+    assert stored[0].seq == (await store.get_events("one"))[-1].seq
     # A failing one is rolled back in that same call, then re-raised.
     calls.clear()
     bad = WriteBatch(
@@ -1066,7 +1092,7 @@ async def test_a_write_is_one_call_on_the_worker_thread(
     )
     with pytest.raises(TransitionError):
         await store.write(bad)
-    assert calls == ["_in_transaction"]
+    assert calls == ["in_transaction"]
     monkeypatch.undo()
     assert (await store.get_step_states("one", 1))["s1"].status is StepStatus.PENDING
     assert len(await store.get_events("one")) == 1
@@ -1076,7 +1102,7 @@ async def test_a_write_is_one_call_on_the_worker_thread(
 # --- run leases ----------------------------------------------------------------------------
 
 
-async def executing(store: Store, plan_id: str, *, version: int = 1) -> None:
+async def executing(store: SqliteStore, plan_id: str, *, version: int = 1) -> None:
     await store.save_plan(make_plan(plan_id, version=version, status=PlanStatus.CONFIRMED))
     await store.update_plan_status(plan_id, version, PlanStatus.EXECUTING)
 
@@ -1086,15 +1112,15 @@ async def test_a_schema_1_file_migrates_and_its_executing_runs_are_claimable(
 ) -> None:
     path = tmp_path / "old.db"
     with monkeypatch.context() as old:
-        old.setattr(store_module, "MIGRATIONS", store_module.MIGRATIONS[:1])
-        old.setattr(store_module, "SCHEMA_VERSION", 1)
-        async with await Store.open(path) as store:
+        old.setattr(schema_module, "MIGRATIONS", schema_module.MIGRATIONS[:1])
+        old.setattr(schema_module, "SCHEMA_VERSION", 1)
+        async with await SqliteStore.open(path) as store:
             # No steps: today's code writes step states in today's columns.
             await store.save_plan(make_plan("legacy", steps=0, status=PlanStatus.CONFIRMED))
     # As a taskorch of schema 1 left it when it crashed mid-run.
     raw_script(path, "UPDATE plans SET status = 'executing' WHERE plan_id = 'legacy';")
     assert raw_query(path, "PRAGMA user_version") == [(1,)]
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         assert raw_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         [lease] = await store.list_leases()
         assert (lease.plan_id, lease.owner, lease.until) == ("legacy", None, None)
@@ -1104,7 +1130,7 @@ async def test_a_schema_1_file_migrates_and_its_executing_runs_are_claimable(
 
 async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    stores = [await Store.open(path) for _ in range(4)]
+    stores = [await SqliteStore.open(path) for _ in range(4)]
     try:
         first = stores[0]
         for i in range(10):
@@ -1113,7 +1139,7 @@ async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> N
         await first.save_plan(make_plan("idle", status=PlanStatus.CONFIRMED))
         got: dict[str, list[tuple[PlanId, int]]] = {}
 
-        async def claim(owner: str, each: Store) -> None:
+        async def claim(owner: str, each: SqliteStore) -> None:
             got[owner] = await each.claim_runs(RunLease(owner, 3600))
 
         async with anyio.create_task_group() as tg:
@@ -1149,7 +1175,7 @@ async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> N
 
 
 async def test_an_expired_or_gone_lease_is_claimable_and_a_write_checks_the_owner(
-    store: Store,
+    store: SqliteStore,
 ) -> None:
     await executing(store, "e")
     assert await store.claim_runs(RunLease("short", 0.001)) == [("e", 1)]
@@ -1189,7 +1215,7 @@ async def test_a_result_stored_with_its_state_before_migration_4_is_still_read(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         await store.save_plan(make_plan())
     # As schema 2 kept it: the whole result and the output with the step state.
     old = (
@@ -1201,8 +1227,49 @@ async def test_a_result_stored_with_its_state_before_migration_4_is_still_read(
         "UPDATE step_states SET status = 'succeeded', attempts = 1, output = '{\"v\":1}', "
         f"result = '{old}' WHERE step_id = 's0';",
     )
-    async with await Store.open(path) as store:
+    async with await SqliteStore.open(path) as store:
         state = (await store.get_step_states("p1", 1))["s0"]
         assert state.output == {"v": 1} and state.summary is None
         result = await store.get_step_result("p1", 1, "s0")
         assert result is not None and result.output() == {"v": 1}
+
+
+async def test_a_skip_by_decision_stored_before_migration_9_keeps_its_meaning(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    async with await SqliteStore.open(path) as store:
+        await store.save_plan(make_plan())
+    # As schema 8 kept them: a skip by decision was told by its error's kind alone.
+    decided = '{"kind":"interrupted","message":"skipped by decision after an interruption"}'
+    blocked = '{"kind":"cancelled","message":"not run: a dependency did not succeed"}'
+    raw_script(
+        path,
+        "ALTER TABLE step_states DROP COLUMN skip_reason; ALTER TABLE attempts DROP COLUMN "
+        "task_id; DROP TABLE host_tasks; DROP TABLE server_keys; PRAGMA user_version = 8; "
+        f"UPDATE step_states SET status = 'skipped', error = '{decided}' WHERE step_id = 's0';"
+        f"UPDATE step_states SET status = 'skipped', error = '{blocked}' WHERE step_id = 's1';",
+    )
+    async with await SqliteStore.open(path) as store:
+        states = await store.get_step_states("p1", 1)
+    assert raw_query(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert states["s0"].skip_reason is SkipReason.DECISION
+    assert states["s0"].satisfies_dependents
+    assert states["s1"].skip_reason is None and not states["s1"].satisfies_dependents
+    assert states["s2"].skip_reason is None
+
+
+async def test_skip_reasons_round_trip(store: SqliteStore) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    reasons = dict(zip(("s0", "s1", "s2"), SkipReason, strict=True))
+    await store.write(
+        WriteBatch(
+            step_states=[
+                state(plan, sid, StepStatus.SKIPPED, skip_reason=reason)
+                for sid, reason in reasons.items()
+            ]
+        )
+    )
+    states = await store.get_step_states(plan.id, plan.version)
+    assert {sid: s.skip_reason for sid, s in states.items()} == reasons

@@ -8,8 +8,9 @@ from executor.calls import ToolResult
 from executor.errors import ConfigError
 from executor.ids import PlanId
 from executor.outputs import summarize
-from executor.plan import Plan, Step, StepStatus
+from executor.plan import Plan, Step
 from executor.records import StepState
+from executor.status import StepStatus
 from server.answers import answer_bytes, fit
 from server.config import parse_config
 from server.views import plan_view, summaries

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any, Literal
 
 import anyio
@@ -302,9 +303,14 @@ async def test_host_model_plans_when_no_steps_and_no_model(
     assert len(seen) == 2
     repair_prompt = json.dumps([m.model_dump(mode="json") for m in seen[1].messages])
     assert "word_cnt" in repair_prompt
-    attempts = await server.orchestrator.store.get_planner_attempts(plan["plan_id"])
-    assert [a.attempt for a in attempts] == [1, 2]
-    assert attempts[0].errors and not attempts[1].errors
+    # Read as the file holds them: the planning-model calls are kept for accounting.
+    with sqlite3.connect(server.orchestrator.db_path) as conn:
+        rows = conn.execute(
+            "SELECT attempt, errors FROM planner_attempts WHERE plan_id = ? ORDER BY id",
+            (plan["plan_id"],),
+        ).fetchall()
+    assert [attempt for attempt, _ in rows] == [1, 2]
+    assert json.loads(rows[0][1]) and not json.loads(rows[1][1])
 
 
 @pytest.mark.anyio

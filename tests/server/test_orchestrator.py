@@ -11,9 +11,9 @@ import anyio
 import pytest
 
 from executor.errors import ApprovalError, NotFoundError, PlanValidationError, UserError
-from executor.plan import PlanStatus
 from executor.policy import AutoApprove
 from executor.records import EventKind
+from executor.status import PlanStatus
 from server.config import load_config
 from server.orchestrator import ProgressUpdate, TaskOrchestrator
 from tests.e2e.support import ROOT, write_config

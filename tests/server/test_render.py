@@ -8,8 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from executor.errors import ErrorKind
 from executor.ids import PlanId
-from executor.plan import Plan, PlanStatus, Step, StepError, StepStatus
+from executor.plan import Plan, Step, StepError
 from executor.records import StepState
+from executor.status import PlanStatus, StepStatus
 from server.render import (
     STATUS_STYLES,
     mermaid_text,

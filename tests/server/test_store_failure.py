@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from mcp import Client
 
-from executor.plan import PlanStatus, StepStatus
-from executor.store import Store
+from executor.status import PlanStatus, StepStatus
+from executor.store import SqliteStore, Store
 from server.app import build_server
 from server.config import load_config
 from server.orchestrator import TaskOrchestrator
@@ -34,6 +34,7 @@ async def _set_max_pages(store: Store, pages: int) -> int:
     Test plumbing: the store has no public knob for this, so its connection is used
     directly, under the store's own lock.
     """
+    assert isinstance(store, SqliteStore)
     async with store._lock:
         db = store._db
         assert db is not None
@@ -42,6 +43,7 @@ async def _set_max_pages(store: Store, pages: int) -> int:
 
 
 async def _page_count(store: Store) -> int:
+    assert isinstance(store, SqliteStore)
     async with store._lock:
         db = store._db
         assert db is not None
@@ -84,7 +86,7 @@ async def test_a_full_database_stops_the_run_says_why_frees_it_and_resumes_once_
         assert orch.scheduler.active() == []
 
         # Seen from another connection: still executing, and nobody holds it any more.
-        async with await Store.open(db) as other:
+        async with await SqliteStore.open(db) as other:
             [lease] = await other.list_leases()
             states = await other.get_step_states(plan_id, 1)
         assert (lease.plan_id, lease.owner) == (plan_id, None)

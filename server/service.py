@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets as secrets_module
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -144,6 +145,8 @@ class TaskOrchestrator:
         self._stack: AsyncExitStack | None = None
         self._open: _Open | None = None
         self._pool: Pool | None = None
+        self.request_state_key: bytes = secrets_module.token_bytes(32)
+        """Seals the MCP face's requestState; the store's own key once opened."""
 
     @classmethod
     def from_paths(
@@ -169,6 +172,8 @@ class TaskOrchestrator:
             store = self._store_given
             if store is None:
                 store = await stack.enter_async_context(await SqliteStore.open(self.db_path))
+            # Kept in the store, so a question asked before a restart is answered after it.
+            self.request_state_key = await store.server_key("request_state")
             # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
             inner = self._caller_given
             if inner is None and self._connect:
@@ -234,6 +239,7 @@ class TaskOrchestrator:
             max_timeout_s=limits.max_timeout_s,
             secrets=self._secrets,
             on_server_event=store.record_server_event,
+            allow_sampling=self.config.allow_sampling,
         )
 
     async def _resume_runs(self) -> None:

@@ -150,6 +150,9 @@ class TaskorchConfig(BaseModel):
     """SQLite file; a relative path in a file is made relative to that file's directory."""
     log_level: LogLevel | None = None
     """Log level when the command line sets none."""
+    allow_sampling: bool = False
+    """Let downstream servers ask for model completions (sampling): passed on to the
+    host that follows the run. Refused otherwise (and not declared to them)."""
     config_path: Path | None = None
     """The file this was read from; `None` when nothing was read."""
 

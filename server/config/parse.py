@@ -59,6 +59,8 @@ _TOP_KEYS = {
     "database": "database",
     "log_level": "log_level",
     "logLevel": "log_level",
+    "allow_sampling": "allow_sampling",
+    "allowSampling": "allow_sampling",
 }
 
 
@@ -109,6 +111,11 @@ def parse_config(
         raise ctx.error(raw["default_agent"][1], PATTERN_RULES[r"^[A-Za-z0-9_.-]+$"])
     if "log_level" in fields:
         fields["log_level"] = _log_level(fields["log_level"], ctx, raw["log_level"][1])
+    if "allow_sampling" in raw:
+        value, where = raw["allow_sampling"]
+        if not isinstance(value, bool):
+            raise ctx.error(where, f"must be true or false, not {json_kind(value)}")
+        fields["allow_sampling"] = value
     if "limits" in raw:
         fields["limits"] = _parse_section(*raw["limits"], Limits, ctx)
     if "model_settings" in raw:

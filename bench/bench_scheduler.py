@@ -42,6 +42,7 @@ from executor.plan import Plan, Step
 from executor.run import Scheduler, SchedulerConfig
 from executor.status import PlanStatus
 from executor.store import SqliteStore, Store
+from executor.task_client import TaskHooks
 from executor.validate import checked_graph
 
 SLEEP_S = 0.05
@@ -67,6 +68,7 @@ class InProcess:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         sid = arguments.get("sid")
         if sid is not None:

@@ -30,6 +30,7 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.downstream import StdioServerSpec as StdioServerSpec
     from executor.downstream import WebSocketServerSpec as WebSocketServerSpec
     from executor.errors import ApprovalError as ApprovalError
+    from executor.errors import CannotAsk as CannotAsk
     from executor.errors import ConfigError as ConfigError
     from executor.errors import CorruptDatabaseError as CorruptDatabaseError
     from executor.errors import Delivery as Delivery

@@ -13,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -21,6 +21,9 @@ from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import ErrorKind, StepReferenceError, ToolCallError
 from executor.refs import read_path
+
+if TYPE_CHECKING:
+    from executor.task_client import TaskHooks
 
 __all__ = ["BUILTIN_SERVER", "BuiltinCaller", "builtin_tools"]
 
@@ -301,6 +304,7 @@ class BuiltinCaller:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         """Run a built-in tool, or pass the call on to the wrapped caller."""
         if server != BUILTIN_SERVER:
@@ -312,7 +316,7 @@ class BuiltinCaller:
                     tool=tool,
                 )
             return await self.inner.call(
-                server, tool, arguments, timeout_s=timeout_s, on_progress=on_progress
+                server, tool, arguments, timeout_s=timeout_s, on_progress=on_progress, task=task
             )
         builtin = _BUILTINS.get(tool)
         if builtin is None:

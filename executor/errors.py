@@ -13,6 +13,7 @@ TaskorchError
 │   └── CorruptDatabaseError       not a database, or damaged
 ├── ToolCallError                  a downstream call failed (carries an ErrorKind and a Delivery)
 ├── LoginError                     an OAuth login to a downstream server did not complete
+├── CannotAsk                      a downstream tool's question has nobody to answer it
 └── InternalError                  a bug in taskorch
     └── TransitionError            an illegal status change was attempted
 ```
@@ -28,6 +29,7 @@ from enum import StrEnum
 
 __all__ = [
     "ApprovalError",
+    "CannotAsk",
     "ConfigError",
     "CorruptDatabaseError",
     "Delivery",
@@ -133,6 +135,10 @@ class CorruptDatabaseError(StoreError):
 
 class LoginError(TaskorchError):
     """An OAuth login to a downstream server did not complete (`taskorch auth login`)."""
+
+
+class CannotAsk(TaskorchError):
+    """A downstream tool asked its client something, and nobody can answer; the message says why."""
 
 
 class ToolCallError(TaskorchError):

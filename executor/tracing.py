@@ -12,6 +12,9 @@ the host sent a W3C `traceparent` in the request's `_meta`; the SDK's server
 middleware takes it from there) → `step attempt` per call → the SDK's own
 `MCP send tools/call <tool>` client span, whose context the SDK injects into
 the downstream request's `_meta` (`traceparent`, `tracestate`).
+
+The OpenTelemetry API is imported with the first span, not with this module:
+commands that only read the database never load it.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from opentelemetry import context as otel_context
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, SpanKind, Tracer
 
 __all__ = [
     "ATTR",
@@ -42,7 +45,18 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_tracer = trace.get_tracer("taskorch")
+_tracer: Tracer | None = None
+
+
+def _get_tracer() -> Tracer:
+    """The tracer of taskorch's spans (a proxy until an SDK is set up, which it then follows)."""
+    global _tracer
+    if _tracer is None:
+        from opentelemetry import trace
+
+        _tracer = trace.get_tracer("taskorch")
+    return _tracer
+
 
 ATTR = {
     "plan_id": "taskorch.plan.id",
@@ -59,12 +73,21 @@ ATTR = {
 
 
 def _end(span: Span, outcome: str, error_kind: str | None, message: str | None) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
     span.set_attribute(ATTR["outcome"], outcome)
     if error_kind is not None:
         span.set_attribute(ATTR["error_kind"], error_kind)
         span.set_attribute("error.type", error_kind)
         span.set_status(Status(StatusCode.ERROR, message))
     span.end()
+
+
+def _internal() -> SpanKind:
+    """`SpanKind.INTERNAL`, the kind of every span of taskorch's own."""
+    from opentelemetry.trace import SpanKind
+
+    return SpanKind.INTERNAL
 
 
 class _CurrentSpan:
@@ -77,13 +100,15 @@ class _CurrentSpan:
 
     __slots__ = ("_ended", "_span", "_token")
 
-    def __init__(self, name: str, attributes: Mapping[str, Any], kind: SpanKind) -> None:
-        self._span = _tracer.start_span(name, kind=kind, attributes=dict(attributes))
+    def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
+        self._span = _get_tracer().start_span(name, kind=_internal(), attributes=dict(attributes))
         self._token: object | None = None
         self._ended = False
 
     def __enter__(self) -> _CurrentSpan:
-        self._token = otel_context.attach(trace.set_span_in_context(self._span))
+        from opentelemetry import context, trace
+
+        self._token = context.attach(trace.set_span_in_context(self._span))
         return self
 
     def __exit__(
@@ -93,7 +118,9 @@ class _CurrentSpan:
         tb: TracebackType | None,
     ) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            from opentelemetry import context
+
+            context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
         if exc is not None:
             cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
@@ -122,7 +149,7 @@ class PlanRunSpan(_CurrentSpan):
     def __init__(self, plan_id: str, version: int, steps: int) -> None:
         """Start the span (it becomes current on `with`)."""
         attributes = {ATTR["plan_id"]: plan_id, ATTR["version"]: version, ATTR["steps"]: steps}
-        super().__init__("plan run", attributes, SpanKind.INTERNAL)
+        super().__init__("plan run", attributes)
 
 
 class AttemptSpan(_CurrentSpan):
@@ -140,7 +167,7 @@ class AttemptSpan(_CurrentSpan):
             ATTR["tool"]: tool,
             ATTR["attempt"]: attempt,
         }
-        super().__init__("step attempt", attributes, SpanKind.INTERNAL)
+        super().__init__("step attempt", attributes)
 
 
 @contextmanager
@@ -150,7 +177,8 @@ def planner_span(name: str, attributes: Mapping[str, str | int | None]) -> Itera
     `None` attributes are left out; an exception marks the span failed and is re-raised.
     """
     given = {key: value for key, value in attributes.items() if value is not None}
-    with _tracer.start_as_current_span(name, kind=SpanKind.INTERNAL, attributes=given) as span:
+    tracer = _get_tracer()
+    with tracer.start_as_current_span(name, kind=_internal(), attributes=given) as span:
         yield span
 
 
@@ -265,11 +293,13 @@ def setup_tracing(
     provider = TracerProvider(resource=Resource.create(attributes))
     for exporter in exporters:
         provider.add_span_processor(BatchSpanProcessor(exporter))
+    from opentelemetry import context, propagate, trace
+
     trace.set_tracer_provider(provider)
     parent = environ.get("TRACEPARENT")
     if parent:
         carrier = {"traceparent": parent, "tracestate": environ.get("TRACESTATE", "")}
-        otel_context.attach(propagate.extract(carrier))
+        context.attach(propagate.extract(carrier))
     done = False
 
     def shutdown() -> None:

@@ -65,7 +65,7 @@ def _names_sqlite_store(path: Path) -> bool:
 
 
 # Where the concrete store is made, and the package that re-exports it.
-_MAKES_THE_STORE = {Path("server/orchestrator.py"), Path("executor/__init__.py")}
+_MAKES_THE_STORE = {Path("server/service.py"), Path("executor/__init__.py")}
 
 
 def test_only_where_the_store_is_made_names_sqlite_store() -> None:
@@ -95,13 +95,15 @@ def test_all_is_unique_and_resolvable(package: str) -> None:
 # What each import must leave unloaded: `taskorch --help` and `taskorch serve`
 # start faster when nothing the first answer does not need is imported.
 _LAZY = {
-    "server.cli": ("mcp", "jsonschema", "aiosqlite", "rich", "litellm"),
-    "server.app": ("typer", "rich", "litellm"),
-    "executor": ("mcp", "jsonschema", "aiosqlite", "websockets"),
+    "server.cli": ("mcp", "jsonschema", "aiosqlite", "rich", "litellm", "opentelemetry"),
+    "server.mcp.build": ("typer", "rich", "litellm"),
+    "server.cli.main": ("mcp", "jsonschema", "aiosqlite", "rich", "litellm", "opentelemetry"),
+    "server.cli.commands": ("mcp", "jsonschema", "litellm", "opentelemetry"),
+    "executor": ("mcp", "jsonschema", "aiosqlite", "websockets", "opentelemetry"),
     "executor.errors": ("mcp", "jsonschema", "pydantic"),
-    "executor.run.scheduler": ("aiosqlite",),
-    "planner": ("mcp", "jsonschema", "litellm"),
-    "server": ("mcp", "jsonschema", "aiosqlite", "litellm"),
+    "executor.run.scheduler": ("aiosqlite", "opentelemetry"),
+    "planner": ("mcp", "jsonschema", "litellm", "opentelemetry"),
+    "server": ("mcp", "jsonschema", "aiosqlite", "litellm", "opentelemetry"),
 }
 
 

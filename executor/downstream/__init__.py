@@ -18,10 +18,10 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.downstream.events import ServerEventFn as ServerEventFn
     from executor.downstream.health import ServerHealth as ServerHealth
     from executor.downstream.health import ServerStatus as ServerStatus
-    from executor.downstream.pool import DEFAULT_MAX_TIMEOUT_S as DEFAULT_MAX_TIMEOUT_S
     from executor.downstream.pool import Pool as Pool
     from executor.downstream.redact import Scrubber as Scrubber
     from executor.downstream.specs import DEFAULT_MAX_CONCURRENCY as DEFAULT_MAX_CONCURRENCY
+    from executor.downstream.specs import DEFAULT_MAX_TIMEOUT_S as DEFAULT_MAX_TIMEOUT_S
     from executor.downstream.specs import DEFAULT_TIMEOUT_S as DEFAULT_TIMEOUT_S
     from executor.downstream.specs import SPEC_TYPES as SPEC_TYPES
     from executor.downstream.specs import BaseServerSpec as BaseServerSpec

@@ -36,7 +36,7 @@ from executor.downstream.convert import to_result
 from executor.downstream.events import ServerEventFn, ServerEvents
 from executor.downstream.health import ServerHealth
 from executor.downstream.redact import Scrubber
-from executor.downstream.specs import DEFAULT_TIMEOUT_S, ServerSpec
+from executor.downstream.specs import DEFAULT_MAX_TIMEOUT_S, DEFAULT_TIMEOUT_S, ServerSpec
 from executor.downstream.supervisor import (
     Connection,
     Spawn,
@@ -51,13 +51,17 @@ from executor.downstream.transports.stderr import (
     StderrLog,
 )
 from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
+from executor.task_client import (
+    TaskFollow,
+    TaskHooks,
+    follow_task,
+    following,
+    reset_following,
+)
 
-__all__ = ["DEFAULT_MAX_TIMEOUT_S", "Pool"]
+__all__ = ["Pool"]
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_MAX_TIMEOUT_S = 3600.0
-"""Hard cap on one call, however much progress the server reports."""
 
 _SDK_CLOSED = "Connection closed"
 """The SDK's words for the -32000 it makes up when the connection ends under a request."""
@@ -110,6 +114,7 @@ class Pool:
         secrets: Iterable[str] = (),
         on_server_event: ServerEventFn | None = None,
         oauth_dir: Path | None = None,
+        allow_sampling: bool = False,
     ) -> None:
         """Configure the pool; nothing is started until first use.
 
@@ -139,6 +144,8 @@ class Pool:
                 ones when it closes.
             oauth_dir: Where the OAuth tokens of servers with `auth` are; by default
                 `executor.oauth.default_token_dir()`.
+            allow_sampling: Declare sampling to the servers and pass their requests on
+                to the host following the run (see `executor.asking`); refused otherwise.
 
         Raises:
             ValueError: A timeout or limit is not positive.
@@ -170,6 +177,7 @@ class Pool:
             scrub=self.scrub,
             events=self._events,
             oauth_dir=oauth_dir,
+            allow_sampling=allow_sampling,
         )
         spawn: Spawn = self._spawn
         self._servers: dict[str, Supervisor] = {}
@@ -248,6 +256,7 @@ class Pool:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         """Call one tool and return its full result.
 
@@ -257,6 +266,8 @@ class Pool:
             arguments: The tool's arguments.
             timeout_s: Idle timeout for this call; else the server's, else the default.
             on_progress: Receives the server's progress reports.
+            task: Told when the call becomes a downstream task (see `executor.task_client`);
+                when it names a task to resume, that task is followed instead of a new call.
 
         Returns:
             The result; an `isError` result is returned with `is_error=True`.
@@ -298,7 +309,7 @@ class Pool:
                     await limiter.acquire()
                     held = True
                 return await self._call(
-                    srv, tool, arguments, scope, idle, hard, on_progress, sending, armed=armed
+                    srv, tool, arguments, scope, idle, hard, on_progress, sending, task, armed=armed
                 )
         finally:
             if held:
@@ -331,14 +342,24 @@ class Pool:
         hard: float,
         on_progress: ProgressFn | None,
         sending: _Sending,
+        task: TaskHooks | None,
         *,
         armed: bool,
     ) -> ToolResult:
+        def alive() -> None:
+            scope.deadline = min(anyio.current_time() + idle, hard)
+
+        def pause() -> None:
+            scope.deadline = hard
+
         async def report(progress: float, total: float | None, message: str | None) -> None:
             # Progress is a sign of life: the idle deadline starts again.
-            scope.deadline = min(anyio.current_time() + idle, hard)
+            alive()
             if on_progress is not None:
                 await on_progress(progress, total, message and self.scrub.text(message))
+
+        follow = TaskFollow(task, alive, report, lambda: scope.cancel_called, pause, tool, srv.name)
+        resume = task.resuming() if task is not None else None
 
         for attempt in (1, 2):
             # A resend follows a refusal, not a crash: no backoff for it.
@@ -347,9 +368,14 @@ class Pool:
             assert client is not None
             if attempt > 1 or not armed:
                 scope.deadline = min(anyio.current_time() + idle, hard)
+            following_token = following(follow)
+            conn.follows.add(follow)
             try:
                 sending.sent = True
-                raw = await client.call_tool(tool, arguments, progress_callback=report)
+                if resume is not None:
+                    raw = await follow_task(client.session, resume, follow, 0.0)
+                else:
+                    raw = await client.call_tool(tool, arguments, progress_callback=report)
             except MCPError as exc:
                 err, resend = await self._failure(srv, conn, tool, exc)
                 if resend and attempt == 1:
@@ -364,6 +390,9 @@ class Pool:
             except (RuntimeError, ValidationError) as exc:
                 message = f"the server's answer is not valid: {exc}"
                 raise srv.failure(Failure.INVALID_ANSWER, message, tool) from None
+            finally:
+                conn.follows.discard(follow)
+                reset_following(following_token)
             srv.succeeded()
             disguised = disguised_protocol_error(raw)
             if disguised is not None:

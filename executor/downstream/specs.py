@@ -1,7 +1,7 @@
 """How to reach one downstream server: one model per transport, in a tagged union.
 
 These are the entries of the Claude Desktop `mcpServers` object once read
-(`server/config.py` reads files and the environment into them). Each spec
+(`server/config/` reads files and the environment into them). Each spec
 builds its own transport, says which of its values are secrets (`SecretStr`:
 never in `repr`, logs or `model_dump(mode="json")`), and tells the config
 reader how a config names it. Adding a transport is one spec class here (added to
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_TIMEOUT_S",
     "DEFAULT_TIMEOUT_S",
     "SPEC_TYPES",
     "AnyServerSpec",
@@ -41,6 +42,8 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 300.0
 """Per-call timeout when neither the step nor the server sets one."""
+DEFAULT_MAX_TIMEOUT_S = 3600.0
+"""Hard cap on one call, however much progress the server reports."""
 DEFAULT_MAX_CONCURRENCY = 8
 """Calls in flight per server when the server does not set a limit."""
 

@@ -20,10 +20,10 @@ import anyio
 import anyio.abc
 import mcp_types
 from mcp import Client
-from mcp.client.session import IncomingMessage
+from mcp.client.session import ClientRequestContext, IncomingMessage
 from mcp.shared.exceptions import MCPError
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from executor._utils import leaf_exceptions
 from executor.catalog import ToolInfo
@@ -37,8 +37,9 @@ from executor.downstream.transports.base import WatchedTransport, Wiring
 from executor.downstream.transports.http import HttpNote
 from executor.downstream.transports.stderr import StderrLog
 from executor.downstream.transports.stdio import StdioProcess, describe_exit
-from executor.errors import ErrorKind, ToolCallError
+from executor.errors import CannotAsk, ErrorKind, ToolCallError
 from executor.records import ServerEventKind
+from executor.task_client import TaskFollow, TasksClient, current_follow
 
 __all__ = ["Connection", "Supervision", "Supervisor", "with_stderr", "without_stderr"]
 
@@ -58,6 +59,11 @@ except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running fr
 
 Spawn = Callable[[Callable[[], Coroutine[Any, Any, None]], str], bool]
 """Start a named task in the pool's task group; `False` when the pool is not open."""
+
+
+def _refusal(server: str, message: str, why: str) -> mcp_types.ErrorData:
+    text = f"server {server!r} asked for {message!r}, which was not forwarded: {why}"
+    return mcp_types.ErrorData(code=mcp_types.INVALID_REQUEST, message=text)
 
 
 def with_stderr(message: str, tail: Sequence[str]) -> str:
@@ -93,6 +99,8 @@ class Supervision:
     """Where each session opened, lost or never opened is reported."""
     oauth_dir: Path | None = None
     """Where the OAuth tokens of servers with `auth` are (`None`: the default place)."""
+    allow_sampling: bool = False
+    """Declare sampling to the servers and pass their requests on (`executor.asking`)."""
 
 
 class Connection:
@@ -112,6 +120,55 @@ class Connection:
         self.failure: Failure | None = None
         """Why we gave the session up, when it did not simply end."""
         self.tools_stale = anyio.Event()
+        self.follows: set[TaskFollow] = set()
+        """The calls in flight on this session (a 2025-era question names none)."""
+
+    async def _forward(self, method: str, params: BaseModel) -> dict[str, Any] | str:
+        """Pass a downstream request on to whoever runs the step: its answer, or why not."""
+        # An input-required round (2026-07-28) asks inside the call; a 2025-era
+        # mid-call request does not say which call asks: only a lone call can be meant.
+        follow = current_follow() or (next(iter(self.follows)) if len(self.follows) == 1 else None)
+        if follow is None or follow.hooks is None or follow.tool is None:
+            return "taskorch cannot tell which of its calls asks, so nobody can answer it"
+        request = {
+            "method": method,
+            "params": params.model_dump(by_alias=True, mode="json", exclude_none=True),
+        }
+        follow.pause()  # a person answers: no idle timeout meanwhile
+        try:
+            return await follow.hooks.ask(self.supervisor.name, follow.tool, request)
+        except CannotAsk as exc:
+            return str(exc)
+        finally:
+            follow.alive()
+
+    async def forward_question(
+        self, context: ClientRequestContext, params: mcp_types.ElicitRequestParams
+    ) -> mcp_types.ElicitResult | mcp_types.ErrorData:
+        """Pass a downstream tool's question (elicitation) on, or refuse it saying why."""
+        name = self.supervisor.name
+        if not isinstance(params, mcp_types.ElicitRequestFormParams):
+            return _refusal(name, params.message, "taskorch forwards form questions only")
+        answer = await self._forward("elicitation/create", params)
+        if isinstance(answer, str):
+            return _refusal(name, params.message, answer)
+        try:
+            return mcp_types.ElicitResult.model_validate(answer)
+        except ValidationError:
+            return _refusal(name, params.message, "the host's answer is not valid")
+
+    async def forward_sampling(
+        self, context: ClientRequestContext, params: mcp_types.CreateMessageRequestParams
+    ) -> mcp_types.CreateMessageResult | mcp_types.ErrorData:
+        """Pass a downstream tool's sampling request on (allowed by the config), or refuse it."""
+        name, what = self.supervisor.name, "a model completion (sampling)"
+        answer = await self._forward("sampling/createMessage", params)
+        if isinstance(answer, str):
+            return _refusal(name, what, answer)
+        try:
+            return mcp_types.CreateMessageResult.model_validate(answer)
+        except ValidationError:
+            return _refusal(name, what, "the host's answer is not valid")
 
     def mark_dead(self, reason: str, failure: Failure | None = None) -> None:
         """The session can no longer be used; say why (once), and what failed if we gave it up."""
@@ -418,6 +475,10 @@ class Supervisor:
             cache=None,
             client_info=mcp_types.Implementation(name="taskorch", version=_VERSION),
             message_handler=conn.on_message,
+            extensions=[TasksClient()],
+            elicitation_callback=conn.forward_question,
+            # Not declared unless allowed: a server that asks anyway is refused.
+            sampling_callback=conn.forward_sampling if settings.allow_sampling else None,
         )
         started = False
         try:

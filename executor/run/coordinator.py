@@ -22,6 +22,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from executor.asking import Askers
 from executor.calls import ToolCaller
 from executor.catalog import Catalog
 from executor.errors import Delivery, ErrorKind, StoreError, UserError
@@ -44,8 +45,10 @@ from executor.run.tasks import (
     Outcome,
     Progress,
     RetryDue,
+    StepTask,
     Stop,
     StopReason,
+    TaskStarted,
     call_arguments,
     call_step,
     deadline_timer,
@@ -81,6 +84,8 @@ class RunContext:
     """The caller's catalog (annotations, input schemas); empty when it cannot be had."""
     stopped: Callable[[Run], Awaitable[None]]
     """Called once the run has stopped here, before `Run.done` is set."""
+    askers: Askers
+    """Who answers the questions downstream tools ask, by plan (`executor.asking`)."""
 
 
 _Launch: TypeAlias = tuple[Slot, int, dict[str, Any]]
@@ -118,6 +123,7 @@ class Run:
         retry_counts: Mapping[str, int] | None = None,
         graph: Graph | None = None,
         catalog: Catalog | None = None,
+        resume_tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self._ctx = ctx
@@ -149,7 +155,7 @@ class Run:
         # our lease on it.
         expect = ExpectedPlanStatus(plan.id, plan.version, PlanStatus.EXECUTING, lease=ctx.lease)
         self._journal = Journal(plan.id, ctx.store, expect, self._subscribers)
-        self._steps = Steps(plan, self._graph, states, self._journal, retry_counts)
+        self._steps = Steps(plan, self._graph, states, self._journal, retry_counts, resume_tasks)
         self._keep_output = {r.step for s in plan.steps for r in find_references(s.arguments)}
         self._outputs: dict[str, StepValue] = {}
         # Succeeded before this run and read by a step: their results are loaded first.
@@ -165,6 +171,8 @@ class Run:
         # Made in drive(), so that a run whose task never starts leaves no stream open.
         self._send: MemoryObjectSendStream[Message] | None = None
         self._recv: MemoryObjectReceiveStream[Message] | None = None
+        # Step calls waiting for their downstream task id to be committed.
+        self._recorded: list[anyio.Event] = []
 
     @classmethod
     def not_started(
@@ -443,6 +451,9 @@ class Run:
                 if self._at(RunPhase.ABANDONED):
                     break  # lost to another process: write and start nothing more
                 await self._journal.commit()
+                recorded, self._recorded = self._recorded, []
+                for event in recorded:
+                    event.set()
                 if self._at(RunPhase.ABANDONED):
                     break
                 for launch in launches:
@@ -528,6 +539,15 @@ class Run:
             timeout,
             slot.scope,
             self._sender(),
+            StepTask(
+                self._sender(),
+                self.plan.id,
+                step.id,
+                attempt,
+                slot.resume_task,
+                lambda: self._stop is not None,
+                self._ctx.askers,
+            ),
         )
 
     # --- one method per message -------------------------------------------------------------
@@ -539,6 +559,8 @@ class Run:
             self._handle_progress(msg)
         elif isinstance(msg, RetryDue):
             self._steps.retry_due(self._steps[msg.step_id])
+        elif isinstance(msg, TaskStarted):
+            self._handle_task_started(msg)
         else:
             self._begin_stop(msg.reason)
 
@@ -553,11 +575,19 @@ class Run:
                 message=msg.message,
             )
 
+    def _handle_task_started(self, msg: TaskStarted) -> None:
+        slot = self._steps[msg.step_id]
+        if msg.step_id in self._steps.in_flight and slot.state.attempts == msg.attempt:
+            slot.task_id = msg.task_id
+            self._journal.attempt(self._steps.open_attempt(slot, msg.attempt))
+        self._recorded.append(msg.recorded)
+
     def _handle_outcome(self, msg: Outcome) -> None:
         slot = self._steps[msg.step_id]
         self._steps.in_flight.discard(msg.step_id)
         slot.scope = None
         record = self._steps.open_attempt(slot, msg.attempt, msg.call_s)
+        slot.task_id = slot.resume_task = None
         result = msg.result
         if result is not None and not result.is_error:
             output = self._steps.succeed(slot, record, result, msg.finished_at, msg.duration_s)

@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from executor.asking import Askers
 from executor.calls import ToolCaller
 from executor.catalog import Catalog
 from executor.errors import (
@@ -96,6 +97,8 @@ class Scheduler:
         self._keeper = LeaseKeeper(store, self.config.lease_s)
         self._runs = Runs()
         self._watcher = CancelWatcher(store, self.config.control_poll_s)
+        self.askers = Askers()
+        """Who answers the questions downstream tools ask, by plan (`executor.asking`)."""
         self._ctx = RunContext(
             store=store,
             caller=caller,
@@ -105,6 +108,7 @@ class Scheduler:
             rng=rng or random.Random(),
             load_catalog=self._tool_catalog,
             stopped=self._run_stopped,
+            askers=self.askers,
         )
         self._recovery = Recovery(self._ctx, self._keeper, self._runs, self._launch)
         self._tg: TaskGroup | None = None

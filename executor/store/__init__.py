@@ -15,6 +15,7 @@ from executor._utils import export_lazily as _export_lazily
 
 if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.store.base import ExpectedPlanStatus as ExpectedPlanStatus
+    from executor.store.base import HostTask as HostTask
     from executor.store.base import LeaseInfo as LeaseInfo
     from executor.store.base import PlanStatusChange as PlanStatusChange
     from executor.store.base import RunKey as RunKey

@@ -79,6 +79,13 @@ class ToolCheck:
                 f"there is no tool {name!r}: did you mean {guess!r}? Write server "
                 f"{exact[0]!r} and tool {exact[1]!r} as separate fields"
             )
+        why_down = catalog.down.get(server)
+        if why_down is not None:
+            return (
+                f"the server {server!r} is configured but down ({why_down}): its tools can be "
+                "neither checked nor called; fix it (`taskorch config check` says how it "
+                "stands) or use another server"
+            )
         close = self._close_names(name)
         if server not in catalog.servers():
             servers = catalog.servers()

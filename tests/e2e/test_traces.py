@@ -25,7 +25,8 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from tests.e2e.support import clean_env, run_cli, serve_params, structured
+from tests.e2e.support import clean_env, run_cli, serve_params, structured, write_config
+from tests.fixtures.fastmcp_launch import fastmcp_server
 from tests.fixtures.launch import MCP_FIXTURE
 from tests.fixtures.otlp_collector import CollectedSpan, Collector
 
@@ -222,3 +223,37 @@ async def test_serve_stopped_with_sigterm_still_exports_its_spans(tmp_path: Path
         # The SDK's server span for the host's tools/list, exported before the process ended.
         listed = _one(collector, "tools/list")
         assert listed.service == "taskorch-test"
+
+
+def test_a_task_augmented_call_is_one_attempt_span_with_its_polls_inside(tmp_path: Path) -> None:
+    # echo_task runs only as a downstream task: tools/call answers with a task id, then
+    # taskorch polls tasks/get until the result comes; all of it is the step's one attempt.
+    step = {"id": "echo", "server": "fm", "tool": "echo_task", "arguments": {"text": "hi"}}
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"query": "task", "steps": [step]}), encoding="utf-8")
+    with fastmcp_server(tmp_path / "fastmcp") as fm, Collector() as collector:
+        config = write_config(tmp_path, servers=(), extra_servers={"fm": {"url": fm.url}})
+        args = ("--config", str(config), "--db", str(tmp_path / "t.db"))
+        done = run_cli("run", str(plan), "--yes", *args, env=_otel_env(collector))
+        assert done.returncode == 0, done.stdout + done.stderr
+        run = _one(collector, "plan run")
+        attempt = _one(collector, "step attempt")
+        assert attempt.parent_span_id == run.span_id
+        assert attempt.attributes["taskorch.step.tool"] == "echo_task"
+        assert attempt.attributes["taskorch.outcome"] == "succeeded"
+        spans = collector.by_id()
+
+        def under_attempt(span: CollectedSpan) -> bool:
+            while span.parent_span_id in spans:
+                if span.parent_span_id == attempt.span_id:
+                    return True
+                span = spans[span.parent_span_id]
+            return False
+
+        (call,) = [s for s in collector.spans if s.name == "MCP send tools/call echo_task"]
+        assert call.parent_span_id == attempt.span_id
+        polls = collector.named("MCP send tasks/get")
+        assert polls, [s.name for s in collector.spans]
+        assert all(under_attempt(poll) for poll in polls), [
+            spans.get(p.parent_span_id) for p in polls
+        ]

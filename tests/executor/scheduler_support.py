@@ -23,6 +23,7 @@ from executor.records import Event, EventKind
 from executor.run import ExecutionReport, Scheduler, SchedulerConfig, Subscription
 from executor.status import PlanStatus
 from executor.store import SqliteStore, Store
+from executor.task_client import TaskHooks
 from tests.executor.memory_store import MemoryStore
 
 ENGINE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "engine_server.py"
@@ -93,6 +94,7 @@ class InProcessCaller:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         fn = self.tools.get((server, tool))
         if fn is None:

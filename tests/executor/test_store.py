@@ -1245,7 +1245,8 @@ async def test_a_skip_by_decision_stored_before_migration_9_keeps_its_meaning(
     blocked = '{"kind":"cancelled","message":"not run: a dependency did not succeed"}'
     raw_script(
         path,
-        "ALTER TABLE step_states DROP COLUMN skip_reason; PRAGMA user_version = 8; "
+        "ALTER TABLE step_states DROP COLUMN skip_reason; ALTER TABLE attempts DROP COLUMN "
+        "task_id; DROP TABLE host_tasks; DROP TABLE server_keys; PRAGMA user_version = 8; "
         f"UPDATE step_states SET status = 'skipped', error = '{decided}' WHERE step_id = 's0';"
         f"UPDATE step_states SET status = 'skipped', error = '{blocked}' WHERE step_id = 's1';",
     )

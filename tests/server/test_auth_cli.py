@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from server.cli import app
+from tests.e2e.support import clean_env, run_cli
 
 SECRET = "s3rvice-secret-for-tests"
 
@@ -78,3 +79,13 @@ def test_an_authorization_header_and_auth_together_are_refused(tmp_path: Path) -
     assert result.exit_code == 2
     assert "both an Authorization header and auth" in result.stderr
     assert "abcdefgh12345" not in result.stderr + result.stdout
+
+
+def test_the_console_entry_routes_auth_to_its_group(config: Path, tmp_path: Path) -> None:
+    # `main` reads plain lines of top-level commands itself; `auth` is a group, left to typer.
+    env = clean_env()
+    env.update(TASKORCH_OAUTH_DIR=str(tmp_path / "oauth"), REPORTS_SECRET=SECRET)
+    done = run_cli("auth", "status", "--config", str(config), env=env)
+    assert done.returncode == 0, done.stderr
+    assert "tracker: not logged in" in done.stdout
+    assert SECRET not in done.stdout + done.stderr

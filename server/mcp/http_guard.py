@@ -1,34 +1,20 @@
-"""The rules `serve --http` holds under abuse: its limits, and where it may listen.
+"""Where `serve --http` may listen: beyond loopback only with a bearer token.
 
-`HttpLimits` are enforced by `server.http_protocol` (a request deadline, a
-connection cap) and uvicorn (keep-alive, `limit_concurrency`). `check_bind()`
-allows listening beyond loopback only with a bearer token, unless the operator
-forces it (and is warned). Nothing here imports uvicorn: the CLI reads these
-rules before it decides to serve HTTP at all.
+`check_bind()` refuses otherwise, unless the operator forces it (and is
+warned). Nothing here imports uvicorn or the SDK: the CLI checks this before
+it decides to serve HTTP at all.
 """
 
 from __future__ import annotations
 
 import ipaddress
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from executor.errors import UserError
 
-__all__ = ["HttpLimits", "check_bind", "is_loopback"]
+__all__ = ["DEFAULT_HTTP_PORT", "check_bind", "is_loopback"]
 
-
-class HttpLimits(BaseModel):
-    """The limits of the HTTP server; the defaults suit one host and a few clients."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_connections: int = Field(default=100, ge=1, le=100_000)
-    """Open connections at once; past it the oldest one not being answered is closed."""
-    request_timeout_s: float = Field(default=10.0, gt=0, le=3600)
-    """Seconds a client has to send a whole request (headers and body), from its first byte."""
-    keep_alive_s: int = Field(default=5, ge=1, le=3600)
-    """Seconds an idle connection is kept open between requests."""
+DEFAULT_HTTP_PORT = 8765
+"""The port `taskorch serve --http` listens on unless told otherwise."""
 
 
 def is_loopback(host: str) -> bool:

@@ -1,22 +1,11 @@
 """uvicorn's h11 protocol, made to hold under slowloris: a request deadline and a connection cap.
 
-uvicorn bounds the pause between requests on a kept-alive connection, but not
-the time a client takes to send a request: a connection that sends half a
-request line and then nothing (slowloris), or a byte a second, is held for
-good, and enough of them fill the fd table until real clients are no longer
-even accepted. `GuardedH11Protocol` adds two rules (`HttpLimits`):
-
-- **A request deadline.** From the moment a request starts (a new connection,
-  or the first byte after a keep-alive pause) its headers and body must arrive
-  within `request_timeout_s`, or the connection is closed. It is a deadline,
-  not an idle timeout, so trickling bytes does not extend it. Responses are
-  not limited: a run's progress may stream for as long as the run lasts.
-- **A connection cap.** Past `max_connections` open connections, each new one
-  closes the oldest connection that is not being answered (one still sending
-  its request, or idle between requests). A real client sends its request at
-  once and is answered; a connection that never finishes is the one to go.
-  When every other connection is being answered, uvicorn's `limit_concurrency`
-  answers the newcomer 503.
+uvicorn bounds the pause between requests but not the time a client takes to
+send one, so a connection trickling a byte a second is held for good. Here a
+request's headers and body must arrive within `request_timeout_s` of its first
+byte (a deadline, not an idle timeout; responses are not limited), and past
+`max_connections` each new connection closes the oldest one not being
+answered; when all are being answered, uvicorn's `limit_concurrency` answers 503.
 """
 
 from __future__ import annotations
@@ -28,7 +17,7 @@ from typing import ClassVar
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from server.http_guard import HttpLimits
+from server.config import HttpLimits
 
 __all__ = ["GuardedH11Protocol", "protocol_for"]
 

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from server.cli.common import ConfigOpt, fail, load
+
 if TYPE_CHECKING:
     from executor.downstream.specs import HttpServerSpec
     from server.config import TaskorchConfig
@@ -28,29 +30,10 @@ __all__ = ["auth_app"]
 
 auth_app = typer.Typer(help="Log in to downstream servers that use OAuth.", no_args_is_help=True)
 
-_ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        help="Config file (else $TASKORCH_CONFIG, else the default location).",
-        dir_okay=False,
-    ),
-]
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
 
 def _config(path: Path | None) -> TaskorchConfig:
-    from executor.errors import TaskorchError
-    from server.config import load_config
-
-    try:
-        return load_config(path)
-    except TaskorchError as exc:
-        raise _fail(str(exc), 2) from None
+    # Warnings to stderr, with the config's secrets scrubbed, as every command logs.
+    return load(path, None)
 
 
 def _oauth_server(cfg: TaskorchConfig, name: str) -> HttpServerSpec:
@@ -59,9 +42,9 @@ def _oauth_server(cfg: TaskorchConfig, name: str) -> HttpServerSpec:
     spec = cfg.servers.get(name)
     if spec is None:
         known = ", ".join(sorted(cfg.servers)) or "none"
-        raise _fail(f"no server named {name!r} in the config (configured: {known})", 2)
+        raise fail(f"no server named {name!r} in the config (configured: {known})", 2)
     if not isinstance(spec, HttpServerSpec) or spec.auth is None:
-        raise _fail(
+        raise fail(
             f"server {name!r} does not use OAuth: give its entry an `auth` object, such as "
             '{"type": "authorization_code"} (see the README)',
             2,
@@ -75,7 +58,7 @@ def login(
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the browser to come back.")
     ] = 300.0,
-    config: _ConfigOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Log in to NAME: open the printed URL in a browser; the tokens are stored for later runs."""
     import anyio
@@ -105,16 +88,16 @@ def login(
             lambda: oauth_login(name, spec.url, auth, store, show_url=show, timeout_s=timeout)
         )
     except LoginError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     except KeyboardInterrupt:
-        raise _fail("interrupted", 130) from None
+        raise fail("interrupted", 130) from None
     typer.echo(f"Logged in to {name}; the tokens are in {store.path} (readable by you only).")
 
 
 @auth_app.command()
 def logout(
     name: Annotated[str, typer.Argument(help="The server, as named in the config.")],
-    config: _ConfigOpt = None,
+    config: ConfigOpt = None,
 ) -> None:
     """Forget NAME's tokens (and its client registration)."""
     from executor.oauth import TokenStore, default_token_dir
@@ -125,7 +108,7 @@ def logout(
 
 
 @auth_app.command()
-def status(config: _ConfigOpt = None) -> None:
+def status(config: ConfigOpt = None) -> None:
     """List the servers that use OAuth and whether taskorch holds a token for each."""
     from executor.downstream.specs import HttpServerSpec
     from executor.oauth import AuthorizationCodeAuth, TokenStore, default_token_dir

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 
 __all__ = ["LOG_FORMATS", "TEXT_FORMAT", "JsonFormatter", "make_formatter"]
@@ -23,13 +24,6 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 class JsonFormatter(logging.Formatter):
     """Formats each record as one line of JSON."""
-
-    def __init__(self) -> None:
-        """Make the formatter (the OpenTelemetry API is loaded here, not with the module)."""
-        super().__init__()
-        from opentelemetry import trace
-
-        self._current_span = trace.get_current_span
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON object on one line."""
@@ -45,8 +39,11 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = record.stack_info
-        context = self._current_span().get_span_context()
-        if context.is_valid:
+        # No span exists before the first one loaded the API (`executor.tracing`): a
+        # command that makes none (`plans`, `show`) never loads it for its logs.
+        trace = sys.modules.get("opentelemetry.trace")
+        context = trace.get_current_span().get_span_context() if trace is not None else None
+        if context is not None and context.is_valid:
             entry["trace_id"] = format(context.trace_id, "032x")
             entry["span_id"] = format(context.span_id, "016x")
         return json.dumps(entry, ensure_ascii=False, default=str)

@@ -45,13 +45,15 @@ main()
 """
 
 
-def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def _imported(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     out = tmp_path / "modules.json"
     out.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-c", _PROBE.format(out=str(out), args=list(args))],
         cwd=ROOT,
-        env=clean_env(),
+        env=env or clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -119,6 +121,26 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
     assert _heavy(modules) == []
     if args[0] != "watch":
         assert _heavy(modules, ENGINE) == []
+
+
+def test_json_logs_leave_opentelemetry_unloaded_where_no_span_is_made(
+    tmp_path: Path, finished_plan: tuple[Path, str]
+) -> None:
+    db, _ = finished_plan
+    (tmp_path / "none.json").write_text("{}", encoding="utf-8")
+    env = {**clean_env(), "TASKORCH_LOG_FORMAT": "json"}
+    args = (
+        "plans",
+        "--db",
+        str(db),
+        "--config",
+        str(tmp_path / "none.json"),
+        "--log-level",
+        "DEBUG",
+    )
+    done, modules = _imported(tmp_path, *args, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _heavy(modules) == []
 
 
 def test_version_is_the_installed_distributions() -> None:

@@ -1,6 +1,8 @@
 """Persistence: the `Store` protocol the runtime and the face depend on, and its backends.
 
-`SqliteStore` (`executor.store.sqlite`) is the embedded default; the protocol
+`SqliteStore` (`executor.store.sqlite`) is the embedded default and
+`PostgresStore` (`executor.store.postgres`, the `postgres` extra) serves
+several replicas; `open_store` opens the one a database setting names. The protocol
 and the values it speaks (`WriteBatch`, `RunLease`, ...) are in
 `executor.store.base`. Nothing outside this package touches SQL or SQLite.
 Names are imported on first use, so that `executor.store.base` does not load
@@ -16,6 +18,7 @@ from executor._utils import lazy_exports as _lazy_exports
 # `typing` itself, not its names: the package's namespace holds only its exports.
 if typing.TYPE_CHECKING:
     from executor.store.base import (
+        EventFeed,
         ExpectedPlanStatus,
         LeaseInfo,
         PlanStatusChange,
@@ -24,6 +27,8 @@ if typing.TYPE_CHECKING:
         Store,
         WriteBatch,
     )
+    from executor.store.location import DatabaseUrl, OpenStore, locate, open_store
+    from executor.store.postgres import PostgresStore
     from executor.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Migration
     from executor.store.sqlite import SqliteStore
 
@@ -31,30 +36,42 @@ __all__ = [
     "APPLICATION_ID",
     "MIGRATIONS",
     "SCHEMA_VERSION",
+    "DatabaseUrl",
+    "EventFeed",
     "ExpectedPlanStatus",
     "LeaseInfo",
     "Migration",
+    "OpenStore",
     "PlanStatusChange",
+    "PostgresStore",
     "RunKey",
     "RunLease",
     "SqliteStore",
     "Store",
     "WriteBatch",
+    "locate",
+    "open_store",
 ]
 
 _HOME = {
     "APPLICATION_ID": "executor.store.schema",
     "MIGRATIONS": "executor.store.schema",
     "SCHEMA_VERSION": "executor.store.schema",
+    "DatabaseUrl": "executor.store.location",
+    "EventFeed": "executor.store.base",
     "ExpectedPlanStatus": "executor.store.base",
     "LeaseInfo": "executor.store.base",
     "Migration": "executor.store.schema",
+    "OpenStore": "executor.store.location",
     "PlanStatusChange": "executor.store.base",
+    "PostgresStore": "executor.store.postgres",
     "RunKey": "executor.store.base",
     "RunLease": "executor.store.base",
     "SqliteStore": "executor.store.sqlite",
     "Store": "executor.store.base",
     "WriteBatch": "executor.store.base",
+    "locate": "executor.store.location",
+    "open_store": "executor.store.location",
 }
 
 __getattr__, __dir__ = _lazy_exports(__name__, _HOME, globals())

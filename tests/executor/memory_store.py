@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,6 +26,7 @@ from executor.policy import AgentConfig
 from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
 from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import (
+    EventFeed,
     ExpectedPlanStatus,
     LeaseInfo,
     PlanStatusChange,
@@ -33,6 +35,7 @@ from executor.store import (
     Store,
     WriteBatch,
 )
+from executor.store.feeds import polled_feed
 
 __all__ = ["MemoryStore"]
 
@@ -253,6 +256,17 @@ class MemoryStore:
             if found:
                 return found
             await self._cancel_asked.wait()
+
+    async def publish_live(self, events: Sequence[Event]) -> None:
+        pass  # one process: its runs hand live events to their subscribers themselves
+
+    def follow_events(
+        self, plan_id: str, *, after_seq: int = 0
+    ) -> AbstractAsyncContextManager[EventFeed]:
+        async def read(after: int) -> list[Event]:
+            return await self.get_events(plan_id, after_seq=after)
+
+        return polled_feed(read, after_seq, 0.01)
 
     # --- runs ---
 

@@ -3,9 +3,11 @@
 Each scheduler has a unique owner id (host, pid, process start time, random
 token), and every run it executes is held by a lease in the store: an owner
 and an expiry, renewed every `lease_s / 3` while the run goes on here. A run
-whose lease is gone (another process took it over) is told so and stops. A
-lease is time by the store's clock: processes sharing a database should have
-clocks in step to well within `lease_s`.
+whose lease is gone (another process took it over) is told so and stops,
+writing nothing more. A lease is time by the store's clock (with SQLite, each
+process's own: processes sharing a database should have clocks in step to well
+within `lease_s`); an event loop blocked longer than `lease_s` may lose its
+runs to another process.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Three limits hold at once: runs in progress (`max_concurrent_executions`),
 steps in flight per run (the agent's `max_parallel_steps`, else the
 config's), and calls in flight per server (`max_calls_per_server`, with
 per-server overrides). Timeouts and retry policies come from the step, else
-the agent, else the config.
+the agent, else the config. A plan's deadline counts from its run's start: a
+start, a re-run of a failed plan and a decision on interrupted steps restart
+it; a resume after a crash does not.
 """
 
 from __future__ import annotations

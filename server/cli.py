@@ -66,9 +66,11 @@ ConfigOpt = Annotated[
     ),
 ]
 DbOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--db", help="SQLite database (else $TASKORCH_DB, else the config's, else the default)."
+        "--db",
+        help="SQLite file or postgresql:// URL (else $TASKORCH_DB, else the config's, else "
+        "the default).",
     ),
 ]
 LogOpt = Annotated[
@@ -235,7 +237,7 @@ def _run(fn: Callable[[], Awaitable[_T]]) -> _T:
 
 def _orchestrator(
     config: Path | None,
-    db: Path | None,
+    db: str | None,
     *,
     log_level: str | None = None,
     resume: bool = True,

@@ -114,6 +114,7 @@ from executor.specs import (
     StdioServerSpec,
     WebSocketServerSpec,
 )
+from executor.store.location import DatabaseUrl, locate
 
 __all__ = [
     "API_BASE_ENV_VAR",
@@ -128,6 +129,7 @@ __all__ = [
     "default_config_path",
     "default_db_path",
     "load_config",
+    "local_dir",
     "model_for",
     "parse_config",
     "resolve_config_path",
@@ -218,8 +220,8 @@ class TaskorchConfig(BaseModel):
     """Name of the environment variable holding the key for `model` (never the key)."""
     limits: Limits = Limits()
     """Global bounds."""
-    database: Path | None = None
-    """SQLite file; a relative path in a file is made relative to that file's directory."""
+    database: Path | DatabaseUrl | None = None
+    """SQLite file (a relative path is relative to the config file), or a postgresql:// URL."""
     log_level: LogLevel | None = None
     """Log level when the command line sets none."""
     config_path: Path | None = None
@@ -890,8 +892,10 @@ def parse_config(
     if "limits" in raw:
         fields["limits"] = _parse_limits(*raw["limits"], ctx)
     if "database" in raw:
-        database = Path(_string(*raw["database"], ctx)).expanduser()
-        fields["database"] = base_dir / database if base_dir is not None else database
+        try:
+            fields["database"] = locate(_string(*raw["database"], ctx), base_dir)
+        except ConfigError as exc:
+            raise ctx.error(raw["database"][1], str(exc)) from None
     _check_server_timeouts(
         fields.get("servers", {}), fields.get("limits", Limits()), ctx, raw.get("servers")
     )
@@ -998,6 +1002,11 @@ def default_db_path() -> Path:
     return Path(platformdirs.user_data_dir("taskorch")) / "taskorch.db"
 
 
+def local_dir(database: Path | DatabaseUrl) -> Path:
+    """Where files that go with the database are kept: beside an SQLite file, else the default."""
+    return database.parent if isinstance(database, Path) else default_db_path().parent
+
+
 def _locate_config(
     path: str | os.PathLike[str] | None, env: Mapping[str, str]
 ) -> tuple[Path, str | None]:
@@ -1067,22 +1076,23 @@ def resolve_db_path(
     cli_value: str | os.PathLike[str] | None = None,
     config: TaskorchConfig | None = None,
     env: Mapping[str, str] | None = None,
-) -> Path:
+) -> Path | DatabaseUrl:
     """Choose the database: `--db`, else `TASKORCH_DB`, else the config's, else the default.
 
     The directory is not created here; whoever opens the database does that.
 
     Args:
-        cli_value: The explicit path (`--db`), if any; an empty string counts as none.
+        cli_value: The explicit path or postgresql:// URL (`--db`), if any; an empty
+            string counts as none.
         config: The loaded config, whose `database` is already relative to its file.
         env: The environment; `os.environ` when `None`.
     """
     environ = os.environ if env is None else env
     if cli_value is not None and os.fspath(cli_value) != "":
-        return Path(cli_value).expanduser()
+        return locate(cli_value)
     named = environ.get(DB_ENV_VAR)
     if named:
-        return Path(named).expanduser()
+        return locate(named)
     if config is not None and config.database is not None:
         return config.database
     return default_db_path()

@@ -73,9 +73,9 @@ from executor.run import (
 )
 from executor.run import ExecutionReport as RunReport
 from executor.status import PlanStatus, StepStatus, check_transition
-from executor.store import SqliteStore, Store
+from executor.store import DatabaseUrl, Store, locate, open_store
 from server.answers import BYTES_PER_TOKEN, fit
-from server.config import TaskorchConfig, load_config, model_for, resolve_db_path
+from server.config import TaskorchConfig, load_config, local_dir, model_for, resolve_db_path
 from server.views import (
     ExecutionReport,
     PlanList,
@@ -159,7 +159,7 @@ class TaskOrchestrator:
         self,
         config: TaskorchConfig | None = None,
         *,
-        db_path: str | os.PathLike[str] | None = None,
+        db_path: str | os.PathLike[str] | DatabaseUrl | None = None,
         caller: ToolCaller | None = None,
         log_dir: Path | None = None,
         resume: bool = True,
@@ -169,7 +169,7 @@ class TaskOrchestrator:
 
         Args:
             config: The loaded config (an empty one when `None`).
-            db_path: The database file; else resolved from the config and environment.
+            db_path: The database (file or URL); else resolved from the config and environment.
             caller: Calls downstream tools; a `Pool` over `config.servers` when `None`.
             log_dir: Where stdio servers' stderr goes (default: `logs/` beside the database).
             resume: Whether to resume, in the background, runs a crash interrupted.
@@ -177,7 +177,9 @@ class TaskOrchestrator:
                 their `env` and `headers` values (the CLI gives the HTTP token).
         """
         self.config = config or TaskorchConfig()
-        self.db_path = Path(db_path) if db_path is not None else resolve_db_path(None, self.config)
+        self.db_path = (
+            locate(db_path) if db_path is not None else resolve_db_path(None, self.config)
+        )
         self._caller_given = caller
         self._log_dir = log_dir
         self._resume = resume
@@ -210,7 +212,7 @@ class TaskOrchestrator:
         stack = AsyncExitStack()
         await stack.__aenter__()
         try:
-            self._store = await stack.enter_async_context(await SqliteStore.open(self.db_path))
+            self._store = await stack.enter_async_context(await open_store(self.db_path))
             # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
             if self._caller_given is not None:
                 self._caller = BuiltinCaller(self._caller_given)
@@ -220,7 +222,7 @@ class TaskOrchestrator:
                 limits = self.config.limits
                 pool = Pool(
                     self.config.servers,
-                    log_dir=self._log_dir or self.db_path.parent / "logs",
+                    log_dir=self._log_dir or local_dir(self.db_path) / "logs",
                     default_timeout_s=limits.default_timeout_s,
                     max_timeout_s=limits.max_timeout_s,
                     secrets=self._secrets,

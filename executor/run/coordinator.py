@@ -552,6 +552,15 @@ class Run:
         elif batch:
             await store.write(batch)
         self._subscribers.publish(outbox)
+        if len(batch.events) < len(outbox):
+            await self._publish_live([e for e in outbox if e.kind is EventKind.STEP_PROGRESS])
+
+    async def _publish_live(self, events: list[Event]) -> None:
+        """Pass progress to other processes' followers, where the store can; best effort."""
+        try:
+            await self._ctx.store.publish_live(events)
+        except Exception as error:
+            logger.debug("could not pass progress on to other processes: %s", error)
 
     def _event(self, kind: EventKind, step_id: str | None = None, **data: Any) -> None:
         self._outbox.append(Event(plan_id=self.plan.id, kind=kind, step_id=step_id, data=data))

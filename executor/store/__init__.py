@@ -21,13 +21,14 @@ if typing.TYPE_CHECKING:
         EventFeed,
         ExpectedPlanStatus,
         LeaseInfo,
+        OpenStore,
         PlanStatusChange,
         RunKey,
         RunLease,
         Store,
         WriteBatch,
     )
-    from executor.store.location import DatabaseUrl, OpenStore, locate, open_store
+    from executor.store.location import DatabaseUrl, locate, open_store
     from executor.store.postgres import PostgresStore
     from executor.store.schema import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, Migration
     from executor.store.sqlite import SqliteStore
@@ -62,7 +63,7 @@ _HOME = {
     "ExpectedPlanStatus": "executor.store.base",
     "LeaseInfo": "executor.store.base",
     "Migration": "executor.store.schema",
-    "OpenStore": "executor.store.location",
+    "OpenStore": "executor.store.base",
     "PlanStatusChange": "executor.store.base",
     "PostgresStore": "executor.store.postgres",
     "RunKey": "executor.store.base",

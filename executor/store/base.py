@@ -26,7 +26,8 @@ from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from executor.calls import ToolResult
 from executor.errors import InternalError
@@ -40,6 +41,7 @@ __all__ = [
     "EventFeed",
     "ExpectedPlanStatus",
     "LeaseInfo",
+    "OpenStore",
     "PlanStatusChange",
     "RunKey",
     "RunLease",
@@ -427,4 +429,21 @@ class Store(Protocol):
 
     async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
         """Append one planning-model call."""
+        ...
+
+
+class OpenStore(Store, Protocol):
+    """An open store that closes on leaving `async with` (what `open_store` returns)."""
+
+    async def __aenter__(self) -> Self:
+        """Return the store itself."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
         ...

@@ -12,25 +12,25 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Protocol, Self
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlsplit
 
 from executor.errors import ConfigError
-from executor.store.base import Store
 
 if TYPE_CHECKING:
     from pydantic import GetCoreSchemaHandler
     from pydantic_core import CoreSchema
 
-__all__ = ["DatabaseUrl", "OpenStore", "is_database_url", "locate", "open_store", "scrub_url"]
+    from executor.store.base import OpenStore
+
+__all__ = ["DatabaseUrl", "is_database_url", "locate", "open_store", "scrub_url"]
 
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 """URL schemes that name a PostgreSQL database (libpq's two spellings)."""
 
 _SCHEME: Final = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _HIDDEN: Final = "***"
-_SECRET_PARAMS: Final = frozenset({"password", "sslpassword"})
+_SECRET_PARAM: Final = re.compile(r"(?i)((?:^|[?&])(?:ssl)?password=)[^&#]*")
 
 
 def is_database_url(value: str | os.PathLike[str]) -> bool:
@@ -39,25 +39,21 @@ def is_database_url(value: str | os.PathLike[str]) -> bool:
 
 
 def scrub_url(url: str) -> str:
-    """The URL with its password (and any `password=` parameter) replaced by `***`."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            user, colon, _ = userinfo.partition(":")
-            netloc = f"{user}:{_HIDDEN}@{hostport}" if colon else f"{user}@{hostport}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode(
-                [(k, _HIDDEN if k.lower() in _SECRET_PARAMS else v) for k, v in pairs], safe="*"
-            )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        # Not even a URL: say nothing of it that could hold a secret.
-        scheme = _SCHEME.match(url)
-        return f"{scheme.group(1)}://{_HIDDEN}" if scheme else _HIDDEN
+    """The URL with its password (and any `password=` parameter) replaced by `***`.
+
+    It works on the text, not on a parse, so that a URL too malformed to parse
+    (an unencoded `#` or `@` in the password) still loses the password: anything
+    between the first `:` and the last `@` after the scheme goes.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return _HIDDEN
+    head, rest = url[: scheme.end()], url[scheme.end() :]
+    at = rest.rfind("@")
+    if at >= 0:
+        user, colon, _ = rest[:at].partition(":")
+        rest = (f"{user}:{_HIDDEN}" if colon else user) + rest[at:]
+    return head + _SECRET_PARAM.sub(lambda m: m.group(1) + _HIDDEN, rest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,19 +80,21 @@ class DatabaseUrl:
                 f"database {scrub_url(text)!r}: unsupported URL scheme {name!r}; give a file "
                 "path for SQLite, or a postgresql://user@host:port/dbname URL for PostgreSQL"
             )
-        try:
-            parts = urlsplit(text)
-            parts.port  # noqa: B018 - parsing the port is the check
-        except ValueError as exc:
-            raise ConfigError(
-                f"database {scrub_url(text)!r} is not a valid URL ({exc}); write it as "
-                "postgresql://user@host:port/dbname"
-            ) from None
-        if parts.fragment:
+        if "#" in text:
             raise ConfigError(
                 f"database {scrub_url(text)!r}: a PostgreSQL URL has no '#' part (a '#' in "
                 "the password must be written %23)"
             )
+        try:
+            urlsplit(text).port  # noqa: B018 - parsing the port is the check
+        except ValueError:
+            # Python's message quotes the text it read as a port: not said, it may be
+            # a password.
+            raise ConfigError(
+                f"database {scrub_url(text)!r} is not a valid URL (its host or port does not "
+                "parse); write it as postgresql://user:password@host:port/dbname, with "
+                "special characters in the password %-encoded"
+            ) from None
         return cls(text)
 
     def secret(self) -> str:
@@ -148,23 +146,6 @@ def locate(
         return DatabaseUrl.parse(value)
     path = Path(value).expanduser()
     return base_dir / path if base_dir is not None and not path.is_absolute() else path
-
-
-class OpenStore(Store, Protocol):
-    """An open store, closed on leaving `async with`."""
-
-    async def __aenter__(self) -> Self:
-        """Return the store itself."""
-        ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        """Close the store."""
-        ...
 
 
 async def open_store(location: str | os.PathLike[str] | DatabaseUrl) -> OpenStore:

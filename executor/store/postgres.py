@@ -264,17 +264,27 @@ class PostgresStore:
         from cancellation (bounded by the store's timeout), so a cancelled caller
         never wonders whether its commit happened.
         """
+
+        async def transaction(conn: Conn) -> _T:
+            if pipeline:
+                async with conn.pipeline(), conn.transaction():
+                    return await body(conn)
+            async with conn.transaction():
+                return await body(conn)
+
+        return await self._shielded(transaction)
+
+    async def _shielded(self, body: Callable[[Conn], Awaitable[_T]]) -> _T:
+        """Run `body` on a pooled connection, shielded from cancellation up to the timeout.
+
+        Alone (autocommit), one statement is a transaction of its own.
+        """
         pool = self._require_pool()
         with anyio.CancelScope(shield=True):
             try:
                 with anyio.fail_after(self._timeout_s):
                     async with pool.connection() as conn:
-                        if pipeline:
-                            async with conn.pipeline(), conn.transaction():
-                                result = await body(conn)
-                        else:
-                            async with conn.transaction():
-                                result = await body(conn)
+                        result = await body(conn)
             except (psycopg.Error, PoolTimeout, TimeoutError, UnicodeEncodeError) as exc:
                 raise self._failure(exc) from exc
         return result
@@ -479,7 +489,7 @@ class PostgresStore:
             await cur.execute(query.encode(), params)
             return await cur.fetchall() if cur.description else []
 
-        return await self._transact(body)
+        return await self._shielded(body)
 
     async def claim_runs(
         self,

@@ -15,7 +15,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Any, Final
 
 import anyio
@@ -100,6 +100,7 @@ class Listener:
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._watches: set[Watch] = set()
         self._reading = anyio.Lock()
+        self._connecting = anyio.Lock()
         self._closed = False
 
     @property
@@ -115,6 +116,8 @@ class Listener:
         watch = Watch(self, channel, match)
         self._watches.add(watch)
         try:
+            # Listening before the owner reads the database: nothing sent after is missed.
+            await self._connection()
             yield watch
         finally:
             self._watches.discard(watch)
@@ -130,27 +133,35 @@ class Listener:
                 await anyio.sleep(_RECONNECT_S)
                 return
             try:
-                async for note in conn.notifies():
-                    self._dispatch(note.channel, note.payload)
-                    if watch.woken():
-                        return
+                while not watch.woken():
+                    # One packet's notifications at a time, all of them: leaving the
+                    # generator mid-packet would drop the rest. Closed on leaving, not
+                    # when collected: it holds the connection's lock until closed.
+                    async with aclosing(conn.notifies(stop_after=1)) as notes:
+                        async for note in notes:
+                            self._dispatch(note.channel, note.payload)
             except psycopg.Error as error:
                 logger.warning("lost the database's notification connection (%s)", error)
                 await self._drop()
 
     async def _connection(self) -> psycopg.AsyncConnection[Any] | None:
-        if self._closed:
-            return None
-        if self._conn is not None and not self._conn.closed:
-            return self._conn
-        try:
-            conn = await self._connect()
-            for channel in self._channels:
-                await conn.execute(f'LISTEN "{channel}"')  # names of our own making
-        except (psycopg.Error, OSError) as error:
-            logger.warning("cannot listen for the database's notifications (%s)", error)
-            return None
-        self._conn = conn
+        """The LISTEN connection, made (one at a time) when there is none.
+
+        `None` when it cannot be made now: waits then read the database more often.
+        """
+        async with self._connecting:
+            if self._closed:
+                return None
+            if self._conn is not None and not self._conn.closed:
+                return self._conn
+            try:
+                conn = await self._connect()
+                for channel in self._channels:
+                    await conn.execute(f'LISTEN "{channel}"'.encode())  # names of our making
+            except (psycopg.Error, OSError) as error:
+                logger.warning("cannot listen for the database's notifications (%s)", error)
+                return None
+            self._conn = conn
         # Whatever was sent before this connection listened is lost: look again.
         self._wake_all()
         return conn

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from executor.calls import ProgressFn
 from executor.errors import UserError
 from executor.plan import utc_now
 from executor.run import Run, Scheduler, SchedulerConfig
+from executor.run.follow import FollowedRun
 from executor.status import PlanStatus, StepStatus
 from executor.store import RunLease, SqliteStore, Store
 from tests.executor.scheduler_support import (
@@ -256,7 +258,7 @@ async def test_leaving_the_scheduler_frees_its_leases_for_an_immediate_resume(
     assert report.needs_decision == ("s0",)
 
 
-async def test_start_takes_over_a_run_whose_owner_is_gone_and_names_a_live_one(
+async def test_start_takes_over_a_run_whose_owner_is_gone_and_follows_a_live_one(
     tmp_path: Path,
 ) -> None:
     async with await SqliteStore.open(tmp_path / "db") as store:
@@ -284,8 +286,12 @@ async def test_start_takes_over_a_run_whose_owner_is_gone_and_names_a_live_one(
             assert live is not None and live.holds and live.alive
             parent = psutil.Process().parent()
             assert parent is not None
-            with pytest.raises(UserError, match=f"process {parent.pid} on .* is alive"):
-                await engine.start("live")
+            # A live owner's run is followed, never started a second time.
+            followed = await engine.start("live")
+            assert isinstance(followed, FollowedRun) and not followed.done
+            assert re.search(
+                f"process {parent.pid} on .* is alive", followed.report().message or ""
+            )
         [left] = await store.list_leases()
 
     assert {p: r.status for p, r in reports.items()} == dict.fromkeys(

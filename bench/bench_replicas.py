@@ -1,0 +1,179 @@
+"""PostgreSQL next to SQLite, and several replicas against one, in the same run.
+
+A throwaway PostgreSQL server is started for the bench (`tests/pg.py`) with its
+crash-safety settings kept (fsync and synchronous commit on); SQLite runs with
+taskorch's default (`synchronous=NORMAL`, WAL). Both on this machine's disk.
+
+- **durable steps/s**: a random 5,000-step DAG of in-process no-op steps, 16 in
+  flight, every transition committed to the store: SQLite, PostgreSQL, and the
+  ratio PostgreSQL / SQLite.
+- **makespan ratio**: a random 200-step DAG of 50 ms sleep steps, 16 in flight,
+  over the lower bound `max(critical path, steps x 50 ms / 16)`, median of 5
+  runs on each store.
+- **replicas**: 120 small plans (5 steps of 20 ms sleeps each, 2 in flight)
+  run through 1 replica process, then split round-robin (as a load balancer
+  would) over 3 replica processes on one PostgreSQL; plans per second and the
+  ratio 3 / 1. Each replica runs 4 plans at a time (taskorch's default), so
+  more replicas run more plans at once; the machine's cores bound what CPU work
+  adds up to.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import anyio
+
+from bench.bench_scheduler import SLEEP_S, InProcess, lower_bound_s, random_dag, timed_run
+from executor.plan import Plan, Step
+from executor.run import Scheduler, SchedulerConfig
+from executor.status import PlanStatus
+from executor.store import PostgresStore, SqliteStore, Store
+from tests.executor.scheduler_support import confirmed
+from tests.pg import running_server
+
+RUNS = 5
+PLANS = 120
+PLAN_STEPS = 5
+STEP_MS = 20
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def steps_per_s(store: Store) -> float:
+    plan = random_dag("tp", 5_000, "mem", "noop", {"x": 1})
+    config = SchedulerConfig(max_parallel_steps=16, max_calls_per_server=16)
+    async with Scheduler(store, InProcess(), config) as sch:
+        elapsed = await timed_run(store, sch, plan)
+    return len(plan.steps) / elapsed
+
+
+async def makespan_ratio(store: Store) -> float:
+    bound = lower_bound_s(random_dag("shape", 200, "mem", "sleep", {}), 16, SLEEP_S)
+    config = SchedulerConfig(max_parallel_steps=16, max_calls_per_server=16)
+    times = []
+    async with Scheduler(store, InProcess(), config) as sch:
+        for i in range(RUNS):
+            dag = random_dag(f"mk{i}", 200, "mem", "sleep", {"ms": int(SLEEP_S * 1000)})
+            times.append(await timed_run(store, sch, dag))
+    return statistics.median(times) / bound
+
+
+async def both_stores(sqlite_path: Path, pg_url: str) -> dict[str, object]:
+    figures: dict[str, object] = {"load_average_1min": round(os.getloadavg()[0], 2)}
+    async with await SqliteStore.open(sqlite_path) as sqlite:
+        lite_tp = await steps_per_s(sqlite)
+        lite_mk = await makespan_ratio(sqlite)
+    async with await PostgresStore.open(pg_url) as pg:
+        pg_tp = await steps_per_s(pg)
+        pg_mk = await makespan_ratio(pg)
+    figures["steps_per_s_sqlite_16_in_flight"] = round(lite_tp)
+    figures["steps_per_s_postgres_16_in_flight"] = round(pg_tp)
+    figures["steps_per_s_ratio_postgres_vs_sqlite"] = round(pg_tp / lite_tp, 3)
+    figures["makespan_ratio_sqlite_median"] = round(lite_mk, 4)
+    figures["makespan_ratio_postgres_median"] = round(pg_mk, 4)
+    return figures
+
+
+def small_plan(i: int) -> Plan:
+    steps = [
+        Step(
+            id=f"s{k}",
+            server="mem",
+            tool="sleep",
+            arguments={"ms": STEP_MS},
+            depends_on=(f"s{k - 2}",) if k >= 2 else (),
+        )
+        for k in range(PLAN_STEPS)
+    ]
+    return confirmed(f"small{i}", steps)
+
+
+async def save_small_plans(url: str) -> list[str]:
+    async with await PostgresStore.open(url) as store:
+        ids: list[str] = []
+        for i in range(PLANS):
+            plan = small_plan(i)
+            await store.save_plan(plan)
+            ids.append(plan.id)
+    return ids
+
+
+async def replica(url: str, plan_ids: list[str]) -> None:
+    """One replica: open the store, say it is ready, run its plans when told to go."""
+    async with await PostgresStore.open(url) as store:
+        config = SchedulerConfig(max_parallel_steps=2)
+        async with Scheduler(store, InProcess(), config) as sch:
+            print("ready", flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.readline)
+            runs = [await sch.start(p) for p in plan_ids]
+            for run in runs:
+                report = await run.wait()
+                if report.status is not PlanStatus.COMPLETED:
+                    raise RuntimeError(f"{report.plan_id} ended {report.status}")
+    print("done", flush=True)
+
+
+def plans_per_s(url: str, plan_ids: list[str], replicas: int) -> float:
+    """Run the plans split over `replicas` processes; plans per second from go to done."""
+    shares = [plan_ids[i::replicas] for i in range(replicas)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "bench.bench_replicas", "replica", url, *share],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a replica did not start")
+        start = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+        for proc in procs:
+            assert proc.stdout is not None
+            if proc.stdout.readline().strip() != "done":
+                raise RuntimeError("a replica failed")
+        elapsed = time.perf_counter() - start
+    finally:
+        for proc in procs:
+            proc.wait(timeout=120)
+    return len(plan_ids) / elapsed
+
+
+def main() -> dict[str, object]:
+    figures: dict[str, object] = {}
+    with running_server(durable=True) as server, tempfile.TemporaryDirectory() as tmp:
+        server.execute("CREATE SCHEMA stores")
+        stores_url = f"{server.url()}?options=-csearch_path%3Dstores"
+        figures.update(anyio.run(both_stores, Path(tmp) / "bench.db", stores_url))
+        rates = {}
+        for n in (1, 3):
+            server.execute(f"CREATE SCHEMA replicas{n}")
+            url = f"{server.url()}?options=-csearch_path%3Dreplicas{n}"
+            ids = anyio.run(save_small_plans, url)
+            rates[n] = plans_per_s(url, ids, n)
+            figures[f"plans_per_s_{n}_replica{'s' if n > 1 else ''}"] = round(rates[n], 1)
+        figures["plans_per_s_ratio_3_vs_1"] = round(rates[3] / rates[1], 2)
+        figures["plan_shape"] = f"{PLANS} plans x {PLAN_STEPS} steps of {STEP_MS} ms"
+    return figures
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "replica":
+        anyio.run(replica, sys.argv[2], sys.argv[3:])
+    else:
+        for key, value in main().items():
+            print(f"{key}: {value}")

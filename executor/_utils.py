@@ -1,25 +1,66 @@
 """Small helpers shared across the packages; they import nothing heavy.
 
-- `lazy_exports`: the packages' `__init__` modules load a name only when it
-  is first used, so the CLI and `taskorch serve` start faster when, say,
-  jsonschema or the SDK's client load only when needed.
+- `export_lazily`: a package's `__init__` names its exports once, in an
+  `if TYPE_CHECKING or not export_lazily(globals()):` block of imports, and
+  each is loaded only when first used, so the CLI and `taskorch serve` start
+  faster when, say, jsonschema or the SDK's client load only when needed.
 - `leaf_exceptions`: what anyio's task groups wrapped, unwrapped.
 - `json_kind`: a JSON value's type, for error messages.
 """
 
 from __future__ import annotations
 
+import ast
 import importlib
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
-__all__ = ["json_kind", "lazy_exports", "leaf_exceptions"]
+__all__ = ["export_lazily", "json_kind", "lazy_exports", "leaf_exceptions"]
+
+
+def export_lazily(namespace: dict[str, Any]) -> bool:
+    """Make a package export, lazily, the names its `TYPE_CHECKING` block imports.
+
+    Call it as `if TYPE_CHECKING or not export_lazily(globals()):` above the
+    block of `from module import Name as Name` lines: type checkers read the
+    imports, and at run time each name is imported from its module on first
+    use. The package's `__all__` becomes the sorted names.
+
+    Args:
+        namespace: The package's `globals()`.
+
+    Returns:
+        `True`, or `False` when the package's source cannot be read (a frozen
+        build): the block then runs and imports everything at once.
+    """
+    try:
+        source = Path(namespace["__file__"]).read_text(encoding="utf-8")
+    except (KeyError, TypeError, OSError):
+        return False
+    homes: dict[str, str] = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.If) and _names_type_checking(node.test):
+            for stmt in node.body:
+                if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
+                    homes.update((a.asname or a.name, stmt.module) for a in stmt.names)
+    getattr_, dir_ = lazy_exports(namespace["__name__"], homes, namespace)
+    namespace.update(__getattr__=getattr_, __dir__=dir_, __all__=sorted(homes))
+    return True
+
+
+def _names_type_checking(test: ast.expr) -> bool:
+    return any(
+        (isinstance(n, ast.Name) and n.id == "TYPE_CHECKING")
+        or (isinstance(n, ast.Attribute) and n.attr == "TYPE_CHECKING")
+        for n in ast.walk(test)
+    )
 
 
 def lazy_exports(
     package: str, homes: Mapping[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
-    """Build a package's module-level `__getattr__` and `__dir__`.
+    """Build a package's module-level `__getattr__` and `__dir__` (see `export_lazily`).
 
     Args:
         package: The package's name, for error messages.

@@ -12,6 +12,10 @@ opening) and shared by every call:
   `restart_backoff_max_s`; meanwhile calls fail fast with the last error and the
   server's last stderr lines. A successful call resets the count. Closing the
   pool ends every stdio child's whole process group (see `StdioProcess`).
+  Every session opened, lost or never opened becomes a `ServerEvent` (up,
+  down, closed), queued in order the moment it is noticed and handed to
+  `on_server_event` by one task, which the orchestrator points at the store
+  (the servers' restarts and time down in `get_stats`).
 - **Calls.** Each call holds one of the server's `max_concurrency` slots and has
   a deadline: the step's `timeout_s`, else the server's, else the pool default.
   Progress from the server pushes the deadline out again (an idle timeout), but
@@ -43,17 +47,19 @@ import importlib.metadata
 import logging
 import math
 import re
+import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import anyio
 import anyio.abc
 import mcp_types
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import Client
 from mcp.client._transport import TransportStreams
 from mcp.client.session import IncomingMessage
@@ -66,6 +72,7 @@ from executor._utils import leaf_exceptions
 from executor.calls import ProgressFn, ToolResult, share_long_strings
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import Delivery, ErrorKind, InternalError, ToolCallError
+from executor.records import ServerEvent, ServerEventKind
 from executor.redact import Scrubber
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
@@ -96,6 +103,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_MAX_TIMEOUT_S",
     "Pool",
+    "ServerEventFn",
     "ServerHealth",
     "ServerStatus",
     "classify_exception",
@@ -111,6 +119,9 @@ ServerStatus = Literal["up", "down", "starting", "not_started"]
 """A server's state: connected, failed, connecting, or never tried."""
 
 _STDERR_IN_MESSAGES = 5
+_EVENT_WRITE_S = 5.0
+"""Longest wait for `on_server_event` to take one event (a slow database, say)."""
+_EVENT_REASON_CHARS = 300
 _LISTING_PAGES_MAX = 100
 _TOOL_NAMES_IN_MESSAGES = 20
 _EXIT_DETAILS_WAIT_S = 0.1
@@ -122,6 +133,13 @@ try:
     _VERSION = importlib.metadata.version("taskorch")
 except importlib.metadata.PackageNotFoundError:  # pragma: no cover - running from a checkout
     _VERSION = "0"
+
+
+class ServerEventFn(Protocol):
+    """Receives each change in a server's availability (see `Pool`'s `on_server_event`)."""
+
+    async def __call__(self, event: ServerEvent) -> None:
+        """Take one event; an exception is logged and otherwise ignored."""
 
 
 class ServerHealth(BaseModel):
@@ -432,6 +450,8 @@ class _Server:
         self.attempts = 0
         self.starts = 0
         self.latency_ms: float | None = None
+        self.down = False
+        """Reported down (a `ServerEvent`) and not up since."""
         self.is_http = isinstance(spec, HttpServerSpec | SseServerSpec)
         """HTTP failures are noted per call (`HttpNote`); fixed with the spec."""
 
@@ -528,6 +548,7 @@ class _Server:
         if conn is not self.conn:
             return
         self.failed(self.error(self.death_kind(conn), conn.death()))
+        self.pool.report(self, ServerEventKind.DOWN, reason=conn.death())
 
     def death_kind(self, conn: _Connection) -> ErrorKind:
         """A dead child is an unavailable tool; a dropped connection is the network."""
@@ -669,6 +690,7 @@ class Pool:
         log_max_bytes: int = DEFAULT_LOG_MAX_BYTES,
         log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
         secrets: Iterable[str] = (),
+        on_server_event: ServerEventFn | None = None,
     ) -> None:
         """Configure the pool; nothing is started until first use.
 
@@ -691,6 +713,11 @@ class Pool:
                 burst is spent; lines beyond are dropped and counted.
             secrets: Values to scrub from everything servers send, besides the
                 servers' own `env` and `headers` values (such as the HTTP token).
+            on_server_event: Receives, in order, every session opened (`up`), lost
+                or never opened (`down`, once until it is up again) and every server
+                still down when the pool closes (`closed`). One task of the pool
+                hands them over, each bounded in time; the pool waits for the last
+                ones when it closes.
 
         Raises:
             ValueError: A timeout or limit is not positive.
@@ -730,6 +757,11 @@ class Pool:
                 )
             self._servers[name] = _Server(self, name, spec, stderr)
         self._tg: anyio.abc.TaskGroup | None = None
+        self._on_server_event = on_server_event
+        self._events: MemoryObjectSendStream[ServerEvent] | None = None
+        self._closing = False
+        self.owner = uuid.uuid4().hex[:16]
+        """This pool's id in the `ServerEvent`s it reports."""
         self._catalog: Catalog | None = None
         self._catalog_key: tuple[tuple[str, int], ...] = ()
 
@@ -741,6 +773,10 @@ class Pool:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        if self._on_server_event is not None:
+            send, receive = anyio.create_memory_object_stream[ServerEvent](math.inf)
+            self._events = send
+            tg.start_soon(self._hand_over_events, receive, self._on_server_event)
         return self
 
     async def __aexit__(
@@ -751,6 +787,12 @@ class Pool:
     ) -> bool | None:
         tg = self._tg
         assert tg is not None, "__aexit__ without __aenter__"
+        self._closing = True
+        for srv in self._servers.values():
+            if srv.down:
+                self.report(srv, ServerEventKind.CLOSED)
+        if self._events is not None:
+            self._events.close()  # the hand-over task ends once it has sent the rest
         for srv in self._servers.values():
             if srv.conn is not None:
                 srv.conn.close()  # ends gracefully: the transport ends the process group
@@ -812,6 +854,7 @@ class Pool:
                         started = True
                         srv.conn = conn
                         srv.starts += 1
+                        self.report(srv, ServerEventKind.UP, restart=srv.starts > 1)
                         opening.conn = conn
                         srv.opening = None
                         opening.done.set()
@@ -849,7 +892,69 @@ class Pool:
                 srv.failed(opening.error)
                 srv.opening = None
                 opening.done.set()
+                self.report(srv, ServerEventKind.DOWN, reason=opening.error.message)
         # reached after a cancellation too: anyio re-raises it at the next checkpoint
+
+    def report(
+        self,
+        srv: _Server,
+        kind: ServerEventKind,
+        *,
+        restart: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """Queue a change in `srv`'s availability for `on_server_event`, at once, in order.
+
+        A server already down is not reported down again (failed restarts in a row
+        are one stretch of down time), and nothing is reported down while the pool
+        closes (that is not the server's doing).
+        """
+        if kind is ServerEventKind.DOWN:
+            if srv.down or self._closing:
+                return
+            srv.down = True
+        else:
+            srv.down = False
+        events = self._events
+        if events is None:
+            return
+        if reason is not None:
+            # The reason only, never the server's stderr; one line, bounded, scrubbed.
+            flat = " ".join(self.scrub.text(reason).split(_STDERR_HEADER, 1)[0].split())
+            reason = flat[:_EVENT_REASON_CHARS]
+        event = ServerEvent(
+            owner=self.owner, server=srv.name, kind=kind, restart=restart, reason=reason
+        )
+        try:
+            events.send_nowait(event)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            logger.debug("server event after the pool closed: %s %s", srv.name, kind.value)
+
+    async def _hand_over_events(
+        self, receive: MemoryObjectReceiveStream[ServerEvent], sink: ServerEventFn
+    ) -> None:
+        """Hand queued events to `sink` in order until the pool closes, then the rest."""
+        # Shielded: the pool's own closing ends this task (it closes the stream), so
+        # that what it saw last (a server down, `closed`) is still handed over.
+        with anyio.CancelScope(shield=True), receive:
+            async for event in receive:
+                with anyio.move_on_after(_EVENT_WRITE_S) as scope:
+                    try:
+                        await sink(event)
+                    except Exception as exc:
+                        logger.warning(
+                            "could not record that downstream server %r is %s: %s",
+                            event.server,
+                            event.kind.value,
+                            exc,
+                        )
+                if scope.cancelled_caught:
+                    logger.warning(
+                        "recording that downstream server %r is %s took over %g s; gave up",
+                        event.server,
+                        event.kind.value,
+                        _EVENT_WRITE_S,
+                    )
 
     def _connect_error(
         self, srv: _Server, conn: _Connection, exc: BaseException, note: HttpNote

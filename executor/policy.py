@@ -32,6 +32,8 @@ __all__ = [
     "AutoApprove",
     "CallGate",
     "MaxSteps",
+    "ModelSettings",
+    "ResponseMode",
     "RunPolicy",
     "ToolFilter",
     "ToolPolicy",
@@ -151,6 +153,40 @@ class AgentLimits(BaseModel):
     """Default per-step timeout for this agent's plans."""
 
 
+class ResponseMode(StrEnum):
+    """How the planner asks a model for a plan-shaped answer."""
+
+    AUTO = "auto"
+    """Try `json_schema`, then `json_object`, then `tools`; remember what worked."""
+    JSON_SCHEMA = "json_schema"
+    """`response_format: {type: json_schema}` (OpenAI, vLLM, Ollama, llama.cpp's llama-server)."""
+    JSON_OBJECT = "json_object"
+    """`response_format: {type: json_object, schema}` (llama-cpp-python's server
+    constrains to the schema; OpenAI's JSON mode only to JSON)."""
+    TOOLS = "tools"
+    """A forced call of one function whose parameters are the plan schema."""
+    NONE = "none"
+    """No constraint: the prompt alone asks for the JSON (for comparison)."""
+
+
+class ModelSettings(BaseModel):
+    """How the planner asks one model; an unset field takes the planner's default.
+
+    They go with the model they are set beside: the config's apply to the
+    config's model (and to agents that name none), an agent's to its own.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=64, le=1_000_000)
+    """Most tokens one answer may take; unset, it is derived from the agent's step
+    limit and the tools shown (enough for the longest plan the schema allows)."""
+    timeout_s: float | None = Field(default=None, gt=0, le=86_400)
+    """Seconds one model call may take (default 120; 600 for a server on loopback)."""
+    response_mode: ResponseMode | None = None
+    """How the answer is constrained (default `auto`)."""
+
+
 class RunPolicy(BaseModel):
     """What bounds a plan's run: its agent's tool policy, limits and default retry.
 
@@ -199,6 +235,9 @@ class AgentConfig(RunPolicy):
     """Endpoint for the model, when not the provider's default."""
     api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
     """Name of the environment variable holding the model's API key (never the key)."""
+    model_settings: ModelSettings = ModelSettings()
+    """How the planner asks this agent's model, when the agent names one (else the
+    config's settings for its model apply, with these on top)."""
     auto_approve: AutoApprove = AutoApprove.NEVER
     """Which plans are confirmed without asking."""
 

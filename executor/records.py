@@ -18,8 +18,12 @@ __all__ = [
     "AttemptRecord",
     "Event",
     "EventKind",
+    "LastFailure",
     "PlannerAttempt",
+    "ServerEvent",
+    "ServerEventKind",
     "StepState",
+    "ToolCallStats",
     "ToolStats",
 ]
 
@@ -93,6 +97,10 @@ class AttemptRecord(BaseModel):
     """`running` while in flight, then `succeeded`, `failed`, `cancelled` or `interrupted`."""
     error: StepError | None = None
     """Why the attempt failed."""
+    call_s: float | None = Field(default=None, ge=0)
+    """Seconds the call itself took, from a monotonic clock, once it ended: the
+    attempt's time less its wait for the server's call limit. `None` when the tool
+    was never called (refused or cancelled first) or the call is still in flight."""
 
 
 class EventKind(StrEnum):
@@ -173,3 +181,88 @@ class PlannerAttempt(BaseModel):
     """Validation errors this attempt's answer had (empty when valid)."""
     at: datetime = Field(default_factory=utc_now)
     """When."""
+
+
+class ServerEventKind(StrEnum):
+    """What happened to a downstream server's session, as the pool saw it."""
+
+    UP = "up"
+    """A session opened (the first time in that pool, or again: a restart)."""
+    DOWN = "down"
+    """The session ended unasked, or could not be opened."""
+    CLOSED = "closed"
+    """The pool closed while the server was down: the down time ends here."""
+
+
+class ServerEvent(BaseModel):
+    """One change in a downstream server's availability, kept for its statistics."""
+
+    model_config = ConfigDict(frozen=True)
+
+    owner: str
+    """The pool that saw it (one per process): intervals are taken per owner."""
+    server: str
+    """The server's configured name."""
+    kind: ServerEventKind
+    """What happened."""
+    at: datetime = Field(default_factory=utc_now)
+    """When."""
+    restart: bool = False
+    """With `up`: the session was opened before in this pool (a restart)."""
+    reason: str | None = None
+    """With `down`: why, in a line (the server's stderr is never kept here)."""
+
+
+class LastFailure(BaseModel):
+    """The most recent failed attempt of a tool."""
+
+    model_config = ConfigDict(frozen=True)
+
+    at: datetime | None
+    """When it failed."""
+    kind: str
+    """Its error kind."""
+    message: str
+    """What was said, cut to a few hundred characters."""
+    plan_id: PlanId
+    """The plan whose step failed."""
+    step_id: str
+    """The step."""
+
+
+class ToolCallStats(BaseModel):
+    """What the attempts of one downstream tool add up to over a window of time."""
+
+    model_config = ConfigDict(frozen=True)
+
+    server: str
+    """The server's configured name."""
+    tool: str
+    """The tool."""
+    calls: int
+    """Attempts made (each try of a step counts once, retries included)."""
+    succeeded: int
+    """Attempts that succeeded."""
+    failed: int
+    """Attempts that failed (`failed_by_kind` splits them by error kind)."""
+    cancelled: int = 0
+    """Attempts cancelled (the run was cancelled, or stopped after another step failed)."""
+    interrupted: int = 0
+    """Attempts cut off by a crash of taskorch."""
+    running: int = 0
+    """Attempts still in flight."""
+    retries: int = 0
+    """Attempts that were not a step's first (retries, and re-runs of a failed plan)."""
+    failure_rate: float = 0.0
+    """`failed / (succeeded + failed)`: cancelled, interrupted and running attempts
+    are neither (0 when none ended)."""
+    failed_by_kind: dict[str, int] = Field(default_factory=dict)
+    """Failed attempts per error kind (timeout, tool_error, tool_unavailable, ...)."""
+    p50_s: float | None = None
+    """Median seconds of a successful call (nearest rank); `None` without one."""
+    p95_s: float | None = None
+    """95th percentile seconds of a successful call (nearest rank)."""
+    max_s: float | None = None
+    """Slowest successful call, in seconds."""
+    last_failure: LastFailure | None = None
+    """The most recent failed attempt, when there is one."""

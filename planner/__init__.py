@@ -14,10 +14,12 @@ request = PlanRequest(
     plan_id=new_id,                                         # stamps the attempt records
 )
 
-# 1. A model through litellm (None when no model is configured anywhere):
-backend = LiteLLMBackend.from_agent(agent, default_model=config.model,
-                                    default_api_base=..., default_api_key_env=...)
-planner: Planner = ModelPlanner(backend, max_repairs=2)
+# 1. A model through litellm; the face picks the model (`server.config.model_for`)
+#    and builds the options from the config:
+options = PlannerOptions(max_repairs=2, timeout_s=120, ordered_steps=False)
+backend = LiteLLMBackend(model, api_base=..., api_key_env=...,
+                         timeout_s=options.timeout_s, response_mode=options.response_mode)
+planner: Planner = ModelPlanner(backend, options)
 #    ordered_steps=True fixes ids to s1, s2, ... with dependencies on earlier steps
 #    only, in the decoding constraint: what makes a tiny local model's plans valid.
 # 2. Caller-written steps, no model:
@@ -36,7 +38,8 @@ Errors: `PlanValidationError` (the plan is still invalid after the repairs;
 `UserError`; its problems are `executor.validate.Problem`s, with the planner's own
 codes `unparseable_answer` and `invalid_answer` for answers that are not a
 `{strategy, steps}` object), `PlannerError` (the model could not be used:
-`failure` says why, one of `PlannerFailure`; the message says what to check).
+`failure` says why, one of `PlannerFailure`; the message says what to check and
+`setting` names the option that would fix it).
 Both are `TaskorchError`s.
 
 Every model call is passed to `on_attempt` as an `executor.records.PlannerAttempt`
@@ -44,9 +47,9 @@ Every model call is passed to `on_attempt` as an `executor.records.PlannerAttemp
 the problems of its answer), failed calls included, before the error is raised.
 
 Pieces, for tests and benchmarks: `RepairSession` (the loop without I/O),
-`plan_with_repair`, `plan_schema` (the constrained answer schema), `build_messages`
-(the prompt), `shortlist` (BM25 ranking above `SHORTLIST_THRESHOLD` tools),
-`estimate_tokens`.
+`plan_with_repair`, `plan_schema` (the constrained answer schema), `answer_budget`
+(the default `max_tokens`), `build_messages` (the prompt), `shortlist` (BM25
+ranking above `SHORTLIST_THRESHOLD` tools), `estimate_tokens`.
 
 Names are imported on first use (`__getattr__` below), so that importing one
 module (`planner.host`, say) does not load every planner piece.
@@ -61,7 +64,6 @@ from executor._utils import lazy_exports as _lazy_exports
 # `typing` itself, not its names: the package's namespace holds only its exports.
 if typing.TYPE_CHECKING:
     from planner.backends import (
-        DEFAULT_MODEL_ENV,
         LiteLLMBackend,
         ModelBackend,
         Sampler,
@@ -80,16 +82,11 @@ if typing.TYPE_CHECKING:
         Revision,
         SessionEntry,
     )
+    from planner.options import DEFAULT_MAX_REPAIRS, PlannerOptions
     from planner.planners import CALLER_MODEL, ModelPlanner, Planner, StepsPlanner
     from planner.prompt import build_messages, estimate_tokens
-    from planner.repair import (
-        DEFAULT_MAX_REPAIRS,
-        AttemptCallback,
-        RepairSession,
-        parse_answer,
-        plan_with_repair,
-    )
-    from planner.schema import grammar_safe, plan_schema
+    from planner.repair import AttemptCallback, RepairSession, parse_answer, plan_with_repair
+    from planner.schema import answer_budget, grammar_safe, plan_schema
 
 # Not lazy: importing the submodule `planner.shortlist` (planner.host does) would
 # bind its name here to the module, hiding the function of the same name.
@@ -98,7 +95,6 @@ from planner.shortlist import SHORTLIST_SIZE, SHORTLIST_THRESHOLD, shortlist
 __all__ = [
     "CALLER_MODEL",
     "DEFAULT_MAX_REPAIRS",
-    "DEFAULT_MODEL_ENV",
     "SHORTLIST_SIZE",
     "SHORTLIST_THRESHOLD",
     "AttemptCallback",
@@ -115,6 +111,7 @@ __all__ = [
     "Planner",
     "PlannerError",
     "PlannerFailure",
+    "PlannerOptions",
     "RepairSession",
     "ResponseMode",
     "Revision",
@@ -122,6 +119,7 @@ __all__ = [
     "SamplingBackend",
     "SessionEntry",
     "StepsPlanner",
+    "answer_budget",
     "build_messages",
     "estimate_tokens",
     "grammar_safe",
@@ -135,8 +133,7 @@ __all__ = [
 
 _HOME = {
     "CALLER_MODEL": "planner.planners",
-    "DEFAULT_MAX_REPAIRS": "planner.repair",
-    "DEFAULT_MODEL_ENV": "planner.backends",
+    "DEFAULT_MAX_REPAIRS": "planner.options",
     "AttemptCallback": "planner.repair",
     "ChatMessage": "planner.models",
     "HostPlanOutcome": "planner.host",
@@ -151,6 +148,7 @@ _HOME = {
     "Planner": "planner.planners",
     "PlannerError": "planner.errors",
     "PlannerFailure": "planner.errors",
+    "PlannerOptions": "planner.options",
     "RepairSession": "planner.repair",
     "ResponseMode": "planner.models",
     "Revision": "planner.models",
@@ -158,6 +156,7 @@ _HOME = {
     "SamplingBackend": "planner.backends",
     "SessionEntry": "planner.models",
     "StepsPlanner": "planner.planners",
+    "answer_budget": "planner.schema",
     "build_messages": "planner.prompt",
     "estimate_tokens": "planner.prompt",
     "grammar_safe": "planner.schema",

@@ -29,13 +29,12 @@ from mcp.types import (
     TextContent,
 )
 
-from executor.policy import AgentConfig
 from planner.errors import PlannerError, PlannerFailure
-from planner.models import ChatMessage, ModelReply, ModelRequest, ResponseMode
+from planner.models import ModelReply, ModelRequest, ResponseMode
+from planner.options import DEFAULT_TIMEOUT_S
 from planner.prompt import schema_instruction
 
 __all__ = [
-    "DEFAULT_MODEL_ENV",
     "LiteLLMBackend",
     "ModelBackend",
     "Sampler",
@@ -43,9 +42,6 @@ __all__ = [
     "reply_from_sampling",
     "sampling_params",
 ]
-
-DEFAULT_MODEL_ENV = "TASKORCH_MODEL"
-"""The variable naming the model when neither the agent nor the config does."""
 
 _AUTO_ORDER = (ResponseMode.JSON_SCHEMA, ResponseMode.JSON_OBJECT, ResponseMode.TOOLS)
 _TOOL_NAME = "submit_plan"
@@ -82,10 +78,10 @@ class LiteLLMBackend(ModelBackend):
     `OPENAI_API_BASE`, ...) apply.
 
     With `response_mode=auto` the backend asks for `json_schema` output, falls
-    back to `json_object` with the schema (llama.cpp's server constrains to it;
-    the schema is put in the prompt too) when the provider refuses that with a
-    400/422, then to a forced tool call; the first mode that works is kept for
-    later calls.
+    back to `json_object` with the schema (llama-cpp-python's server constrains
+    to it) when the provider refuses that with a 400/422 (500 from
+    llama-cpp-python), then to a forced tool call; the first mode that works is
+    kept for later calls.
     """
 
     def __init__(
@@ -94,7 +90,7 @@ class LiteLLMBackend(ModelBackend):
         *,
         api_base: str | None = None,
         api_key_env: str | None = None,
-        timeout_s: float = 120.0,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         response_mode: ResponseMode = ResponseMode.AUTO,
         temperature: float | None = 0.0,
         extra: Mapping[str, Any] | None = None,
@@ -128,51 +124,6 @@ class LiteLLMBackend(ModelBackend):
         self._env = env
         self._working_mode: ResponseMode | None = None
 
-    @classmethod
-    def from_agent(
-        cls,
-        agent: AgentConfig,
-        *,
-        default_model: str | None = None,
-        default_api_base: str | None = None,
-        default_api_key_env: str | None = None,
-        env: Mapping[str, str] | None = None,
-        **options: Any,
-    ) -> LiteLLMBackend | None:
-        """The backend an agent plans with, or `None` when no model is configured.
-
-        The model is the agent's `model`, else `default_model` (the config's
-        top-level one), else `$TASKORCH_MODEL`; `api_base` and `api_key_env` go
-        with whichever supplied the model.
-
-        Args:
-            agent: The agent.
-            default_model: The config's top-level model.
-            default_api_base: The config's top-level endpoint.
-            default_api_key_env: The config's top-level key variable name.
-            env: The environment (default: `os.environ`).
-            **options: Passed to the constructor (`timeout_s`, `response_mode`, ...).
-        """
-        environ = os.environ if env is None else env
-        if agent.model:
-            return cls(
-                agent.model,
-                api_base=agent.api_base or default_api_base,
-                api_key_env=agent.api_key_env or default_api_key_env,
-                env=env,
-                **options,
-            )
-        model = default_model or environ.get(DEFAULT_MODEL_ENV, "").strip()
-        if not model:
-            return None
-        return cls(
-            model,
-            api_base=agent.api_base or default_api_base,
-            api_key_env=agent.api_key_env or default_api_key_env,
-            env=env,
-            **options,
-        )
-
     @property
     def model(self) -> str:
         """The litellm model string."""
@@ -193,6 +144,7 @@ class LiteLLMBackend(ModelBackend):
                     f"the environment variable {self.api_key_env!r} (named by api_key_env) "
                     "is not set: export the API key under that name",
                     model=self._model,
+                    setting="api_key_env",
                 )
             return key
         if (
@@ -231,6 +183,7 @@ class LiteLLMBackend(ModelBackend):
             f"tools); the last refusal: {last.message}. Set response_mode='none' to plan "
             "with the prompt alone",
             model=self._model,
+            setting="response_mode",
         )
 
     async def _call(self, request: ModelRequest, mode: ResponseMode) -> ModelReply:
@@ -255,11 +208,10 @@ class LiteLLMBackend(ModelBackend):
         return self._reply(response, mode)
 
     def _arguments(self, request: ModelRequest, mode: ResponseMode) -> dict[str, Any]:
+        # The schema travels in response_format only: the prompt already shows the
+        # answer's shape (rules, tools, an example), and the schema as text would
+        # double a local model's prompt (1,500 tokens for 8 tools) for nothing.
         messages = list(request.messages)
-        if mode is ResponseMode.JSON_OBJECT:
-            messages = _with_schema_in_system(
-                messages, request.prompt_schema or request.answer_schema
-            )
         kwargs: dict[str, Any] = {
             "model": self._model,
             "messages": [m.model_dump() for m in messages],
@@ -341,9 +293,11 @@ class LiteLLMBackend(ModelBackend):
     def _timeout(self) -> PlannerError:
         return PlannerError(
             PlannerFailure.TIMEOUT,
-            f"no answer within {self.timeout_s:g} s: check that the model server at "
-            f"{self.api_base or 'the provider'} is up, or raise the timeout",
+            f"no answer within {self.timeout_s:g} s from {self.api_base or 'the provider'}: "
+            f"raise timeout_s (now {self.timeout_s:g}), or lower max_tokens so that the "
+            "answer is shorter, or check that the model server is not overloaded",
             model=self._model,
+            setting="timeout_s",
         )
 
     def _classify(self, exc: Exception) -> PlannerError:
@@ -358,9 +312,10 @@ class LiteLLMBackend(ModelBackend):
         if (isinstance(exc, APIConnectionError) and status in (None, 500)) or _lost_connection(exc):
             return PlannerError(
                 PlannerFailure.UNAVAILABLE,
-                f"cannot reach {where}: {detail}. Check that the server is running and "
-                "api_base is right",
+                f"cannot reach {where}: {detail}. Check that the model server is running "
+                "and that api_base is right",
                 model=self._model,
+                setting="api_base",
             )
         if status in (401, 403):
             key = f"the variable {self.api_key_env!r}" if self.api_key_env else "the API key"
@@ -368,12 +323,14 @@ class LiteLLMBackend(ModelBackend):
                 PlannerFailure.AUTHENTICATION,
                 f"{where} refused the credentials (HTTP {status}): check {key}. {detail}",
                 model=self._model,
+                setting="api_key_env",
             )
         if status == 404:
             return PlannerError(
                 PlannerFailure.NOT_FOUND,
                 f"{where} does not know this model (HTTP 404): check the model string. {detail}",
                 model=self._model,
+                setting="model",
             )
         if status == 429:
             return PlannerError(
@@ -382,6 +339,15 @@ class LiteLLMBackend(ModelBackend):
                 model=self._model,
             )
         if status in (400, 413, 422):
+            if _context_overflow(detail):
+                return PlannerError(
+                    PlannerFailure.BAD_REQUEST,
+                    f"{where} rejected the request (HTTP {status}): {detail}. The prompt and "
+                    "the answer do not fit the model's context: lower max_tokens, or start "
+                    "the model server with a larger context",
+                    model=self._model,
+                    setting="max_tokens",
+                )
             return PlannerError(
                 PlannerFailure.BAD_REQUEST,
                 f"{where} rejected the request (HTTP {status}): {detail}",
@@ -424,6 +390,11 @@ def _lost_connection(exc: BaseException) -> bool:
     return "connection error" in str(exc).lower()
 
 
+def _context_overflow(detail: str) -> bool:
+    text = detail.lower()
+    return "context" in text and ("token" in text or "length" in text)
+
+
 def _refuses_format(exc: Exception) -> bool:
     status = getattr(exc, "status_code", None)
     text = str(exc).lower()
@@ -434,16 +405,6 @@ def _refuses_format(exc: Exception) -> bool:
     # llama-cpp-python's server answers an unknown response_format type with a 500
     # that quotes its validation error.
     return status == 500 and "response_format" in text
-
-
-def _with_schema_in_system(
-    messages: list[ChatMessage], schema: Mapping[str, Any]
-) -> list[ChatMessage]:
-    instruction = schema_instruction(schema)
-    if messages and messages[0].role == "system":
-        head = ChatMessage(role="system", content=f"{messages[0].content}\n\n{instruction}")
-        return [head, *messages[1:]]
-    return [ChatMessage(role="system", content=instruction), *messages]
 
 
 def _is_loopback(url: str) -> bool:

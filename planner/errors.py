@@ -38,6 +38,8 @@ class PlannerFailure(StrEnum):
     """The provider rejected the request (HTTP 400/422) in every output mode."""
     BAD_RESPONSE = "bad_response"
     """The provider answered with nothing usable (no text, no tool call)."""
+    TRUNCATED = "truncated"
+    """The last answer was cut at the token limit (`max_tokens`) before it ended."""
     REFUSED = "refused"
     """The host declined or failed the sampling request."""
 
@@ -48,11 +50,17 @@ class PlannerError(TaskorchError):
     Attributes:
         failure: The classified reason.
         model: The model string (or `host` for the host's own model).
+        setting: The planner setting that would fix it (`timeout_s`, `max_tokens`,
+            `api_base`, `api_key_env`, `response_mode`, `model`), if one would; the
+            face says where that setting is written in its config.
     """
 
-    def __init__(self, failure: PlannerFailure, message: str, *, model: str = "") -> None:
+    def __init__(
+        self, failure: PlannerFailure, message: str, *, model: str = "", setting: str | None = None
+    ) -> None:
         self.failure = failure
         self.model = model
         self.message = message
+        self.setting = setting
         prefix = f"planning model {model!r}: " if model else "planning model: "
         super().__init__(prefix + message)

@@ -25,7 +25,7 @@ async def host_request(query: str, ctx: Context) -> PlanRequest | None:
         return None          # plan some other way (or report that none is configured)
     return PlanRequest(query=query, catalog=await pool.catalog(), agent=agent)
 
-host = HostPlanning(host_request, max_repairs=2)
+host = HostPlanning(host_request, PlannerOptions(max_repairs=2))
 
 @app.tool()
 async def create_plan(
@@ -61,8 +61,8 @@ from executor.validate import Problem
 from planner.backends import reply_from_sampling, sampling_params
 from planner.errors import PlannerError, PlannerFailure
 from planner.models import PlanDraft, PlanRequest
-from planner.repair import DEFAULT_MAX_REPAIRS, RepairSession
-from planner.shortlist import SHORTLIST_SIZE, SHORTLIST_THRESHOLD
+from planner.options import PlannerOptions
+from planner.repair import RepairSession
 
 __all__ = ["HOST_MODEL", "HostPlanOutcome", "HostPlanning", "host_supports_sampling"]
 
@@ -127,26 +127,17 @@ class HostPlanning:
     """
 
     def __init__(
-        self,
-        request_resolver: Callable[..., Any],
-        *,
-        max_repairs: int = DEFAULT_MAX_REPAIRS,
-        max_tokens: int = 4096,
-        shortlist_size: int = SHORTLIST_SIZE,
-        shortlist_threshold: int = SHORTLIST_THRESHOLD,
+        self, request_resolver: Callable[..., Any], options: PlannerOptions | None = None
     ) -> None:
         """Chain the resolvers.
 
         Args:
             request_resolver: A resolver (tool arguments by name, `Context`, other
                 resolvers) returning the `PlanRequest`, or `None` to skip.
-            max_repairs: Repair rounds after the first answer.
-            max_tokens: Most tokens one answer may take.
-            shortlist_size: Tools kept when the catalog is shortlisted.
-            shortlist_threshold: Allowed tools above which the catalog is shortlisted.
+            options: Repairs, answer budget, shortlist (the defaults when `None`);
+                the chain has one ask per repair round, so they are fixed here.
         """
-        if max_repairs < 0:
-            raise ValueError(f"max_repairs must be 0 or more, got {max_repairs}")
+        options = PlannerOptions() if options is None else options
 
         async def start(request: Any) -> _State | None:
             if request is None:
@@ -157,13 +148,7 @@ class HostPlanning:
                     "a PlanRequest, or None to skip host planning"
                 )
             try:
-                session = RepairSession(
-                    request,
-                    max_repairs=max_repairs,
-                    max_tokens=max_tokens,
-                    shortlist_size=shortlist_size,
-                    shortlist_threshold=shortlist_threshold,
-                )
+                session = RepairSession(request, options)
             except PlannerError as error:
                 # Raised inside a resolver it would reach the client as an opaque
                 # tool failure; carried in the outcome, the tool reports it.
@@ -172,7 +157,7 @@ class HostPlanning:
 
         _annotate(start, request=request_resolver)
         link: Callable[..., Any] = start
-        for _ in range(max_repairs + 1):
+        for _ in range(options.max_repairs + 1):
             ask = _make_ask(link)
             link = _make_feed(link, ask)
 
@@ -182,11 +167,19 @@ class HostPlanning:
             session = state.session
             if session is None:
                 return HostPlanOutcome(draft=None, problems=(), attempts=(), error=state.error)
+            error = state.error
+            if error is None and session.draft is None and session.problems:
+                try:
+                    session.result()
+                except PlannerError as cut:  # the answers were cut at the token limit
+                    error = cut
+                except PlanValidationError:
+                    pass  # carried as `problems`
             return HostPlanOutcome(
                 draft=session.draft,
                 problems=tuple(session.problems),
                 attempts=tuple(session.attempts),
-                error=state.error,
+                error=error,
             )
 
         _annotate(finish, state=link)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from executor.catalog import Catalog
 from executor.ids import PlanId
 from executor.plan import Plan, Step
-from executor.policy import AgentConfig
+from executor.policy import AgentConfig, ResponseMode
 from executor.status import PlanStatus
 
 __all__ = [
@@ -125,22 +124,6 @@ class PlanDraft(BaseModel):
         )
 
 
-class ResponseMode(StrEnum):
-    """How a backend asks the model for a plan-shaped answer."""
-
-    AUTO = "auto"
-    """Try `json_schema`, then `json_object`, then `tools`; remember what worked."""
-    JSON_SCHEMA = "json_schema"
-    """`response_format: {type: json_schema}` (OpenAI, vLLM, most hosted APIs)."""
-    JSON_OBJECT = "json_object"
-    """`response_format: {type: json_object, schema}` plus the schema in the prompt
-    (llama.cpp's server constrains to the schema; OpenAI's JSON mode only to JSON)."""
-    TOOLS = "tools"
-    """A forced call of one function whose parameters are the plan schema."""
-    NONE = "none"
-    """No constraint: the prompt alone asks for the JSON (for comparison)."""
-
-
 class ChatMessage(BaseModel):
     """One message of the conversation sent to the model."""
 
@@ -164,7 +147,7 @@ class ModelRequest(BaseModel):
     prompt_schema: dict[str, Any] | None = None
     """A smaller schema of the same answer, to write into the prompt where decoding
     cannot be constrained; `answer_schema` when not set."""
-    max_tokens: int = Field(default=4096, ge=1)
+    max_tokens: int = Field(ge=1)
     """Most tokens the answer may take."""
 
     @property

@@ -9,8 +9,8 @@ from executor.errors import PlanValidationError
 from executor.validate import Problem, parse_steps, validate_plan
 from planner.backends import ModelBackend
 from planner.models import PlanDraft, PlanRequest
-from planner.repair import DEFAULT_MAX_REPAIRS, AttemptCallback, plan_with_repair
-from planner.shortlist import SHORTLIST_SIZE, SHORTLIST_THRESHOLD
+from planner.options import PlannerOptions
+from planner.repair import AttemptCallback, plan_with_repair
 
 __all__ = ["CALLER_MODEL", "ModelPlanner", "Planner", "StepsPlanner"]
 
@@ -40,52 +40,25 @@ class Planner(Protocol):
 
 
 class ModelPlanner:
-    """Plans with a model backend, repairing invalid answers up to `max_repairs` times."""
+    """Plans with a model backend, repairing invalid answers up to `options.max_repairs` times."""
 
-    def __init__(
-        self,
-        backend: ModelBackend,
-        *,
-        max_repairs: int = DEFAULT_MAX_REPAIRS,
-        max_tokens: int = 4096,
-        shortlist_size: int = SHORTLIST_SIZE,
-        shortlist_threshold: int = SHORTLIST_THRESHOLD,
-        ordered_steps: bool = False,
-    ) -> None:
+    def __init__(self, backend: ModelBackend, options: PlannerOptions | None = None) -> None:
         """Plan through `backend`.
 
         Args:
             backend: The model (`LiteLLMBackend`, `SamplingBackend`, ...).
-            max_repairs: Repair rounds after the first answer.
-            max_tokens: Most tokens one answer may take.
-            shortlist_size: Tools kept when the catalog is shortlisted.
-            shortlist_threshold: Allowed tools above which the catalog is shortlisted.
-            ordered_steps: Constrain ids to `s1, s2, ...` with dependencies on earlier
-                steps only (for grammar-constrained local models; see `plan_schema`).
+            options: Repairs, answer budget, ordered ids, shortlist; the defaults
+                when `None`. (`timeout_s` and `response_mode` are the backend's:
+                whoever builds it passes them.)
         """
-        if max_repairs < 0:
-            raise ValueError(f"max_repairs must be 0 or more, got {max_repairs}")
         self.backend = backend
-        self.max_repairs = max_repairs
-        self.max_tokens = max_tokens
-        self.shortlist_size = shortlist_size
-        self.shortlist_threshold = shortlist_threshold
-        self.ordered_steps = ordered_steps
+        self.options = PlannerOptions() if options is None else options
 
     async def plan(
         self, request: PlanRequest, *, on_attempt: AttemptCallback | None = None
     ) -> PlanDraft:
         """Ask, validate, repair; see `plan_with_repair`."""
-        return await plan_with_repair(
-            self.backend,
-            request,
-            max_repairs=self.max_repairs,
-            on_attempt=on_attempt,
-            max_tokens=self.max_tokens,
-            shortlist_size=self.shortlist_size,
-            shortlist_threshold=self.shortlist_threshold,
-            ordered_steps=self.ordered_steps,
-        )
+        return await plan_with_repair(self.backend, request, self.options, on_attempt=on_attempt)
 
 
 class StepsPlanner:

@@ -21,6 +21,7 @@ __all__ = [
     "HISTORY_ENTRIES",
     "build_messages",
     "estimate_tokens",
+    "example_exchange",
     "plan_as_answer",
     "render_tool",
     "repair_message",
@@ -34,30 +35,7 @@ _TOOL_DESCRIPTION_CHARS = 240
 _ARG_DESCRIPTION_CHARS = 80
 _MAX_ARGS_SHOWN = 12
 _MAX_ENUM_SHOWN = 8
-
-# Made-up tools, named so as not to collide with real ones: a small model copies
-# an example's names when it can, and constrained decoding then refuses them.
-_EXAMPLE = {
-    "strategy": "Search the wiki, then mail the first hit's title.",
-    "steps": [
-        {
-            "id": "s1",
-            "server": "wiki",
-            "tool": "search_pages",
-            "description": "Find the page",
-            "arguments": {"text": "release notes"},
-            "depends_on": [],
-        },
-        {
-            "id": "s2",
-            "server": "mail",
-            "tool": "send_summary",
-            "description": "Mail its title",
-            "arguments": {"to": "team", "body": "See: ${s1.hits.0.title}"},
-            "depends_on": ["s1"],
-        },
-    ],
-}
+_MAX_EXAMPLE_ARGS = 3
 
 _RULES = """\
 You are the planner of taskorch. You turn a request into a plan of tool calls and \
@@ -77,10 +55,8 @@ text. Write "$$" for a literal "$".
 counts); a step depends only on steps before it. Steps that do not depend on each \
 other run in parallel.
 - "description": what the step is for, in a few words.
-- Use as few steps as the request needs, at most {max_steps}. Use only the listed tools.
-
-Example (its tools are made up; use only the tools listed below):
-{example}"""
+- Use as few steps as the request needs, at most {max_steps}, and end the answer \
+when the request is done. Use only the listed tools."""
 
 
 def estimate_tokens(text: str) -> int:
@@ -96,6 +72,7 @@ def build_messages(
     max_steps: int,
     history: Sequence[SessionEntry] = (),
     revision: Revision | None = None,
+    example_tool: ToolInfo | None = None,
 ) -> list[ChatMessage]:
     """Render the system and user messages for one planning request.
 
@@ -106,7 +83,14 @@ def build_messages(
         max_steps: The step limit the plan must respect.
         history: Earlier plans of the session; the last `HISTORY_ENTRIES` are shown.
         revision: The plan to revise and the user's feedback, if revising.
+        example_tool: The tool the example answer calls (default: the first shown);
+            `planner.shortlist.closest` picks the one nearest the request.
+
+    Raises:
+        ValueError: `tools` is empty.
     """
+    if not tools:
+        raise ValueError("no tools to plan with: the catalog is empty or the policy allows none")
     parts: list[str] = []
     if agent.system_prompt.strip():
         parts.append(agent.system_prompt.strip())
@@ -114,8 +98,7 @@ def build_messages(
         parts.append(f"You plan for the agent {agent.name!r}: {agent.description.strip()}")
     if agent.personality.strip():
         parts.append(f"Personality: {agent.personality.strip()}")
-    example = json.dumps(_EXAMPLE, ensure_ascii=False)
-    parts.append(_RULES.format(max_steps=max_steps, example=example))
+    parts.append(_RULES.format(max_steps=max_steps))
     parts.append("Tools you may use:\n" + "\n".join(render_tool(t) for t in tools))
     if history:
         parts.append(_render_history(history[-HISTORY_ENTRIES:]))
@@ -126,10 +109,76 @@ def build_messages(
         user.append(_render_revision(revision))
     user.append(f"Request: {query.strip()}")
     user.append("Answer with the JSON plan only.")
+    example_request, example = example_exchange(example_tool or tools[0])
     return [
         ChatMessage(role="system", content=system),
+        ChatMessage(role="user", content=example_request),
+        ChatMessage(role="assistant", content=json.dumps(example, ensure_ascii=False)),
         ChatMessage(role="user", content="\n\n".join(user)),
     ]
+
+
+def example_exchange(tool: ToolInfo) -> tuple[str, dict[str, Any]]:
+    """A made-up request for `tool` and its one-step answer, shown before the real one.
+
+    A small model copies the example's names, so the example names a tool it may
+    call: the caller picks the one that looks closest to the request, and a copy
+    is then a fair first guess rather than a plan for something else. The
+    exchange comes after the system message, which every request of a session
+    then shares (a local server reuses that evaluated prefix).
+
+    Returns:
+        The request's text and the answer.
+    """
+    arguments = _example_arguments(tool.input_schema)
+    given = ", ".join(f"{name} {json.dumps(value)}" for name, value in arguments.items())
+    request = f"Request: {tool.title or tool.name}" + (f" with {given}" if given else "")
+    return request, {
+        "strategy": f"Call {tool.name}.",
+        "steps": [
+            {
+                "id": "s1",
+                "server": tool.server,
+                "tool": tool.name,
+                "description": _clip(tool.title or tool.name, 40),
+                "arguments": arguments,
+                "depends_on": [],
+            }
+        ],
+    }
+
+
+def _example_arguments(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """Placeholder values for a tool's required arguments."""
+    props = schema.get("properties")
+    if not isinstance(props, Mapping):
+        return {}
+    out: dict[str, Any] = {}
+    for name in [r for r in schema.get("required") or () if r in props][:_MAX_EXAMPLE_ARGS]:
+        prop = props[name] if isinstance(props[name], Mapping) else {}
+        out[name] = _example_value(prop)
+    return out
+
+
+def _example_value(schema: Mapping[str, Any]) -> Any:
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    kind = schema.get("type")
+    kind = next((k for k in kind if k != "null"), None) if isinstance(kind, list) else kind
+    if kind in ("number", "integer"):
+        return 2
+    if kind == "boolean":
+        return True
+    if kind == "array":
+        items = schema.get("items")
+        inner = items if isinstance(items, Mapping) else {}
+        return [_example_value(inner)]
+    if kind == "object":
+        return {}
+    return "example"
 
 
 def repair_message(problems: Iterable[object], *, truncated: bool = False) -> str:

@@ -22,25 +22,17 @@ from executor.validate import Problem, parse_steps, validate_plan
 from planner.backends import ModelBackend
 from planner.errors import PlannerError, PlannerFailure
 from planner.models import ChatMessage, ModelReply, ModelRequest, PlanDraft, PlanRequest
-from planner.prompt import build_messages, estimate_tokens, repair_message
-from planner.schema import ordered_step_limit, plan_schema
-from planner.shortlist import (
-    SHORTLIST_SIZE,
-    SHORTLIST_THRESHOLD,
-    considered_aliases,
-    shortlist,
-)
+from planner.options import PlannerOptions
+from planner.prompt import build_messages, estimate_tokens, plan_as_answer, repair_message
+from planner.schema import answer_budget, ordered_step_limit, plan_schema
+from planner.shortlist import closest, considered_aliases, shortlist
 
 __all__ = [
-    "DEFAULT_MAX_REPAIRS",
     "AttemptCallback",
     "RepairSession",
     "parse_answer",
     "plan_with_repair",
 ]
-
-DEFAULT_MAX_REPAIRS = 2
-"""Repair rounds after the first answer, unless configured otherwise."""
 
 AttemptCallback = Callable[[PlannerAttempt], Awaitable[None]]
 """Receives each model call's record (the face stores it)."""
@@ -141,35 +133,24 @@ class RepairSession:
     then `session.result()`.
     """
 
-    def __init__(
-        self,
-        request: PlanRequest,
-        *,
-        max_repairs: int = DEFAULT_MAX_REPAIRS,
-        max_tokens: int = 4096,
-        shortlist_size: int = SHORTLIST_SIZE,
-        shortlist_threshold: int = SHORTLIST_THRESHOLD,
-        ordered_steps: bool = False,
-    ) -> None:
+    def __init__(self, request: PlanRequest, options: PlannerOptions | None = None) -> None:
         """Prepare the prompt and schema for `request`.
 
         Args:
             request: What to plan.
-            max_repairs: Repair rounds after the first answer (0: one answer only).
-            max_tokens: Most tokens one answer may take.
-            shortlist_size: Tools kept when the catalog is shortlisted.
-            shortlist_threshold: Allowed tools above which the catalog is shortlisted.
-            ordered_steps: Constrain decoding to ids `s1, s2, ...` depending only on
-                earlier steps (see `plan_schema`); the prompt shows the plain schema.
+            options: How (repairs, answer budget, ordered ids, shortlist); the
+                defaults when `None`. With `ordered_steps` the decoding constraint
+                fixes ids to `s1, s2, ...` depending only on earlier steps (see
+                `plan_schema`); a backend that must write the schema into the
+                prompt (MCP sampling) writes the plain one, `prompt_schema`.
 
         Raises:
             PlannerError: The agent's policy leaves no tool to plan with.
         """
-        if max_repairs < 0:
-            raise ValueError(f"max_repairs must be 0 or more, got {max_repairs}")
+        options = PlannerOptions() if options is None else options
+        self.options = options
         self.request = request
-        self.max_repairs = max_repairs
-        self.max_tokens = max_tokens
+        self.max_repairs = options.max_repairs
         agent = request.agent
         revision = request.revision
         keep = {(s.server, s.tool) for s in revision.plan.steps} if revision else set()
@@ -178,8 +159,8 @@ class RepairSession:
             request.catalog,
             agent.tool_policy,
             ranking_text,
-            size=shortlist_size,
-            threshold=shortlist_threshold,
+            size=options.shortlist_size,
+            threshold=options.shortlist_threshold,
             keep=keep,
         )
         if not self.tools:
@@ -191,12 +172,17 @@ class RepairSession:
             )
         self.considered_tools = considered_aliases(self.tools)
         self.max_steps = agent.limits.max_steps
-        self.schema = plan_schema(self.tools, max_steps=self.max_steps, ordered=ordered_steps)
+        ordered = options.ordered_steps
+        self.schema = plan_schema(self.tools, max_steps=self.max_steps, ordered=ordered)
         self.prompt_schema: dict[str, Any] | None = None
         shown_limit = self.max_steps
-        if ordered_steps:
+        if ordered:
             self.prompt_schema = plan_schema(self.tools, max_steps=self.max_steps)
             shown_limit = ordered_step_limit(len(self.tools), self.max_steps)
+        copied = ranking_text + (json.dumps(plan_as_answer(revision.plan)) if revision else "")
+        self.max_tokens = options.max_tokens or answer_budget(
+            self.tools, max_steps=self.max_steps, ordered=ordered, copied_text=copied
+        )
         self.messages: tuple[ChatMessage, ...] = tuple(
             build_messages(
                 query=request.query,
@@ -205,6 +191,7 @@ class RepairSession:
                 max_steps=shown_limit,
                 history=request.history,
                 revision=revision,
+                example_tool=closest(request.catalog, self.tools, ranking_text),
             )
         )
         self.attempts: list[PlannerAttempt] = []
@@ -212,6 +199,7 @@ class RepairSession:
         self.problems: list[Problem] = []
         self._last_answer: str | None = None
         self._last_truncated = False
+        self._truncated_answers = 0
         self._failed = False
 
     @property
@@ -271,6 +259,7 @@ class RepairSession:
             reply.text if reply.text is not None else json.dumps(reply.data, ensure_ascii=False)
         )
         self._last_truncated = reply.truncated
+        self._truncated_answers += reply.truncated
         prompt_tokens = reply.prompt_tokens
         if prompt_tokens is None and asked is not None:
             prompt_tokens = sum(estimate_tokens(m.content) for m in asked.messages)
@@ -324,47 +313,44 @@ class RepairSession:
             raise PlanValidationError(
                 [Problem(None, "no_answer", "the model was not asked: nothing to validate")]
             )
+        if self._last_truncated:
+            cut = self._truncated_answers
+            raise PlannerError(
+                PlannerFailure.TRUNCATED,
+                f"{cut} of {len(self.attempts)} answers, the last one included, were cut at the "
+                f"token limit ({self.max_tokens} tokens) before the plan ended: raise max_tokens "
+                "(or let taskorch derive it by leaving it unset), or ask for a smaller plan. "
+                f"The last answer's problems: {'; '.join(str(p) for p in self.problems)}",
+                model=self.attempts[-1].model if self.attempts else "",
+                setting="max_tokens",
+            )
         raise PlanValidationError(list(self.problems))
 
 
 async def plan_with_repair(
     backend: ModelBackend,
     request: PlanRequest,
+    options: PlannerOptions | None = None,
     *,
-    max_repairs: int = DEFAULT_MAX_REPAIRS,
     on_attempt: AttemptCallback | None = None,
-    max_tokens: int = 4096,
-    shortlist_size: int = SHORTLIST_SIZE,
-    shortlist_threshold: int = SHORTLIST_THRESHOLD,
-    ordered_steps: bool = False,
 ) -> PlanDraft:
     """Ask `backend` for a plan, validate it, and send problems back until it is valid.
 
     Args:
         backend: The model to ask.
         request: What to plan.
-        max_repairs: Repair rounds after the first answer.
+        options: Repairs, answer budget, ordered ids, shortlist (see `RepairSession`).
         on_attempt: Awaited with each model call's record, failures included.
-        max_tokens: Most tokens one answer may take.
-        shortlist_size: Tools kept when the catalog is shortlisted.
-        shortlist_threshold: Allowed tools above which the catalog is shortlisted.
-        ordered_steps: See `RepairSession`.
 
     Returns:
         A draft whose steps passed `validate_plan`.
 
     Raises:
         PlanValidationError: The last answer was still invalid; it carries the problems.
-        PlannerError: The model could not be used (provider error, timeout, ...).
+        PlannerError: The model could not be used (provider error, timeout, an
+            answer cut at the token limit, ...).
     """
-    session = RepairSession(
-        request,
-        max_repairs=max_repairs,
-        max_tokens=max_tokens,
-        shortlist_size=shortlist_size,
-        shortlist_threshold=shortlist_threshold,
-        ordered_steps=ordered_steps,
-    )
+    session = RepairSession(request, options)
     while (ask := session.next_request()) is not None:
         started = time.perf_counter()
         try:

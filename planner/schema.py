@@ -29,11 +29,15 @@ from typing import Any
 from executor.catalog import ToolInfo
 
 __all__ = [
+    "ANSWER_BUDGET_CAP",
+    "DESCRIPTION_CHARS",
     "MAX_ORDERED_STEPS",
     "MAX_SCHEMA_STEPS",
     "NO_REFERENCE_PATTERN",
     "REFERENCE_PATTERN",
     "SCHEMA_STEP_ID_PATTERN",
+    "STRATEGY_CHARS",
+    "answer_budget",
     "grammar_safe",
     "ordered_step_limit",
     "plan_schema",
@@ -50,8 +54,21 @@ Written with character classes, not backslash escapes: llama.cpp's grammar
 parser refuses an escaped `\\$`, and a server can die of it.
 """
 
-NO_REFERENCE_PATTERN = r"^([^$]|[$][^{])*[$]?$"
-"""A string holding no `${` (so no reference); a lone `$` is fine."""
+NO_REFERENCE_PATTERN = r'^([^$"\\\x00-\x1f]|[$][^{"\\\x00-\x1f])*[$]?$'
+"""A string holding no `${` (so no reference); a lone `$` is fine.
+
+A grammar converter matches a pattern against the string's raw characters, so a
+negated class must leave out `"`, `\\` and control characters: otherwise the
+"string" never has to end, and the model writes whatever it likes, unknown
+servers included, inside what the grammar takes for one string (llama.cpp did).
+Such a string holds no quote or backslash.
+"""
+
+STRATEGY_CHARS = 200
+"""Longest strategy a constrained answer may write: a bound ends a small model's
+ramble (it would otherwise run on inside the string up to the token limit)."""
+DESCRIPTION_CHARS = 60
+"""Longest step description a constrained answer may write."""
 
 MAX_SCHEMA_STEPS = 32
 """Cap on `maxItems` of the step list: larger counts bloat a decoder's grammar."""
@@ -70,6 +87,51 @@ _IGNORE, _ALLOW, _FORBID = "ignore", "allow", "forbid"
 _REFERENCE = {"$ref": _DEFS + "reference"}
 _REFERENCE_DEF = {"type": "string", "pattern": REFERENCE_PATTERN}
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array", "null"})
+
+
+ANSWER_BUDGET_CAP = 4096
+"""Most tokens a derived answer budget asks for."""
+_STRATEGY_TOKENS = 80
+_STEP_TOKENS = 48
+"""One step's keys, id, dependencies and a short description."""
+_ARGUMENT_TOKENS = 24
+"""One argument: its name and a short value."""
+
+
+def answer_budget(
+    tools: Sequence[ToolInfo], *, max_steps: int, ordered: bool = False, copied_text: str = ""
+) -> int:
+    """The default `max_tokens`: room for the longest plan the schema allows.
+
+    That is the strategy plus as many steps as the schema lets through (the
+    agent's step limit, capped as `plan_schema` caps it), each as wide as a call
+    of the widest tool shown, plus the text the answer may copy into arguments;
+    at most `ANSWER_BUDGET_CAP`.
+
+    Args:
+        tools: The tools shown to the model.
+        max_steps: The agent's step limit.
+        ordered: Whether the ordered schema is used (it allows fewer steps).
+        copied_text: What the answer may copy (the query; a plan being revised).
+    """
+    if not tools:
+        raise ValueError("no tools to plan with: the catalog is empty or the policy allows none")
+    steps = (
+        ordered_step_limit(len(tools), max_steps)
+        if ordered
+        else max(1, min(max_steps, MAX_SCHEMA_STEPS))
+    )
+    widest = max(_step_tokens(t) for t in tools)
+    # Copied text costs about a token per three characters once escaped as JSON.
+    copied = len(copied_text) // 3
+    return min(ANSWER_BUDGET_CAP, _STRATEGY_TOKENS + steps * widest + copied)
+
+
+def _step_tokens(tool: ToolInfo) -> int:
+    props = tool.input_schema.get("properties")
+    arguments = min(len(props), 12) if isinstance(props, Mapping) else 0
+    names = (len(tool.server) + len(tool.name)) // 3
+    return _STEP_TOKENS + names + arguments * _ARGUMENT_TOKENS
 
 
 def plan_schema(
@@ -120,7 +182,10 @@ def plan_schema(
 def _envelope(steps: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return {
         "type": "object",
-        "properties": {"strategy": {"type": "string", "minLength": 1}, "steps": steps},
+        "properties": {
+            "strategy": {"type": "string", "minLength": 1, "maxLength": STRATEGY_CHARS},
+            "steps": steps,
+        },
         "required": ["strategy", "steps"],
         "additionalProperties": False,
         "$defs": defs,
@@ -142,7 +207,7 @@ def _step_branch(
             "id": id_schema or {"$ref": _DEFS + "id"},
             "server": {"type": "string", "enum": [tool.server]},
             "tool": {"type": "string", "enum": [tool.name]},
-            "description": {"type": "string"},
+            "description": {"type": "string", "maxLength": DESCRIPTION_CHARS},
             "arguments": arguments,
             "depends_on": depends_on or {"$ref": _DEFS + "depends_on"},
         },

@@ -22,6 +22,7 @@ __all__ = [
     "SHORTLIST_SIZE",
     "SHORTLIST_THRESHOLD",
     "allowed_tools",
+    "closest",
     "considered_aliases",
     "shortlist",
     "tokenize",
@@ -90,12 +91,18 @@ class _Index:
         self.tools = list(catalog)
         self.position = {t.key: i for i, t in enumerate(self.tools)}
         self.bm25: Any = BM25Okapi([_document(t) or ["_"] for t in self.tools])
+        self._last: tuple[str, list[float]] | None = None
 
     def scores(self, query: str) -> list[float]:
+        # One request ranks twice (the shortlist, then the example's tool): keep the last.
+        if self._last is not None and self._last[0] == query:
+            return self._last[1]
         terms = tokenize(query)
-        if not terms:
-            return [0.0] * len(self.tools)
-        return [float(s) for s in self.bm25.get_scores(terms)]
+        scores = (
+            [float(s) for s in self.bm25.get_scores(terms)] if terms else [0.0] * len(self.tools)
+        )
+        self._last = (query, scores)
+        return scores
 
 
 _INDEXES: weakref.WeakKeyDictionary[Catalog, _Index] = weakref.WeakKeyDictionary()
@@ -127,15 +134,38 @@ def shortlist(
     allowed = allowed_tools(catalog, policy)
     if len(allowed) <= threshold:
         return allowed
-    index = _INDEXES.get(catalog)
-    if index is None:
-        index = _Index(catalog)
-        _INDEXES[catalog] = index
+    index = _index(catalog)
     scores = index.scores(query)
     ranked = sorted(allowed, key=lambda t: (-scores[index.position[t.key]], index.position[t.key]))
     chosen = {t.key for t in ranked[:size]}
     chosen.update(k for k in keep if k in catalog and policy.allows(*k))
     return [t for t in allowed if t.key in chosen]
+
+
+def closest(catalog: Catalog, tools: Sequence[ToolInfo], query: str) -> ToolInfo:
+    """The tool among `tools` (all from `catalog`) that ranks first for `query`.
+
+    Ties, as when no term of the query matches, go to the first of `tools`.
+
+    Raises:
+        ValueError: `tools` is empty.
+    """
+    if not tools:
+        raise ValueError("no tools to choose from")
+    if len(tools) == 1:
+        return tools[0]
+    index = _index(catalog)
+    scores = index.scores(query)
+    best = max(range(len(tools)), key=lambda i: (scores[index.position[tools[i].key]], -i))
+    return tools[best]
+
+
+def _index(catalog: Catalog) -> _Index:
+    index = _INDEXES.get(catalog)
+    if index is None:
+        index = _Index(catalog)
+        _INDEXES[catalog] = index
+    return index
 
 
 def considered_aliases(tools: Sequence[ToolInfo]) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ import inspect
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import Annotated, Any, Literal
 
@@ -66,6 +66,7 @@ from executor.errors import NotFoundError, StoreError, TaskorchError, ToolCallEr
 from executor.plan import OnError, Plan, RetryPolicy
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ToolPolicy
 from executor.status import PlanStatus
+from planner.errors import PlannerError
 from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
 from server.answers import MAX_LINKS, answer_bytes
@@ -73,6 +74,7 @@ from server.approval import approval_text
 from server.http_guard import HttpLimits, check_bind
 from server.orchestrator import AgentList, TaskOrchestrator
 from server.render import render_graph, render_timeline
+from server.stats_view import StatsView, render_stats_chart, render_stats_json, stats_view
 from server.views import (
     ExecutionReport,
     PlanList,
@@ -114,7 +116,9 @@ value with `path`. Images a tool returned come as image content when they fit, e
 Server "taskorch" has built-in steps (extract, select, split_lines, join, format) that turn
 text answers into values. Resources: plan://{plan_id} (JSON), plan://{plan_id}/graph (Mermaid
 flowchart), plan://{plan_id}/timeline (Mermaid Gantt), plan://{plan_id}/steps/{step_id}/output
-(a whole output), .../output/{path} (a value in it), .../content/{index} (a content block)."""
+(a whole output), .../output/{path} (a value in it), .../content/{index} (a content block).
+get_stats says which tools are slow or fail and which servers go down; stats://tools and
+stats://servers (JSON), stats://chart (Mermaid)."""
 
 
 # --- argument models ----------------------------------------------------------------------
@@ -258,6 +262,10 @@ def _tool_error(exc: TaskorchError) -> ToolError:
         return ToolError(f"a downstream call failed ({exc.kind.value}): {exc}")
     if isinstance(exc, StoreError):
         return ToolError(f"the taskorch database cannot be used: {exc}")
+    if isinstance(exc, PlannerError):
+        # Not a bug: the model timed out, could not be reached or was cut off, and the
+        # message names the setting to change.
+        return ToolError(f"planning failed ({exc.failure.value}): {exc}")
     # InternalError and the like: a bug, but the caller still gets a clear answer.
     logger.error("internal error", exc_info=exc)
     return ToolError(f"internal error in taskorch: {exc}")
@@ -364,7 +372,7 @@ async def _host_plan_request(
     return request
 
 
-_HOST_PLANNING = HostPlanning(_host_plan_request, max_repairs=2)
+_HOST_PLANNING = HostPlanning(_host_plan_request)
 
 
 # --- tools --------------------------------------------------------------------------------
@@ -614,6 +622,34 @@ async def list_plans(
         )
 
 
+async def get_stats(
+    ctx: Context[Any, Any],
+    server: Annotated[
+        str | None, Field(description="Only this downstream server (and its tools).")
+    ] = None,
+    tool: Annotated[str | None, Field(description="Only tools of this name.")] = None,
+    since: Annotated[
+        str | None,
+        Field(
+            description="Only calls from then on: a duration back from now ('30m', '12h', "
+            "'1d', '2w') or an ISO-8601 time; omit for everything recorded."
+        ),
+    ] = None,
+    limit: Annotated[int, Field(ge=1, le=100, description="Most tools (and servers) listed.")] = 20,
+) -> StatsView:
+    """Performance statistics: which tools are slow, which fail, which servers go down.
+
+    Per tool: attempts, succeeded, failed by error kind, retries, p50 / p95 / max
+    seconds of successful calls, and the last failure with its time. Per server:
+    attempts, failures, restarts and seconds down. Least reliable first, then
+    slowest. For where one plan's time went, see get_plan's `timing`.
+    """
+    with _boundary():
+        orch = _orchestrator(ctx)
+        stats = await orch.get_stats(server=server, tool=tool, since=since)
+        return stats_view(stats, limit=limit, budget_bytes=orch.answer_budget_bytes)
+
+
 async def list_tools(
     ctx: Context[Any, Any],
     server: Annotated[
@@ -725,9 +761,13 @@ async def plan_graph_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
 
 
 async def plan_timeline_resource(plan_id: str, ctx: Context[Any, Any]) -> str:
-    """The plan's run as a Mermaid Gantt chart, one section per server."""
+    """The plan's run as a Mermaid Gantt chart, one section per server, and its critical path."""
     plan, states = await _plan_and_states(ctx, plan_id)
-    return render_timeline(plan, states)
+    try:
+        timing = await _orchestrator(ctx).plan_timing(plan, states)
+    except TaskorchError as exc:
+        raise ResourceError(str(exc)) from exc
+    return render_timeline(plan, states, timing=timing)
 
 
 # Listed templates; `TaskorchServer.read_resource` answers them, each read with its
@@ -783,6 +823,7 @@ _TOOLS: Sequence[tuple[Any, str, ToolAnnotations]] = (
     (get_step_output, "Read a step's output", _READ),
     (list_plans, "List plans", _READ),
     (list_tools, "List downstream tools", _READ),
+    (get_stats, "Performance statistics", _READ),
     (list_agents, "List agents", _READ),
     (
         add_agent,
@@ -790,6 +831,59 @@ _TOOLS: Sequence[tuple[Any, str, ToolAnnotations]] = (
         _hints(read_only=False, destructive=True, idempotent=True),
     ),
 )
+
+
+def _stats_resources(
+    orchestrator: TaskOrchestrator,
+) -> list[tuple[str, str, str, str, str, Callable[[], Awaitable[str]]]]:
+    """The `stats://` resources: static URIs get no context, so they close over `orchestrator`."""
+
+    async def figures() -> Any:
+        try:
+            return await orchestrator.get_stats()
+        except TaskorchError as exc:
+            raise ResourceError(str(exc)) from exc
+
+    async def tools() -> str:
+        return render_stats_json(
+            await figures(), "tools", budget_bytes=orchestrator.answer_budget_bytes
+        )
+
+    async def servers() -> str:
+        return render_stats_json(
+            await figures(), "servers", budget_bytes=orchestrator.answer_budget_bytes
+        )
+
+    async def chart() -> str:
+        return render_stats_chart(await figures())
+
+    return [
+        (
+            "stats://tools",
+            "tool-stats",
+            "Tool statistics (JSON)",
+            "Every tool's calls, failures by kind, retries, p50 / p95 / max seconds, "
+            "last failure; least reliable, then slowest, first.",
+            "application/json",
+            tools,
+        ),
+        (
+            "stats://servers",
+            "server-stats",
+            "Server statistics (JSON)",
+            "Every downstream server's calls, failures, restarts and time down.",
+            "application/json",
+            servers,
+        ),
+        (
+            "stats://chart",
+            "stats-chart",
+            "Slowest tools (Mermaid)",
+            "A bar chart of the slowest tools' p95 seconds, with their p50 as a line.",
+            "text/vnd.mermaid",
+            chart,
+        ),
+    ]
 
 
 def build_server(orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> TaskorchServer:
@@ -842,6 +936,10 @@ def build_server(orchestrator: TaskOrchestrator, *, name: str = "taskorch") -> T
         description="When each step ran, as a Mermaid Gantt chart.",
         mime_type="text/vnd.mermaid",
     )(plan_timeline_resource)
+    for uri, name, title, description, mime, handler in _stats_resources(orchestrator):
+        server.resource(uri, name=name, title=title, description=description, mime_type=mime)(
+            handler
+        )
     # The SDK's decorator is untyped; the handler it registers is typed below.
     server.completion()(_completer(orchestrator))  # type: ignore[no-untyped-call]
     return server

@@ -8,7 +8,7 @@ else the default location); `server.config` resolves both.
 taskorch serve [--http [--host 127.0.0.1] [--port 8765]]   (token in $TASKORCH_TOKEN)
 taskorch plan "query" [--steps plan.json]     taskorch run plan.json | PLAN_ID [--yes]
 taskorch plans   taskorch show ID   taskorch watch ID   taskorch confirm ID   taskorch cancel ID
-taskorch config check                         taskorch demo
+taskorch stats [--server S] [--since 1d]      taskorch config check      taskorch demo
 ```
 
 Imports are kept inside the commands: `taskorch serve` must answer its first
@@ -660,12 +660,13 @@ def show(
 
         async with orch:
             plan_obj, states = await orch.plan_with_states(plan_id, version)
+            timing = await orch.plan_timing(plan_obj, states) if timeline else None
         if as_json:
             typer.echo(render_plan_json(plan_obj, states))
         elif graph:
             typer.echo(render_graph(plan_obj, states), nl=False)
         elif timeline:
-            typer.echo(render_timeline(plan_obj, states), nl=False)
+            typer.echo(render_timeline(plan_obj, states, timing=timing), nl=False)
         else:
             _print_plan(plan_view(plan_obj, states), outputs=True)
 
@@ -743,6 +744,66 @@ def cancel(
     _print_report(report, _console())
     if report.status.value == "executing":
         raise typer.Exit(1)
+
+
+# --- stats ------------------------------------------------------------------------------------
+
+
+@app.command()
+def stats(
+    server: Annotated[str | None, typer.Option(help="Only this server (and its tools).")] = None,
+    tool: Annotated[str | None, typer.Option(help="Only tools of this name.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only calls from then on: 30m, 12h, 1d, 2w, or an ISO-8601 time."),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most tools (and servers) shown.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the figures as JSON.")] = False,
+    config: ConfigOpt = None,
+    db: DbOpt = None,
+    log_level: LogOpt = None,
+) -> None:
+    """Performance statistics per tool and per server, least reliable and slowest first."""
+    from executor.stats import parse_since
+
+    try:
+        start = parse_since(since) if since is not None else None
+    except UserError as exc:
+        raise _fail(str(exc), 2) from None
+    orch = _orchestrator(config, db, log_level=log_level, resume=False)
+
+    async def go() -> Any:
+        async with orch:
+            return await orch.get_stats(server=server, tool=tool, since=start)
+
+    figures = _run(go)
+    from server.stats_view import server_rows, stats_view, tool_rows
+
+    if as_json:
+        typer.echo(stats_view(figures, limit=limit).model_dump_json(indent=2))
+        return
+    from rich.markup import escape
+    from rich.table import Table
+
+    since_at = figures.since
+    window = "everything recorded" if since_at is None else f"since {since_at:%Y-%m-%d %H:%M} UTC"
+    console = _console()
+    tools = Table(title=f"tools ({window}): least reliable, then slowest, first")
+    for col in ("tool", "calls", "ok", "failed", "retries", "p50", "p95", "max", "last failure"):
+        tools.add_column(col, overflow="fold")
+    for row in tool_rows(figures)[:limit]:
+        tools.add_row(*(escape(cell) for cell in row))
+    servers = Table(title="servers: least reliable first")
+    for col in ("server", "calls", "failed", "fail %", "restarts", "down", "last down because"):
+        servers.add_column(col, overflow="fold")
+    for row in server_rows(figures)[:limit]:
+        servers.add_row(*(escape(cell) for cell in row))
+    console.print(tools)
+    if len(figures.tools) > limit:
+        console.print(f"{len(figures.tools) - limit} more tool(s) not shown (--limit)")
+    console.print(servers)
+    if not figures.tools and not figures.servers:
+        console.print("nothing recorded yet: run a plan first")
 
 
 # --- config check -----------------------------------------------------------------------------

@@ -17,6 +17,7 @@ uses, accepted as is; the other keys are taskorch's own:
   "model": "openai/gpt-4o-mini",
   "api_base": null,
   "api_key_env": "OPENAI_API_KEY",
+  "model_settings": {"timeout_s": 60},
   "limits": {"max_concurrent_executions": 4, "max_parallel_steps": 16},
   "database": "taskorch.db",
   "log_level": "INFO"
@@ -76,9 +77,11 @@ Server names are the `mcpServers` keys: 1 to 64 characters without `.`,
 tools are written `server.tool` and matched with globs.
 
 Models. `model_for()` picks an agent's model: the agent's `model`, else the
-config's `model`, else `$TASKORCH_MODEL`; `api_base` and `api_key_env` come
-from that level or a more specific one (`$TASKORCH_API_BASE` and
-`$TASKORCH_API_KEY_ENV` go with `$TASKORCH_MODEL`).
+config's `model`, else `$TASKORCH_MODEL`; `api_base`, `api_key_env` and each
+field of `model_settings` (`max_tokens`, `timeout_s`, `response_mode`: how the
+planner asks the model, see `executor.policy.ModelSettings`) come from that
+level or a more specific one (`$TASKORCH_API_BASE` and `$TASKORCH_API_KEY_ENV`
+go with `$TASKORCH_MODEL`). It is the only place that makes this choice.
 
 Every problem raises `executor.errors.ConfigError` with a message of the form
 `<file>: <key path>: <what is wrong and what to do>`.
@@ -94,7 +97,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, get_args
+from typing import Any, Literal, NamedTuple, TypeVar, get_args
 from urllib.parse import urlsplit
 
 import platformdirs
@@ -104,7 +107,7 @@ from pydantic_core import ErrorDetails
 from executor._utils import json_kind
 from executor.builtins import BUILTIN_SERVER
 from executor.errors import ConfigError
-from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps
+from executor.policy import DEFAULT_MAX_STEPS, AgentConfig, MaxSteps, ModelSettings
 from executor.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_TIMEOUT_S,
@@ -218,6 +221,8 @@ class TaskorchConfig(BaseModel):
     """Endpoint for `model`, when not the provider's default."""
     api_key_env: str | None = Field(default=None, pattern=_ENV_NAME.pattern)
     """Name of the environment variable holding the key for `model` (never the key)."""
+    model_settings: ModelSettings = ModelSettings()
+    """How the planner asks `model` (and the model of an agent that names none)."""
     limits: Limits = Limits()
     """Global bounds."""
     database: Path | DatabaseUrl | None = None
@@ -835,6 +840,8 @@ _TOP_KEYS = {
     "apiBase": "api_base",
     "api_key_env": "api_key_env",
     "apiKeyEnv": "api_key_env",
+    "model_settings": "model_settings",
+    "modelSettings": "model_settings",
     "limits": "limits",
     "database": "database",
     "log_level": "log_level",
@@ -891,6 +898,8 @@ def parse_config(
         fields["log_level"] = _log_level(fields["log_level"], ctx, raw["log_level"][1])
     if "limits" in raw:
         fields["limits"] = _parse_limits(*raw["limits"], ctx)
+    if "model_settings" in raw:
+        fields["model_settings"] = _parse_section(*raw["model_settings"], ModelSettings, ctx)
     if "database" in raw:
         try:
             fields["database"] = locate(_string(*raw["database"], ctx), base_dir)
@@ -966,6 +975,21 @@ def _parse_limits(value: object, path: Location, ctx: _Context) -> Limits:
         return Limits.model_validate(normalised)
     except ValidationError as exc:
         error = _from_validation(exc, ctx, path, data, Limits)
+    raise error
+
+
+_Section = TypeVar("_Section", bound=BaseModel)
+
+
+def _parse_section(value: object, path: Location, model: type[_Section], ctx: _Context) -> _Section:
+    if not isinstance(value, Mapping):
+        raise ctx.error(path, f"must be an object, not {json_kind(value)}")
+    data: dict[str, Any] = _expand(value, ctx, path)
+    normalised = _normalise_keys(data, model, ctx, path)
+    try:
+        return model.model_validate(normalised)
+    except ValidationError as exc:
+        error = _from_validation(exc, ctx, path, data, model)
     raise error
 
 
@@ -1102,7 +1126,7 @@ def resolve_db_path(
 
 
 class ModelChoice(NamedTuple):
-    """The model an agent plans with, and how to reach it."""
+    """The model an agent plans with, how to reach it and how to ask it."""
 
     model: str | None
     """litellm model string; `None` when nothing names one."""
@@ -1110,6 +1134,19 @@ class ModelChoice(NamedTuple):
     """Endpoint, when not the provider's default."""
     api_key_env: str | None
     """Name of the environment variable holding the key."""
+    settings: ModelSettings = ModelSettings()
+    """How the planner asks it (fields unset take the planner's defaults)."""
+    keys: Mapping[str, str] = {}
+    """Where each of `api_base`, `api_key_env` and the settings' fields is set, or
+    would be set for this model: a key path in the config, or a variable's name."""
+
+
+# Where a level of the choice writes its keys: (prefix of config keys, environment variables).
+_ENV_KEYS = {
+    "model": MODEL_ENV_VAR,
+    "api_base": API_BASE_ENV_VAR,
+    "api_key_env": API_KEY_ENV_ENV_VAR,
+}
 
 
 def model_for(
@@ -1117,10 +1154,11 @@ def model_for(
 ) -> ModelChoice:
     """Pick the model for an agent: its own, else the config's, else `TASKORCH_MODEL`.
 
-    The endpoint and key go with the model: `api_base` and `api_key_env` are
-    taken from the level that named the model or a more specific one (agent
-    over config over environment), never from a less specific one, so an
-    agent that names its own model is never sent to another model's endpoint.
+    The endpoint, key and settings go with the model: `api_base`, `api_key_env`
+    and each field of `model_settings` are taken from the level that named the
+    model or a more specific one (agent over config over environment), never
+    from a less specific one, so an agent that names its own model is never
+    sent to another model's endpoint, nor asked with another model's settings.
     When nothing names a model, they are the most specific ones set.
 
     Args:
@@ -1129,21 +1167,43 @@ def model_for(
         env: The environment; `os.environ` when `None`.
     """
     environ = os.environ if env is None else env
-    levels = [
-        ModelChoice(
-            environ.get(MODEL_ENV_VAR) or None,
-            environ.get(API_BASE_ENV_VAR) or None,
-            environ.get(API_KEY_ENV_ENV_VAR) or None,
-        ),
-        ModelChoice(config.model, config.api_base, config.api_key_env),
-    ]
+    # (values, where each key is written), most specific first.
+    levels: list[tuple[dict[str, Any], dict[str, str]]] = []
     if agent is not None:
-        levels.append(ModelChoice(agent.model, agent.api_base, agent.api_key_env))
-    levels.reverse()  # most specific first
-    chosen = next((i for i, level in enumerate(levels) if level.model), len(levels) - 1)
-    usable = levels[: chosen + 1]
-    return ModelChoice(
-        model=levels[chosen].model,
-        api_base=next((lv.api_base for lv in usable if lv.api_base), None),
-        api_key_env=next((lv.api_key_env for lv in usable if lv.api_key_env), None),
+        levels.append(_level(agent, f"agents.{agent.name}."))
+    levels.append(_level(config, ""))
+    levels.append(
+        (
+            {
+                "model": environ.get(MODEL_ENV_VAR) or None,
+                "api_base": environ.get(API_BASE_ENV_VAR) or None,
+                "api_key_env": environ.get(API_KEY_ENV_ENV_VAR) or None,
+            },
+            {**_level(config, "")[1], **_ENV_KEYS},  # its settings go in the config
+        )
     )
+    chosen = next((i for i, (values, _) in enumerate(levels) if values["model"]), len(levels) - 1)
+    usable = levels[: chosen + 1]
+    merged: dict[str, Any] = {}
+    keys: dict[str, str] = {}
+    for name in ("api_base", "api_key_env", *ModelSettings.model_fields):
+        setter = next((lv for lv in usable if lv[0].get(name) is not None), usable[-1])
+        merged[name] = setter[0].get(name)
+        keys[name] = setter[1][name]
+    return ModelChoice(
+        model=levels[chosen][0]["model"],
+        api_base=merged.pop("api_base"),
+        api_key_env=merged.pop("api_key_env"),
+        settings=ModelSettings.model_validate(merged),
+        keys=keys,
+    )
+
+
+def _level(
+    owner: AgentConfig | TaskorchConfig, prefix: str
+) -> tuple[dict[str, Any], dict[str, str]]:
+    settings = owner.model_settings.model_dump()
+    values = {"model": owner.model, "api_base": owner.api_base, "api_key_env": owner.api_key_env}
+    keys = {name: f"{prefix}{name}" for name in values}
+    keys.update({name: f"{prefix}model_settings.{name}" for name in settings})
+    return {**values, **settings}, keys

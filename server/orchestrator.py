@@ -37,6 +37,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -72,10 +73,18 @@ from executor.run import (
     rejected_message,
 )
 from executor.run import ExecutionReport as RunReport
+from executor.stats import RunAnalysis, Stats, collect_stats, parse_since, plan_analysis
 from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import DatabaseUrl, Store, locate, open_store
 from server.answers import BYTES_PER_TOKEN, fit
-from server.config import TaskorchConfig, load_config, local_dir, model_for, resolve_db_path
+from server.config import (
+    ModelChoice,
+    TaskorchConfig,
+    load_config,
+    local_dir,
+    model_for,
+    resolve_db_path,
+)
 from server.views import (
     ExecutionReport,
     PlanList,
@@ -226,6 +235,7 @@ class TaskOrchestrator:
                     default_timeout_s=limits.default_timeout_s,
                     max_timeout_s=limits.max_timeout_s,
                     secrets=self._secrets,
+                    on_server_event=self._store.record_server_event,
                 )
                 self._pool = pool
                 self._caller = BuiltinCaller(await stack.enter_async_context(pool))
@@ -530,13 +540,16 @@ class TaskOrchestrator:
     ) -> PlanDraft:
         # Imported here: the planner is not needed to serve, and start-up must stay fast.
         from planner import PlanRequest, Revision, StepsPlanner
+        from planner.errors import PlannerError
         from planner.planners import Planner
 
         planner: Planner
+        choice: ModelChoice | None = None
         if steps is not None:
             planner = StepsPlanner(list(steps), strategy=strategy)
         else:
-            planner = self._model_planner(agent)
+            choice = model_for(agent, self.config)
+            planner = self._model_planner(choice)
         request = PlanRequest(
             query=query,
             catalog=catalog,
@@ -545,33 +558,50 @@ class TaskOrchestrator:
             revision=None if old is None else Revision(plan=old, feedback=feedback),
             plan_id=plan_id,
         )
-        return await planner.plan(request, on_attempt=self.store.record_planner_attempt)
+        try:
+            return await planner.plan(request, on_attempt=self.store.record_planner_attempt)
+        except PlannerError as exc:
+            if choice is None or exc.setting is None:
+                raise
+            where = _setting_location(choice, exc.setting, self.config)
+            raise PlannerError(
+                exc.failure,
+                f"{exc.message} (the setting: {where})",
+                model=exc.model,
+                setting=exc.setting,
+            ) from exc
 
     def model_configured(self, agent: AgentConfig | None) -> bool:
         """Whether a litellm model is named for this agent (agent, config or environment)."""
         return model_for(agent, self.config).model is not None
 
-    def _model_planner(self, agent: AgentConfig) -> Any:
+    def _model_planner(self, choice: ModelChoice) -> Any:
         from planner import LiteLLMBackend, ModelPlanner
+        from planner.options import DEFAULT_TIMEOUT_S, LOCAL_TIMEOUT_S, PlannerOptions
 
-        choice = model_for(agent, self.config)
         if choice.model is None:
             raise UserError(
                 "no planning model is configured: pass `steps` yourself (no model needed), "
                 "or name a litellm model in the config ('model'), the agent ('model') or "
                 "TASKORCH_MODEL, or use a host that supports sampling"
             )
+        local = _is_local_model(choice.model, choice.api_base)
+        options = PlannerOptions(
+            max_repairs=self.config.limits.max_repairs,
+            timeout_s=LOCAL_TIMEOUT_S if local else DEFAULT_TIMEOUT_S,
+            ordered_steps=local,
+        ).with_settings(choice.settings)
         try:
             backend = LiteLLMBackend(
-                choice.model, api_base=choice.api_base, api_key_env=choice.api_key_env
+                choice.model,
+                api_base=choice.api_base,
+                api_key_env=choice.api_key_env,
+                timeout_s=options.timeout_s,
+                response_mode=options.response_mode,
             )
         except ValueError as exc:
             raise ConfigError(f"the planning model cannot be used: {exc}") from exc
-        return ModelPlanner(
-            backend,
-            max_repairs=self.config.limits.max_repairs,
-            ordered_steps=_is_local_model(choice.model, choice.api_base),
-        )
+        return ModelPlanner(backend, options)
 
     async def plan_request(
         self,
@@ -707,7 +737,42 @@ class TaskOrchestrator:
             NotFoundError: No such plan or version.
         """
         plan, states = await self.plan_with_states(plan_id, version)
-        return fit(plan_view(plan, states), self.answer_budget_bytes)
+        return fit(
+            plan_view(plan, states, await self.plan_timing(plan, states)),
+            self.answer_budget_bytes,
+        )
+
+    async def plan_timing(
+        self, plan: Plan, states: Mapping[str, StepState] | None = None
+    ) -> RunAnalysis | None:
+        """Where the plan version's latest run spent its time; `None` when it never ran."""
+        return await plan_analysis(self.store, plan, states)
+
+    async def get_stats(
+        self,
+        server: str | None = None,
+        tool: str | None = None,
+        since: str | datetime | None = None,
+    ) -> Stats:
+        """Per tool and per server figures from the store (see `executor.stats`).
+
+        Args:
+            server: Only this server.
+            tool: Only tools of this name.
+            since: Only from then on: a duration back from now (`30m`, `1d`) or a time.
+
+        Raises:
+            UserError: `since` cannot be read.
+            NotFoundError: `server` is neither configured nor in the records.
+        """
+        start = parse_since(since) if isinstance(since, str) else since
+        stats = await collect_stats(self.store, server=server, tool=tool, since=start)
+        if server is not None and server not in self.config.servers and not stats.servers:
+            known = ", ".join(sorted(self.config.servers)) or "none"
+            raise NotFoundError(
+                f"no server named {server!r} is configured or has records (configured: {known})"
+            )
+        return stats
 
     @property
     def answer_budget_bytes(self) -> int:
@@ -1126,14 +1191,28 @@ def _event_message(event: Event, run: Any) -> str:
             return event.kind.value.replace("_", " ")
 
 
+def _setting_location(choice: ModelChoice, setting: str, config: TaskorchConfig) -> str:
+    """Where a planner setting is written: a key path in the config file, or a variable."""
+    key = choice.keys.get(setting, setting)
+    if key.isupper():
+        return f"the environment variable {key}"
+    if key.startswith("agents."):
+        agent, _, rest = key.removeprefix("agents.").partition(".")
+        if agent not in config.agents:
+            return f"{rest} of agent {agent!r} (added through add_agent)"
+    return f"{key} in {config.config_path or 'the config'}"
+
+
 _LOCAL_PROVIDERS = ("hosted_vllm/", "ollama/", "ollama_chat/", "llamafile/", "lm_studio/")
 
 
 def _is_local_model(model: str, api_base: str | None) -> bool:
-    """Whether the model is a small local one that plans better with the ordered schema.
+    """Whether the model runs on this machine: the ordered schema and a longer timeout.
 
-    Measured on SmolLM2-135M: 19 of 20 queries gave a valid plan with the ordered
-    schema against 0 of 20 with the plain one (bench/bench_planner.py).
+    A small local model writes dependencies it cannot mean (SmolLM2-135M made its
+    first step depend on itself under the plain schema); the ordered schema leaves
+    no way to. And a CPU writes a few tokens a second, so the default timeout is
+    longer (`LOCAL_TIMEOUT_S`).
     """
     if model.startswith(_LOCAL_PROVIDERS):
         return True

@@ -15,6 +15,7 @@ from datetime import datetime
 
 from executor.plan import Plan
 from executor.records import StepState
+from executor.stats import RunAnalysis
 from executor.status import StepStatus
 from server.views import plan_view
 
@@ -118,17 +119,21 @@ def render_timeline(
     states: Mapping[str, StepState] | None = None,
     *,
     now: datetime | None = None,
+    timing: RunAnalysis | None = None,
 ) -> str:
     """The `plan://{id}/timeline` resource: a Mermaid Gantt of the run, a section per server.
 
     Times are Unix milliseconds (`dateFormat x`), so the chart is exact whatever
     the time zone. A running step ends at `now`; steps that never started are
-    listed in a comment instead of being drawn.
+    listed in a comment instead of being drawn. With `timing`, a last section
+    draws the critical path, each step split into waiting for a slot (`done`,
+    grey), retries (`crit`, red) and running, with the totals in comments.
 
     Args:
         plan: The plan version.
         states: Its step states.
         now: The end of still-running bars (default: the latest time known).
+        timing: Where the run spent its time (`executor.stats.analyse_run`).
     """
     states = states or {}
     lines = [
@@ -159,4 +164,39 @@ def render_timeline(
         lines.extend(tasks)
     if not_started:
         lines.append(f"    %% not started: {_gantt_text(' '.join(not_started), limit=400)}")
+    if timing is not None and timing.critical_path:
+        lines.extend(_critical_path_section(timing))
     return "\n".join(lines) + "\n"
+
+
+def _critical_path_section(timing: RunAnalysis) -> list[str]:
+    """The critical path as Gantt bars: waiting, retries, waiting for the server, running."""
+    share = timing.critical_path_s / timing.duration_s if timing.duration_s else 0.0
+    lines = [
+        f"    %% where the time went: running {timing.running_s:.3f} s, waiting for a slot "
+        f"{timing.waiting_s:.3f} s, retries {timing.retry_s:.3f} s "
+        f"({timing.retries} retries over {timing.steps_run} steps)",
+        f"    %% critical path: {timing.critical_path_steps} steps, "
+        f"{timing.critical_path_s:.3f} s ({share:.0%} of the run)",
+        f"    section {_gantt_text(f'critical path {timing.critical_path_s:.2f} s')}",
+    ]
+    for i, step in enumerate(timing.critical_path):
+        last_try = _ms(step.started_at) + round(step.retry_s * 1000)
+        pieces = (
+            ("waiting", "done, ", _ms(step.ready_at), _ms(step.started_at)),
+            ("retries", "crit, ", _ms(step.started_at), last_try),
+            ("waiting", "done, ", last_try, _ms(step.called_at)),
+            (
+                f"{step.tool} ({step.share * 100:.0f} pct of the run)",
+                "",
+                _ms(step.called_at),
+                _ms(step.finished_at),
+            ),
+        )
+        for j, (what, tag, start, end) in enumerate(pieces):
+            if end - start >= 1:
+                name = _gantt_text(f"{step.id} {what}")
+                lines.append(f"    {name} :{tag}c{i}p{j}, {start}, {end}")
+    if timing.critical_path_omitted:
+        lines.append(f"    %% {timing.critical_path_omitted} shorter steps of the path not drawn")
+    return lines

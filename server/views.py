@@ -19,6 +19,7 @@ from executor.plan import Plan, Step
 from executor.policy import AgentConfig
 from executor.records import StepState
 from executor.run import ExecutionProgress
+from executor.stats import RunAnalysis
 from executor.status import PlanStatus, StepStatus
 
 if TYPE_CHECKING:
@@ -175,6 +176,9 @@ class PlanView(BaseModel):
     """The steps, in the order written."""
     next_action: str = ""
     """What to do next, as a tool call to make."""
+    timing: RunAnalysis | None = None
+    """Where its latest run spent its time (critical path, each step's share, running
+    versus waiting for a slot versus retries); null when it never ran."""
 
 
 class PlanSummary(BaseModel):
@@ -446,8 +450,12 @@ def step_view(step: Step, outcome: StepState | StepReport | None, plan_id: str =
     )
 
 
-def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> PlanView:
-    """Build the view of a plan version and its step states."""
+def plan_view(
+    plan: Plan,
+    states: Mapping[str, StepState] | None = None,
+    timing: RunAnalysis | None = None,
+) -> PlanView:
+    """Build the view of a plan version and its step states (and its run's timing)."""
     return PlanView(
         plan_id=plan.id,
         version=plan.version,
@@ -461,6 +469,7 @@ def plan_view(plan: Plan, states: Mapping[str, StepState] | None = None) -> Plan
         created_at=plan.created_at,
         steps=[step_view(step, (states or {}).get(step.id), plan.id) for step in plan.steps],
         next_action=next_action(plan),
+        timing=timing,
     )
 
 

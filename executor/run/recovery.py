@@ -1,15 +1,11 @@
 """Crash recovery: resuming the runs no live process holds, and taking one over.
 
-`resume()` claims, in one atomic write, every `executing` plan version
-without an owner, with a lapsed lease, or whose owner is a process on this
-machine that has ended, and resumes each here; taking over does the same for
-one plan version that someone asked to execute. A step found `running` with its
-last attempt still open was in flight: `executor.retry.decide` rules (a crash
-spends no attempt): it is queued again when its tool is annotated idempotent
-or read-only, otherwise it is marked `interrupted`, and the run goes on with
-everything that does not depend on it before the plan waits for a decision. A
-step found `running` between attempts (waiting to retry) is simply queued
-again. The run's deadline keeps counting from its first start.
+`resume()` claims, in one atomic write, every `executing` plan version nobody
+holds (no owner, a lapsed lease, or an owner process on this machine that has
+ended) and resumes each here; `take_over()` does so for one plan version. A
+step found in flight is queued again when `executor.retry.decide` allows (a
+crash spends no attempt), else it is `interrupted` and awaits a decision; one
+found waiting to retry is queued again. The deadline counts from the first start.
 """
 
 from __future__ import annotations
@@ -28,7 +24,8 @@ from executor.policy import AgentConfig
 from executor.records import AttemptRecord, Event, EventKind, StepState
 from executor.retry import Verdict, decide
 from executor.run.control import cancel_in_store
-from executor.run.coordinator import Run, RunContext, error_json
+from executor.run.coordinator import Run, RunContext
+from executor.run.journal import error_json
 from executor.run.leases import LeaseKeeper
 from executor.run.limits import SchedulerConfig, retry_policy
 from executor.run.registry import Runs

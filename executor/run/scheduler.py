@@ -10,12 +10,9 @@ async with Scheduler(store, pool, SchedulerConfig(max_parallel_steps=16)) as sch
     report = await run.wait()                       # ExecutionReport: every step, its outcome
 ```
 
-Nothing yields between registering a run and returning it from `start()`, so
-a `subscribe()` right after sees every event of the run. Leaving the context
-cancels active runs without writing anything more: to the store they look
-exactly like a crash, and `resume()` at the next start treats them so; only
-their leases are released. The store keeps no state another process could
-make stale: any process may run, resume, cancel or report on any plan.
+Leaving the context stops active runs as a crash would, writing nothing more
+but the release of their leases: `resume()` at the next start takes them up.
+Any process may run, resume, cancel or report on any plan of a shared store.
 """
 
 from __future__ import annotations
@@ -205,7 +202,9 @@ class Scheduler:
 
         Returns:
             The run's handle; it is already finished (with `needs_decision`)
-            when an interrupted plan was given no decision.
+            when an interrupted plan was given no decision. Nothing yields
+            between registering the run and returning it, so a `subscribe()`
+            right after sees every event of the run.
 
         Raises:
             NotFoundError: No such plan or version.

@@ -1,13 +1,15 @@
-"""What runs beside a run's coordinator, in its task group, and the messages it sends back.
+"""A step's call and the run's timers, beside its coordinator, and the messages they send.
 
-A step's call, a retry timer and the deadline timer each report to the
-coordinator over the run's memory object stream and touch no state of the
-run: the coordinator alone acts on what they say.
+The coordinator works out a call's arguments (`call_arguments`) and starts the
+call in the run's task group; the call, a retry timer and the deadline timer
+each report back over the run's memory object stream and touch no state of
+the run: the coordinator alone acts on what they say.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -17,8 +19,11 @@ import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
 from executor.calls import ToolCaller, ToolResult
-from executor.errors import Delivery, ErrorKind, ToolCallError
+from executor.catalog import Catalog
+from executor.errors import Delivery, ErrorKind, StepReferenceError, ToolCallError
 from executor.plan import Step, StepError, utc_now
+from executor.refs import StepValue, resolve_references
+from executor.validate import check_arguments
 
 __all__ = [
     "Message",
@@ -27,6 +32,7 @@ __all__ = [
     "RetryDue",
     "Stop",
     "StopReason",
+    "call_arguments",
     "call_step",
     "deadline_timer",
     "retry_timer",
@@ -46,6 +52,8 @@ class Outcome:
     delivery: Delivery = Delivery.AMBIGUOUS
     finished_at: datetime = field(default_factory=utc_now)
     duration_s: float = 0.0
+    call_s: float | None = None
+    """The call's own seconds, when the tool was called (kept with the attempt)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,6 +93,34 @@ Message: TypeAlias = Outcome | Progress | RetryDue | Stop
 """Everything the coordinator receives."""
 
 
+def call_arguments(
+    step: Step, outputs: Mapping[str, StepValue], catalog: Catalog | None
+) -> tuple[dict[str, Any], None] | tuple[None, str]:
+    """The arguments to call a step's tool with, its references resolved; or why none fit.
+
+    Args:
+        step: The step to call.
+        outputs: What the steps it reads gave.
+        catalog: The caller's tools; a tool unknown there is left to its server to judge.
+
+    Returns:
+        `(arguments, None)`, or `(None, problem)` when a reference cannot be
+        resolved or the arguments do not fit the tool's input schema.
+    """
+    try:
+        arguments = resolve_references(step.arguments, outputs)
+    except StepReferenceError as exc:
+        return None, str(exc)
+    info = None if catalog is None else catalog.get(step.server, step.tool)
+    problems = [] if info is None else check_arguments(info, arguments)
+    if problems:
+        return None, (
+            "the arguments, with references resolved, do not fit the tool's input schema, "
+            f"so it was not called: {'; '.join(problems)}"
+        )
+    return arguments, None
+
+
 async def call_step(
     caller: ToolCaller,
     limiter: anyio.CapacityLimiter,
@@ -105,6 +141,7 @@ async def call_step(
             pass
 
     t0 = anyio.current_time()
+    called = False
     with scope:
         try:
             try:
@@ -115,6 +152,7 @@ async def call_step(
                 await limiter.acquire()
             try:
                 t0 = anyio.current_time()
+                called = True
                 result = await caller.call(
                     step.server,
                     step.tool,
@@ -141,6 +179,8 @@ async def call_step(
     if outcome is None:
         outcome = Outcome(step.id, attempt)
     outcome.duration_s = anyio.current_time() - t0
+    if called:
+        outcome.call_s = outcome.duration_s
     send.send_nowait(outcome)
 
 

@@ -34,7 +34,15 @@ from executor.errors import InternalError
 from executor.ids import PlanId
 from executor.plan import Plan
 from executor.policy import AgentConfig
-from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+from executor.records import (
+    AttemptRecord,
+    Event,
+    PlannerAttempt,
+    ServerEvent,
+    StepState,
+    ToolCallStats,
+    ToolStats,
+)
 from executor.status import PlanStatus
 
 __all__ = [
@@ -429,6 +437,45 @@ class Store(Protocol):
 
     async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
         """Append one planning-model call."""
+        ...
+
+    # --- statistics ---
+
+    async def record_server_event(self, event: ServerEvent) -> None:
+        """Append one change in a downstream server's availability (see `ServerEvent`)."""
+        ...
+
+    async def get_server_events(
+        self, *, server: str | None = None, since: datetime | None = None
+    ) -> list[ServerEvent]:
+        """Return server availability events, by server and time.
+
+        Args:
+            server: Only this server's.
+            since: Only events from then on, plus each owner's last event of each
+                server before it (which says whether the server was down at `since`).
+        """
+        ...
+
+    async def tool_call_stats(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        since: datetime | None = None,
+    ) -> list[ToolCallStats]:
+        """Return what every tool's attempts add up to, by server and tool.
+
+        Counts by status, retries (attempts after a step's first), failures by error
+        kind and the last failure, and the p50 / p95 / max (nearest rank) of successful
+        calls, timed by their `AttemptRecord.call_s` (else their span). A long read: it
+        must not hold up the writes of runs.
+
+        Args:
+            server: Only this server's tools.
+            tool: Only tools of this name.
+            since: Only attempts started at or after this time.
+        """
         ...
 
 

@@ -168,6 +168,7 @@ def attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
         ts(record.started_at),
         ts(record.finished_at),
         error_json(record.error),
+        record.call_s,
     )
 
 
@@ -220,6 +221,7 @@ def attempt_from_row(row: Row) -> AttemptRecord:
             "started_at": parse_ts(row["started_at"]),
             "finished_at": parse_ts(row["finished_at"]),
             "error": None if row["error"] is None else json.loads(row["error"]),
+            "call_s": row["call_s"],
         }
     )
 

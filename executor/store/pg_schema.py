@@ -9,7 +9,7 @@ schema that holds other tables but no `taskorch_schema` is refused and left
 untouched (`CorruptDatabaseError`).
 
 The history is PostgreSQL's own: its version 1 holds what SQLite's versions 1
-to 9 built. A later change to the SQLite schema needs its counterpart here.
+to 9 built (statistics included). A later change to the SQLite schema needs its counterpart here.
 """
 
 from __future__ import annotations
@@ -105,11 +105,26 @@ _SCHEMA_1: Final = (
         started_at timestamptz NOT NULL,
         finished_at timestamptz,
         error text,
+        call_s double precision,
         PRIMARY KEY (plan_id, version, step_id, attempt),
         FOREIGN KEY (plan_id, version, step_id)
             REFERENCES steps (plan_id, version, step_id) ON DELETE CASCADE
     )
     """,
+    "CREATE INDEX attempts_by_started ON attempts (started_at)",
+    # What the pool saw of each server's availability (restarts, time down).
+    """
+    CREATE TABLE server_events (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        owner text NOT NULL,
+        server text NOT NULL,
+        kind text NOT NULL,
+        at timestamptz NOT NULL,
+        restart boolean NOT NULL DEFAULT false,
+        reason text
+    )
+    """,
+    "CREATE INDEX server_events_by_server ON server_events (server, at)",
     # An identity is never reused, so a reader paging with `after_seq` never sees a seq
     # twice; the store writes one plan's events under a lock per plan, so their seqs
     # also grow in commit order and a reader never misses one (see `PostgresStore`).

@@ -62,11 +62,12 @@ ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
 """
 
 UPSERT_ATTEMPT: Final = """
-INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
+INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error,
+                      call_s)
+VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
 ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, error = excluded.error
+    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s
 """
 
 INSERT_EVENT: Final = """

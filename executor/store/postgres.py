@@ -43,9 +43,17 @@ from executor.errors import (
 from executor.ids import PlanId
 from executor.plan import Plan
 from executor.policy import AgentConfig
-from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+from executor.records import (
+    AttemptRecord,
+    Event,
+    PlannerAttempt,
+    ServerEvent,
+    StepState,
+    ToolCallStats,
+    ToolStats,
+)
 from executor.status import PLAN_TRANSITIONS, PlanStatus, StepStatus, check_transition
-from executor.store import codecs, pg_schema
+from executor.store import codecs, pg_schema, pg_statistics, statistics
 from executor.store import pg_sql as q
 from executor.store.base import (
     EventFeed,
@@ -792,6 +800,87 @@ class PostgresStore:
             )
 
         await self._transact(body)
+
+    # --- statistics ---
+
+    async def record_server_event(self, event: ServerEvent) -> None:
+        """Append one change in a downstream server's availability (see `ServerEvent`)."""
+        await self._one_statement(
+            pg_statistics.INSERT_SERVER_EVENT, pg_statistics.server_event_row(event)
+        )
+
+    async def get_server_events(
+        self, *, server: str | None = None, since: datetime | None = None
+    ) -> list[ServerEvent]:
+        """Return server availability events, by server and time."""
+        query, params = pg_statistics.server_events_query(server, since)
+        return [statistics.server_event_from_row(r) for r in await self._read(query, params)]
+
+    async def tool_call_stats(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        since: datetime | None = None,
+    ) -> list[ToolCallStats]:
+        """Return what every tool's attempts add up to, by server and tool.
+
+        Four queries over one snapshot (a read-only, repeatable-read transaction);
+        PostgreSQL's readers never hold up its writers.
+        """
+        cte, params = pg_statistics.window(server, tool, since)
+
+        async def body(conn: Conn) -> list[list[dict[str, Any]]]:
+            await conn.execute(b"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            found = []
+            for query in (
+                pg_statistics.TOTALS,
+                pg_statistics.PERCENTILES,
+                pg_statistics.FAILURE_KINDS,
+                pg_statistics.LAST_FAILURES,
+            ):
+                cur = conn.cursor(row_factory=dict_row)
+                await cur.execute((cte + query).encode(), params)
+                found.append(await cur.fetchall())
+            return found
+
+        totals, percentiles, kinds_rows, last_rows = await self._transact(body)
+        ranks = {(r["server"], r["tool"]): r for r in percentiles}
+        kinds: dict[tuple[str, str], dict[str, int]] = {}
+        for r in kinds_rows:
+            kinds.setdefault((r["server"], r["tool"]), {})[r["kind"] or "unknown"] = int(r["n"])
+        last = {
+            (r["server"], r["tool"]): statistics.last_failure(
+                r["finished_at"], r["plan_id"], r["step_id"], r["error"]
+            )
+            for r in last_rows
+        }
+        stats: list[ToolCallStats] = []
+        for r in totals:
+            key = (r["server"], r["tool"])
+            succeeded, failed = int(r["succeeded"]), int(r["failed"])
+            ended = succeeded + failed
+            rank = ranks.get(key, {})
+            stats.append(
+                ToolCallStats(
+                    server=r["server"],
+                    tool=r["tool"],
+                    calls=int(r["calls"]),
+                    succeeded=succeeded,
+                    failed=failed,
+                    cancelled=int(r["cancelled"]),
+                    interrupted=int(r["interrupted"]),
+                    running=int(r["running"]),
+                    retries=int(r["retries"]),
+                    failure_rate=failed / ended if ended else 0.0,
+                    failed_by_kind=dict(sorted(kinds.get(key, {}).items())),
+                    p50_s=rank.get("p50_s"),
+                    p95_s=rank.get("p95_s"),
+                    max_s=r["max_s"],
+                    last_failure=last.get(key),
+                )
+            )
+        return stats
 
 
 class _NotifiedFeed:

@@ -220,6 +220,26 @@ _SCHEMA_4: Final = (
     """,
 )
 
+# Statistics: each attempt's own call time (monotonic, without the wait for the server's
+# call limit), attempts by start time (the `since` of every statistic), and what the
+# pool saw of each server's availability (restarts, time down).
+_SCHEMA_8: Final = (
+    "ALTER TABLE attempts ADD COLUMN call_s REAL",
+    "CREATE INDEX attempts_by_started ON attempts (started_at)",
+    """
+    CREATE TABLE server_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner TEXT NOT NULL,
+        server TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        restart INTEGER NOT NULL DEFAULT 0,
+        reason TEXT
+    )
+    """,
+    "CREATE INDEX server_events_by_server ON server_events (server, at)",
+)
+
 # Why a step is skipped (`executor.status.SkipReason`); NULL for any other status. A
 # skip by decision used to be told by its error's kind alone: such rows get their reason.
 _SCHEMA_9: Final = (
@@ -235,11 +255,11 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
     Migration(3, "cancel requests to the process that runs a plan version", _SCHEMA_3),
     Migration(4, "results stored once: a result table, its long strings apart", _SCHEMA_4),
-    # 5 to 8 are taken by work on other branches; they are filled in when it merges.
+    # 5 to 7 are taken by work on other branches; they are filled in when it merges.
     Migration(5, "reserved", ()),
     Migration(6, "reserved", ()),
     Migration(7, "reserved", ()),
-    Migration(8, "reserved", ()),
+    Migration(8, "statistics: call times, attempts by start, server availability", _SCHEMA_8),
     Migration(9, "skip reasons: a step skipped by decision says so", _SCHEMA_9),
 )
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""

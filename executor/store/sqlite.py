@@ -28,9 +28,17 @@ from executor.errors import NotFoundError, StoreError, TransitionError, UserErro
 from executor.ids import PlanId
 from executor.plan import Plan, utc_now
 from executor.policy import AgentConfig
-from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+from executor.records import (
+    AttemptRecord,
+    Event,
+    PlannerAttempt,
+    ServerEvent,
+    StepState,
+    ToolCallStats,
+    ToolStats,
+)
 from executor.status import PlanStatus, StepStatus, check_transition
-from executor.store import codecs
+from executor.store import codecs, statistics
 from executor.store.base import (
     EventFeed,
     ExpectedPlanStatus,
@@ -91,6 +99,10 @@ class SqliteStore:
         # step's end to its dependents' start, and a yield there is one event-loop turn.
         self._lock = anyio.Lock(fast_acquire=True)
         self._cancels_asked = 0
+        # Long reads (statistics) go through a connection of their own, opened on first
+        # use: in WAL mode they then never hold up a run's commits on the main one.
+        self._apart: aiosqlite.Connection | None = None
+        self._apart_lock = anyio.Lock()
 
     @classmethod
     async def open(
@@ -118,7 +130,12 @@ class SqliteStore:
         return cls(db, file)
 
     async def close(self) -> None:
-        """Finish the transaction in progress, if any, and close the connection."""
+        """Finish the transaction in progress, if any, and close the connection(s)."""
+        async with self._apart_lock:
+            apart, self._apart = self._apart, None
+            if apart is not None:
+                with anyio.CancelScope(shield=True):
+                    await apart.close()
         async with self._lock:
             db, self._db = self._db, None
             if db is None:
@@ -170,6 +187,23 @@ class SqliteStore:
                 except OverflowError as exc:
                     raise overflow_error(exc) from exc
         return result
+
+    async def _read_apart(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run `body` (reads, and temporary tables) on the read connection's worker thread.
+
+        One call for the whole body; it may take a while (a sort over every attempt)
+        without delaying the writes on the main connection.
+        """
+        async with self._apart_lock:
+            self._require_db()
+            try:
+                if self._apart is None:
+                    apart = await aiosqlite.connect(self.path, isolation_level=None)
+                    apart.row_factory = sqlite3.Row
+                    self._apart = apart
+                return await on_worker_thread(self._apart, in_snapshot, body)
+            except sqlite3.Error as exc:
+                raise store_error(self.path, exc) from exc
 
     async def _on_thread(self, body: Callable[[sqlite3.Connection], _T]) -> _T:
         """Run `body` on the worker thread, outside a write transaction (reads only)."""
@@ -688,6 +722,38 @@ class SqliteStore:
             )
 
         await self._transact(body)
+
+    # --- statistics ---
+
+    async def record_server_event(self, event: ServerEvent) -> None:
+        """Append one change in a downstream server's availability."""
+        row = statistics.server_event_row(event)
+
+        def body(conn: sqlite3.Connection) -> None:
+            conn.execute(statistics.INSERT_SERVER_EVENT, row)
+
+        await self._transact(body)
+
+    async def get_server_events(
+        self, *, server: str | None = None, since: datetime | None = None
+    ) -> list[ServerEvent]:
+        """Return server availability events, by server and time."""
+        sql, params = statistics.server_events_query(server, since)
+        return [statistics.server_event_from_row(r) for r in await self._read(sql, params)]
+
+    async def tool_call_stats(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        since: datetime | None = None,
+    ) -> list[ToolCallStats]:
+        """Return what every tool's attempts add up to, by server and tool."""
+
+        def body(conn: sqlite3.Connection) -> list[ToolCallStats]:
+            return statistics.tool_call_stats(conn, server=server, tool=tool, since=since)
+
+        return await self._read_apart(body)
 
 
 def _change_status(conn: sqlite3.Connection, change: PlanStatusChange, now: str) -> None:

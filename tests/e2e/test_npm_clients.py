@@ -155,7 +155,7 @@ def test_inspector_over_http_with_a_bearer_token(tmp_path: Path) -> None:
         listed = _inspector(
             tmp_path, url, "--method", "tools/list", "--header", "Authorization: Bearer s3cret"
         )
-        assert len(listed["tools"]) == 11
+        assert len(listed["tools"]) == 12
         tools = _inspector(
             tmp_path,
             url,

@@ -21,9 +21,19 @@ import anyio
 
 from executor.calls import ToolResult
 from executor.errors import InternalError, NotFoundError, TransitionError, UserError
+from executor.ids import PlanId
 from executor.plan import Plan, utc_now
 from executor.policy import AgentConfig
-from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+from executor.records import (
+    AttemptRecord,
+    Event,
+    LastFailure,
+    PlannerAttempt,
+    ServerEvent,
+    StepState,
+    ToolCallStats,
+    ToolStats,
+)
 from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import (
     EventFeed,
@@ -71,6 +81,7 @@ class MemoryStore:
         self._stats: dict[tuple[str, str], ToolStats] = {}
         self._agents: dict[str, AgentConfig] = {}
         self._planner_attempts: list[PlannerAttempt] = []
+        self._server_events: list[ServerEvent] = []
         self._cancel_asked = anyio.Event()
         self._saved = 0
 
@@ -409,6 +420,99 @@ class MemoryStore:
 
     async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
         self._planner_attempts.append(attempt)
+
+    # --- statistics ---
+
+    async def record_server_event(self, event: ServerEvent) -> None:
+        self._server_events.append(event)
+
+    async def get_server_events(
+        self, *, server: str | None = None, since: datetime | None = None
+    ) -> list[ServerEvent]:
+        chosen = [(i, e) for i, e in enumerate(self._server_events) if server in (None, e.server)]
+        if since is not None:
+            # Each owner's last event of each server before `since` says where it stood.
+            before = {(e.owner, e.server): i for i, e in chosen if e.at < since}
+            chosen = [(i, e) for i, e in chosen if e.at >= since or i in before.values()]
+        chosen.sort(key=lambda c: (c[1].server, c[1].at, c[0]))
+        return [e for _, e in chosen]
+
+    async def tool_call_stats(
+        self,
+        *,
+        server: str | None = None,
+        tool: str | None = None,
+        since: datetime | None = None,
+    ) -> list[ToolCallStats]:
+        by_tool: dict[tuple[str, str], list[tuple[str, AttemptRecord]]] = {}
+        for (plan_id, _), found in self._versions.items():
+            steps = {s.id: s for s in found.plan.steps}
+            for (step_id, _), attempt in sorted(found.attempts.items()):
+                step = steps[step_id]
+                if (
+                    server in (None, step.server)
+                    and tool in (None, step.tool)
+                    and (since is None or attempt.started_at >= since)
+                ):
+                    by_tool.setdefault((step.server, step.tool), []).append((plan_id, attempt))
+        return [_tool_figures(*key, attempts) for key, attempts in sorted(by_tool.items())]
+
+
+def _call_s(attempt: AttemptRecord) -> float | None:
+    """A successful attempt's duration: the call's own time, else the attempt's span."""
+    if attempt.call_s is not None:
+        return attempt.call_s
+    if attempt.finished_at is None:
+        return None
+    return (attempt.finished_at - attempt.started_at).total_seconds()
+
+
+def _last_failure(failed: list[tuple[str, AttemptRecord]]) -> LastFailure | None:
+    """The most recent of `failed` (plan id, attempt) pairs, the first by plan and step on a tie."""
+    if not failed:
+        return None
+    failed = sorted(failed, key=lambda f: (f[0], f[1].step_id))
+    plan_id, last = max(failed, key=lambda f: (f[1].finished_at is not None, f[1].finished_at))
+    message = "" if last.error is None else last.error.message.strip().split("\n", 1)[0]
+    return LastFailure(
+        at=last.finished_at,
+        kind="unknown" if last.error is None else last.error.kind.value,
+        message=message[:300],
+        plan_id=PlanId(plan_id),
+        step_id=last.step_id,
+    )
+
+
+def _tool_figures(
+    server: str, tool: str, attempts: list[tuple[str, AttemptRecord]]
+) -> ToolCallStats:
+    """What one tool's (plan id, attempt) pairs add up to."""
+    by_status = Counter(a.status for _, a in attempts)
+    durations = sorted(
+        d for _, a in attempts if a.status is StepStatus.SUCCEEDED and (d := _call_s(a)) is not None
+    )
+    failed = [(p, a) for p, a in attempts if a.status is StepStatus.FAILED]
+    kinds = Counter("unknown" if a.error is None else a.error.kind.value for _, a in failed)
+    succeeded, failures = by_status[StepStatus.SUCCEEDED], by_status[StepStatus.FAILED]
+    n = len(durations)
+    return ToolCallStats(
+        server=server,
+        tool=tool,
+        calls=len(attempts),
+        succeeded=succeeded,
+        failed=failures,
+        cancelled=by_status[StepStatus.CANCELLED],
+        interrupted=by_status[StepStatus.INTERRUPTED],
+        running=by_status[StepStatus.RUNNING],
+        retries=sum(1 for _, a in attempts if a.attempt > 1),
+        failure_rate=failures / (succeeded + failures) if succeeded + failures else 0.0,
+        failed_by_kind=dict(sorted(kinds.items())),
+        # Nearest rank: the p-th percentile is the ceil(p * n)-th fastest.
+        p50_s=durations[(n + 1) // 2 - 1] if n else None,
+        p95_s=durations[(95 * n + 99) // 100 - 1] if n else None,
+        max_s=durations[-1] if n else None,
+        last_failure=_last_failure(failed),
+    )
 
 
 def _is_a_store(store: MemoryStore) -> Store:

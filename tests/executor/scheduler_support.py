@@ -22,7 +22,8 @@ from executor.records import Event, EventKind
 from executor.run import ExecutionReport, Scheduler, SchedulerConfig, Subscription
 from executor.specs import StdioServerSpec
 from executor.status import PlanStatus
-from executor.store import PostgresStore, SqliteStore, Store
+from executor.store import SqliteStore, Store
+from executor.store.postgres import PostgresStore
 from tests.executor.memory_store import MemoryStore
 
 ENGINE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "engine_server.py"

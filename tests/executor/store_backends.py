@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import pytest
 
-from executor.store import OpenStore, PostgresStore, SqliteStore, Store
+from executor.store import OpenStore, SqliteStore, Store
+from executor.store.postgres import PostgresStore
 
 __all__ = ["BACKENDS", "Backend", "Opener", "opener_for", "raw_sql"]
 

@@ -23,13 +23,13 @@ from executor.status import PlanStatus, StepStatus
 from executor.store import (
     Migration,
     PlanStatusChange,
-    PostgresStore,
     RunLease,
     WriteBatch,
     open_store,
     pg_schema,
 )
 from executor.store import postgres as postgres_module
+from executor.store.postgres import PostgresStore
 from tests.pg import PgServer
 
 pytestmark = pytest.mark.anyio

@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible chat server on 127.0.0.1, for the litellm path.
 
 Each test queues the answers it wants (`reply`, `reply_tool_call`, `error`,
-`hang`) and reads back what was asked (`requests`). It is a real HTTP server in
+`hang`; a reply may come late, `delay_s`, or be cut at the token limit,
+`finish_reason="length"`) and reads back what was asked (`requests`). It is a real HTTP server in
 a thread, so litellm and the OpenAI client run exactly as they would against
 vLLM or llama.cpp.
 """
@@ -24,6 +25,7 @@ class _Scripted:
     status: int
     body: dict[str, Any]
     hang: bool = False
+    delay_s: float = 0.0
 
 
 class FakeOpenAI:
@@ -58,11 +60,19 @@ class FakeOpenAI:
 
     # -- scripting
 
-    def reply(self, content: str | dict[str, Any], *, finish_reason: str = "stop") -> None:
-        """Queue a chat completion whose message content is `content` (dicts as JSON)."""
+    def reply(
+        self, content: str | dict[str, Any], *, finish_reason: str = "stop", delay_s: float = 0.0
+    ) -> None:
+        """Queue a chat completion whose message content is `content` (dicts as JSON).
+
+        Args:
+            content: The answer's text, or a dict sent as JSON.
+            finish_reason: `length` for an answer cut at the token limit.
+            delay_s: Seconds to wait before answering (a slow model).
+        """
         text = content if isinstance(content, str) else json.dumps(content)
         message = {"role": "assistant", "content": text}
-        self._push(200, _completion(message, finish_reason))
+        self._push(200, _completion(message, finish_reason), delay_s=delay_s)
 
     def reply_tool_call(self, arguments: dict[str, Any], name: str = "submit_plan") -> None:
         """Queue a completion that calls the function `name` with `arguments`."""
@@ -87,9 +97,9 @@ class FakeOpenAI:
         """Queue a request that gets no answer until the server closes."""
         self._queue.append(_Scripted(200, {}, hang=True))
 
-    def _push(self, status: int, body: dict[str, Any]) -> None:
+    def _push(self, status: int, body: dict[str, Any], *, delay_s: float = 0.0) -> None:
         with self._lock:
-            self._queue.append(_Scripted(status, body))
+            self._queue.append(_Scripted(status, body, delay_s=delay_s))
 
     # -- serving
 
@@ -123,6 +133,8 @@ class FakeOpenAI:
                 if scripted.hang:
                     fake._release.wait(timeout=60)
                     return
+                if scripted.delay_s and fake._release.wait(timeout=scripted.delay_s):
+                    return  # the server is closing
                 self._send(scripted.status, scripted.body)
 
             def _send(self, status: int, body: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ from planner import (
     ModelPlanner,
     PlannerError,
     PlannerFailure,
+    PlannerOptions,
     PlanRequest,
     SamplingBackend,
     host_supports_sampling,
@@ -52,7 +53,7 @@ async def _host_request(query: str, ctx: Context) -> PlanRequest | None:
     return PlanRequest(query=query, catalog=Catalog(example_tools()))
 
 
-HOST = HostPlanning(_host_request, max_repairs=2)
+HOST = HostPlanning(_host_request, PlannerOptions(max_repairs=2))
 
 
 async def create_plan(

@@ -11,6 +11,7 @@ import pytest
 from executor.catalog import Catalog
 from executor.errors import PlanValidationError
 from executor.ids import PlanId
+from executor.policy import DEFAULT_MAX_STEPS
 from executor.records import PlannerAttempt
 from executor.validate import Problem
 from planner import (
@@ -18,9 +19,11 @@ from planner import (
     ModelPlanner,
     PlannerError,
     PlannerFailure,
+    PlannerOptions,
     PlanRequest,
     ResponseMode,
 )
+from planner.schema import ANSWER_BUDGET_CAP, MAX_SCHEMA_STEPS, answer_budget
 from tests.planner.fake_openai import MODEL, FakeOpenAI
 
 pytestmark = pytest.mark.anyio
@@ -183,7 +186,7 @@ async def test_a_plan_never_fixed_raises_with_the_problems(
     recorder = Recorder()
 
     with pytest.raises(PlanValidationError) as caught:
-        await ModelPlanner(_backend(fake_openai), max_repairs=2).plan(
+        await ModelPlanner(_backend(fake_openai), PlannerOptions(max_repairs=2)).plan(
             _request(catalog), on_attempt=recorder
         )
 
@@ -202,7 +205,9 @@ async def test_a_plan_never_fixed_raises_with_the_problems(
 async def test_max_repairs_zero_asks_once(fake_openai: FakeOpenAI, catalog: Catalog) -> None:
     fake_openai.reply(BAD)
     with pytest.raises(PlanValidationError):
-        await ModelPlanner(_backend(fake_openai), max_repairs=0).plan(_request(catalog))
+        await ModelPlanner(_backend(fake_openai), PlannerOptions(max_repairs=0)).plan(
+            _request(catalog)
+        )
     assert len(fake_openai.requests) == 1
 
 
@@ -276,7 +281,9 @@ async def test_json_schema_refused_with_422_falls_back_to_json_object(
     assert accepted["response_format"]["type"] == "json_object"
     schema = accepted["response_format"]["schema"]
     assert schema == refused["response_format"]["json_schema"]["schema"]
-    assert "validates against this JSON Schema" in accepted["messages"][0]["content"]
+    # The server constrains decoding with it; it is not repeated in the prompt.
+    assert accepted["messages"] == refused["messages"]
+    assert "JSON Schema" not in accepted["messages"][0]["content"]
     assert backend.working_mode is ResponseMode.JSON_OBJECT
 
     # The working mode is remembered: the next plan goes straight to json_object.
@@ -354,41 +361,36 @@ async def test_policy_limits_what_is_shown_and_what_validates(
     assert "not allowed" in fake_openai.requests[1]["messages"][-1]["content"]
 
 
-async def test_ordered_steps_constrain_decoding_but_keep_the_prompt_small(
+async def test_ordered_steps_constrain_decoding_and_the_prompt_stays_the_same(
     fake_openai: FakeOpenAI, catalog: Catalog
 ) -> None:
     fake_openai.reply(GOOD)
+    fake_openai.reply(GOOD)
     backend = _backend(fake_openai, response_mode=ResponseMode.JSON_OBJECT)
-    await ModelPlanner(backend, ordered_steps=True).plan(_request(catalog))
-    [body] = fake_openai.requests
-    constraint = body["response_format"]["schema"]
-    assert "step1" in constraint["$defs"]  # positions spelled out for the decoder
-    system = body["messages"][0]["content"]
-    shown = json.loads(system.split("JSON Schema:\n", 1)[1])
-    assert "step1" not in shown["$defs"]  # the prompt carries the plain schema
-    assert len(json.dumps(shown)) < len(json.dumps(constraint))
+    await ModelPlanner(backend, PlannerOptions(ordered_steps=True)).plan(_request(catalog))
+    await ModelPlanner(backend).plan(_request(catalog))
+    ordered, plain = fake_openai.requests
+    assert "step1" in ordered["response_format"]["schema"]["$defs"]  # positions spelled out
+    assert "step1" not in plain["response_format"]["schema"]["$defs"]
+    # The ordered schema constrains decoding only: the prompt shows a step limit.
+    assert ordered["messages"][1:] == plain["messages"][1:]
+    assert "at most 12" in ordered["messages"][0]["content"]  # MAX_ORDERED_STEPS
+    assert f"at most {DEFAULT_MAX_STEPS}" in plain["messages"][0]["content"]  # the agent's limit
 
 
-def test_the_model_comes_from_the_agent_then_the_config_then_the_environment() -> None:
-    from executor.policy import AgentConfig
-
-    own = AgentConfig(name="a", model="ollama/llama3", api_base="http://127.0.0.1:11434")
-    backend = LiteLLMBackend.from_agent(own, default_model="openai/gpt-4o", env={})
-    assert backend is not None
-    assert (backend.model, backend.api_base) == ("ollama/llama3", "http://127.0.0.1:11434")
-
-    plain = AgentConfig(name="b")
-    backend = LiteLLMBackend.from_agent(
-        plain, default_model="openai/gpt-4o", default_api_key_env="OPENAI_KEY", env={}
+def test_the_answer_budget_follows_the_step_limit_and_the_tools(catalog: Catalog) -> None:
+    tools = list(catalog)
+    plain = answer_budget(tools, max_steps=50)
+    ordered = answer_budget(tools, max_steps=50, ordered=True)
+    few = answer_budget(tools, max_steps=2)
+    assert few < ordered < plain <= ANSWER_BUDGET_CAP
+    assert answer_budget(tools[:1], max_steps=2) < few  # a narrower tool, a smaller budget
+    # Text the answer may copy into arguments (a long query) widens it.
+    assert answer_budget(tools, max_steps=2, copied_text="x" * 3000) == few + 1000
+    # Past the schema's own cap on steps, a higher limit asks for nothing more.
+    assert answer_budget(tools, max_steps=100_000) == answer_budget(
+        tools, max_steps=MAX_SCHEMA_STEPS
     )
-    assert backend is not None
-    assert (backend.model, backend.api_key_env) == ("openai/gpt-4o", "OPENAI_KEY")
-
-    backend = LiteLLMBackend.from_agent(plain, env={"TASKORCH_MODEL": "hosted_vllm/qwen"})
-    assert backend is not None
-    assert backend.model == "hosted_vllm/qwen"
-
-    assert LiteLLMBackend.from_agent(plain, env={}) is None
 
 
 async def test_an_endpoint_nobody_listens_on_is_unreachable(catalog: Catalog) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from executor.ids import PlanId
 from executor.plan import Plan, Step
 from executor.policy import AgentConfig, AgentLimits, ToolPolicy
 from executor.status import PlanStatus
-from executor.validate import Problem
+from executor.validate import Problem, parse_steps, validate_plan
 from planner import (
     CALLER_MODEL,
     LiteLLMBackend,
@@ -144,7 +145,38 @@ def test_the_prompt_has_the_agents_voice_and_only_its_tools(catalog: Catalog) ->
     assert "notes" in system
     assert 'server "math"' not in system
     assert 'server "web"' not in system
-    assert ask.messages[1].content.startswith("Request: note the time")
+    assert ask.messages[-1].content.startswith("Request: note the time")
+
+
+def test_the_example_names_only_a_shown_tool_the_closest_to_the_request(
+    catalog: Catalog,
+) -> None:
+    agent = AgentConfig(name="a", tool_policy=ToolPolicy(deny=("web",)))
+    shown = {t.key for t in catalog if t.server != "web"}
+    queries = {
+        "Add 2 and 3": ("math", "add"),
+        "Save a note titled groceries": ("notes", "write_note"),
+        "Convert 09:30 from Paris time to Tokyo time": ("time", "convert_time"),
+        "Frobnicate the quux": ("math", "add"),  # no term matches: the first shown
+    }
+    systems = set()
+    for query, expected in queries.items():
+        ask = RepairSession(PlanRequest(query=query, catalog=catalog, agent=agent)).next_request()
+        assert ask is not None
+        system, example_request, example, request = ask.messages
+        assert (example_request.role, example.role, request.role) == ("user", "assistant", "user")
+        answer = json.loads(example.content)
+        named = {(s["server"], s["tool"]) for s in answer["steps"]}
+        assert named == {expected} and named <= shown
+        # The example is a valid plan of the shown tools (a copy of it validates).
+        assert validate_plan(parse_steps(answer["steps"])[0], catalog, agent.tool_policy) == []
+        assert request.content.startswith(f"Request: {query}")
+        # No server outside the catalog anywhere in the prompt.
+        text = "\n".join(m.content for m in ask.messages)
+        assert not re.search(r'"server": "(?!(time|math|notes|web)")', text)
+        systems.add(system.content)
+    # One system prompt for every request (a local server reuses its evaluated prefix).
+    assert len(systems) == 1
 
 
 def test_session_history_is_shown_and_bounded(catalog: Catalog) -> None:

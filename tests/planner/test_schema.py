@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import jsonschema
@@ -11,7 +12,13 @@ import pytest
 
 from executor.catalog import Catalog, ToolInfo
 from planner import grammar_safe, plan_schema
-from planner.schema import MAX_ORDERED_STEPS, REFERENCE_PATTERN, ordered_step_limit
+from planner.schema import (
+    DESCRIPTION_CHARS,
+    MAX_ORDERED_STEPS,
+    REFERENCE_PATTERN,
+    STRATEGY_CHARS,
+    ordered_step_limit,
+)
 from tests.planner.test_litellm import GOOD
 
 # What llama.cpp's JSON-Schema-to-grammar converter understands well.
@@ -241,3 +248,38 @@ def test_the_first_ordered_step_can_hold_no_reference(catalog: Catalog) -> None:
     assert _valid(schema, one)
     # The second step may read the first.
     assert _valid(schema, GOOD)
+
+
+def _patterns(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["pattern"]] if isinstance(node.get("pattern"), str) else []
+        return found + [p for key, v in node.items() if key != "enum" for p in _patterns(v)]
+    if isinstance(node, list):
+        return [p for item in node for p in _patterns(item)]
+    return []
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["generic", "ordered"])
+def test_no_pattern_lets_a_string_run_on_past_its_closing_quote(
+    catalog: Catalog, ordered: bool
+) -> None:
+    # A grammar converter matches a pattern against a string's raw characters: one
+    # that admits `"` lets the model leave the string and write any JSON inside it.
+    patterns = set(_patterns(plan_schema(list(catalog), max_steps=10, ordered=ordered)))
+    assert patterns
+    for pattern in patterns:
+        for inside in ('a"b', "a\\b", "a\nb", '"'):
+            assert not re.search(pattern, inside), (pattern, inside)
+
+
+@pytest.mark.parametrize("ordered", [False, True], ids=["generic", "ordered"])
+def test_the_model_s_own_text_is_bounded(catalog: Catalog, ordered: bool) -> None:
+    schema = plan_schema(list(catalog), max_steps=10, ordered=ordered)
+    assert schema["properties"]["strategy"]["maxLength"] == STRATEGY_CHARS
+    answer = copy.deepcopy(GOOD)
+    assert _valid(schema, answer)
+    answer["strategy"] = "x" * (STRATEGY_CHARS + 1)
+    assert not _valid(schema, answer)
+    answer = copy.deepcopy(GOOD)
+    answer["steps"][0]["description"] = "x" * (DESCRIPTION_CHARS + 1)
+    assert not _valid(schema, answer)

@@ -60,6 +60,7 @@ async def test_tools_have_descriptions_annotations_and_output_schemas(
         "list_tools",
         "list_agents",
         "add_agent",
+        "get_stats",
     }
     for tool in tools.values():
         assert tool.description and len(tool.description) > 40, tool.name

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from executor.errors import ConfigError, UserError
-from executor.policy import AgentConfig, AgentLimits, AutoApprove
+from executor.policy import AgentConfig, AgentLimits, AutoApprove, ModelSettings, ResponseMode
 from executor.specs import HttpServerSpec, SseServerSpec, StdioServerSpec, WebSocketServerSpec
 from executor.store import DatabaseUrl
 from server.config import (
@@ -36,6 +36,7 @@ LINEAR_TOKEN = "lin_supersecret_2222"
 BRAVE_KEY = "BSA-literal-brave-secret-0123"
 ENV = {"GITHUB_TOKEN": GITHUB_TOKEN, "LINEAR_TOKEN": LINEAR_TOKEN}
 SECRETS = (GITHUB_TOKEN, LINEAR_TOKEN, BRAVE_KEY)
+JSON_OBJECT = ResponseMode.JSON_OBJECT
 
 
 def parse(data: object, env: dict[str, str] | None = None) -> TaskorchConfig:
@@ -844,18 +845,70 @@ def test_model_for_prefers_agent_then_config_then_environment() -> None:
     own = AgentConfig(name="own", model="agent/model", api_key_env="AGENT_KEY")
     inherits = AgentConfig(name="inherits", api_base="http://agent")
 
-    assert model_for(None, empty, {}) == ModelChoice(None, None, None)
-    assert model_for(None, empty, env) == ("env/model", "http://env", "ENV_KEY")
-    assert model_for(None, configured, env) == ("cfg/model", "http://cfg", "CFG_KEY")
+    assert _reach(model_for(None, empty, {})) == (None, None, None)
+    assert _reach(model_for(None, empty, env)) == ("env/model", "http://env", "ENV_KEY")
+    assert _reach(model_for(None, configured, env)) == ("cfg/model", "http://cfg", "CFG_KEY")
     # An agent's own model never goes to another level's endpoint.
-    assert model_for(own, configured, env) == ("agent/model", None, "AGENT_KEY")
+    assert _reach(model_for(own, configured, env)) == ("agent/model", None, "AGENT_KEY")
     # An agent without a model inherits it, and may still point it elsewhere.
-    assert model_for(inherits, configured, env) == ("cfg/model", "http://agent", "CFG_KEY")
-    assert model_for(inherits, empty, env) == ("env/model", "http://agent", "ENV_KEY")
+    assert _reach(model_for(inherits, configured, env)) == ("cfg/model", "http://agent", "CFG_KEY")
+    assert _reach(model_for(inherits, empty, env)) == ("env/model", "http://agent", "ENV_KEY")
     # The config's endpoint goes with the environment's model when it sets no model.
     partial = TaskorchConfig(api_base="http://cfg")
-    assert model_for(None, partial, env) == ("env/model", "http://cfg", "ENV_KEY")
+    assert _reach(model_for(None, partial, env)) == ("env/model", "http://cfg", "ENV_KEY")
     assert model_for(None, empty, {"TASKORCH_MODEL": ""}).model is None
+
+
+def _reach(choice: ModelChoice) -> tuple[str | None, str | None, str | None]:
+    return choice.model, choice.api_base, choice.api_key_env
+
+
+def test_model_settings_go_with_the_model_they_are_set_beside() -> None:
+    configured = TaskorchConfig(
+        model="cfg/model",
+        api_base="http://cfg",
+        model_settings=ModelSettings(max_tokens=700, timeout_s=300, response_mode=JSON_OBJECT),
+    )
+    tweaks = AgentConfig(name="tweaks", model_settings=ModelSettings(timeout_s=30))
+    own = AgentConfig(name="own", model="agent/model", model_settings=ModelSettings(max_tokens=99))
+
+    assert model_for(None, configured, {}).settings == configured.model_settings
+    # An agent without a model: the config's model and settings, the agent's on top.
+    choice = model_for(tweaks, configured, {})
+    assert choice.settings == ModelSettings(max_tokens=700, timeout_s=30, response_mode=JSON_OBJECT)
+    assert choice.keys["timeout_s"] == "agents.tweaks.model_settings.timeout_s"
+    assert choice.keys["max_tokens"] == "model_settings.max_tokens"
+    assert choice.keys["api_base"] == "api_base"
+    # An agent with its own model: none of the config's endpoint or settings.
+    choice = model_for(own, configured, {})
+    assert (choice.api_base, choice.settings) == (None, ModelSettings(max_tokens=99))
+    assert choice.keys["timeout_s"] == "agents.own.model_settings.timeout_s"  # where to set it
+    assert choice.keys["api_base"] == "agents.own.api_base"
+    # The environment's model takes the config's settings; its endpoint is a variable.
+    env = {"TASKORCH_MODEL": "env/model", "TASKORCH_API_BASE": "http://env"}
+    choice = model_for(None, TaskorchConfig(model_settings=ModelSettings(timeout_s=5)), env)
+    assert (choice.model, choice.settings.timeout_s) == ("env/model", 5)
+    assert choice.keys["api_base"] == "TASKORCH_API_BASE"
+
+
+def test_model_settings_are_read_in_either_spelling_and_checked() -> None:
+    config = parse(
+        {
+            "modelSettings": {"maxTokens": 800, "timeoutS": "${T}", "responseMode": "json_object"},
+            "agents": {"a": {"model_settings": {"timeout_s": 9}}},
+        },
+        env={"T": "300"},
+    )
+    assert config.model_settings == ModelSettings(
+        max_tokens=800, timeout_s=300, response_mode=JSON_OBJECT
+    )
+    assert config.agents["a"].model_settings.timeout_s == 9
+    assert error_of({"model_settings": {"timeout_s": 0}}) == (
+        "cfg.json: model_settings.timeout_s: must be greater than 0"
+    )
+    assert "model_settings.response_mode" in error_of({"model_settings": {"response_mode": "xml"}})
+    assert "unknown key" in error_of({"agents": {"a": {"model_settings": {"timeout": 9}}}})
+    assert "must be an object" in error_of({"model_settings": 5})
 
 
 def test_a_postgresql_url_names_the_database_and_never_says_its_password(

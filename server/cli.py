@@ -499,7 +499,8 @@ def run(
 ) -> None:
     """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
 
-    A stored plan left executing by a process that is gone is taken over and resumed.
+    A stored plan left executing by a process that is gone is taken over and resumed;
+    one that another live process runs is followed to its end.
     """
     if on_interrupted not in (None, "rerun", "skip"):
         raise _fail("--on-interrupted takes 'rerun' or 'skip'", 2)
@@ -538,6 +539,8 @@ def run(
                 owner = await orch.run_owner(pid)
                 if owner is not None and not owner.holds:
                     console.print(f"plan {pid}: {owner.describe()}; taking the run over")
+                elif owner is not None and not owner.here:
+                    console.print(f"plan {pid}: {owner.describe()}; following it")
             return await _execute_with_bars(orch, view, console, on_interrupted)
 
     report = _run(go)

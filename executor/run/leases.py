@@ -1,6 +1,6 @@
 """Who runs a plan, and this process's hold on its runs: owner ids, `RunOwner`, the keeper.
 
-Each scheduler has a unique owner id (host, pid, process start time, random
+Each scheduler has a unique owner id (machine, pid, process start time, random
 token), and every run it executes is held by a lease in the store: an owner
 and an expiry, renewed every `lease_s / 3` while the run goes on here. A run
 whose lease is gone (another process took it over) is told so and stops,
@@ -12,6 +12,8 @@ runs to another process.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import socket
@@ -20,6 +22,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -29,7 +32,7 @@ from executor.ids import PlanId
 from executor.status import PlanStatus
 from executor.store.base import ExpectedPlanStatus, LeaseInfo, RunKey, RunLease, Store
 
-__all__ = ["LeaseKeeper", "RunOwner", "new_owner_id", "run_owner"]
+__all__ = ["LeaseKeeper", "RunOwner", "machine_id", "new_owner_id", "run_owner"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,10 +103,29 @@ def _process_start(pid: int) -> str:
     return f"{psutil.Process(pid).create_time():.3f}"
 
 
+@functools.cache
+def machine_id() -> str:
+    """Where this process runs, as owner ids say it: host name, and boot and pid namespace.
+
+    On Linux the host name is followed by a digest of the boot id and of the
+    process's pid namespace. Two containers that share a host name (host
+    networking) each number their processes from 1, and cloned machines may share
+    one: a pid is looked at only where it means the same process.
+    """
+    host = socket.gethostname()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return host
+    digest = hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:8]
+    return f"{host}~{digest}"
+
+
 def new_owner_id() -> str:
-    """A lease owner id unique to this scheduler: host, process, process start, token."""
+    """A lease owner id unique to this scheduler: machine, process, process start, token."""
     pid = os.getpid()
-    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
+    return f"{machine_id()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
 
 
 def _owner_parts(owner: str) -> tuple[str, int, str] | None:
@@ -124,7 +146,7 @@ def _owner_alive(owner: str) -> bool | None:
     not ours) are judged by their lease alone.
     """
     parts = _owner_parts(owner)
-    if parts is None or parts[0] != socket.gethostname():
+    if parts is None or parts[0] != machine_id():
         return None
     _, pid, started = parts
     if pid == os.getpid():
@@ -144,7 +166,7 @@ def run_owner(info: LeaseInfo, me: str) -> RunOwner:
         plan_id=info.plan_id,
         version=info.version,
         owner=info.owner,
-        host=None if parts is None else parts[0],
+        host=None if parts is None else parts[0].split("~")[0],
         pid=None if parts is None else parts[1],
         alive=None if info.owner is None else _owner_alive(info.owner),
         lease_until=info.until,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import sys
 from collections import Counter
@@ -20,6 +19,7 @@ from executor.errors import UserError
 from executor.plan import utc_now
 from executor.run import Run, Scheduler, SchedulerConfig
 from executor.run.follow import FollowedRun
+from executor.run.leases import machine_id
 from executor.status import PlanStatus, StepStatus
 from executor.store import RunLease, SqliteStore, Store
 from tests.executor.scheduler_support import (
@@ -66,14 +66,14 @@ def dead_local_owner() -> str:
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"]) as child:
         started = f"{psutil.Process(child.pid).create_time():.3f}"
         child.wait()
-    return f"{socket.gethostname()}|{child.pid}|{started}|deadbeef"
+    return f"{machine_id()}|{child.pid}|{started}|deadbeef"
 
 
 def live_local_owner() -> str:
     """The owner id of a scheduler in a live process of this machine (our parent)."""
     parent = psutil.Process().parent()
     assert parent is not None
-    return f"{socket.gethostname()}|{parent.pid}|{parent.create_time():.3f}|cafe"
+    return f"{machine_id()}|{parent.pid}|{parent.create_time():.3f}|cafe"
 
 
 async def test_two_engines_resuming_at_once_take_each_plan_exactly_once(tmp_path: Path) -> None:

@@ -36,6 +36,9 @@ __all__ = ["LeaseKeeper", "RunOwner", "machine_id", "new_owner_id", "run_owner"]
 
 logger = logging.getLogger(__name__)
 
+_STOP_UNRENEWED = 0.8
+"""Runs here stop when no renewal went through for this part of a lease."""
+
 
 @dataclass(frozen=True, slots=True)
 class RunOwner:
@@ -212,6 +215,8 @@ class LeaseKeeper:
         """Runs claimed and being resumed: held, but not running yet."""
         self._unreleased: set[tuple[str, int]] = set()
         """Runs that stopped here whose lease could not be released yet."""
+        self._renewed_at = 0.0
+        """When the last renewal that went through was asked for (`anyio.current_time`)."""
 
     def owner(self, info: LeaseInfo) -> RunOwner:
         """Who holds the lease `info` describes, seen from here."""
@@ -266,10 +271,19 @@ class LeaseKeeper:
 
         Only runs that are going on here are renewed: one that stopped (on a store
         failure, say) lapses even if releasing it failed, and is released later.
+        When no renewal has gone through for most of a lease (the database is out
+        of reach), every run here is stopped, its calls cancelled, before the lease
+        can lapse and another process take the run over.
 
         Args:
             runs: The runs going on here, asked at each renewal.
         """
+        self._renewed_at = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._stop_unrenewed, runs)
+            await self._renew(runs)
+
+    async def _renew(self, runs: Callable[[], Collection[Held]]) -> None:
         while True:
             await anyio.sleep(self.lease.lease_s / 3)
             if self._unreleased:
@@ -281,13 +295,37 @@ class LeaseKeeper:
             # claim is committed before the run is registered.
             judged = list(runs())
             keys = {(r.plan_id, r.version) for r in judged} | self._claims
+            asked_at = anyio.current_time()
             if not keys:
+                self._renewed_at = asked_at  # nothing held, nothing to lose
                 continue
             try:
                 held = await self._store.renew_leases(self.lease, keys)
             except Exception:
                 logger.exception("could not renew this process's run leases; will retry")
                 continue
+            # The store renewed after it was asked: the lease lasts from then at least.
+            self._renewed_at = asked_at
             for run in judged:
                 if (run.plan_id, run.version) not in held:
                     run.lose()
+
+    async def _stop_unrenewed(self, runs: Callable[[], Collection[Held]]) -> None:
+        """Stop the runs here once renewals have failed for most of a lease."""
+        limit = self.lease.lease_s * _STOP_UNRENEWED
+        while True:
+            await anyio.sleep(self.lease.lease_s / 6)
+            unrenewed = anyio.current_time() - self._renewed_at
+            if unrenewed <= limit:
+                continue
+            stopped = list(runs())
+            if stopped:
+                logger.warning(
+                    "no lease renewal went through for %.1f s (of a %.1f s lease): stopping "
+                    "the %d run(s) here before another process may take them over",
+                    unrenewed,
+                    self.lease.lease_s,
+                    len(stopped),
+                )
+            for run in stopped:
+                run.lose()

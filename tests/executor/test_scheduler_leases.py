@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,13 +16,14 @@ import psutil
 import pytest
 
 from executor.calls import ProgressFn
-from executor.errors import UserError
+from executor.errors import StoreError, UserError
 from executor.plan import utc_now
 from executor.run import Run, Scheduler, SchedulerConfig
 from executor.run.follow import FollowedRun
 from executor.run.leases import machine_id
 from executor.status import PlanStatus, StepStatus
-from executor.store import RunLease, SqliteStore, Store
+from executor.store import RunKey, RunLease, SqliteStore, Store
+from tests.executor.memory_store import MemoryStore
 from tests.executor.scheduler_support import (
     InProcessCaller,
     confirmed,
@@ -195,6 +197,44 @@ async def test_a_run_whose_lease_is_taken_over_stops_and_cancels_its_calls(
     assert [tag for tag, _ in caller.log.started] == ["p/s0"]
     assert states["s0"].status is StepStatus.RUNNING
     assert states["s1"].status is StepStatus.PENDING
+
+
+class CutOff(MemoryStore):
+    """A store whose lease renewals stop going through, as when the database is out of reach."""
+
+    cut = False
+
+    async def renew_leases(
+        self, lease: RunLease, runs: Collection[tuple[str, int]] | None = None
+    ) -> set[RunKey]:
+        if self.cut:
+            raise StoreError("the database cannot be reached")
+        return await super().renew_leases(lease, runs)
+
+
+async def test_a_process_that_cannot_renew_stops_its_runs_before_the_lease_lapses() -> None:
+    cancelled = anyio.Event()
+
+    async def block(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    caller = InProcessCaller({("mem", "work"): block})
+    store = CutOff()
+    await save_confirmed(store, "p", chain("p"))
+    async with Scheduler(store, caller, SchedulerConfig(lease_s=0.6)) as engine:
+        run = await engine.start("p")
+        await wait_until(lambda: caller.log.in_flight == 1)
+        store.cut = True
+        with anyio.fail_after(30), pytest.raises(UserError, match="lease on it is gone"):
+            await run.wait()
+        # Stopped, its call cancelled, and let go (where the store still takes that).
+        assert cancelled.is_set() and engine.active() == []
+        [lease] = await store.list_leases()
+        assert lease.owner is None
+    assert [tag for tag, _ in caller.log.started] == ["p/s0"]
 
 
 async def test_a_run_holds_its_lease_while_it_runs_and_frees_it_when_it_ends(

@@ -202,8 +202,27 @@ _SCHEMA_1: Final = (
     """,
 )
 
+# A batch's conditions are statements that fail (SQLSTATE TK001, naming the condition)
+# when they do not hold, so that a whole batch is sent at once: nothing after a failed
+# condition is done, and the transaction is rolled back.
+_SCHEMA_1_REQUIRE: Final = """
+    CREATE FUNCTION taskorch_require(ok boolean, what text) RETURNS boolean
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NOT ok THEN
+            RAISE EXCEPTION 'taskorch: % does not hold', what USING ERRCODE = 'TK001';
+        END IF;
+        RETURN true;
+    END
+    $$
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "initial schema: plans, runs and their leases, results, agents, stats", _SCHEMA_1),
+    Migration(
+        1,
+        "initial schema: plans, runs and their leases, results, agents, stats",
+        (*_SCHEMA_1, _SCHEMA_1_REQUIRE),
+    ),
 )
 """The PostgreSQL schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 

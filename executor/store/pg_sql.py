@@ -1,14 +1,16 @@
 """The SQL the PostgreSQL store runs: the SQLite store's statements in PostgreSQL's words.
 
 Positional statements take the rows `executor.store.codecs` builds, in the
-same column order as `executor.store.sql`'s. Times are bound as the ISO text
-the codecs write; PostgreSQL reads them into `timestamptz`. Lease times are
-the database's own clock (`now()`).
+same column order as `executor.store.sql`'s, as one array per column (one
+statement per table, whatever the number of rows). Times are bound as the ISO
+text the codecs write; PostgreSQL reads them into `timestamptz`. Lease times
+are the database's own clock (`now()`).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Sequence
+from typing import Any, Final
 
 __all__ = [
     "CANCEL_REQUESTS",
@@ -18,9 +20,8 @@ __all__ = [
     "DELETE_RESULT",
     "FOLD_DURATION",
     "INSERT_EVENT",
-    "INSERT_PART",
+    "INSERT_PARTS",
     "INSERT_PLAN",
-    "INSERT_RESULT",
     "INSERT_STEP",
     "LATEST_VERSION",
     "LEASES",
@@ -30,9 +31,13 @@ __all__ = [
     "RELEASE",
     "RENEW",
     "RENEW_ONE",
+    "REPLACE_RESULT",
     "REQUEST_CANCEL",
+    "REQUIRE_FAILED",
     "UPSERT_ATTEMPT",
     "UPSERT_STATE",
+    "columns",
+    "required",
 ]
 
 INSERT_PLAN: Final = """
@@ -45,15 +50,23 @@ ON CONFLICT (plan_id, version) DO NOTHING
 RETURNING 1
 """
 
+# A batch's rows go as one array per column (`columns()`): one statement per table,
+# whatever the number of rows. Times are ISO text, read into timestamptz here.
 INSERT_STEP: Final = """
 INSERT INTO steps (plan_id, version, step_id, position, server, tool, content)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+SELECT * FROM unnest(%b::text[], %b::int[], %b::text[], %b::int[], %b::text[], %b::text[],
+                     %b::text[])
 """
 
+# ON CONFLICT may change a row once per statement: the store keeps the last state of a
+# step (and of an attempt) in a batch.
 UPSERT_STATE: Final = """
 INSERT INTO step_states (plan_id, version, step_id, status, attempts, output, result, error,
                          started_at, finished_at, updated_at, summary, skip_reason)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT p, v, s, st, n, o, r, e, sa::timestamptz, fa::timestamptz, ua::timestamptz, su, sk
+FROM unnest(%b::text[], %b::int[], %b::text[], %b::text[], %b::int[], %b::text[], %b::text[],
+            %b::text[], %b::text[], %b::text[], %b::text[], %b::text[], %b::text[])
+     AS t (p, v, s, st, n, o, r, e, sa, fa, ua, su, sk)
 ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
     status = excluded.status, attempts = excluded.attempts, output = excluded.output,
     result = excluded.result, error = excluded.error, started_at = excluded.started_at,
@@ -64,14 +77,23 @@ ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
 UPSERT_ATTEMPT: Final = """
 INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error,
                       call_s)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+SELECT p, v, s, n, st, sa::timestamptz, fa::timestamptz, e, c
+FROM unnest(%b::text[], %b::int[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[],
+            %b::text[], %b::float8[]) AS t (p, v, s, n, st, sa, fa, e, c)
 ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at,
     finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s
 """
 
+# Identities are given in the order the rows come, which is the batch's: the seqs back,
+# sorted, are the events' in order.
 INSERT_EVENT: Final = """
-INSERT INTO events (plan_id, kind, step_id, at, data) VALUES (%s, %s, %s, %s, %s) RETURNING seq
+INSERT INTO events (plan_id, kind, step_id, at, data)
+SELECT p, k, s, a::timestamptz, d
+FROM unnest(%b::text[], %b::text[], %b::text[], %b::text[], %b::text[]) WITH ORDINALITY
+     AS t (p, k, s, a, d, i)
+ORDER BY i
+RETURNING seq
 """
 
 # One plan's events are written under a lock of that plan, taken just before they get
@@ -80,10 +102,10 @@ INSERT INTO events (plan_id, kind, step_id, at, data) VALUES (%s, %s, %s, %s, %s
 # The locks are taken in one order, so two writers never wait for each other in a ring.
 LOCK_EVENTS: Final = """
 SELECT count(pg_advisory_xact_lock(1414221650, k))
-FROM (SELECT DISTINCT hashtext(p) AS k FROM unnest(%s::text[]) AS p ORDER BY k) AS keys
+FROM (SELECT DISTINCT hashtext(p) AS k FROM unnest(%b::text[]) AS p ORDER BY k) AS keys
 """
 
-NOTIFY_MANY: Final = "SELECT count(pg_notify(%s, payload)) FROM unnest(%s::text[]) AS payload"
+NOTIFY_MANY: Final = "SELECT count(pg_notify(%s, payload)) FROM unnest(%b::text[]) AS payload"
 
 # Welford's update: in DO UPDATE, `t.` is the row before this duration.
 FOLD_DURATION: Final = """
@@ -136,6 +158,25 @@ WHERE plan_id = %(plan_id)s AND version = %(version)s AND status = %(status)s
   AND lease_owner = %(owner)s
 RETURNING 1
 """
+
+
+def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as one list per column, for the `unnest` of a statement here."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def required(statement: str, what: str) -> str:
+    """`statement`, failing (SQLSTATE TK001, naming `what`) when it returns no row."""
+    return (
+        f"WITH done AS ({statement.strip()}) "
+        f"SELECT taskorch_require(EXISTS (SELECT 1 FROM done), '{what}')"
+    )
+
+
+REQUIRE_FAILED: Final = "TK001"
+"""The SQLSTATE of a condition of `required` that does not hold."""
 
 # Runs are given as two arrays (plan ids, versions), or NULL for every one.
 _CHOSEN: Final = """
@@ -193,16 +234,24 @@ SELECT plan_id, version FROM plans
 WHERE status = 'executing' AND cancel_requested_at IS NOT NULL AND {_CHOSEN}
 """
 
-DELETE_RESULT: Final = (
-    "DELETE FROM step_results WHERE plan_id = %s AND version = %s AND step_id = %s"
-)
-
-INSERT_RESULT: Final = """
-INSERT INTO step_results (plan_id, version, step_id, skeleton, parts) VALUES (%s, %s, %s, %s, %s)
+DELETE_RESULT: Final = """
+DELETE FROM step_results
+WHERE (plan_id, version, step_id) IN (SELECT * FROM unnest(%b::text[], %b::int[], %b::text[]))
 """
 
-INSERT_PART: Final = """
-INSERT INTO result_parts (plan_id, version, step_id, part, data) VALUES (%s, %s, %s, %s, %s)
+# A step's result in place of its previous one (whose parts go by cascade).
+REPLACE_RESULT: Final = """
+WITH gone AS (
+    DELETE FROM step_results WHERE plan_id = %(plan_id)s AND version = %(version)s
+                                 AND step_id = %(step_id)s
+)
+INSERT INTO step_results (plan_id, version, step_id, skeleton, parts)
+VALUES (%(plan_id)s, %(version)s, %(step_id)s, %(skeleton)s, %(parts)s)
+"""
+
+INSERT_PARTS: Final = """
+INSERT INTO result_parts (plan_id, version, step_id, part, data)
+SELECT %s, %s, %s, i - 1, d FROM unnest(%b::bytea[]) WITH ORDINALITY AS t (d, i)
 """
 
 LATEST_VERSION: Final = (

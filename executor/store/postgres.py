@@ -1,10 +1,10 @@
 """`PostgresStore`: the `Store` on a PostgreSQL database, shared by several replicas.
 
 psycopg 3 (async) over a connection pool. Every public write is one
-transaction; a run's batch is sent in pipeline mode, its condition first and
-then everything else with the COMMIT: two round trips. A lease is time by the
-database's clock (`now()`), and runs are claimed with `FOR UPDATE SKIP
-LOCKED`. Cancel requests and event feeds are woken by LISTEN/NOTIFY (one
+transaction; a run's batch is sent whole in pipeline mode, with its COMMIT: one
+round trip (its conditions fail the batch when they do not hold). A lease is
+time by the database's clock (`now()`), and runs are claimed with `FOR UPDATE
+SKIP LOCKED`. Cancel requests and event feeds are woken by LISTEN/NOTIFY (one
 connection per store, `executor.store.pg_listen`); since a notification can be
 lost with its connection, every wait also reads the database again at least
 once a second. The URL's password is never said: messages name the database
@@ -318,7 +318,7 @@ class PostgresStore:
         plan_ids = sorted({str(r[0]) for r in rows})
         await conn.execute(q.LOCK_EVENTS.encode(), (plan_ids,))
         cur = conn.cursor()
-        await cur.executemany(q.INSERT_EVENT.encode(), rows, returning=True)
+        await cur.execute(q.INSERT_EVENT.encode(), q.columns(rows, 5))
         payloads = [json.dumps({"p": p}) for p in plan_ids]
         await conn.execute(q.NOTIFY_MANY.encode(), (self._events_channel, payloads))
         return cur
@@ -328,13 +328,7 @@ class PostgresStore:
         """The seqs `_add_events` got back, in the order of its rows (after a sync)."""
         if cur is None:
             return []
-        seqs: list[int] = []
-        while True:
-            row = await cur.fetchone()
-            assert row is not None
-            seqs.append(int(row[0]))
-            if not cur.nextset():
-                return seqs
+        return sorted(int(row[0]) for row in await cur.fetchall())
 
     # --- plans ---
 
@@ -376,8 +370,8 @@ class PostgresStore:
                     "save a new version instead"
                 )
             if step_rows:
-                await conn.cursor().executemany(q.INSERT_STEP.encode(), step_rows)
-                await conn.cursor().executemany(q.UPSERT_STATE.encode(), state_rows)
+                await conn.execute(q.INSERT_STEP.encode(), q.columns(step_rows, 7))
+                await conn.execute(q.UPSERT_STATE.encode(), q.columns(state_rows, 13))
             await self._add_events(conn, event_rows)
 
         await self._transact(body)
@@ -645,15 +639,16 @@ class PostgresStore:
         if not batch:
             return []
         now = codecs.now_text()
-        state_rows = [codecs.state_row(s, now) for s in batch.step_states]
-        results = [r for r in map(result_rows, batch.step_states) if r is not None]
+        # One row per key, the last given: a statement changes a row once.
+        states = list({(s.plan_id, s.version, s.step_id): s for s in batch.step_states}.values())
+        state_rows = [codecs.state_row(s, now) for s in states]
+        results = [r for r in map(result_rows, states) if r is not None]
         # A step reset to pending (a re-run, a decision) keeps no result of its past.
         reset_keys = [
-            (s.plan_id, s.version, s.step_id)
-            for s in batch.step_states
-            if s.status is StepStatus.PENDING
+            (s.plan_id, s.version, s.step_id) for s in states if s.status is StepStatus.PENDING
         ]
-        attempt_rows = [codecs.attempt_row(a) for a in batch.attempts]
+        attempts = {(a.plan_id, a.version, a.step_id, a.attempt): a for a in batch.attempts}
+        attempt_rows = [codecs.attempt_row(a) for a in attempts.values()]
         event_rows = [codecs.event_row(e) for e in batch.events]
         # Folded in one order (by tool, each tool's durations in theirs): two batches
         # updating the same tools never wait for each other's row locks in a ring.
@@ -667,39 +662,78 @@ class PostgresStore:
         expect, change = batch.expect, batch.plan_status
 
         async def body(conn: Conn) -> AsyncCursor[Any] | None:
-            checks: list[tuple[AsyncCursor[Any], Callable[[], Awaitable[None]]]] = []
+            # One round trip: the conditions come first and fail the batch when they do
+            # not hold, so nothing after them is done (see `pg_sql.required`).
             if expect is not None:
-                checks.append(await _queue_expect(conn, expect))
+                await conn.execute(*_expect_statement(expect))
             if change is not None:
-                checks.append(await _queue_change(conn, change, now))
-            if checks:
-                # The conditions first: nothing else is sent unless they hold.
-                await _sync(conn)
-                for cur, refuse in checks:
-                    if await cur.fetchone() is None:
-                        await refuse()
-            cur = conn.cursor()
+                await conn.execute(_REQUIRED_CHANGE, _change_params(change, now))
             if state_rows:
-                await cur.executemany(q.UPSERT_STATE.encode(), state_rows)
+                await conn.execute(q.UPSERT_STATE.encode(), q.columns(state_rows, 13))
             if reset_keys:
-                await cur.executemany(q.DELETE_RESULT.encode(), reset_keys)
+                await conn.execute(q.DELETE_RESULT.encode(), q.columns(reset_keys, 3))
             for rows in results:
                 await _write_result(conn, rows)
             if attempt_rows:
-                await cur.executemany(q.UPSERT_ATTEMPT.encode(), attempt_rows)
+                await conn.execute(q.UPSERT_ATTEMPT.encode(), q.columns(attempt_rows, 9))
             if duration_params:
-                await cur.executemany(q.FOLD_DURATION.encode(), duration_params)
+                await conn.cursor().executemany(q.FOLD_DURATION.encode(), duration_params)
             return await self._add_events(conn, event_rows)
 
         try:
             seq_cursor = await self._transact(body, pipeline=True)
         except StoreError as exc:
-            # Pipelined, a missing step is told at the commit, as the driver's error.
+            # Pipelined, a refusal is told at the commit, as the driver's error.
             cause = exc.__cause__
             if isinstance(cause, errors.ForeignKeyViolation):
                 raise _unknown_steps(batch, cause) from cause
+            if isinstance(cause, psycopg.Error) and cause.sqlstate == q.REQUIRE_FAILED:
+                message = str(cause)
+                if expect is not None and "expect" in message:
+                    raise await self._refusal(expect) from None
+                if change is not None and "change" in message:
+                    raise await self._change_refusal(change) from None
             raise
         return await self._seqs(seq_cursor)
+
+    async def _refusal(self, expect: ExpectedPlanStatus) -> TaskorchError:
+        """Why a batch's condition did not hold (read after the batch was refused)."""
+        status = PlanStatus(expect.status).value
+        rows = await self._read(
+            "SELECT status, lease_owner FROM plans WHERE plan_id = %s AND version = %s",
+            (expect.plan_id, expect.version),
+        )
+        if not rows:
+            return NotFoundError(f"no plan {expect.plan_id!r} version {expect.version}")
+        stored, owner = rows[0]["status"], rows[0]["lease_owner"]
+        if stored != status or expect.lease is None:
+            return TransitionError(
+                f"plan {expect.plan_id!r} version {expect.version} is {stored}, not "
+                f"{status}: another process changed it; nothing was written"
+            )
+        holder = "nobody" if owner is None else f"owner {owner!r}"
+        return TransitionError(
+            f"plan {expect.plan_id!r} version {expect.version} is no longer run by this "
+            f"process (its lease now belongs to {holder}): another process took it over "
+            "after this one's lease expired; nothing was written"
+        )
+
+    async def _change_refusal(self, change: PlanStatusChange) -> TaskorchError:
+        """Why a batch's status change was refused (read after the batch was refused)."""
+        rows = await self._read(
+            "SELECT status FROM plans WHERE plan_id = %s AND version = %s",
+            (change.plan_id, change.version),
+        )
+        if not rows:
+            return NotFoundError(f"no plan {change.plan_id!r} version {change.version}")
+        try:
+            check_transition(PlanStatus(rows[0]["status"]), PlanStatus(change.status))
+        except TransitionError as exc:
+            return exc
+        return TransitionError(  # allowed now, refused then: it changed in between
+            f"plan {change.plan_id!r} version {change.version} changed status while it "
+            "was written; nothing was written"
+        )
 
     async def get_attempts(
         self, plan_id: str, version: int, step_id: str | None = None
@@ -977,83 +1011,40 @@ def _change_params(
     }
 
 
-async def _sync(conn: Conn) -> None:
-    pipeline = conn._pipeline
-    assert pipeline is not None
-    await pipeline.sync()
+def _expect_statement(expect: ExpectedPlanStatus) -> tuple[bytes, dict[str, Any]]:
+    """A batch's condition, as a statement that fails when it does not hold."""
+    params: dict[str, Any] = {
+        "plan_id": expect.plan_id,
+        "version": expect.version,
+        "status": PlanStatus(expect.status).value,
+    }
+    if expect.lease is None:
+        return _REQUIRED_STATUS, params
+    params.update(owner=expect.lease.owner, lease_s=expect.lease.lease_s)
+    return _REQUIRED_LEASE, params
 
 
-async def _queue_expect(
-    conn: Conn, expect: ExpectedPlanStatus
-) -> tuple[AsyncCursor[Any], Callable[[], Awaitable[None]]]:
-    """Queue a batch's condition; the second item raises why it failed (no row came back)."""
-    status = PlanStatus(expect.status).value
-    lease = expect.lease
-    params = {"plan_id": expect.plan_id, "version": expect.version, "status": status}
-    cur = conn.cursor()
-    if lease is None:
-        await cur.execute(q.CHECK_STATUS.encode(), params)
-    else:
-        params.update(owner=lease.owner, lease_s=lease.lease_s)
-        await cur.execute(q.RENEW_ONE.encode(), params)
-
-    async def refuse() -> None:
-        found = await conn.execute(
-            b"SELECT status, lease_owner FROM plans WHERE plan_id = %s AND version = %s",
-            (expect.plan_id, expect.version),
-        )
-        row = await found.fetchone()
-        if row is None:
-            raise NotFoundError(f"no plan {expect.plan_id!r} version {expect.version}")
-        if row[0] != status:
-            raise TransitionError(
-                f"plan {expect.plan_id!r} version {expect.version} is {row[0]}, not "
-                f"{status}: another process changed it; nothing was written"
-            )
-        holder = "nobody" if row[1] is None else f"owner {row[1]!r}"
-        raise TransitionError(
-            f"plan {expect.plan_id!r} version {expect.version} is no longer run by this "
-            f"process (its lease now belongs to {holder}): another process took it over "
-            "after this one's lease expired; nothing was written"
-        )
-
-    return cur, refuse
-
-
-async def _queue_change(
-    conn: Conn, change: PlanStatusChange, now: str
-) -> tuple[AsyncCursor[Any], Callable[[], Awaitable[None]]]:
-    """Queue a batch's status change; the second item raises why it was refused."""
-    cur = conn.cursor()
-    await cur.execute(q.CHANGE_STATUS.encode(), _change_params(change, now))
-
-    async def refuse() -> None:
-        found = await conn.execute(
-            b"SELECT status FROM plans WHERE plan_id = %s AND version = %s",
-            (change.plan_id, change.version),
-        )
-        row = await found.fetchone()
-        if row is None:
-            raise NotFoundError(f"no plan {change.plan_id!r} version {change.version}")
-        check_transition(PlanStatus(row[0]), PlanStatus(change.status))
-        raise TransitionError(  # allowed, yet refused: it changed in between
-            f"plan {change.plan_id!r} version {change.version} changed status while it "
-            "was written; nothing was written"
-        )
-
-    return cur, refuse
+_REQUIRED_STATUS: Final = q.required(q.CHECK_STATUS, "expect").encode()
+_REQUIRED_LEASE: Final = q.required(q.RENEW_ONE, "expect").encode()
+_REQUIRED_CHANGE: Final = q.required(q.CHANGE_STATUS, "change").encode()
 
 
 async def _write_result(conn: Conn, rows: ResultRows) -> None:
     """Queue a step's result in place of its previous one (its parts go by cascade)."""
-    await conn.execute(q.DELETE_RESULT.encode(), rows.key)
-    await conn.execute(q.INSERT_RESULT.encode(), (*rows.key, rows.skeleton, rows.parts))
+    plan_id, version, step_id = rows.key
+    await conn.execute(
+        q.REPLACE_RESULT.encode(),
+        {
+            "plan_id": plan_id,
+            "version": version,
+            "step_id": step_id,
+            "skeleton": rows.skeleton,
+            "parts": rows.parts,
+        },
+    )
     if rows.blobs:
-        parts = [
-            (*rows.key, i, blob if isinstance(blob, bytes) else blob.encode("utf-8"))
-            for i, blob in enumerate(rows.blobs)
-        ]
-        await conn.cursor().executemany(q.INSERT_PART.encode(), parts)
+        data = [b if isinstance(b, bytes) else b.encode("utf-8") for b in rows.blobs]
+        await conn.execute(q.INSERT_PARTS.encode(), (*rows.key, data))
 
 
 def _unknown_steps(batch: WriteBatch, exc: Exception) -> NotFoundError:

@@ -68,16 +68,14 @@ async def makespan_ratio(store: Store) -> float:
     return statistics.median(times) / bound
 
 
-async def both_stores(sqlite_path: Path, pg_url: str) -> dict[str, object]:
+async def both_stores(sqlite_path: Path, pg_url: str, pg_async_url: str) -> dict[str, object]:
     figures: dict[str, object] = {"load_average_1min": round(os.getloadavg()[0], 2)}
     stores: dict[str, Callable[[], Awaitable[Any]]] = {
         "sqlite": lambda: SqliteStore.open(sqlite_path),
         "postgres": lambda: PostgresStore.open(pg_url),
         # SQLite's guarantee at `synchronous=NORMAL`: a crash of taskorch or of the
         # database loses nothing; a power cut may lose the last commits.
-        "postgres_async_commit": lambda: PostgresStore.open(
-            pg_url + "%20-csynchronous_commit%3Doff"
-        ),
+        "postgres_async_commit": lambda: PostgresStore.open(pg_async_url),
     }
     rates: dict[str, float] = {}
     for name, opener in stores.items():
@@ -167,8 +165,12 @@ def main() -> dict[str, object]:
     figures: dict[str, object] = {}
     with running_server(durable=True) as server, tempfile.TemporaryDirectory() as tmp:
         server.execute("CREATE SCHEMA stores")
+        server.execute("CREATE SCHEMA stores_async")
         stores_url = f"{server.url()}?options=-csearch_path%3Dstores"
-        figures.update(anyio.run(both_stores, Path(tmp) / "bench.db", stores_url))
+        async_url = (
+            f"{server.url()}?options=-csearch_path%3Dstores_async%20-csynchronous_commit%3Doff"
+        )
+        figures.update(anyio.run(both_stores, Path(tmp) / "bench.db", stores_url, async_url))
         rates = {}
         for n in (1, 3):
             server.execute(f"CREATE SCHEMA replicas{n}")

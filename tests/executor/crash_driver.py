@@ -32,8 +32,7 @@ from typing import Any
 import anyio
 
 from executor.errors import NotFoundError
-from executor.run import Decision, ExecutionReport, Run, Scheduler, SchedulerConfig
-from executor.run.follow import FollowedRun
+from executor.run import Decision, ExecutionReport, FollowedRun, Run, Scheduler, SchedulerConfig
 from executor.status import PlanStatus
 from executor.store import SqliteStore
 from tests.executor.scheduler_support import engine_caller, save_confirmed

@@ -18,8 +18,7 @@ import pytest
 from executor.calls import ProgressFn
 from executor.errors import StoreError, UserError
 from executor.plan import utc_now
-from executor.run import Run, Scheduler, SchedulerConfig
-from executor.run.follow import FollowedRun
+from executor.run import FollowedRun, Run, Scheduler, SchedulerConfig
 from executor.run.leases import machine_id
 from executor.status import PlanStatus, StepStatus
 from executor.store import RunKey, RunLease, SqliteStore, Store

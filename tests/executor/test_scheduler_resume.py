@@ -13,8 +13,7 @@ from executor.catalog import ToolAnnotations
 from executor.errors import ErrorKind, UserError
 from executor.plan import utc_now
 from executor.records import AttemptRecord, Event, EventKind, StepState
-from executor.run import Scheduler
-from executor.run.follow import FollowedRun
+from executor.run import FollowedRun, Scheduler
 from executor.status import PlanStatus, SkipReason, StepStatus
 from executor.store import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
 from tests.executor.scheduler_support import (

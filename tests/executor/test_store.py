@@ -1291,12 +1291,12 @@ async def test_a_skip_by_decision_stored_before_migration_9_keeps_its_meaning(
     path = tmp_path / "old.db"
     async with await SqliteStore.open(path) as store:
         await store.save_plan(make_plan())
-    # As schema 4 kept them: a skip by decision was told by its error's kind alone.
+    # As schema 8 kept them: a skip by decision was told by its error's kind alone.
     decided = '{"kind":"interrupted","message":"skipped by decision after an interruption"}'
     blocked = '{"kind":"cancelled","message":"not run: a dependency did not succeed"}'
     raw_script(
         path,
-        "ALTER TABLE step_states DROP COLUMN skip_reason; PRAGMA user_version = 4; "
+        "ALTER TABLE step_states DROP COLUMN skip_reason; PRAGMA user_version = 8; "
         f"UPDATE step_states SET status = 'skipped', error = '{decided}' WHERE step_id = 's0';"
         f"UPDATE step_states SET status = 'skipped', error = '{blocked}' WHERE step_id = 's1';",
     )

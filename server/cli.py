@@ -164,9 +164,9 @@ def _fast_value(key: str, value: str) -> Any:
             return float(value)
         except ValueError:
             return None
-    if key in ("config", "db"):
+    if key == "config":
         path = Path(value)
-        return None if key == "config" and path.is_dir() else path
+        return None if path.is_dir() else path
     if key == "log_level" and value.upper() not in _LOG_LEVELS:
         return None
     return value

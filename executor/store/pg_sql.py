@@ -22,6 +22,7 @@ __all__ = [
     "INSERT_EVENT",
     "INSERT_PARTS",
     "INSERT_PLAN",
+    "INSERT_RESULT",
     "INSERT_STEP",
     "LATEST_VERSION",
     "LEASES",
@@ -31,7 +32,6 @@ __all__ = [
     "RELEASE",
     "RENEW",
     "RENEW_ONE",
-    "REPLACE_RESULT",
     "REQUEST_CANCEL",
     "REQUIRE_FAILED",
     "UPSERT_ATTEMPT",
@@ -239,14 +239,8 @@ DELETE FROM step_results
 WHERE (plan_id, version, step_id) IN (SELECT * FROM unnest(%b::text[], %b::int[], %b::text[]))
 """
 
-# A step's result in place of its previous one (whose parts go by cascade).
-REPLACE_RESULT: Final = """
-WITH gone AS (
-    DELETE FROM step_results WHERE plan_id = %(plan_id)s AND version = %(version)s
-                                 AND step_id = %(step_id)s
-)
-INSERT INTO step_results (plan_id, version, step_id, skeleton, parts)
-VALUES (%(plan_id)s, %(version)s, %(step_id)s, %(skeleton)s, %(parts)s)
+INSERT_RESULT: Final = """
+INSERT INTO step_results (plan_id, version, step_id, skeleton, parts) VALUES (%s, %s, %s, %s, %s)
 """
 
 INSERT_PARTS: Final = """

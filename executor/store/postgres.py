@@ -1031,17 +1031,10 @@ _REQUIRED_CHANGE: Final = q.required(q.CHANGE_STATUS, "change").encode()
 
 async def _write_result(conn: Conn, rows: ResultRows) -> None:
     """Queue a step's result in place of its previous one (its parts go by cascade)."""
-    plan_id, version, step_id = rows.key
-    await conn.execute(
-        q.REPLACE_RESULT.encode(),
-        {
-            "plan_id": plan_id,
-            "version": version,
-            "step_id": step_id,
-            "skeleton": rows.skeleton,
-            "parts": rows.parts,
-        },
-    )
+    # Two statements: a data-modifying CTE and its main statement run as one, so an
+    # insert would still meet the row the CTE deletes.
+    await conn.execute(q.DELETE_RESULT.encode(), [[v] for v in rows.key])
+    await conn.execute(q.INSERT_RESULT.encode(), (*rows.key, rows.skeleton, rows.parts))
     if rows.blobs:
         data = [b if isinstance(b, bytes) else b.encode("utf-8") for b in rows.blobs]
         await conn.execute(q.INSERT_PARTS.encode(), (*rows.key, data))

@@ -65,12 +65,14 @@ def replicas(config: Path, db_url: str, names: str) -> Iterator[dict[str, Replic
     started: dict[str, Replica] = {}
     env = {**clean_env(), "TASKORCH_TOKEN": TOKEN, "TASKORCH_DB": db_url}
     try:
-        for name in names:
+        for i, name in enumerate(names):
             port = free_port()
             log = config.parent / f"replica-{name}.log"
+            # The first names its database on the command line, the others in the environment.
+            db = ["--db", db_url] if i == 0 else []
             with log.open("wb") as out:
                 proc = subprocess.Popen(
-                    [*SERVE, "--config", str(config), "--http", "--port", str(port)],
+                    [*SERVE, "--config", str(config), "--http", "--port", str(port), *db],
                     cwd=ROOT,
                     env=env,
                     stdin=subprocess.DEVNULL,

@@ -485,6 +485,20 @@ async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: Store) ->
     assert stored.output is None and stored.summary == summary
 
 
+async def test_a_new_result_replaces_the_last_one_whole(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    long, short = {"type": "text", "text": "a" * 5000}, {"type": "text", "text": "b"}
+    first = ToolResult(content=[long, short])
+    second = ToolResult(content=[{"type": "text", "text": "c" * 3000}], structured_content={"n": 2})
+    for result in (first, second):
+        # A failed attempt's result, then the retry's: one batch each.
+        await store.write(
+            WriteBatch(step_states=[state(plan, "s0", StepStatus.RUNNING, result=result)])
+        )
+    assert await store.get_step_result("p1", 1, "s0") == second
+
+
 def _db_size(store: Store) -> int:
     if not isinstance(store, SqliteStore):
         return 0  # PostgreSQL compresses long values: rows are counted instead

@@ -29,6 +29,7 @@ def _typer_params(args: list[str]) -> dict[str, Any]:
         [],
         ["--config", "c.json", "--db", "t.db"],
         ["--config=c.json", "--db=sub/t.db", "--log-level", "debug"],
+        ["--db", "postgresql://orch:pw@db.internal:5432/taskorch?sslmode=require"],
         ["--http", "--host", "0.0.0.0", "--port", "9000", "--token", "secret"],
         ["--allow-host", "a.example", "--http", "--allow-host=b.example:8000"],
         ["--http", "--max-connections", "16", "--request-timeout=2.5", "--keep-alive", "3"],

@@ -26,7 +26,7 @@ __all__ = [
     "INSERT_STEP",
     "LATEST_VERSION",
     "LEASES",
-    "LOCK_EVENTS",
+    "LOCK_AND_NOTIFY",
     "NOTIFY_MANY",
     "PLAN_SELECT",
     "RELEASE",
@@ -100,9 +100,11 @@ RETURNING seq
 # their seqs: two transactions adding events to one plan then commit in seq order, so a
 # reader paging by seq never passes over an event committed later with a smaller seq.
 # The locks are taken in one order, so two writers never wait for each other in a ring.
-LOCK_EVENTS: Final = """
-SELECT count(pg_advisory_xact_lock(1414221650, k))
-FROM (SELECT DISTINCT hashtext(p) AS k FROM unnest(%b::text[]) AS p ORDER BY k) AS keys
+# The plans' followers are notified in the same statement (delivered at the commit).
+LOCK_AND_NOTIFY: Final = """
+SELECT (SELECT count(pg_advisory_xact_lock(1414221650, k))
+        FROM (SELECT DISTINCT hashtext(p) AS k FROM unnest(%b::text[]) AS p ORDER BY k) AS keys),
+       (SELECT count(pg_notify(%s, payload)) FROM unnest(%b::text[]) AS payload)
 """
 
 NOTIFY_MANY: Final = "SELECT count(pg_notify(%s, payload)) FROM unnest(%b::text[]) AS payload"

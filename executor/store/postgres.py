@@ -267,10 +267,12 @@ class PostgresStore:
     ) -> _T:
         """Run `body` in one transaction on a pooled connection: it commits whole or not at all.
 
-        With `pipeline`, statements are queued and sent together; `body` syncs when
-        it needs an answer, and the rest goes with the COMMIT. The wait is shielded
-        from cancellation (bounded by the store's timeout), so a cancelled caller
-        never wonders whether its commit happened.
+        With `pipeline`, `body` only queues statements (it must not wait for an
+        answer): they go at once with the BEGIN and the COMMIT, in one round trip.
+        (An explicit transaction, not the implicit one of a pipeline's segment: on
+        an error psycopg then forgets the statements it prepared in it.) The wait is
+        shielded from cancellation (bounded by the store's timeout), so a cancelled
+        caller never wonders whether its commit happened.
         """
 
         async def transaction(conn: Conn) -> _T:
@@ -298,16 +300,17 @@ class PostgresStore:
         return result
 
     async def _read(self, query: str, params: Any = None) -> list[dict[str, Any]]:
-        """Run one query on a pooled connection and return its rows as dicts."""
-        pool = self._require_pool()
-        try:
-            with anyio.fail_after(self._timeout_s):
-                async with pool.connection() as conn:
-                    cur = conn.cursor(row_factory=dict_row)
-                    await cur.execute(query.encode(), params)  # our own SQL, values bound
-                    return await cur.fetchall()
-        except (psycopg.Error, PoolTimeout, TimeoutError, UnicodeEncodeError) as exc:
-            raise self._failure(exc) from exc
+        """Run one query on a pooled connection and return its rows as dicts.
+
+        Shielded like a write: a query cut off by a cancel would cost its connection.
+        """
+
+        async def body(conn: Conn) -> list[dict[str, Any]]:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(query.encode(), params)  # our own SQL, values bound
+            return await cur.fetchall()
+
+        return await self._shielded(body)
 
     async def _add_events(
         self, conn: Conn, rows: Sequence[tuple[Any, ...]]
@@ -316,11 +319,10 @@ class PostgresStore:
         if not rows:
             return None
         plan_ids = sorted({str(r[0]) for r in rows})
-        await conn.execute(q.LOCK_EVENTS.encode(), (plan_ids,))
+        payloads = [json.dumps({"p": p}) for p in plan_ids]
+        await conn.execute(q.LOCK_AND_NOTIFY.encode(), (plan_ids, self._events_channel, payloads))
         cur = conn.cursor()
         await cur.execute(q.INSERT_EVENT.encode(), q.columns(rows, 5))
-        payloads = [json.dumps({"p": p}) for p in plan_ids]
-        await conn.execute(q.NOTIFY_MANY.encode(), (self._events_channel, payloads))
         return cur
 
     @staticmethod

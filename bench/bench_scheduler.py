@@ -36,13 +36,14 @@ import psutil
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolInfo
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.ids import PlanId
 from executor.plan import Plan, Step
-from executor.progress import PlanGraph
 from executor.run import Scheduler, SchedulerConfig
-from executor.specs import StdioServerSpec
 from executor.status import PlanStatus
 from executor.store import SqliteStore, Store
+from executor.task_client import TaskHooks
+from executor.validate import checked_graph
 
 SLEEP_S = 0.05
 RUNS = 5
@@ -67,6 +68,7 @@ class InProcess:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         sid = arguments.get("sid")
         if sid is not None:
@@ -115,7 +117,7 @@ def random_dag(
 
 def lower_bound_s(plan: Plan, concurrency: int, seconds: float) -> float:
     """No schedule can beat the critical path, nor the work spread over the slots."""
-    height = max(PlanGraph.of(plan.steps).height.values())
+    height = max(checked_graph(plan.steps).height.values())
     return max(height * seconds, len(plan.steps) * seconds / concurrency)
 
 
@@ -185,7 +187,7 @@ async def makespans(db: Path) -> dict[str, object]:
     async with await SqliteStore.open(db) as store:
         shape = random_dag("shape", 200, "mem", "sleep", {})
         bound = lower_bound_s(shape, 16, SLEEP_S)
-        figures["dag_critical_path_steps"] = max(PlanGraph.of(shape.steps).height.values())
+        figures["dag_critical_path_steps"] = max(checked_graph(shape.steps).height.values())
         figures["lower_bound_s_16"] = round(bound, 3)
         # One server here, so its call limit must not be the tighter one.
         config = SchedulerConfig(max_parallel_steps=16, max_calls_per_server=16)

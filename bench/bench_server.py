@@ -30,9 +30,10 @@ from server.demo import child_env, demo_config, repo_root
 
 RUNS = 10
 IMPORT_RUNS = 5
-# As `serve` imports them: the collector paused (see `server.cli._pause_gc`).
+# As `serve` imports them: the collector paused (see `server.cli.common.pause_gc`).
 _SERVE_IMPORTS = (
-    "import gc; gc.disable(); import server.cli, server.config, server.orchestrator, server.app"
+    "import gc; gc.disable(); "
+    "import server.cli.main, server.config, server.service, server.mcp.build"
 )
 
 
@@ -57,8 +58,8 @@ async def _one(workdir: Path, index: int) -> float:
         async with Client(stdio_client(params, errlog=errlog)) as client:
             tools = await client.list_tools()
             elapsed = time.perf_counter() - t0
-    if len(tools.tools) != 11:
-        raise RuntimeError(f"expected taskorch's 11 tools, got {len(tools.tools)}")
+    if len(tools.tools) != 12:
+        raise RuntimeError(f"expected taskorch's 12 tools, got {len(tools.tools)}")
     return elapsed
 
 

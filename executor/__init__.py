@@ -1,326 +1,112 @@
 """The runtime: plan model, validation, downstream connections, the run engine, the store.
 
-Names are imported on first use (`__getattr__` below), so that importing one
-module (`executor.errors`, say) does not load the SDK's client, the scheduler
-and jsonschema: `taskorch serve` and the CLI's `--help` start faster.
+Names are imported on first use (see `executor._utils.export_lazily`), so that
+importing one module (`executor.errors`, say) does not load the SDK's client,
+the scheduler and jsonschema: `taskorch serve` and the CLI's `--help` start faster.
 """
 
 from __future__ import annotations
 
 import typing
 
-from executor._utils import lazy_exports as _lazy_exports
+from executor._utils import export_lazily as _export_lazily
 
-# `typing` itself, not its names: the package's namespace holds only its exports.
-if typing.TYPE_CHECKING:
-    from executor.calls import ProgressFn, ToolCaller, ToolResult
-    from executor.catalog import Catalog, ToolAnnotations, ToolInfo, make_alias
-    from executor.downstream import (
-        DEFAULT_MAX_TIMEOUT_S,
-        Pool,
-        ServerEventFn,
-        ServerHealth,
-        ServerStatus,
-        classify_exception,
-        render_health_table,
-    )
-    from executor.errors import (
-        ApprovalError,
-        ConfigError,
-        CorruptDatabaseError,
-        Delivery,
-        ErrorKind,
-        InternalError,
-        NotFoundError,
-        PlanValidationError,
-        SchemaTooNewError,
-        StepReferenceError,
-        StoreError,
-        TaskorchError,
-        ToolCallError,
-        TransitionError,
-        UserError,
-    )
-    from executor.ids import AgentName, PlanId, ServerName, StepId, ToolName
-    from executor.plan import OnError, Plan, RetryPolicy, Step, StepError
-    from executor.policy import (
-        AgentConfig,
-        AgentLimits,
-        AutoApprove,
-        ModelSettings,
-        ResponseMode,
-        ToolPolicy,
-    )
-    from executor.records import (
-        AttemptRecord,
-        Event,
-        EventKind,
-        LastFailure,
-        PlannerAttempt,
-        ServerEvent,
-        ServerEventKind,
-        StepState,
-        ToolCallStats,
-        ToolStats,
-    )
-    from executor.refs import StepRef, find_references, parse_template, resolve_references
-    from executor.retry import RetryDecision, Verdict, decide
-    from executor.run import (
-        Decision,
-        ExecutionProgress,
-        ExecutionReport,
-        OnInterrupted,
-        Run,
-        RunOwner,
-        Scheduler,
-        SchedulerConfig,
-        StepReport,
-        Subscription,
-    )
-    from executor.specs import (
-        HttpServerSpec,
-        ServerSpec,
-        SseServerSpec,
-        StdioServerSpec,
-        WebSocketServerSpec,
-    )
-    from executor.stats import (
-        CriticalStep,
-        RunAnalysis,
-        ServerCallStats,
-        Stats,
-        analyse_run,
-        collect_stats,
-        parse_since,
-    )
-    from executor.status import PlanStatus, RunPhase, SkipReason, StepStatus, check_transition
-    from executor.store import (
-        ExpectedPlanStatus,
-        LeaseInfo,
-        PlanStatusChange,
-        RunLease,
-        SqliteStore,
-        Store,
-        WriteBatch,
-    )
-    from executor.validate import (
-        Problem,
-        check_arguments,
-        check_plan,
-        parse_steps,
-        topological_order,
-        validate_plan,
-    )
-
-__all__ = [
-    "DEFAULT_MAX_TIMEOUT_S",
-    "AgentConfig",
-    "AgentLimits",
-    "AgentName",
-    "ApprovalError",
-    "AttemptRecord",
-    "AutoApprove",
-    "Catalog",
-    "ConfigError",
-    "CorruptDatabaseError",
-    "CriticalStep",
-    "Decision",
-    "Delivery",
-    "ErrorKind",
-    "Event",
-    "EventKind",
-    "ExecutionProgress",
-    "ExecutionReport",
-    "ExpectedPlanStatus",
-    "HttpServerSpec",
-    "InternalError",
-    "LastFailure",
-    "LeaseInfo",
-    "ModelSettings",
-    "NotFoundError",
-    "OnError",
-    "OnInterrupted",
-    "Plan",
-    "PlanId",
-    "PlanStatus",
-    "PlanStatusChange",
-    "PlanValidationError",
-    "PlannerAttempt",
-    "Pool",
-    "Problem",
-    "ProgressFn",
-    "ResponseMode",
-    "RetryDecision",
-    "RetryPolicy",
-    "Run",
-    "RunAnalysis",
-    "RunLease",
-    "RunOwner",
-    "RunPhase",
-    "Scheduler",
-    "SchedulerConfig",
-    "SchemaTooNewError",
-    "ServerCallStats",
-    "ServerEvent",
-    "ServerEventFn",
-    "ServerEventKind",
-    "ServerHealth",
-    "ServerName",
-    "ServerSpec",
-    "ServerStatus",
-    "SkipReason",
-    "SqliteStore",
-    "SseServerSpec",
-    "Stats",
-    "StdioServerSpec",
-    "Step",
-    "StepError",
-    "StepId",
-    "StepRef",
-    "StepReferenceError",
-    "StepReport",
-    "StepState",
-    "StepStatus",
-    "Store",
-    "StoreError",
-    "Subscription",
-    "TaskorchError",
-    "ToolAnnotations",
-    "ToolCallError",
-    "ToolCallStats",
-    "ToolCaller",
-    "ToolInfo",
-    "ToolName",
-    "ToolPolicy",
-    "ToolResult",
-    "ToolStats",
-    "TransitionError",
-    "UserError",
-    "Verdict",
-    "WebSocketServerSpec",
-    "WriteBatch",
-    "analyse_run",
-    "check_arguments",
-    "check_plan",
-    "check_transition",
-    "classify_exception",
-    "collect_stats",
-    "decide",
-    "find_references",
-    "make_alias",
-    "parse_since",
-    "parse_steps",
-    "parse_template",
-    "render_health_table",
-    "resolve_references",
-    "topological_order",
-    "validate_plan",
-]
-
-_HOME = {
-    "DEFAULT_MAX_TIMEOUT_S": "executor.downstream",
-    "AgentConfig": "executor.policy",
-    "AgentLimits": "executor.policy",
-    "AgentName": "executor.ids",
-    "ApprovalError": "executor.errors",
-    "AttemptRecord": "executor.records",
-    "AutoApprove": "executor.policy",
-    "Catalog": "executor.catalog",
-    "ConfigError": "executor.errors",
-    "CorruptDatabaseError": "executor.errors",
-    "Decision": "executor.run",
-    "Delivery": "executor.errors",
-    "ErrorKind": "executor.errors",
-    "Event": "executor.records",
-    "EventKind": "executor.records",
-    "ExecutionProgress": "executor.run",
-    "ExecutionReport": "executor.run",
-    "ExpectedPlanStatus": "executor.store",
-    "LeaseInfo": "executor.store",
-    "RunLease": "executor.store",
-    "HttpServerSpec": "executor.specs",
-    "InternalError": "executor.errors",
-    "ModelSettings": "executor.policy",
-    "NotFoundError": "executor.errors",
-    "OnError": "executor.plan",
-    "OnInterrupted": "executor.run",
-    "Plan": "executor.plan",
-    "PlanId": "executor.ids",
-    "PlanStatus": "executor.status",
-    "PlanStatusChange": "executor.store",
-    "PlanValidationError": "executor.errors",
-    "PlannerAttempt": "executor.records",
-    "Pool": "executor.downstream",
-    "Problem": "executor.validate",
-    "ProgressFn": "executor.calls",
-    "ResponseMode": "executor.policy",
-    "RetryDecision": "executor.retry",
-    "RetryPolicy": "executor.plan",
-    "Run": "executor.run",
-    "RunOwner": "executor.run",
-    "RunPhase": "executor.status",
-    "Scheduler": "executor.run",
-    "SchedulerConfig": "executor.run",
-    "SchemaTooNewError": "executor.errors",
-    "ServerHealth": "executor.downstream",
-    "ServerName": "executor.ids",
-    "ServerSpec": "executor.specs",
-    "ServerStatus": "executor.downstream",
-    "SkipReason": "executor.status",
-    "SqliteStore": "executor.store",
-    "SseServerSpec": "executor.specs",
-    "StdioServerSpec": "executor.specs",
-    "Step": "executor.plan",
-    "StepError": "executor.plan",
-    "StepId": "executor.ids",
-    "StepRef": "executor.refs",
-    "StepReferenceError": "executor.errors",
-    "StepReport": "executor.run",
-    "StepState": "executor.records",
-    "StepStatus": "executor.status",
-    "Store": "executor.store",
-    "StoreError": "executor.errors",
-    "Subscription": "executor.run",
-    "TaskorchError": "executor.errors",
-    "ToolAnnotations": "executor.catalog",
-    "ToolCallError": "executor.errors",
-    "ToolCaller": "executor.calls",
-    "ToolInfo": "executor.catalog",
-    "ToolName": "executor.ids",
-    "ToolPolicy": "executor.policy",
-    "ToolResult": "executor.calls",
-    "ToolStats": "executor.records",
-    "TransitionError": "executor.errors",
-    "UserError": "executor.errors",
-    "Verdict": "executor.retry",
-    "WebSocketServerSpec": "executor.specs",
-    "WriteBatch": "executor.store",
-    "check_arguments": "executor.validate",
-    "check_plan": "executor.validate",
-    "check_transition": "executor.status",
-    "classify_exception": "executor.downstream",
-    "decide": "executor.retry",
-    "find_references": "executor.refs",
-    "make_alias": "executor.catalog",
-    "parse_steps": "executor.validate",
-    "parse_template": "executor.refs",
-    "render_health_table": "executor.downstream",
-    "resolve_references": "executor.refs",
-    "topological_order": "executor.validate",
-    "validate_plan": "executor.validate",
-    "ServerEventFn": "executor.downstream",
-    "LastFailure": "executor.records",
-    "ServerEvent": "executor.records",
-    "ServerEventKind": "executor.records",
-    "ToolCallStats": "executor.records",
-    "CriticalStep": "executor.stats",
-    "RunAnalysis": "executor.stats",
-    "ServerCallStats": "executor.stats",
-    "Stats": "executor.stats",
-    "analyse_run": "executor.stats",
-    "collect_stats": "executor.stats",
-    "parse_since": "executor.stats",
-}
-
-
-__getattr__, __dir__ = _lazy_exports(__name__, _HOME, globals())
+if typing.TYPE_CHECKING or not _export_lazily(globals()):
+    from executor.calls import ProgressFn as ProgressFn
+    from executor.calls import ToolCaller as ToolCaller
+    from executor.calls import ToolResult as ToolResult
+    from executor.catalog import Catalog as Catalog
+    from executor.catalog import ToolAnnotations as ToolAnnotations
+    from executor.catalog import ToolInfo as ToolInfo
+    from executor.catalog import make_alias as make_alias
+    from executor.downstream import DEFAULT_MAX_TIMEOUT_S as DEFAULT_MAX_TIMEOUT_S
+    from executor.downstream import HttpServerSpec as HttpServerSpec
+    from executor.downstream import Pool as Pool
+    from executor.downstream import ServerEventFn as ServerEventFn
+    from executor.downstream import ServerHealth as ServerHealth
+    from executor.downstream import ServerSpec as ServerSpec
+    from executor.downstream import ServerStatus as ServerStatus
+    from executor.downstream import SseServerSpec as SseServerSpec
+    from executor.downstream import StdioServerSpec as StdioServerSpec
+    from executor.downstream import WebSocketServerSpec as WebSocketServerSpec
+    from executor.errors import ApprovalError as ApprovalError
+    from executor.errors import CannotAsk as CannotAsk
+    from executor.errors import ConfigError as ConfigError
+    from executor.errors import CorruptDatabaseError as CorruptDatabaseError
+    from executor.errors import Delivery as Delivery
+    from executor.errors import ErrorKind as ErrorKind
+    from executor.errors import InternalError as InternalError
+    from executor.errors import NotFoundError as NotFoundError
+    from executor.errors import PlanValidationError as PlanValidationError
+    from executor.errors import SchemaTooNewError as SchemaTooNewError
+    from executor.errors import StepReferenceError as StepReferenceError
+    from executor.errors import StoreError as StoreError
+    from executor.errors import TaskorchError as TaskorchError
+    from executor.errors import ToolCallError as ToolCallError
+    from executor.errors import TransitionError as TransitionError
+    from executor.errors import UserError as UserError
+    from executor.graph import Graph as Graph
+    from executor.ids import PlanId as PlanId
+    from executor.ids import StepId as StepId
+    from executor.plan import OnError as OnError
+    from executor.plan import Plan as Plan
+    from executor.plan import RetryPolicy as RetryPolicy
+    from executor.plan import Step as Step
+    from executor.plan import StepError as StepError
+    from executor.policy import AgentConfig as AgentConfig
+    from executor.policy import AgentLimits as AgentLimits
+    from executor.policy import AutoApprove as AutoApprove
+    from executor.policy import ModelSettings as ModelSettings
+    from executor.policy import ResponseMode as ResponseMode
+    from executor.policy import ToolPolicy as ToolPolicy
+    from executor.records import AttemptRecord as AttemptRecord
+    from executor.records import Event as Event
+    from executor.records import EventKind as EventKind
+    from executor.records import LastFailure as LastFailure
+    from executor.records import PlannerAttempt as PlannerAttempt
+    from executor.records import ServerEvent as ServerEvent
+    from executor.records import ServerEventKind as ServerEventKind
+    from executor.records import StepState as StepState
+    from executor.records import ToolCallStats as ToolCallStats
+    from executor.records import ToolStats as ToolStats
+    from executor.refs import StepRef as StepRef
+    from executor.refs import find_references as find_references
+    from executor.refs import parse_template as parse_template
+    from executor.refs import resolve_references as resolve_references
+    from executor.retry import RetryDecision as RetryDecision
+    from executor.retry import Verdict as Verdict
+    from executor.retry import decide as decide
+    from executor.run import Decision as Decision
+    from executor.run import ExecutionProgress as ExecutionProgress
+    from executor.run import ExecutionReport as ExecutionReport
+    from executor.run import OnInterrupted as OnInterrupted
+    from executor.run import Run as Run
+    from executor.run import RunOwner as RunOwner
+    from executor.run import Scheduler as Scheduler
+    from executor.run import SchedulerConfig as SchedulerConfig
+    from executor.run import StepReport as StepReport
+    from executor.run import Subscription as Subscription
+    from executor.stats import CriticalStep as CriticalStep
+    from executor.stats import RunAnalysis as RunAnalysis
+    from executor.stats import ServerCallStats as ServerCallStats
+    from executor.stats import Stats as Stats
+    from executor.stats import analyse_run as analyse_run
+    from executor.stats import collect_stats as collect_stats
+    from executor.stats import parse_since as parse_since
+    from executor.status import PlanStatus as PlanStatus
+    from executor.status import RunPhase as RunPhase
+    from executor.status import SkipReason as SkipReason
+    from executor.status import StepStatus as StepStatus
+    from executor.status import check_transition as check_transition
+    from executor.store import ExpectedPlanStatus as ExpectedPlanStatus
+    from executor.store import LeaseInfo as LeaseInfo
+    from executor.store import PlanStatusChange as PlanStatusChange
+    from executor.store import RunLease as RunLease
+    from executor.store import SqliteStore as SqliteStore
+    from executor.store import Store as Store
+    from executor.store import WriteBatch as WriteBatch
+    from executor.validate import Problem as Problem
+    from executor.validate import check_arguments as check_arguments
+    from executor.validate import checked_graph as checked_graph
+    from executor.validate import parse_steps as parse_steps
+    from executor.validate import validate_plan as validate_plan

@@ -25,7 +25,8 @@ def export_lazily(namespace: dict[str, Any]) -> bool:
     Call it as `if TYPE_CHECKING or not export_lazily(globals()):` above the
     block of `from module import Name as Name` lines: type checkers read the
     imports, and at run time each name is imported from its module on first
-    use. The package's `__all__` becomes the sorted names.
+    use (at once when a submodule has its name). The package's `__all__`
+    becomes the sorted names.
 
     Args:
         namespace: The package's `globals()`.
@@ -44,8 +45,14 @@ def export_lazily(namespace: dict[str, Any]) -> bool:
             for stmt in node.body:
                 if isinstance(stmt, ast.ImportFrom) and stmt.module and stmt.level == 0:
                     homes.update((a.asname or a.name, stmt.module) for a in stmt.names)
-    getattr_, dir_ = lazy_exports(namespace["__name__"], homes, namespace)
+    package = namespace["__name__"]
+    getattr_, dir_ = lazy_exports(package, homes, namespace)
     namespace.update(__getattr__=getattr_, __dir__=dir_, __all__=sorted(homes))
+    for name, home in homes.items():
+        if home == f"{package}.{name}":
+            # A submodule of the export's name: importing it (as a sibling may)
+            # would bind the module under that name, so the export is bound now.
+            namespace[name] = getattr(importlib.import_module(home), name)
     return True
 
 

@@ -1,25 +1,10 @@
 """Built-in pure steps under the reserved server name `taskorch`, run in-process.
 
-Many tools answer only text ("The sum of 2 and 3 is 5."); these steps turn
-text into values a plan can use, and values back into text:
-
-- `extract(text, pattern, flags?, type?)`: a regular expression's first match
-  (`value`: its first group, or the whole match), every match (`matches`), the
-  groups and named groups; `type` converts values (`number`, `integer`,
-  `boolean`, `json`, default `string`);
-- `select(value, path)`: the value at a reference path (`items.0.name`) in
-  JSON, or in a string holding JSON;
-- `split_lines(text, keep_empty?, strip?)`: the lines of a text;
-- `join(items, separator?)`: items joined into one text (non-strings as JSON);
-- `format(template, values)`: `{name}` or `{a.b.0}` replaced from `values`,
-  `{{` and `}}` for literal braces.
-
-`BuiltinCaller` wraps any `ToolCaller`: calls to server `taskorch` run here,
-others go to the wrapped caller, and its catalog is the wrapped one plus
-these tools, so plans are validated against them like any other. Arguments
-are checked against the input schema again at run time (references are
-resolved by then); a step that cannot do its work (no match is not such a
-case, a value that does not convert is) answers `isError`.
+`extract`, `select`, `split_lines`, `join` and `format` turn tools' text into
+values a plan can use and back (the README lists their arguments).
+`BuiltinCaller` wraps any `ToolCaller`: calls to `taskorch` run here, others go
+through, and its catalog adds these tools, so plans are validated against them
+like any other.
 """
 
 from __future__ import annotations
@@ -28,7 +13,7 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 
@@ -36,6 +21,9 @@ from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import ErrorKind, StepReferenceError, ToolCallError
 from executor.refs import read_path
+
+if TYPE_CHECKING:
+    from executor.task_client import TaskHooks
 
 __all__ = ["BUILTIN_SERVER", "BuiltinCaller", "builtin_tools"]
 
@@ -316,6 +304,7 @@ class BuiltinCaller:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         """Run a built-in tool, or pass the call on to the wrapped caller."""
         if server != BUILTIN_SERVER:
@@ -327,7 +316,7 @@ class BuiltinCaller:
                     tool=tool,
                 )
             return await self.inner.call(
-                server, tool, arguments, timeout_s=timeout_s, on_progress=on_progress
+                server, tool, arguments, timeout_s=timeout_s, on_progress=on_progress, task=task
             )
         builtin = _BUILTINS.get(tool)
         if builtin is None:

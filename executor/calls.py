@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from executor.catalog import Catalog
+
+if TYPE_CHECKING:
+    from executor.task_client import TaskHooks
 
 __all__ = ["ProgressFn", "ToolCaller", "ToolResult", "share_long_strings"]
 
@@ -88,9 +91,12 @@ class ToolCaller(Protocol):
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         """Call one tool and return its full result.
 
+        `task`, when given, hears of a downstream task the call becomes, or
+        names one to follow instead of calling (`executor.task_client`).
         `isError` results are returned, not raised; transport failures raise
         `ToolCallError` with the classified `ErrorKind`.
         """

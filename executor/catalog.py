@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,6 +100,18 @@ class Catalog:
             by_key[info.key] = info.model_copy(update={"alias": alias})
         self._by_key = by_key
         self._by_alias = {t.alias: t for t in by_key.values()}
+        self._down: Mapping[str, str] = {}
+
+    @property
+    def down(self) -> Mapping[str, str]:
+        """Configured servers that are down (their tools are missing), and why."""
+        return self._down
+
+    def with_down(self, down: Mapping[str, str]) -> Catalog:
+        """The same tools, knowing which configured servers are down and why."""
+        other = copy.copy(self)
+        other._down = dict(down)
+        return other
 
     def get(self, server: str, tool: str) -> ToolInfo | None:
         """Return the tool, or `None` when the catalog has no such pair."""

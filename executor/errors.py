@@ -12,6 +12,7 @@ TaskorchError
 │   ├── SchemaTooNewError          written by a newer taskorch
 │   └── CorruptDatabaseError       not a database, or damaged
 ├── ToolCallError                  a downstream call failed (carries an ErrorKind and a Delivery)
+├── CannotAsk                      a downstream tool's question has nobody to answer it
 └── InternalError                  a bug in taskorch
     └── TransitionError            an illegal status change was attempted
 ```
@@ -27,6 +28,7 @@ from enum import StrEnum
 
 __all__ = [
     "ApprovalError",
+    "CannotAsk",
     "ConfigError",
     "CorruptDatabaseError",
     "Delivery",
@@ -127,6 +129,10 @@ class SchemaTooNewError(StoreError):
 
 class CorruptDatabaseError(StoreError):
     """The file is not a taskorch database or is damaged; it is never replaced."""
+
+
+class CannotAsk(TaskorchError):
+    """A downstream tool asked its client something, and nobody can answer; the message says why."""
 
 
 class ToolCallError(TaskorchError):

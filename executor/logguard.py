@@ -1,7 +1,8 @@
 """Keeping logs bounded and clean when what is logged comes from outside.
 
 `LineBudget` is a token bucket over lines: a server's log file takes at most
-`burst` lines at once, then `per_s` a second (see `executor.transports.StderrLog`).
+`burst` lines at once, then `per_s` a second (see
+`executor.downstream.transports.stderr.StderrLog`).
 `LogGuard` is a `logging.Filter` for taskorch's own log handler: it scrubs
 secrets from every record and stops any one logging call from flooding the log,
 counting what it drops and saying how many it dropped.
@@ -15,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 
-from executor.redact import Scrubber
+from executor.downstream.redact import Scrubber
 
 __all__ = ["LineBudget", "LogGuard"]
 

@@ -26,6 +26,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from executor.plan import Plan, RetryPolicy
 
 __all__ = [
+    "DEFAULT_LEASE_S",
+    "DEFAULT_MAX_CONCURRENT_EXECUTIONS",
+    "DEFAULT_MAX_PARALLEL_STEPS",
     "DEFAULT_MAX_STEPS",
     "AgentConfig",
     "AgentLimits",
@@ -43,6 +46,12 @@ __all__ = [
 
 DEFAULT_MAX_STEPS = 200
 """Most steps a plan may have unless the config or its agent allows fewer."""
+DEFAULT_MAX_CONCURRENT_EXECUTIONS = 4
+"""Runs in progress at once, unless the config says otherwise."""
+DEFAULT_MAX_PARALLEL_STEPS = 16
+"""Steps in flight per run, unless the config or the plan's agent says otherwise."""
+DEFAULT_LEASE_S = 30.0
+"""How long a process's claim on a run holds without renewal, unless configured."""
 
 MaxSteps = Annotated[int, Field(ge=1, le=100_000)]
 """A step limit: the one shape of `AgentLimits.max_steps` and the config's `limits.max_steps`."""

@@ -101,6 +101,9 @@ class AttemptRecord(BaseModel):
     """Seconds the call itself took, from a monotonic clock, once it ended: the
     attempt's time less its wait for the server's call limit. `None` when the tool
     was never called (refused or cancelled first) or the call is still in flight."""
+    task_id: str | None = None
+    """The downstream task the call became (MCP Tasks), recorded before it is polled:
+    after a crash the step follows this task instead of calling the tool again."""
 
 
 class EventKind(StrEnum):

@@ -1,18 +1,7 @@
-"""The `${step.path}` reference syntax that moves data between steps.
+"""The `${step.path}` references that move data between steps (syntax: the README).
 
-Inside a step's `arguments`:
-
-- a string that is exactly `"${s1}"` or `"${s1.a.b.0}"` becomes that value,
-  keeping its JSON type;
-- a reference inside a longer string is interpolated as text (strings as they
-  are, anything else as compact JSON);
-- `$$` stands for one literal `$`; a `$` not followed by `{` or `$` is literal.
-
-A finished step is a `StepValue`: its output, and the content blocks its
-tool returned. A path starting with `content` reads those blocks
-(`${img.content.0.data}`) unless the output itself has a `content` key.
-
-Only values are templated, never object keys.
+Finding them in a step's arguments, parsing them, and resolving them against
+finished steps (`StepValue`: a step's output and its content blocks).
 """
 
 from __future__ import annotations

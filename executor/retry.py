@@ -1,22 +1,9 @@
 """The one retry decision: whether a failed call runs again, fails, or waits for a person.
 
-The scheduler asks `decide` after every failed attempt, when a stopping run cuts
-a call off, and, after a crash, for every call it finds in flight; nothing else
-judges whether repeating a call is safe. The rule, by `Delivery`:
-
-- *not delivered*: the request never reached the tool, so it is retried as the
-  step's `RetryPolicy` allows (attempts left, kind not non-retryable);
-- *ambiguous*: the call may have taken effect. It is retried as the policy
-  allows only when the tool is annotated idempotent or read-only, or the policy
-  opts in (`non_idempotent`); otherwise the step is interrupted and waits for
-  `rerun` or `skip`;
-- *answered*: a protocol or argument error (anything but `tool_error`) is never
-  retried, whatever the policy; a tool error is retried only for a tool safe to
-  repeat, or with the opt-in.
-
-A crash (`ErrorKind.INTERRUPTED`) is ambiguous, but taskorch's failure rather
-than the tool's: it spends no attempt, so a call safe to repeat is always
-called again, and any other waits for a decision.
+The scheduler asks `decide` after every failed attempt, when a stopping run
+cuts a call off, and after a crash for every call it finds in flight. The rule
+goes by `Delivery` and whether the tool is safe to repeat (the README, "Retries
+never repeat an effect"); a crash spends no attempt.
 """
 
 from __future__ import annotations

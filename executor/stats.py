@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict, Field
 
 from executor.errors import UserError
+from executor.graph import Graph
 from executor.plan import Plan, utc_now
-from executor.progress import PlanGraph
 from executor.records import AttemptRecord, ServerEvent, ServerEventKind, StepState, ToolCallStats
 from executor.status import StepStatus
 
@@ -415,7 +415,7 @@ def analyse_run(
     times: dict[str, _StepTime] = {}
     came_after: dict[str, str | None] = {}
     by_id = {s.id: s for s in plan.steps}
-    for sid in PlanGraph.of(plan.steps).order:
+    for sid in Graph(plan.steps).order:
         step = by_id[sid]
         mine = tries.get(step.id)
         if not mine:

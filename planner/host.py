@@ -1,47 +1,12 @@
 """Planning with the host's own model, from inside an `MCPServer` tool call.
 
-The MCP SDK v2 lets a tool ask its client to sample a model through a
-*resolver*: a tool parameter annotated `Annotated[T, Resolve(fn)]` is filled by
-running `fn` first, and `fn` may return a `Sample` request, whose result the
-framework injects. How it travels depends on the protocol the client speaks:
-
-- **2025-11-25**: a `sampling/createMessage` request goes to the client in the
-  middle of the call, and the answer comes back within it.
-- **2026-07-28**: the call ends with an `InputRequiredResult` carrying the
-  request; the client samples and calls the tool again with the answer
-  (`inputResponses`) and an opaque `requestState`. Every resolver runs again
-  each round; recorded answers are matched to questions by their exact rendering.
-
-One resolver asks one question, so the repair loop is unrolled into a chain of
-resolvers, `start -> ask1 -> feed1 -> ask2 -> feed2 -> ... -> finish`, where
-each `ask` asks only if the plan is not yet valid. Prompts are rendered
-deterministically, so each round re-asks nothing already answered.
-
-Wiring it into a tool:
-
-```python
-async def host_request(query: str, ctx: Context) -> PlanRequest | None:
-    if not host_supports_sampling(ctx):
-        return None          # plan some other way (or report that none is configured)
-    return PlanRequest(query=query, catalog=await pool.catalog(), agent=agent)
-
-host = HostPlanning(host_request, PlannerOptions(max_repairs=2))
-
-@app.tool()
-async def create_plan(
-    query: str, planned: Annotated[HostPlanOutcome | None, Resolve(host.resolver)]
-) -> ...:
-    draft = planned.unwrap() if planned is not None else ...
-    for attempt in planned.attempts: await store.record_planner_attempt(attempt)
-```
-
-The SDK reads the `Resolve` marker through `typing.get_type_hints`, so with
-`from __future__ import annotations` the `HostPlanning` object must be a module
-global (as `host` above), where the string annotation can be evaluated.
-
-The request resolver takes tool arguments by name and the `Context`, like any
-resolver. Return `None` from it to skip host planning for a call (steps were
-given, a model is configured, or the client cannot sample).
+The SDK v2 fills a tool parameter annotated `Resolve(fn)` by running `fn`,
+which may return a `Sample` request: mid-call `sampling/createMessage` on
+2025-11-25, an `InputRequiredResult` and a second call on 2026-07-28, where
+every resolver runs again each round. One resolver asks one question, so the
+repair loop is unrolled into a chain (`start -> ask1 -> feed1 -> ... -> finish`,
+each `ask` asking only while the plan is invalid), with prompts rendered
+deterministically so that no round re-asks what was answered.
 """
 
 from __future__ import annotations
@@ -120,6 +85,29 @@ class _State:
 
 class HostPlanning:
     """Builds the resolver chain that plans with the host's model.
+
+    The SDK reads the `Resolve` marker through `typing.get_type_hints`, so with
+    `from __future__ import annotations` the `HostPlanning` object must be a
+    module global, where the string annotation can be evaluated. The request
+    resolver takes tool arguments by name and the `Context`, like any resolver;
+    it returns `None` to skip host planning for a call (steps were given, a
+    model is configured, or the client cannot sample).
+
+    Example:
+        ```python
+        async def host_request(query: str, ctx: Context) -> PlanRequest | None:
+            if not host_supports_sampling(ctx):
+                return None
+            return PlanRequest(query=query, catalog=await pool.catalog(), agent=agent)
+
+        host = HostPlanning(host_request, PlannerOptions(max_repairs=2))
+
+        @app.tool()
+        async def create_plan(
+            query: str, planned: Annotated[HostPlanOutcome | None, Resolve(host.resolver)]
+        ) -> ...:
+            draft = planned.unwrap() if planned is not None else ...
+        ```
 
     Attributes:
         resolver: The resolver to annotate a tool parameter with:

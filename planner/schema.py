@@ -1,24 +1,12 @@
 """The JSON Schema a plan answer must fit, built per request.
 
-The schema is `{strategy, steps}`; each step is one branch of an `anyOf`, one
-branch per tool the model was shown, whose `server` and `tool` are single-value
-enums and whose `arguments` is that tool's own input schema. A grammar-constrained
-decoder (llama.cpp, vLLM, ...) can then only write tools that exist, with
-arguments of the right shape.
-
-Two things make a tool's input schema unfit as it stands:
-
-- **References.** `"${s1.items}"` is a string, but it may stand where the tool
-  wants a number, an array or an object. Every value that is not a plain string
-  gets a second branch accepting one whole reference.
-- **Grammar converters.** llama.cpp's JSON-Schema-to-grammar converter knows a
-  subset of JSON Schema; unknown keywords, long repetition counts and arbitrary
-  regular expressions either fail the request or blow up the grammar. So the
-  tool schemas are reduced to a safe subset (`type`, `properties`, `required`,
-  `additionalProperties`, `items`, `enum`, `const`, `anyOf`, small length and
-  size bounds), local `$ref`s are inlined, and everything else is dropped. The
-  dropped constraints are not lost: validation after decoding checks the full
-  schema, and the repair loop sends any violation back.
+`{strategy, steps}`, each step one `anyOf` branch per tool shown (`server` and
+`tool` single-value enums, `arguments` the tool's input schema), so that a
+grammar-constrained decoder can only write tools that exist. Input schemas are
+adapted: a value that is not a plain string may also be one whole reference, and
+only the subset llama.cpp's grammar converter handles is kept (local `$ref`s
+inlined). What is dropped is still checked: validation after decoding reads the
+full schema, and the repair loop sends any violation back.
 """
 
 from __future__ import annotations

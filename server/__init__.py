@@ -1,4 +1,4 @@
-"""The face: the MCP server, the Python API, the CLI and config loading.
+"""The face: the Python API (`TaskOrchestrator`), the MCP server, the CLI and config loading.
 
 Names are imported on first use, so that `import server.config` (or the CLI's
 `--help`) does not load the MCP SDK and the engine.
@@ -6,78 +6,33 @@ Names are imported on first use, so that `import server.config` (or the CLI's
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import typing
 
-from executor._utils import lazy_exports as _lazy_exports
+from executor._utils import export_lazily as _export_lazily
 
-if TYPE_CHECKING:
-    from server.app import TaskorchServer, build_http_app, build_server, serve_http, serve_stdio
-    from server.config import TaskorchConfig, load_config, resolve_db_path
-    from server.http_guard import HttpLimits
-    from server.orchestrator import AgentList, ProgressUpdate, TaskOrchestrator
-    from server.render import render_graph, render_plan_json, render_timeline
-    from server.views import (
-        ExecutionReport,
-        PlanList,
-        PlanSummary,
-        PlanView,
-        ProgressView,
-        StepView,
-        ToolList,
-        ToolView,
-    )
-
-__all__ = [
-    "AgentList",
-    "ExecutionReport",
-    "HttpLimits",
-    "PlanList",
-    "PlanSummary",
-    "PlanView",
-    "ProgressUpdate",
-    "ProgressView",
-    "StepView",
-    "TaskOrchestrator",
-    "TaskorchConfig",
-    "TaskorchServer",
-    "ToolList",
-    "ToolView",
-    "build_http_app",
-    "build_server",
-    "load_config",
-    "render_graph",
-    "render_plan_json",
-    "render_timeline",
-    "resolve_db_path",
-    "serve_http",
-    "serve_stdio",
-]
-
-_HOME = {
-    "AgentList": "server.orchestrator",
-    "ExecutionReport": "server.views",
-    "HttpLimits": "server.http_guard",
-    "PlanList": "server.views",
-    "PlanSummary": "server.views",
-    "PlanView": "server.views",
-    "ProgressUpdate": "server.orchestrator",
-    "ProgressView": "server.views",
-    "StepView": "server.views",
-    "TaskOrchestrator": "server.orchestrator",
-    "TaskorchConfig": "server.config",
-    "TaskorchServer": "server.app",
-    "ToolList": "server.views",
-    "ToolView": "server.views",
-    "build_http_app": "server.app",
-    "build_server": "server.app",
-    "load_config": "server.config",
-    "render_graph": "server.render",
-    "render_plan_json": "server.render",
-    "render_timeline": "server.render",
-    "resolve_db_path": "server.config",
-    "serve_http": "server.app",
-    "serve_stdio": "server.app",
-}
-
-
-__getattr__, __dir__ = _lazy_exports(__name__, _HOME, globals())
+if typing.TYPE_CHECKING or not _export_lazily(globals()):
+    from server.config import HttpLimits as HttpLimits
+    from server.config import Limits as Limits
+    from server.config import TaskorchConfig as TaskorchConfig
+    from server.config import load_config as load_config
+    from server.config import resolve_db_path as resolve_db_path
+    from server.mcp import TaskorchServer as TaskorchServer
+    from server.mcp import build_http_app as build_http_app
+    from server.mcp import build_server as build_server
+    from server.mcp import serve_http as serve_http
+    from server.mcp import serve_stdio as serve_stdio
+    from server.planning import PlannerFor as PlannerFor
+    from server.progress import ProgressUpdate as ProgressUpdate
+    from server.render import render_graph as render_graph
+    from server.render import render_plan_json as render_plan_json
+    from server.render import render_timeline as render_timeline
+    from server.service import TaskOrchestrator as TaskOrchestrator
+    from server.views import AgentList as AgentList
+    from server.views import PlanList as PlanList
+    from server.views import PlanSummary as PlanSummary
+    from server.views import PlanView as PlanView
+    from server.views import ProgressView as ProgressView
+    from server.views import RunView as RunView
+    from server.views import StepView as StepView
+    from server.views import ToolList as ToolList
+    from server.views import ToolView as ToolView

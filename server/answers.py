@@ -19,7 +19,7 @@ from typing import Final, TypeVar
 import pydantic_core
 
 from executor.outputs import OutputSummary, cut_utf8, json_shape, value_text
-from server.views import ExecutionReport, PlanView, preview_of
+from server.views import PlanView, RunView, preview_of
 
 __all__ = ["BYTES_PER_TOKEN", "LINK_BYTES", "answer_bytes", "fit", "links_in"]
 
@@ -33,14 +33,14 @@ MAX_LINKS: Final = 20
 _HEAD_FLOOR: Final = 256
 """Bytes of beginning every preview keeps before outputs are shown whole."""
 
-_V = TypeVar("_V", PlanView, ExecutionReport)
+_V = TypeVar("_V", PlanView, RunView)
 
 
-def _json_bytes(view: PlanView | ExecutionReport) -> int:
+def _json_bytes(view: PlanView | RunView) -> int:
     return len(pydantic_core.to_json(view.model_dump(mode="json")))
 
 
-def links_in(view: PlanView | ExecutionReport) -> int:
+def links_in(view: PlanView | RunView) -> int:
     """Resource links an answer with this view carries: previews and non-text blocks."""
     count = sum(
         (s.output_preview is not None) + sum(c.type != "text" for c in s.content)
@@ -49,7 +49,7 @@ def links_in(view: PlanView | ExecutionReport) -> int:
     return min(count, MAX_LINKS)
 
 
-def answer_bytes(view: PlanView | ExecutionReport) -> int:
+def answer_bytes(view: PlanView | RunView) -> int:
     """What the answer costs: the view twice (structured and as text), plus its links."""
     return 2 * _json_bytes(view) + LINK_BYTES * links_in(view)
 
@@ -72,7 +72,7 @@ def _head(text: str, limit: int) -> str:
     return data[: cut_utf8(data, max(limit, 0))].decode("utf-8", "surrogatepass")
 
 
-def _outputs(view: PlanView | ExecutionReport) -> list[tuple[int, OutputSummary, bool]]:
+def _outputs(view: PlanView | RunView) -> list[tuple[int, OutputSummary, bool]]:
     """Every step with an output: (index, summary, shown whole so far)."""
     items: list[tuple[int, OutputSummary, bool]] = []
     for i, step in enumerate(view.steps):
@@ -88,7 +88,7 @@ def _outputs(view: PlanView | ExecutionReport) -> list[tuple[int, OutputSummary,
 
 
 def _shares(
-    view: PlanView | ExecutionReport, items: list[tuple[int, OutputSummary, bool]], room: int
+    view: PlanView | RunView, items: list[tuple[int, OutputSummary, bool]], room: int
 ) -> tuple[dict[int, int], set[int]]:
     """Who is shown whole, and how much beginning each preview gets.
 

@@ -1,13 +1,12 @@
-"""The approval question: what a person reads before a plan may run.
+"""Approval: the question a person reads, the rule that approves unasked, the decision.
 
-One text for every place a person approves (the MCP elicitation dialog, the
-CLI prompt). Everything in it that a caller or a downstream server chose is
-escaped onto its own line, so a query cannot print a step list or a hash of
-its own; every step is listed (past `ALL_STEPS_UP_TO`, every step that is not
-read-only or reaches the open world, and a count of the rest, by tool); each
-step says what its tool declares (read-only, writes, DESTRUCTIVE, open-world,
-or unknown when the catalog lacks it); whatever is shortened says by how much;
-and the last line names the `plan_hash` the answer approves.
+`record_decision` approves (binding the approval to one `plan_hash`) or rejects
+the latest version of a plan; `auto_approves` is an agent's `read_only` rule.
+`approval_text` is the one question for every place a person approves (the MCP
+elicitation dialog, the CLI prompt): whatever a caller or a server chose is
+escaped onto its own line, every step not read-only is listed with what its
+tool declares, every cut says how much it left out, and the last line names
+the `plan_hash` the answer approves.
 """
 
 from __future__ import annotations
@@ -16,12 +15,24 @@ import json
 import re
 import unicodedata
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from executor.catalog import Catalog, ToolInfo
-from executor.plan import Plan, Step
+from executor import ApprovalError, Catalog, Plan, PlanStatus, Step, ToolInfo, TransitionError
+from executor.policy import AgentConfig, AutoApprove
+from executor.records import Event, EventKind
 
-__all__ = ["ALL_STEPS_UP_TO", "QUOTE_LIMIT", "VALUE_LIMIT", "approval_text", "one_line"]
+if TYPE_CHECKING:
+    from executor import Store
+
+__all__ = [
+    "ALL_STEPS_UP_TO",
+    "QUOTE_LIMIT",
+    "VALUE_LIMIT",
+    "approval_text",
+    "auto_approves",
+    "one_line",
+    "record_decision",
+]
 
 ALL_STEPS_UP_TO = 30
 """Plans with at most this many steps are listed whole."""
@@ -156,3 +167,83 @@ def approval_text(plan: Plan, catalog: Catalog) -> str:
         f"Approving binds to plan_hash {plan.plan_hash}: a changed plan needs a new approval."
     )
     return "\n".join(lines)
+
+
+def auto_approves(agent: AgentConfig, plan: Plan, catalog: Catalog) -> bool:
+    """Whether `agent` approves `plan` unasked: its rule is `read_only` and every tool is."""
+    if agent.auto_approve is not AutoApprove.READ_ONLY:
+        return False
+    for step in plan.steps:
+        info = catalog.get(step.server, step.tool)
+        if info is None or not info.annotations.read_only:
+            return False
+    return True
+
+
+async def record_decision(
+    store: Store, plan_id: str, approve: bool, plan_hash: str | None, reason: str | None
+) -> Plan:
+    """Approve or reject the latest version of a plan; asked twice, the answer is the same.
+
+    Args:
+        store: Where the plan is.
+        plan_id: The plan.
+        approve: `True` to approve, `False` to reject.
+        plan_hash: The hash the user reviewed; refused when the plan differs.
+            `None` decides on the latest version as it is.
+        reason: Why, kept in the event log.
+
+    Raises:
+        NotFoundError: No such plan.
+        ApprovalError: The hash does not match, or the plan is past approval.
+    """
+    plan = await store.get_plan(plan_id)
+    if plan_hash is not None and plan_hash != plan.plan_hash:
+        raise ApprovalError(
+            f"plan {plan.id!r} is now version {plan.version} with plan_hash "
+            f"{plan.plan_hash!r}, not the {plan_hash!r} given: the plan changed since it "
+            "was reviewed; read it again (get_plan) and confirm with its current plan_hash"
+        )
+    target = PlanStatus.CONFIRMED if approve else PlanStatus.REJECTED
+    if plan.status is target or (approve and plan.is_approved):
+        return plan
+    if plan.status is PlanStatus.REJECTED:
+        # The engine's words, which running a rejected plan answers too; imported
+        # here so that deciding on a plan does not load the engine.
+        from executor.run import rejected_message
+
+        raise ApprovalError(rejected_message(plan))
+    if plan.status not in (PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION):
+        what = "approved" if approve else "rejected"
+        hint = (
+            "cancel_execution stops it"
+            if plan.status in (PlanStatus.CONFIRMED, PlanStatus.EXECUTING)
+            else "create_plan makes a new one"
+        )
+        raise ApprovalError(
+            f"plan {plan.id!r} is {plan.status.value}: only a plan awaiting confirmation "
+            f"can be {what}; {hint}"
+        )
+    kind = EventKind.PLAN_CONFIRMED if approve else EventKind.PLAN_REJECTED
+    event = Event(
+        plan_id=plan.id,
+        kind=kind,
+        data={"version": plan.version, "plan_hash": plan.plan_hash, "reason": reason or ""},
+    )
+    try:
+        return await store.update_plan_status(
+            plan.id,
+            plan.version,
+            target,
+            approved_hash=plan.plan_hash if approve else None,
+            events=[event],
+        )
+    except TransitionError:
+        # Someone else decided first; answer with what they decided.
+        current = await store.get_plan(plan.id, plan.version)
+        if current.status is target:
+            return current
+        raise ApprovalError(
+            f"plan {plan.id!r} became {current.status.value} meanwhile; "
+            "it can no longer be confirmed or rejected"
+        ) from None

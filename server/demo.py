@@ -1,6 +1,6 @@
 """`taskorch demo`: a real MCP session to `taskorch serve`, end to end, in seconds.
 
-It writes a temporary config naming the example servers of `examples/`
+It writes a temporary config naming the example servers of `server.examples`
 (started with this very Python, so nothing needs to be on `PATH`), starts
 `taskorch serve` over stdio as a child process with a temporary database,
 connects to it with the MCP SDK's `Client`, and then does what a host would:
@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,16 @@ import anyio
 __all__ = ["demo_config", "demo_plan", "repo_root", "run_demo"]
 
 EXAMPLE_SERVERS = {
-    "text": "examples.text_server",
-    "stats": "examples.stats_server",
-    "clock": "examples.clock_server",
-    "notes": "examples.notes_server",
+    "text": "server.examples.text_server",
+    "stats": "server.examples.stats_server",
+    "clock": "server.examples.clock_server",
+    "notes": "server.examples.notes_server",
 }
 """The example servers and their modules."""
 
 
 def repo_root() -> Path:
-    """The directory holding the `server` and `examples` packages."""
+    """The directory holding the `server` package: the checkout, or where it is installed."""
     return Path(__file__).resolve().parent.parent
 
 
@@ -54,14 +55,14 @@ def demo_config(workdir: Path, python: str = sys.executable) -> dict[str, Any]:
 
 
 def demo_plan() -> dict[str, Any]:
-    """The example plan, `examples/plan.json`."""
-    path = repo_root() / "examples" / "plan.json"
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    """The example plan, `server/examples/plan.json` (package data: it ships in the wheel)."""
+    text = files("server.examples").joinpath("plan.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
     return data
 
 
 def child_env() -> dict[str, str]:
-    """The environment for child processes: ours, with the repository importable."""
+    """The environment for child processes: ours, with `server` importable from a checkout too."""
     env = dict(os.environ)
     root = str(repo_root())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)

@@ -1,8 +1,10 @@
-"""What the faces hand back: plans, steps, progress and reports as plain JSON-able models.
+"""What the faces hand back: plans, steps, runs, progress and tools as JSON-able models.
 
 These are the output schemas of the MCP tools and the shape of the `plan://{id}`
-resource, so a model reading them can act on every field. Built from the
-executor's records by pure functions; nothing here touches the store.
+resource, so a model reading them can act on every field. A step is shown as
+the plan model has it (`StepView` is a `Step`) plus its outcome; a run as the
+engine reports it (`RunView` from an `ExecutionReport`). Built by pure
+functions; nothing here touches the store.
 """
 
 from __future__ import annotations
@@ -13,28 +15,33 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from executor.catalog import ToolInfo
+from executor import (
+    AgentConfig,
+    OnError,
+    Plan,
+    PlanStatus,
+    RetryPolicy,
+    RunAnalysis,
+    Step,
+    StepError,
+    StepState,
+    StepStatus,
+    ToolInfo,
+)
 from executor.outputs import OutputSummary
-from executor.plan import Plan, Step
-from executor.policy import AgentConfig
-from executor.records import StepState
-from executor.run import ExecutionProgress
-from executor.stats import RunAnalysis
-from executor.status import PlanStatus, StepStatus
 
 if TYPE_CHECKING:
-    from executor.run import StepReport
+    from executor import ExecutionProgress, ExecutionReport, StepReport
 
 __all__ = [
-    "AgentView",
+    "AgentList",
     "ContentView",
-    "ExecutionReport",
     "OutputPreview",
     "PlanList",
     "PlanSummary",
     "PlanView",
     "ProgressView",
-    "StepErrorView",
+    "RunView",
     "StepOutputPage",
     "StepView",
     "ToolList",
@@ -45,6 +52,7 @@ __all__ = [
     "plan_view",
     "preview_of",
     "progress_view",
+    "run_view",
     "step_view",
     "summaries",
     "tool_view",
@@ -53,18 +61,6 @@ __all__ = [
 _FROZEN = ConfigDict(frozen=True)
 _QUERY_SHOWN = 200
 """Characters of a query `list_plans` shows."""
-
-
-class StepErrorView(BaseModel):
-    """Why a step failed, was skipped, cancelled or interrupted."""
-
-    model_config = _FROZEN
-
-    kind: str
-    """The error kind: network, authentication, authorization, invalid_arguments,
-    tool_unavailable, tool_error, timeout, cancelled, interrupted or internal."""
-    message: str
-    """What happened, in the words of whoever reported it."""
 
 
 class OutputPreview(BaseModel):
@@ -107,23 +103,21 @@ class ContentView(BaseModel):
     """The resource link's name."""
 
 
-class StepView(BaseModel):
-    """One step, with where it stands in the latest run."""
+def _left_to_default(value: object) -> bool:
+    return value is None or value is OnError.FAIL
 
-    model_config = _FROZEN
 
-    id: str
-    """The step id; other steps read its output as `${id}` or `${id.key.0}`."""
-    server: str
-    """The downstream server's configured name."""
-    tool: str
-    """The tool's name on that server."""
-    arguments: dict[str, Any]
-    """The arguments as written, references unresolved."""
-    depends_on: list[str]
-    """Steps that must succeed first."""
-    description: str | None = None
-    """What the step is for."""
+class StepView(Step):
+    """One step as the plan has it (arguments as written), and where it stands in the latest run."""
+
+    # The run settings are shown only where a step sets them: answers are budgeted,
+    # and most steps leave them to their agent and the config.
+    timeout_s: float | None = Field(default=None, exclude_if=_left_to_default)
+    """Per-attempt timeout, when the step sets one."""
+    retry: RetryPolicy | None = Field(default=None, exclude_if=_left_to_default)
+    """Retry policy, when the step sets one."""
+    on_error: OnError = Field(default=OnError.FAIL, exclude_if=_left_to_default)
+    """`continue` when the step's failure skips only its dependents (else `fail`, not shown)."""
     status: StepStatus = StepStatus.PENDING
     """pending, running, succeeded, failed, skipped, cancelled or interrupted."""
     attempts: int = 0
@@ -136,8 +130,8 @@ class StepView(BaseModel):
     content: list[ContentView] = Field(default_factory=list)
     """Every content block the tool returned, when any is not text (images, audio,
     resources, links); empty otherwise (the output has the text)."""
-    error: StepErrorView | None = None
-    """Why the step did not succeed, when it did not."""
+    error: StepError | None = None
+    """Why the step did not succeed, when it did not (the message cut at 2,000 characters)."""
     started_at: datetime | None = None
     """When the step first started in the latest run."""
     finished_at: datetime | None = None
@@ -244,8 +238,8 @@ class ProgressView(BaseModel):
     """Steps in each status."""
 
 
-class ExecutionReport(BaseModel):
-    """What `execute_plan` answers: the run's outcome, or that it has started."""
+class RunView(BaseModel):
+    """What `execute_plan` and `cancel_execution` answer: a run's outcome, or that it started."""
 
     model_config = _FROZEN
 
@@ -259,6 +253,14 @@ class ExecutionReport(BaseModel):
     """Whether the run is over (completed, failed, cancelled) or waiting for a decision."""
     message: str
     """One sentence on the outcome and what to do next."""
+    needs_decision: list[str] = Field(default_factory=list)
+    """Interrupted steps that wait for `on_interrupted` ('rerun' or 'skip')."""
+    started_at: datetime | None = None
+    """When the latest run started."""
+    finished_at: datetime | None = None
+    """When it ended."""
+    duration_s: float | None = None
+    """Seconds from start to end, when both are known."""
     progress: ProgressView
     """Counts, percent, elapsed time and ETA."""
     steps: list[StepView]
@@ -330,13 +332,15 @@ class ToolList(BaseModel):
     """Configured servers that could not be reached (their tools are missing)."""
 
 
-class AgentView(BaseModel):
-    """An agent configuration, as stored."""
+class AgentList(BaseModel):
+    """The answer of `list_agents`."""
 
     model_config = _FROZEN
 
-    agent: AgentConfig
-    """The configuration."""
+    agents: list[AgentConfig]
+    """Every agent, by name."""
+    default_agent: str | None = None
+    """The agent used when a request names none (`null`: built-in defaults)."""
 
 
 def next_action(plan: Plan) -> str:
@@ -430,20 +434,15 @@ def step_view(step: Step, outcome: StepState | StepReport | None, plan_id: str =
         for c in (summary.content if summary is not None else ())
     ]
     return StepView(
-        id=step.id,
-        server=step.server,
-        tool=step.tool,
-        arguments=step.arguments,
-        depends_on=list(step.depends_on),
-        description=step.description,
+        **dict(step),
         status=outcome.status if outcome else StepStatus.PENDING,
         attempts=outcome.attempts if outcome else 0,
         output=outcome.output if outcome and preview is None else None,
         output_preview=preview,
         content=content,
-        error=StepErrorView(kind=error.kind.value, message=_shortened(error.message))
-        if error
-        else None,
+        error=None
+        if error is None
+        else error.model_copy(update={"message": _shortened(error.message)}),
         started_at=timed.started_at if timed else None,
         finished_at=timed.finished_at if timed else None,
         duration_s=outcome.duration_s if outcome else None,
@@ -471,6 +470,60 @@ def plan_view(
         next_action=next_action(plan),
         timing=timing,
     )
+
+
+def run_view(
+    plan: Plan,
+    report: ExecutionReport,
+    progress: ExecutionProgress,
+    *,
+    started: bool = False,
+    message: str | None = None,
+) -> RunView:
+    """The view of a run's report, every step of `plan` shown with its outcome.
+
+    Args:
+        plan: The plan version the report is of.
+        report: The engine's report.
+        progress: The run's progress when the report was made.
+        started: The run was just started and not waited for (says so in the message).
+        message: The message to give instead of the report's own.
+    """
+    by_id = {s.id: s for s in report.steps}
+    status = report.status
+    return RunView(
+        plan_id=plan.id,
+        version=plan.version,
+        status=status,
+        finished=status.is_terminal or status is PlanStatus.INTERRUPTED,
+        message=message or report.message or _outcome(plan, report, started),
+        needs_decision=list(report.needs_decision),
+        started_at=report.started_at,
+        finished_at=report.finished_at,
+        duration_s=report.duration_s,
+        progress=progress_view(progress),
+        steps=[step_view(step, by_id.get(step.id), plan.id) for step in plan.steps],
+    )
+
+
+def _outcome(plan: Plan, report: ExecutionReport, started: bool) -> str:
+    pid = plan.id
+    match report.status:
+        case PlanStatus.COMPLETED:
+            return f"All {len(plan.steps)} steps succeeded; each step's output is in `steps`."
+        case PlanStatus.FAILED:
+            failed = [s.id for s in report.steps if s.status is StepStatus.FAILED]
+            return (
+                f"The plan failed (failed steps: {', '.join(failed) or 'none'}); read their "
+                f"errors, then execute_plan(plan_id={pid!r}) re-runs only what failed or was "
+                "skipped."
+            )
+        case PlanStatus.CANCELLED:
+            return "The run was cancelled; calls in flight were cancelled downstream."
+        case PlanStatus.EXECUTING if started:
+            return f"Started; follow it with get_progress(plan_id={pid!r})."
+        case _:
+            return f"The plan is {report.status.value}."
 
 
 def progress_view(progress: ExecutionProgress) -> ProgressView:

@@ -67,7 +67,7 @@ def _names_sqlite_store(path: Path) -> bool:
 
 
 # Where the concrete store is made, and the package that re-exports it.
-_MAKES_THE_STORE = {Path("server/orchestrator.py"), Path("executor/__init__.py")}
+_MAKES_THE_STORE = {Path("server/service.py"), Path("executor/__init__.py")}
 
 
 def test_only_where_the_store_is_made_names_sqlite_store() -> None:
@@ -98,7 +98,8 @@ def test_all_is_unique_and_resolvable(package: str) -> None:
 # start faster when nothing the first answer does not need is imported.
 _LAZY = {
     "server.cli": ("mcp", "jsonschema", "aiosqlite", "rich", "litellm", "psycopg"),
-    "server.app": ("typer", "rich", "litellm", "psycopg"),
+    "server.mcp.build": ("typer", "rich", "litellm", "psycopg"),
+    "server.cli.main": ("mcp", "jsonschema", "aiosqlite", "rich", "litellm", "psycopg"),
     "server.config": ("aiosqlite", "psycopg"),
     "executor": ("mcp", "jsonschema", "aiosqlite", "websockets", "psycopg"),
     "executor.store.location": ("aiosqlite", "psycopg", "pydantic"),

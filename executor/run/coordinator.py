@@ -22,13 +22,15 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from executor.asking import Askers
 from executor.calls import ToolCaller
 from executor.catalog import Catalog
 from executor.errors import Delivery, ErrorKind, StoreError, UserError
+from executor.eta import DurationModel, estimate_remaining_s
+from executor.graph import Graph
 from executor.ids import PlanId
 from executor.plan import OnError, Plan, RetryPolicy, Step, StepError, utc_now
 from executor.policy import AgentConfig, CallGate, approved_agent
-from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import AttemptRecord, Event, EventKind, StepState, ToolStats
 from executor.refs import StepValue, find_references
 from executor.retry import RetryDecision, Verdict, decide
@@ -43,8 +45,10 @@ from executor.run.tasks import (
     Outcome,
     Progress,
     RetryDue,
+    StepTask,
     Stop,
     StopReason,
+    TaskStarted,
     call_arguments,
     call_step,
     deadline_timer,
@@ -52,6 +56,7 @@ from executor.run.tasks import (
 )
 from executor.status import PlanStatus, RunPhase, StepStatus, check_transition
 from executor.store.base import ExpectedPlanStatus, RunLease, Store
+from executor.validate import checked_graph
 
 __all__ = ["Run", "RunContext"]
 
@@ -78,6 +83,8 @@ class RunContext:
     """The caller's catalog (annotations, input schemas); empty when it cannot be had."""
     stopped: Callable[[Run], Awaitable[None]]
     """Called once the run has stopped here, before `Run.done` is set."""
+    askers: Askers
+    """Who answers the questions downstream tools ask, by plan (`executor.asking`)."""
 
 
 _Launch: TypeAlias = tuple[Slot, int, dict[str, Any]]
@@ -113,8 +120,9 @@ class Run:
         started_at: datetime | None,
         start_events: list[Event],
         retry_counts: Mapping[str, int] | None = None,
-        graph: PlanGraph | None = None,
+        graph: Graph | None = None,
         catalog: Catalog | None = None,
+        resume_tasks: Mapping[str, str] | None = None,
     ) -> None:
         self.plan = plan
         self._ctx = ctx
@@ -123,7 +131,7 @@ class Run:
         self._gate = CallGate.for_plan(plan, agent, ctx.config.tool_filters)
         agent = approved_agent(plan, agent)
         self._agent = agent
-        self._graph = graph or PlanGraph.of(plan.steps)
+        self._graph = graph or checked_graph(plan.steps)
         self._limits = RunLimits.of(plan, agent, ctx.config)
         self._started_at = started_at or utc_now()
         self._phase = RunPhase.QUEUED
@@ -146,7 +154,7 @@ class Run:
         # our lease on it.
         expect = ExpectedPlanStatus(plan.id, plan.version, PlanStatus.EXECUTING, lease=ctx.lease)
         self._journal = Journal(plan.id, ctx.store, expect, self._subscribers)
-        self._steps = Steps(plan, self._graph, states, self._journal, retry_counts)
+        self._steps = Steps(plan, self._graph, states, self._journal, retry_counts, resume_tasks)
         self._keep_output = {r.step for s in plan.steps for r in find_references(s.arguments)}
         self._outputs: dict[str, StepValue] = {}
         # Succeeded before this run and read by a step: their results are loaded first.
@@ -162,6 +170,8 @@ class Run:
         # Made in drive(), so that a run whose task never starts leaves no stream open.
         self._send: MemoryObjectSendStream[Message] | None = None
         self._recv: MemoryObjectReceiveStream[Message] | None = None
+        # Step calls waiting for their downstream task id to be committed.
+        self._recorded: list[anyio.Event] = []
 
     @classmethod
     def not_started(
@@ -431,6 +441,9 @@ class Run:
                 if self._at(RunPhase.ABANDONED):
                     break  # lost to another process: write and start nothing more
                 await self._journal.commit()
+                recorded, self._recorded = self._recorded, []
+                for event in recorded:
+                    event.set()
                 if self._at(RunPhase.ABANDONED):
                     break
                 for launch in launches:
@@ -515,6 +528,15 @@ class Run:
             timeout,
             slot.scope,
             self._sender(),
+            StepTask(
+                self._sender(),
+                self.plan.id,
+                step.id,
+                attempt,
+                slot.resume_task,
+                lambda: self._stop is not None,
+                self._ctx.askers,
+            ),
         )
 
     # --- one method per message -------------------------------------------------------------
@@ -526,6 +548,8 @@ class Run:
             self._handle_progress(msg)
         elif isinstance(msg, RetryDue):
             self._steps.retry_due(self._steps[msg.step_id])
+        elif isinstance(msg, TaskStarted):
+            self._handle_task_started(msg)
         else:
             self._begin_stop(msg.reason)
 
@@ -540,11 +564,19 @@ class Run:
                 message=msg.message,
             )
 
+    def _handle_task_started(self, msg: TaskStarted) -> None:
+        slot = self._steps[msg.step_id]
+        if msg.step_id in self._steps.in_flight and slot.state.attempts == msg.attempt:
+            slot.task_id = msg.task_id
+            self._journal.attempt(self._steps.open_attempt(slot, msg.attempt))
+        self._recorded.append(msg.recorded)
+
     def _handle_outcome(self, msg: Outcome) -> None:
         slot = self._steps[msg.step_id]
         self._steps.in_flight.discard(msg.step_id)
         slot.scope = None
         record = self._steps.open_attempt(slot, msg.attempt, msg.call_s)
+        slot.task_id = slot.resume_task = None
         result = msg.result
         if result is not None and not result.is_error:
             output = self._steps.succeed(slot, record, result, msg.finished_at, msg.duration_s)

@@ -16,8 +16,15 @@ from dataclasses import dataclass
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
 
+from executor.downstream.specs import DEFAULT_MAX_CONCURRENCY
 from executor.plan import Plan, RetryPolicy, Step
-from executor.policy import AgentConfig, ToolFilter
+from executor.policy import (
+    DEFAULT_LEASE_S,
+    DEFAULT_MAX_CONCURRENT_EXECUTIONS,
+    DEFAULT_MAX_PARALLEL_STEPS,
+    AgentConfig,
+    ToolFilter,
+)
 
 __all__ = ["Limiters", "RunLimits", "SchedulerConfig", "retry_policy", "steps_in_flight"]
 
@@ -27,11 +34,13 @@ class SchedulerConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    max_concurrent_executions: int = Field(default=4, ge=1, le=10_000)
+    max_concurrent_executions: int = Field(
+        default=DEFAULT_MAX_CONCURRENT_EXECUTIONS, ge=1, le=10_000
+    )
     """Runs in progress at once; further runs wait (still `executing`) for a slot."""
-    max_parallel_steps: int = Field(default=16, ge=1, le=10_000)
+    max_parallel_steps: int = Field(default=DEFAULT_MAX_PARALLEL_STEPS, ge=1, le=10_000)
     """Steps in flight per run, unless the plan's agent sets its own."""
-    max_calls_per_server: int = Field(default=8, ge=1, le=10_000)
+    max_calls_per_server: int = Field(default=DEFAULT_MAX_CONCURRENCY, ge=1, le=10_000)
     """Calls in flight per downstream server, across all runs."""
     server_max_calls: dict[str, int] = Field(default_factory=dict)
     """Per-server overrides of `max_calls_per_server`."""
@@ -46,7 +55,7 @@ class SchedulerConfig(BaseModel):
     resume_catalog_timeout_s: float = Field(default=60.0, gt=0)
     """How long a run starting (or `resume()`) waits for the caller's catalog: the tool
     annotations that say what is safe to repeat, and the input schemas."""
-    lease_s: float = Field(default=30.0, gt=0, le=86_400)
+    lease_s: float = Field(default=DEFAULT_LEASE_S, gt=0, le=86_400)
     """How long this process's claim on a run holds without renewal; renewed every
     third of it. A crashed process's runs can be resumed elsewhere once it passes."""
     control_poll_s: float = Field(default=0.2, gt=0, le=60)

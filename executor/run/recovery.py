@@ -46,6 +46,8 @@ class Resumption:
     """Steps queued again or interrupted, and the attempts a crash cut off."""
     retry_counts: dict[str, int] = field(default_factory=dict)
     """Failed attempts of this run, per step found running (the retry policy counts them)."""
+    resume_tasks: dict[str, str] = field(default_factory=dict)
+    """Downstream tasks (MCP Tasks) the steps found in flight became: followed, not called."""
     interrupted: list[Event] = field(default_factory=list)
     """A `step_interrupted` event per step left waiting for a decision."""
 
@@ -89,6 +91,19 @@ def resumption(
         if last is not None and last.status is not StepStatus.RUNNING:
             # Between attempts (waiting to retry): nothing was in flight.
             out.batch.step_states.append(requeued(st))
+            continue
+        if last is not None and last.task_id is not None:
+            # The call had become a downstream task, which went on without us:
+            # follow it again; calling again could repeat its effect.
+            note = f"taskorch stopped while following downstream task {last.task_id}"
+            error = StepError(kind=ErrorKind.INTERRUPTED, message=note)
+            out.batch.attempts.append(
+                last.model_copy(
+                    update={"status": StepStatus.INTERRUPTED, "finished_at": now, "error": error}
+                )
+            )
+            out.batch.step_states.append(requeued(st))
+            out.resume_tasks[sid] = last.task_id
             continue
         _resume_in_flight(out, plan, st, step, last, agent, catalog, config, now)
     return out
@@ -318,6 +333,7 @@ class Recovery:
             start_events=events,
             retry_counts=out.retry_counts,
             catalog=catalog,
+            resume_tasks=out.resume_tasks,
         )
         self._launch(run)
         return run

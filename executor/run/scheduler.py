@@ -27,6 +27,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from executor.asking import Askers
 from executor.calls import ToolCaller
 from executor.catalog import Catalog
 from executor.errors import (
@@ -36,9 +37,9 @@ from executor.errors import (
     TransitionError,
     UserError,
 )
+from executor.eta import DurationModel, estimate_remaining_s
 from executor.ids import PlanId
 from executor.plan import Plan, utc_now
-from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
 from executor.records import Event, EventKind, StepState
 from executor.run.control import CancelWatcher, cancel_in_store
 from executor.run.coordinator import Run, RunContext
@@ -65,6 +66,7 @@ from executor.run.starting import (
 from executor.run.subscriptions import Subscription
 from executor.status import PlanStatus, RunPhase, StepStatus
 from executor.store.base import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
+from executor.validate import checked_graph
 
 __all__ = ["Scheduler"]
 
@@ -96,6 +98,8 @@ class Scheduler:
         self._keeper = LeaseKeeper(store, self.config.lease_s)
         self._runs = Runs()
         self._watcher = CancelWatcher(store, self.config.control_poll_s)
+        self.askers = Askers()
+        """Who answers the questions downstream tools ask, by plan (`executor.asking`)."""
         self._ctx = RunContext(
             store=store,
             caller=caller,
@@ -105,6 +109,7 @@ class Scheduler:
             rng=rng or random.Random(),
             load_catalog=self._tool_catalog,
             stopped=self._run_stopped,
+            askers=self.askers,
         )
         self._recovery = Recovery(self._ctx, self._keeper, self._runs, self._launch)
         self._tg: TaskGroup | None = None
@@ -242,7 +247,7 @@ class Scheduler:
                 return await self._start(plan.id, plan.version, on_interrupted)
             return run
         check_not_over(plan)
-        graph = PlanGraph.of(plan.steps)  # refuse a plan that can never finish, up front
+        graph = checked_graph(plan.steps)  # refuse a plan that can never finish, up front
         states = await self.store.get_step_states(plan.id, plan.version)
         agent = await plan_agent(self.store, plan)
         history = await self.store.tool_stats()
@@ -532,7 +537,7 @@ class Scheduler:
         }
         limit = steps_in_flight(await plan_agent(self.store, plan), self.config)
         try:
-            graph = PlanGraph.of(plan.steps)
+            graph = checked_graph(plan.steps)
         except PlanValidationError:
             return None  # a plan that cannot run has no time left to estimate
         return estimate_remaining_s(graph, remaining, limit)

@@ -20,9 +20,10 @@ import anyio
 
 from executor.calls import ToolResult
 from executor.errors import ErrorKind
+from executor.eta import DurationModel
+from executor.graph import Graph
 from executor.outputs import summarize
 from executor.plan import Plan, Step, StepError, utc_now
-from executor.progress import DurationModel, PlanGraph
 from executor.records import AttemptRecord, EventKind, StepState
 from executor.run.journal import Journal, error_json
 from executor.run.reports import count_statuses
@@ -51,6 +52,10 @@ class Slot:
     """When the attempt in flight started, for its record."""
     attempt_started_mono: float = 0.0
     """The same by `anyio.current_time()`, for the ETA."""
+    task_id: str | None = None
+    """The downstream task the attempt in flight became (MCP Tasks)."""
+    resume_task: str | None = None
+    """A downstream task recorded before a crash: the next attempt follows it."""
 
 
 class Steps:
@@ -66,10 +71,11 @@ class Steps:
     def __init__(
         self,
         plan: Plan,
-        graph: PlanGraph,
+        graph: Graph,
         states: Mapping[str, StepState],
         journal: Journal,
         retry_counts: Mapping[str, int] | None = None,
+        resume_tasks: Mapping[str, str] | None = None,
     ) -> None:
         self._plan = plan
         self._graph = graph
@@ -82,6 +88,8 @@ class Steps:
             slot = Slot(step=step, index=i, state=st)
             if retry_counts is not None:
                 slot.run_attempts = retry_counts.get(step.id, 0)
+            if resume_tasks is not None:
+                slot.resume_task = resume_tasks.get(step.id)
             self._slots[step.id] = slot
         self.counts = count_statuses([s.state for s in self._slots.values()])
         self.changes = 0
@@ -177,12 +185,14 @@ class Steps:
     def next_attempt(self, slot: Slot) -> AttemptRecord:
         """The step's next attempt, counted against its retry policy from now on."""
         slot.run_attempts += 1
+        slot.task_id = slot.resume_task
         return AttemptRecord(
             plan_id=self._plan.id,
             version=self._plan.version,
             step_id=slot.step.id,
             attempt=slot.state.attempts + 1,
             started_at=utc_now(),
+            task_id=slot.resume_task,
         )
 
     def open_attempt(self, slot: Slot, attempt: int, call_s: float | None = None) -> AttemptRecord:
@@ -194,6 +204,7 @@ class Steps:
             attempt=attempt,
             started_at=slot.attempt_started or utc_now(),
             call_s=call_s,
+            task_id=slot.task_id,
         )
 
     def start(self, slot: Slot, record: AttemptRecord) -> None:

@@ -9,7 +9,7 @@ the run: the coordinator alone acts on what they say.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
+from executor.asking import Askers, DownstreamQuestion
 from executor.calls import ToolCaller, ToolResult
 from executor.catalog import Catalog
 from executor.errors import Delivery, ErrorKind, StepReferenceError, ToolCallError
@@ -30,8 +31,10 @@ __all__ = [
     "Outcome",
     "Progress",
     "RetryDue",
+    "StepTask",
     "Stop",
     "StopReason",
+    "TaskStarted",
     "call_arguments",
     "call_step",
     "deadline_timer",
@@ -74,6 +77,16 @@ class RetryDue:
     step_id: str
 
 
+@dataclass(slots=True, frozen=True)
+class TaskStarted:
+    """A call became a downstream task: record its id with the attempt, then say so."""
+
+    step_id: str
+    attempt: int
+    task_id: str
+    recorded: anyio.Event
+
+
 class StopReason(StrEnum):
     """Why a run stops before everything has run."""
 
@@ -89,8 +102,56 @@ class Stop:
     reason: StopReason
 
 
-Message: TypeAlias = Outcome | Progress | RetryDue | Stop
+Message: TypeAlias = Outcome | Progress | RetryDue | TaskStarted | Stop
 """Everything the coordinator receives."""
+
+
+class StepTask:
+    """A step's call as the pool sees it when it becomes a downstream task (`TaskHooks`)."""
+
+    def __init__(
+        self,
+        send: MemoryObjectSendStream[Message],
+        plan_id: str,
+        step_id: str,
+        attempt: int,
+        resume: str | None,
+        stopping: Callable[[], bool],
+        askers: Askers,
+    ) -> None:
+        self._send = send
+        self._plan_id = plan_id
+        self._step_id = step_id
+        self._attempt = attempt
+        self._resume = resume
+        self._stopping = stopping
+        self._askers = askers
+
+    async def started(self, task_id: str) -> None:
+        """Commit the task id with the attempt, through the coordinator, and wait for it."""
+        recorded = anyio.Event()
+        self._send.send_nowait(TaskStarted(self._step_id, self._attempt, task_id, recorded))
+        await recorded.wait()
+
+    def cancel_downstream(self) -> bool:
+        """Cancelled by the run (cancel, failure, deadline): yes; by a shutdown: no."""
+        return self._stopping()
+
+    def resuming(self) -> str | None:
+        """The task recorded before a crash, which this attempt follows."""
+        return self._resume
+
+    async def ask(self, server: str, tool: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Pass the tool's request to whoever follows the plan (`Scheduler.askers`)."""
+        question = DownstreamQuestion(
+            plan_id=self._plan_id,
+            step_id=self._step_id,
+            server=server,
+            tool=tool,
+            method=str(request.get("method", "")),
+            params=dict(request.get("params") or {}),
+        )
+        return await self._askers.ask(question)
 
 
 def call_arguments(
@@ -130,6 +191,7 @@ async def call_step(
     timeout_s: float | None,
     scope: anyio.CancelScope,
     send: MemoryObjectSendStream[Message],
+    task: StepTask | None = None,
 ) -> None:
     """Call a step's tool within its server's limit, and send how it ended."""
     outcome: Outcome | None = None
@@ -159,6 +221,7 @@ async def call_step(
                     arguments,
                     timeout_s=timeout_s,
                     on_progress=on_progress,
+                    task=task,
                 )
             finally:
                 limiter.release()

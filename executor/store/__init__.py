@@ -18,6 +18,7 @@ from executor._utils import export_lazily as _export_lazily
 if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.store.base import EventFeed as EventFeed
     from executor.store.base import ExpectedPlanStatus as ExpectedPlanStatus
+    from executor.store.base import HostTask as HostTask
     from executor.store.base import LeaseInfo as LeaseInfo
     from executor.store.base import OpenStore as OpenStore
     from executor.store.base import PlanStatusChange as PlanStatusChange

@@ -48,6 +48,7 @@ from executor.status import PlanStatus
 __all__ = [
     "EventFeed",
     "ExpectedPlanStatus",
+    "HostTask",
     "LeaseInfo",
     "OpenStore",
     "PlanStatusChange",
@@ -59,6 +60,22 @@ __all__ = [
 
 RunKey = tuple[PlanId, int]
 """A plan version that runs: (plan_id, version)."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostTask:
+    """A task taskorch answered a host with (MCP Tasks): the run of a plan version."""
+
+    task_id: str
+    """The task's id (random, unguessable)."""
+    owner: str
+    """Who may read it (a hash of the caller's credential; empty for the local user)."""
+    plan_id: str
+    """The plan that runs."""
+    version: int
+    """Its version."""
+    created_at: datetime
+    """When the task was created."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +285,30 @@ class Store(Protocol):
 
         Raises:
             NotFoundError: No such plan version.
+        """
+        ...
+
+    # --- MCP tasks and kept keys ---
+
+    async def add_host_task(
+        self, task_id: str, owner: str, plan_id: str, version: int, created_at: datetime
+    ) -> None:
+        """Record that a host's task `task_id` is the run of a plan version, for `owner`.
+
+        Raises:
+            NotFoundError: No such plan version.
+        """
+        ...
+
+    async def get_host_task(self, task_id: str) -> HostTask | None:
+        """The host task `task_id`, or `None` when there is none."""
+        ...
+
+    async def server_key(self, name: str, size: int = 32) -> bytes:
+        """The secret kept under `name`, made (random, `size` bytes) on first use.
+
+        Kept so that what it protects outlives a restart (the requestState sealing key);
+        every process on one database gets the same secret.
         """
         ...
 

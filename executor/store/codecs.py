@@ -169,6 +169,7 @@ def attempt_row(record: AttemptRecord) -> tuple[Any, ...]:
         ts(record.finished_at),
         error_json(record.error),
         record.call_s,
+        record.task_id,
     )
 
 
@@ -222,6 +223,7 @@ def attempt_from_row(row: Row) -> AttemptRecord:
             "finished_at": parse_ts(row["finished_at"]),
             "error": None if row["error"] is None else json.loads(row["error"]),
             "call_s": row["call_s"],
+            "task_id": row["task_id"],
         }
     )
 

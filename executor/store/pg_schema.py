@@ -9,7 +9,8 @@ schema that holds other tables but no `taskorch_schema` is refused and left
 untouched (`CorruptDatabaseError`).
 
 The history is PostgreSQL's own: its version 1 holds what SQLite's versions 1
-to 9 built (statistics included). A later change to the SQLite schema needs its counterpart here.
+to 9 built (statistics included), its version 2 SQLite's 12 (MCP tasks). A
+later change to the SQLite schema needs its counterpart here.
 """
 
 from __future__ import annotations
@@ -217,12 +218,39 @@ _SCHEMA_1_REQUIRE: Final = """
     $$
 """
 
+# MCP Tasks (SQLite's migration 12): the downstream task an attempt became (a replica
+# taking the run over follows it instead of calling again); the tasks taskorch answered
+# hosts with (any replica answers for them); and keys kept across restarts, the same for
+# every replica (the requestState sealing key).
+_SCHEMA_2: Final = (
+    "ALTER TABLE attempts ADD COLUMN task_id text",
+    """
+    CREATE TABLE host_tasks (
+        task_id text PRIMARY KEY,
+        owner text NOT NULL,
+        plan_id text NOT NULL,
+        version integer NOT NULL,
+        created_at timestamptz NOT NULL,
+        FOREIGN KEY (plan_id, version) REFERENCES plans (plan_id, version) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_tasks_by_plan ON host_tasks (plan_id, version)",
+    """
+    CREATE TABLE server_keys (
+        name text PRIMARY KEY,
+        secret bytea NOT NULL,
+        created_at timestamptz NOT NULL
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         "initial schema: plans, runs and their leases, results, agents, stats",
         (*_SCHEMA_1, _SCHEMA_1_REQUIRE),
     ),
+    Migration(2, "MCP tasks: downstream task ids, host tasks, kept keys", _SCHEMA_2),
 )
 """The PostgreSQL schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 

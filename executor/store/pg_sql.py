@@ -20,6 +20,7 @@ __all__ = [
     "DELETE_RESULT",
     "FOLD_DURATION",
     "INSERT_EVENT",
+    "INSERT_HOST_TASK",
     "INSERT_PARTS",
     "INSERT_PLAN",
     "INSERT_RESULT",
@@ -34,6 +35,7 @@ __all__ = [
     "RENEW_ONE",
     "REQUEST_CANCEL",
     "REQUIRE_FAILED",
+    "SERVER_KEY",
     "UPSERT_ATTEMPT",
     "UPSERT_STATE",
     "columns",
@@ -74,15 +76,18 @@ ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
     summary = excluded.summary, skip_reason = excluded.skip_reason
 """
 
+# An attempt's downstream task id, once recorded, stays: a later write of the attempt
+# (its end) that does not carry it keeps it, as in SQLite.
 UPSERT_ATTEMPT: Final = """
-INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error,
-                      call_s)
-SELECT p, v, s, n, st, sa::timestamptz, fa::timestamptz, e, c
+INSERT INTO attempts AS a (plan_id, version, step_id, attempt, status, started_at, finished_at,
+                           error, call_s, task_id)
+SELECT p, v, s, n, st, sa::timestamptz, fa::timestamptz, e, c, tk
 FROM unnest(%b::text[], %b::int[], %b::text[], %b::int[], %b::text[], %b::text[], %b::text[],
-            %b::text[], %b::float8[]) AS t (p, v, s, n, st, sa, fa, e, c)
+            %b::text[], %b::float8[], %b::text[]) AS t (p, v, s, n, st, sa, fa, e, c, tk)
 ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s
+    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s,
+    task_id = COALESCE(excluded.task_id, a.task_id)
 """
 
 # Identities are given in the order the rows come, which is the batch's: the seqs back,
@@ -160,6 +165,22 @@ WHERE plan_id = %(plan_id)s AND version = %(version)s AND status = %(status)s
   AND lease_owner = %(owner)s
 RETURNING 1
 """
+
+
+# A host task names a stored plan version (the foreign key refuses any other).
+INSERT_HOST_TASK: Final = """
+INSERT INTO host_tasks (task_id, owner, plan_id, version, created_at)
+VALUES (%s, %s, %s, %s, %s)
+"""
+
+# Made once for the whole database: the first replica's random secret is inserted, every
+# later one (or one racing it) keeps it and reads it back. Two statements: a CTE's
+# insert is not seen by its own statement's select.
+SERVER_KEY: Final = (
+    "INSERT INTO server_keys (name, secret, created_at) VALUES (%s, %s, now())"
+    " ON CONFLICT (name) DO NOTHING",
+    "SELECT secret FROM server_keys WHERE name = %s",
+)
 
 
 def columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:

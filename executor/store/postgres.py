@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -58,6 +59,7 @@ from executor.store import pg_sql as q
 from executor.store.base import (
     EventFeed,
     ExpectedPlanStatus,
+    HostTask,
     LeaseInfo,
     PlanStatusChange,
     RunKey,
@@ -483,6 +485,53 @@ class PostgresStore:
             raise NotFoundError(f"no plan {plan_id!r} version {version}")
         return codecs.parse_ts(rows[0]["started_at"]), codecs.parse_ts(rows[0]["finished_at"])
 
+    # --- MCP tasks and kept keys ---
+
+    async def add_host_task(
+        self, task_id: str, owner: str, plan_id: str, version: int, created_at: datetime
+    ) -> None:
+        """Record that a host's task `task_id` is the run of a plan version, for `owner`."""
+        row = (task_id, owner, plan_id, version, codecs.ts(created_at))
+
+        async def body(conn: Conn) -> None:
+            await conn.execute(q.INSERT_HOST_TASK.encode(), row)
+
+        try:
+            await self._transact(body)
+        except StoreError as exc:
+            if isinstance(exc.__cause__, errors.ForeignKeyViolation):
+                raise NotFoundError(f"no plan {plan_id!r} version {version}") from None
+            if isinstance(exc.__cause__, errors.UniqueViolation):
+                raise UserError(f"host task {task_id!r} already exists") from None
+            raise
+
+    async def get_host_task(self, task_id: str) -> HostTask | None:
+        """The host task `task_id`, or `None` when there is none."""
+        rows = await self._read("SELECT * FROM host_tasks WHERE task_id = %s", (task_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        created = codecs.parse_ts(row["created_at"])
+        assert created is not None
+        return HostTask(row["task_id"], row["owner"], row["plan_id"], int(row["version"]), created)
+
+    async def server_key(self, name: str, size: int = 32) -> bytes:
+        """The secret kept under `name`, made (random, `size` bytes) on first use.
+
+        The first replica to ask makes it; every other (racing it or later) reads
+        that one back: an insert that does nothing on a conflict, then a read.
+        """
+        insert, select = q.SERVER_KEY
+
+        async def body(conn: Conn) -> bytes:
+            await conn.execute(insert.encode(), (name, secrets.token_bytes(size)))
+            cur = await conn.execute(select.encode(), (name,))
+            row = await cur.fetchone()
+            assert row is not None
+            return bytes(row[0])
+
+        return await self._transact(body)
+
     # --- run leases ---
 
     async def _one_statement(self, query: str, params: Any) -> list[dict[str, Any]]:
@@ -677,7 +726,7 @@ class PostgresStore:
             for rows in results:
                 await _write_result(conn, rows)
             if attempt_rows:
-                await conn.execute(q.UPSERT_ATTEMPT.encode(), q.columns(attempt_rows, 9))
+                await conn.execute(q.UPSERT_ATTEMPT.encode(), q.columns(attempt_rows, 10))
             if duration_params:
                 await conn.cursor().executemany(q.FOLD_DURATION.encode(), duration_params)
             return await self._add_events(conn, event_rows)

@@ -250,6 +250,31 @@ _SCHEMA_9: Final = (
     """,
 )
 
+# MCP Tasks: the downstream task an attempt became (so a restart follows it instead of
+# calling again); the tasks taskorch itself answered hosts with (a task is a run, bound
+# to its caller); and keys taskorch keeps across restarts (the requestState sealing key).
+_SCHEMA_12: Final = (
+    "ALTER TABLE attempts ADD COLUMN task_id TEXT",
+    """
+    CREATE TABLE host_tasks (
+        task_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        plan_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        FOREIGN KEY (plan_id, version) REFERENCES plans (plan_id, version) ON DELETE CASCADE
+    )
+    """,
+    "CREATE INDEX host_tasks_by_plan ON host_tasks (plan_id, version)",
+    """
+    CREATE TABLE server_keys (
+        name TEXT PRIMARY KEY,
+        secret BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    )
+    """,
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema", _SCHEMA_1),
     Migration(2, "run leases: owner and expiry per executing plan version", _SCHEMA_2),
@@ -261,6 +286,9 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(7, "reserved", ()),
     Migration(8, "statistics: call times, attempts by start, server availability", _SCHEMA_8),
     Migration(9, "skip reasons: a step skipped by decision says so", _SCHEMA_9),
+    Migration(10, "reserved", ()),
+    Migration(11, "reserved", ()),
+    Migration(12, "MCP tasks: downstream task ids, host tasks, kept keys", _SCHEMA_12),
 )
 """The schema's history, oldest first; `MIGRATIONS[i].version == i + 1`."""
 

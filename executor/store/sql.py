@@ -43,11 +43,12 @@ ON CONFLICT (plan_id, version, step_id) DO UPDATE SET
 
 UPSERT_ATTEMPT: Final = """
 INSERT INTO attempts (plan_id, version, step_id, attempt, status, started_at, finished_at, error,
-                      call_s)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      call_s, task_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (plan_id, version, step_id, attempt) DO UPDATE SET
     status = excluded.status, started_at = excluded.started_at,
-    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s
+    finished_at = excluded.finished_at, error = excluded.error, call_s = excluded.call_s,
+    task_id = COALESCE(excluded.task_id, task_id)
 """
 
 INSERT_EVENT: Final = "INSERT INTO events (plan_id, kind, step_id, at, data) VALUES (?, ?, ?, ?, ?)"

@@ -11,6 +11,7 @@ from another process is seen by polling `PRAGMA data_version`.
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -42,6 +43,7 @@ from executor.store import codecs, statistics
 from executor.store.base import (
     EventFeed,
     ExpectedPlanStatus,
+    HostTask,
     LeaseInfo,
     PlanStatusChange,
     RunKey,
@@ -379,6 +381,48 @@ class SqliteStore:
         if not rows:
             raise NotFoundError(f"no plan {plan_id!r} version {version}")
         return codecs.parse_ts(rows[0]["started_at"]), codecs.parse_ts(rows[0]["finished_at"])
+
+    # --- MCP tasks and kept keys ---
+
+    async def add_host_task(
+        self, task_id: str, owner: str, plan_id: str, version: int, created_at: datetime
+    ) -> None:
+        """Record that a host's task `task_id` is the run of a plan version, for `owner`."""
+
+        def body(conn: sqlite3.Connection) -> None:
+            try:
+                conn.execute(
+                    "INSERT INTO host_tasks (task_id, owner, plan_id, version, created_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (task_id, owner, plan_id, version, codecs.ts(created_at)),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise NotFoundError(f"no plan {plan_id!r} version {version}") from exc
+
+        await self._transact(body)
+
+    async def get_host_task(self, task_id: str) -> HostTask | None:
+        """The host task `task_id`, or `None` when there is none."""
+        rows = await self._read("SELECT * FROM host_tasks WHERE task_id = ?", (task_id,))
+        if not rows:
+            return None
+        row = rows[0]
+        created = codecs.parse_ts(row["created_at"])
+        assert created is not None
+        return HostTask(row["task_id"], row["owner"], row["plan_id"], row["version"], created)
+
+    async def server_key(self, name: str, size: int = 32) -> bytes:
+        """The secret kept under `name`, made (random, `size` bytes) on first use."""
+
+        def body(conn: sqlite3.Connection) -> bytes:
+            conn.execute(
+                "INSERT OR IGNORE INTO server_keys (name, secret, created_at) VALUES (?, ?, ?)",
+                (name, secrets.token_bytes(size), codecs.ts(utc_now())),
+            )
+            row = conn.execute("SELECT secret FROM server_keys WHERE name = ?", (name,)).fetchone()
+            return bytes(row[0])
+
+        return await self._transact(body)
 
     # --- run leases ---
 

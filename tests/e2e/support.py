@@ -18,7 +18,7 @@ import pytest
 from mcp import StdioServerParameters
 from mcp_types import CallToolResult
 
-from server.demo import child_env, demo_config, repo_root
+from server.demo import child_env, demo_config, demo_plan, repo_root
 
 ROOT = repo_root()
 NPM_BIN = ROOT / "tests" / "npm" / "node_modules" / ".bin"
@@ -159,9 +159,8 @@ def structured(result: CallToolResult) -> dict[str, Any]:
 
 
 def plan_steps() -> list[dict[str, Any]]:
-    """The example plan's steps (`examples/plan.json`)."""
-    data = json.loads((ROOT / "examples" / "plan.json").read_text(encoding="utf-8"))
-    steps: list[dict[str, Any]] = data["steps"]
+    """The example plan's steps (`server/examples/plan.json`)."""
+    steps: list[dict[str, Any]] = demo_plan()["steps"]
     return steps
 
 

@@ -16,9 +16,9 @@ import pytest
 from mcp import Client
 from mcp_types import CallToolResult, ImageContent, ResourceLink, TextResourceContents
 
-from server.app import build_server
 from server.config import TaskorchConfig
-from server.orchestrator import TaskOrchestrator
+from server.mcp import build_server
+from server.service import TaskOrchestrator
 from tests.e2e.support import structured, tool_text
 from tests.fixtures.launch import everything_spec, filesystem_spec
 

@@ -14,7 +14,7 @@ import pytest
 
 from executor.status import PlanStatus
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.service import TaskOrchestrator
 from tests.e2e.support import ROOT, clean_env, write_config
 
 

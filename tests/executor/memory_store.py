@@ -11,6 +11,7 @@ notifications would, instead of being polled for.
 from __future__ import annotations
 
 import math
+import secrets
 from collections import Counter
 from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -38,6 +39,7 @@ from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import (
     EventFeed,
     ExpectedPlanStatus,
+    HostTask,
     LeaseInfo,
     PlanStatusChange,
     RunKey,
@@ -82,6 +84,8 @@ class MemoryStore:
         self._agents: dict[str, AgentConfig] = {}
         self._planner_attempts: list[PlannerAttempt] = []
         self._server_events: list[ServerEvent] = []
+        self._host_tasks: dict[str, HostTask] = {}
+        self._keys: dict[str, bytes] = {}
         self._cancel_asked = anyio.Event()
         self._saved = 0
 
@@ -172,6 +176,20 @@ class MemoryStore:
     ) -> tuple[datetime | None, datetime | None]:
         found = self._version(plan_id, version)
         return found.started_at, found.finished_at
+
+    # --- MCP tasks and kept keys ---
+
+    async def add_host_task(
+        self, task_id: str, owner: str, plan_id: str, version: int, created_at: datetime
+    ) -> None:
+        self._version(plan_id, version)
+        self._host_tasks[task_id] = HostTask(task_id, owner, plan_id, version, created_at)
+
+    async def get_host_task(self, task_id: str) -> HostTask | None:
+        return self._host_tasks.get(task_id)
+
+    async def server_key(self, name: str, size: int = 32) -> bytes:
+        return self._keys.setdefault(name, secrets.token_bytes(size))
 
     # --- run leases ---
 

@@ -15,15 +15,16 @@ import anyio
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import ErrorKind, ToolCallError
 from executor.ids import PlanId
 from executor.plan import Plan, Step
 from executor.records import Event, EventKind
 from executor.run import ExecutionReport, Scheduler, SchedulerConfig, Subscription
-from executor.specs import StdioServerSpec
 from executor.status import PlanStatus
 from executor.store import SqliteStore, Store
 from executor.store.postgres import PostgresStore
+from executor.task_client import TaskHooks
 from tests.executor.memory_store import MemoryStore
 
 ENGINE_SERVER = Path(__file__).resolve().parents[1] / "fixtures" / "engine_server.py"
@@ -94,6 +95,7 @@ class InProcessCaller:
         *,
         timeout_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        task: TaskHooks | None = None,
     ) -> ToolResult:
         fn = self.tools.get((server, tool))
         if fn is None:

@@ -13,9 +13,10 @@ import psutil
 import pytest
 from rich.console import Console
 
-from executor.downstream import Pool, render_health_table
+from executor.downstream import Pool
+from executor.downstream.specs import StdioServerSpec
 from executor.errors import ErrorKind, ToolCallError
-from executor.specs import StdioServerSpec
+from server.cli.printing import print_health
 from tests.fixtures import tiny_server
 from tests.fixtures.helpers import eventually, wait_for_marker
 from tests.fixtures.launch import (
@@ -154,7 +155,7 @@ async def test_check_reports_every_server_and_renders_a_table() -> None:
         assert broken.status == "down" and broken.tool_count is None
 
         out = io.StringIO()
-        Console(file=out, width=200, color_system=None).print(render_health_table([good, broken]))
+        print_health([good, broken], Console(file=out, width=200, color_system=None))
         text = out.getvalue()
         assert "good" in text and "up" in text and "2025-11-25" in text
         assert "down" in text and "exited with code 2 during startup" in text

@@ -10,9 +10,9 @@ from urllib.parse import quote
 import pytest
 from pydantic import SecretStr
 
+from executor.downstream.redact import MIN_SECRET_CHARS, REDACTED, Scrubber
+from executor.downstream.specs import HttpServerSpec, StdioServerSpec
 from executor.logguard import LineBudget, LogGuard
-from executor.redact import MIN_SECRET_CHARS, REDACTED, Scrubber
-from executor.specs import HttpServerSpec, StdioServerSpec
 
 SECRET = "sk-live-0123456789abcdef"
 

@@ -9,11 +9,12 @@ import anyio
 import pytest
 
 from executor.calls import ProgressFn
-from executor.progress import DurationModel, PlanGraph, estimate_remaining_s
+from executor.eta import DurationModel, estimate_remaining_s
 from executor.records import EventKind
 from executor.run import SchedulerConfig
 from executor.status import PlanStatus, StepStatus
 from executor.store import WriteBatch
+from executor.validate import checked_graph
 from tests.executor.scheduler_support import InProcessCaller, harness, save_confirmed
 
 
@@ -99,7 +100,7 @@ def test_estimate_is_the_larger_of_critical_path_and_spread_work() -> None:
         Step(id="c", server="s", tool="t"),
         Step(id="d", server="s", tool="t"),
     ]
-    graph = PlanGraph.of(steps)
+    graph = checked_graph(steps)
     assert graph.height == {"a": 2, "b": 1, "c": 1, "d": 1}
     work = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
     assert estimate_remaining_s(graph, work, 4) == 2.0  # the chain a -> b

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from executor.downstream import Pool
-from executor.redact import REDACTED, Scrubber
-from executor.transports import StderrLog
+from executor.downstream.redact import REDACTED, Scrubber
+from executor.downstream.transports.stderr import StderrLog
 from tests.fixtures.launch import tiny_spec
 
 SECRET = "sk-live-0123456789abcdef"

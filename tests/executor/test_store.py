@@ -798,6 +798,79 @@ async def test_write_is_atomic_on_failure(store: Store) -> None:
     assert (await store.get_plan("p1")).status is PlanStatus.EXECUTING
 
 
+# --- MCP tasks and kept keys ----------------------------------------------------------
+
+
+async def test_an_attempt_keeps_its_downstream_task_id_to_its_end(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    started = AttemptRecord(
+        plan_id=plan.id, version=1, step_id="s0", attempt=1, started_at=T0, task_id="task-7"
+    )
+    await store.write(WriteBatch(attempts=[started]))
+    assert await store.get_attempts("p1", 1, "s0") == [started]
+    # The attempt's end is written without the id (the coordinator forgets it then);
+    # the stored id stays, for whoever reads the attempt back after a crash.
+    ended = started.model_copy(
+        update={"status": StepStatus.SUCCEEDED, "finished_at": T0, "task_id": None}
+    )
+    await store.write(WriteBatch(attempts=[ended]))
+    [got] = await store.get_attempts("p1", 1, "s0")
+    assert got.task_id == "task-7" and got.status is StepStatus.SUCCEEDED
+    plain = AttemptRecord(plan_id=plan.id, version=1, step_id="s1", attempt=1, started_at=T0)
+    await store.write(WriteBatch(attempts=[plain]))
+    assert (await store.get_attempts("p1", 1, "s1"))[0].task_id is None
+
+
+async def test_host_tasks_round_trip_and_name_a_stored_plan(store: Store) -> None:
+    plan = make_plan(status=PlanStatus.CONFIRMED)
+    await store.save_plan(plan)
+    created = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=timezone(timedelta(hours=2)))
+    await store.add_host_task("t-abc", "owner-hash", plan.id, 1, created)
+    await store.add_host_task("t-local", "", plan.id, 1, T0)
+    task = await store.get_host_task("t-abc")
+    assert task is not None
+    assert (task.task_id, task.owner, task.plan_id, task.version) == (
+        "t-abc",
+        "owner-hash",
+        "p1",
+        1,
+    )
+    assert task.created_at == created and task.created_at.utcoffset() == timedelta(0)
+    local = await store.get_host_task("t-local")
+    assert local is not None and local.owner == ""
+    assert await store.get_host_task("t-nope") is None
+    for plan_id, version in (("ghost", 1), ("p1", 2)):
+        with pytest.raises(NotFoundError, match=f"no plan {plan_id!r} version {version}"):
+            await store.add_host_task("t-new", "", plan_id, version, T0)
+    assert await store.get_host_task("t-new") is None
+
+
+async def test_a_server_key_is_made_once_and_the_same_for_every_store(opener: Opener) -> None:
+    stores = [await opener() for _ in range(3)]
+    try:
+        keys: list[bytes] = []
+
+        async def ask(each: Store) -> None:
+            keys.append(await each.server_key("request_state"))
+
+        # Several processes starting at once on an empty database: one key for all.
+        async with anyio.create_task_group() as tg:
+            for each in stores:
+                tg.start_soon(ask, each)
+        assert len(keys) == 3 and len(set(keys)) == 1 and len(keys[0]) == 32
+        other = await stores[0].server_key("other", 16)
+        assert len(other) == 16 and other != keys[0]
+        # Asked again (another size is not a new key): the kept one.
+        assert await stores[2].server_key("request_state", 64) == keys[0]
+        assert count_rows(stores[0], "server_keys") == 2
+    finally:
+        for each in stores:
+            await each.close()
+    async with await opener() as reopened:
+        assert await reopened.server_key("request_state") == keys[0]
+
+
 # --- opening, migrating, refusing ------------------------------------------------------
 
 
@@ -1310,7 +1383,8 @@ async def test_a_skip_by_decision_stored_before_migration_9_keeps_its_meaning(
     blocked = '{"kind":"cancelled","message":"not run: a dependency did not succeed"}'
     raw_script(
         path,
-        "ALTER TABLE step_states DROP COLUMN skip_reason; PRAGMA user_version = 8; "
+        "ALTER TABLE step_states DROP COLUMN skip_reason; ALTER TABLE attempts DROP COLUMN "
+        "task_id; DROP TABLE host_tasks; DROP TABLE server_keys; PRAGMA user_version = 8; "
         f"UPDATE step_states SET status = 'skipped', error = '{decided}' WHERE step_id = 's0';"
         f"UPDATE step_states SET status = 'skipped', error = '{blocked}' WHERE step_id = 's1';",
     )

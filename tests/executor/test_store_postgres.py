@@ -18,7 +18,7 @@ import pytest
 from executor.errors import CorruptDatabaseError, SchemaTooNewError, StoreError, UserError
 from executor.ids import PlanId
 from executor.plan import Plan, Step
-from executor.records import Event, EventKind, StepState
+from executor.records import AttemptRecord, Event, EventKind, StepState
 from executor.status import PlanStatus, StepStatus
 from executor.store import (
     Migration,
@@ -134,6 +134,29 @@ async def test_pending_migrations_run_in_one_transaction(
         assert (await store.get_plan("p")).id == "p"
     assert sql(pg_url, "SELECT version FROM taskorch_schema") == [(n + 2,)]
     assert sql(pg_url, "SELECT x, y FROM notes") == [("1", None)]
+
+
+async def test_a_version_1_database_gains_mcp_tasks_and_keeps_its_attempts(pg_url: str) -> None:
+    async with await PostgresStore.open(pg_url) as store:
+        await store.save_plan(plan())
+        attempt = AttemptRecord(
+            plan_id=PlanId("p"), version=1, step_id="s0", attempt=1, started_at=datetime.now(UTC)
+        )
+        await store.write(WriteBatch(attempts=[attempt]))
+    # As taskorch left it before migration 2.
+    sql(
+        pg_url,
+        "ALTER TABLE attempts DROP COLUMN task_id; DROP TABLE host_tasks; "
+        "DROP TABLE server_keys; UPDATE taskorch_schema SET version = 1",
+    )
+    async with await PostgresStore.open(pg_url) as store:
+        [kept] = await store.get_attempts("p", 1)
+        assert kept.task_id is None and kept.started_at == attempt.started_at
+        await store.add_host_task("t1", "", "p", 1, datetime.now(UTC))
+        assert (await store.get_host_task("t1")) is not None
+        assert len(await store.server_key("k")) == 32
+    assert sql(pg_url, "SELECT version FROM taskorch_schema") == [(pg_schema.SCHEMA_VERSION,)]
+    assert pg_schema.SCHEMA_VERSION == 2
 
 
 async def test_replicas_starting_together_migrate_once(pg_url: str) -> None:

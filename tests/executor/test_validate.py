@@ -12,20 +12,18 @@ from jsonschema import Draft202012Validator
 
 from executor.catalog import Catalog, ToolInfo
 from executor.errors import PlanValidationError
+from executor.graph import Graph
 from executor.plan import Step
 from executor.policy import ToolPolicy
 from executor.validate import (
     Problem,
-    _checkable,
-    _compiled,
-    _Fast,
-    _lenient_class,
     check_arguments,
-    check_plan,
+    checked_graph,
     parse_steps,
-    topological_order,
     validate_plan,
 )
+from executor.validate.arguments import _checkable, _lenient_class, compiled
+from executor.validate.fast import FastAcceptor
 
 TIME_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -82,19 +80,16 @@ def test_problem_str() -> None:
     assert str(Problem(None, "empty_plan", "add steps")) == "add steps"
 
 
-def test_check_plan_raises_with_every_problem() -> None:
+def test_every_problem_is_reported_at_once() -> None:
     steps = [step("a", depends_on=["x"]), step("a", tool="nope")]
-    with pytest.raises(PlanValidationError) as info:
-        check_plan(steps, catalog())
-    problems = info.value.problems
-    assert {getattr(p, "code", None) for p in problems} == {
+    error = PlanValidationError(list(validate_plan(steps, catalog())))
+    assert {getattr(p, "code", None) for p in error.problems} == {
         "duplicate_id",
         "unknown_dependency",
         "unknown_tool",
     }
-    assert "3 problem(s)" in str(info.value)
-    assert "- step 'a': depends_on names 'x'" in str(info.value)
-    check_plan([step("a")], catalog())  # a valid plan does not raise
+    assert "3 problem(s)" in str(error)
+    assert "- step 'a': depends_on names 'x'" in str(error)
 
 
 # ----------------------------------------------------------------- plan-level
@@ -244,16 +239,16 @@ def test_topological_order_puts_dependencies_first_and_is_stable() -> None:
         step("a"),
         step("e", depends_on=["ghost"]),  # unknown ids are not in the graph
     ]
-    order = topological_order(steps)
+    order = list(Graph(steps).order)
     assert order == ["c", "a", "e", "b", "d"]
-    assert topological_order(steps) == order
+    assert list(Graph(steps).order) == order
 
 
 def test_topological_order_raises_on_cycle_and_duplicates() -> None:
     with pytest.raises(PlanValidationError, match="a -> b -> a"):
-        topological_order([step("a", depends_on=["b"]), step("b", depends_on=["a"])])
+        checked_graph([step("a", depends_on=["b"]), step("b", depends_on=["a"])])
     with pytest.raises(PlanValidationError, match="used by 2 steps"):
-        topological_order([step("a"), step("a")])
+        checked_graph([step("a"), step("a")])
 
 
 def random_dag(n: int, seed: int) -> list[dict[str, Any]]:
@@ -278,7 +273,7 @@ def test_random_dag_of_1000_steps_passes() -> None:
     steps, problems = parse_steps(random_dag(1000, seed=3))
     assert problems == []
     assert validate_plan(steps, catalog(), ToolPolicy(allow=("time",)), max_steps=1000) == []
-    order = topological_order(steps)
+    order = checked_graph(steps).order
     position = {s: i for i, s in enumerate(order)}
     assert len(order) == 1000
     assert all(position[d] < position[s.id] for s in steps for d in s.depends_on)
@@ -420,7 +415,7 @@ def test_invalid_or_unresolvable_schemas_are_not_held_against_the_plan() -> None
 
 
 def test_validators_are_cached_per_schema() -> None:
-    assert _compiled(CONVERT_SCHEMA) is _compiled(dict(CONVERT_SCHEMA))
+    assert compiled(CONVERT_SCHEMA) is compiled(dict(CONVERT_SCHEMA))
 
 
 # --------------------------------------------------------- references in schema checks
@@ -565,7 +560,7 @@ schemas: st.SearchStrategy[Any] = st.recursive(
 )
 @given(schema=schemas, value=json_value)
 def test_fast_acceptor_never_accepts_what_jsonschema_refuses(schema: Any, value: Any) -> None:
-    fast = _Fast.compile(schema, root=True)
+    fast = FastAcceptor.compile(schema, root=True)
     assert fast is not None  # every generated keyword is one it handles
     if not fast.accepts(value):
         return
@@ -573,9 +568,9 @@ def test_fast_acceptor_never_accepts_what_jsonschema_refuses(schema: Any, value:
     wrapper = {"type": "object", "properties": {"v": schema}}
     cat = catalog(ToolInfo(server="x", name="t", input_schema=wrapper))
     # Drop the fast path to see what the full check alone says.
-    compiled = _compiled(wrapper)
-    assert compiled is not None
-    full = _lenient_class(type(compiled.plain))(wrapper)
+    validators = compiled(wrapper)
+    assert validators is not None
+    full = _lenient_class(type(validators.plain))(wrapper)
     errors = list(full.iter_errors(_checkable({"v": value})))
     assert errors == [], (schema, value, errors)
     assert validate_plan(steps, cat) == []
@@ -660,14 +655,14 @@ def test_references_never_cause_false_errors(schema: Any, value: Any, data: st.D
 
 
 def test_fast_acceptor_declines_what_it_does_not_know() -> None:
-    assert _Fast.compile({"type": "object", "patternProperties": {}}, root=True) is None
-    assert _Fast.compile({"$ref": "#/$defs/x"}, root=True) is None
-    assert _Fast.compile({"properties": {"a": {"oneOf": []}}}, root=True) is None
+    assert FastAcceptor.compile({"type": "object", "patternProperties": {}}, root=True) is None
+    assert FastAcceptor.compile({"$ref": "#/$defs/x"}, root=True) is None
+    assert FastAcceptor.compile({"properties": {"a": {"oneOf": []}}}, root=True) is None
     draft4 = {"$schema": "http://json-schema.org/draft-04/schema#", "type": "object"}
-    assert _Fast.compile(draft4, root=True) is None
+    assert FastAcceptor.compile(draft4, root=True) is None
     draft7 = {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object"}
-    assert _Fast.compile(draft7, root=True) is not None
-    fast = _Fast.compile(TIME_SCHEMA, root=True)
+    assert FastAcceptor.compile(draft7, root=True) is not None
+    fast = FastAcceptor.compile(TIME_SCHEMA, root=True)
     assert fast is not None
     assert fast.accepts({"timezone": "UTC"})
     assert fast.accepts({"timezone": "${up.tz}"})

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-import planner
 from executor.catalog import Catalog
 from executor.errors import PlanValidationError
 from executor.ids import PlanId
@@ -261,19 +260,3 @@ async def test_the_guard_refuses_and_records_a_remote_model(
     assert any("203.0.113.9" in v for v in network_guard.violations)
     assert any("api.openai.invalid" in v for v in network_guard.violations)
     network_guard.violations.clear()  # seen and expected: let the test pass
-
-
-def test_the_public_api_is_sorted_and_complete() -> None:
-    names = planner.__all__
-    assert len(names) == len(set(names))
-    for name in names:
-        assert getattr(planner, name) is not None
-    public = {n for n in vars(planner) if not n.startswith("_") and n[0].isupper()}
-    modules = {"backends", "errors", "host", "models", "planners", "prompt", "repair"}
-    assert public - set(names) - modules == set()
-
-    # Sorted the way ruff's RUF022 sorts: constants, then classes, then functions.
-    def kind(n: str) -> int:
-        return 0 if n.isupper() else 1 if n[0].isupper() else 2
-
-    assert names == sorted(names, key=lambda n: (kind(n), n))

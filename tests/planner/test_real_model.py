@@ -24,7 +24,7 @@ import pytest
 from executor.catalog import Catalog
 from planner import LiteLLMBackend, PlannerOptions, PlanRequest, RepairSession, ResponseMode
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.service import TaskOrchestrator
 from tests.planner.local_model import (
     LOCAL_MODEL,
     missing_packages,

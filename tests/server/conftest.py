@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from server.app import TaskorchServer, build_server
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.mcp import TaskorchServer, build_server
+from server.service import TaskOrchestrator
 from tests.e2e.support import write_config
 
 

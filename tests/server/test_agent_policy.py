@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from mcp import Client
 
-from server.app import build_server
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.mcp import build_server
+from server.service import TaskOrchestrator
 from tests.e2e.support import structured, tool_text, write_config
 from tests.fixtures.launch import MCP_FIXTURE
 

@@ -20,7 +20,7 @@ from mcp_types import (
     TextContent,
 )
 
-from server.app import TaskorchServer
+from server.mcp import TaskorchServer
 from tests.e2e.support import structured, tool_text
 
 Mode = Literal["legacy", "auto"]

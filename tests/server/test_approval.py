@@ -19,9 +19,9 @@ from mcp import Client
 from mcp.client.session import ClientRequestContext
 from mcp_types import ElicitRequestParams, ElicitResult, ErrorData
 
-from server.app import build_server
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.mcp import build_server
+from server.service import TaskOrchestrator
 from tests.e2e.support import clean_env, run_cli, structured, write_config
 from tests.fixtures.launch import MCP_FIXTURE
 

@@ -15,7 +15,7 @@ def test_run_a_plan_file_then_list_show_and_watch_it(tmp_path: Path) -> None:
     common = ["--config", str(config), "--db", str(db)]
     env = clean_env()
 
-    ran = run_cli("run", str(ROOT / "examples" / "plan.json"), "--yes", *common, env=env)
+    ran = run_cli("run", str(ROOT / "server" / "examples" / "plan.json"), "--yes", *common, env=env)
     assert ran.returncode == 0, ran.stderr
     assert "completed" in ran.stdout
     assert "All 10 steps succeeded" in ran.stdout

@@ -1,9 +1,10 @@
-"""`taskorch serve`'s fast argument path agrees with typer, and start-up's GC pause ends."""
+"""The fast reading of plain command lines agrees with typer; start-up's GC pause ends."""
 
 from __future__ import annotations
 
 import gc
 import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,72 +12,133 @@ import pytest
 import typer.main
 from typer.core import TyperGroup
 
-from server.cli import _pause_gc, app, serve, serve_fast_options
+from server.cli import app
+from server.cli.commands import commands
+from server.cli.common import pause_gc
+from server.cli.fast import fast_arguments
 
 
-def _typer_params(args: list[str]) -> dict[str, Any]:
+def _typer_params(name: str, args: list[str]) -> dict[str, Any]:
     group = typer.main.get_command(app)
     assert isinstance(group, TyperGroup)
-    parent = group.make_context("taskorch", ["serve", *args])
-    command = group.get_command(parent, "serve")
+    parent = group.make_context("taskorch", [name, *args])
+    command = group.get_command(parent, name)
     assert command is not None
-    return dict(command.make_context("serve", list(args), parent=parent).params)
+    return dict(command.make_context(name, list(args), parent=parent).params)
+
+
+def _fast(name: str, args: list[str]) -> dict[str, Any] | None:
+    return fast_arguments(commands()[name], args)
+
+
+def _with_defaults(fn: Callable[..., Any], given: dict[str, Any]) -> dict[str, Any]:
+    defaults = {
+        n: p.default
+        for n, p in inspect.signature(fn).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
+    return {**defaults, **given}
+
+
+def _normal(params: dict[str, Any]) -> dict[str, Any]:
+    # Typer gives an empty tuple for a repeatable option not given; commands read both as none.
+    return {k: (list(v) or None) if isinstance(v, list | tuple) else v for k, v in params.items()}
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("name", "args"),
     [
-        [],
-        ["--config", "c.json", "--db", "t.db"],
-        ["--config=c.json", "--db=sub/t.db", "--log-level", "debug"],
-        ["--db", "postgresql://orch:pw@db.internal:5432/taskorch?sslmode=require"],
-        ["--http", "--host", "0.0.0.0", "--port", "9000", "--token", "secret"],
-        ["--allow-host", "a.example", "--http", "--allow-host=b.example:8000"],
-        ["--http", "--max-connections", "16", "--request-timeout=2.5", "--keep-alive", "3"],
-        ["--http", "--host", "0.0.0.0", "--insecure-no-token"],
+        ("serve", []),
+        ("serve", ["--config", "c.json", "--db", "t.db"]),
+        ("serve", ["--config=c.json", "--db=sub/t.db", "--log-level", "debug"]),
+        ("serve", ["--db", "postgresql://orch:pw@db.internal:5432/taskorch?sslmode=require"]),
+        ("serve", ["--http", "--host", "0.0.0.0", "--port", "9000", "--token", "secret"]),
+        ("serve", ["--allow-host", "a.example", "--http", "--allow-host=b.example:8000"]),
+        ("serve", ["--http", "--max-connections", "16", "--request-timeout=2.5"]),
+        ("serve", ["--http", "--host", "0.0.0.0", "--insecure-no-token", "--keep-alive", "3"]),
+        ("serve", ["--log-level", "loud"]),  # the command itself refuses it, as under typer
+        ("plans", []),
+        ("plans", ["--status", "completed", "--status=failed", "--limit", "5"]),
+        ("plans", ["--session", "s1", "--db", "t.db"]),
+        ("plans", ["--db", "postgresql://orch@db.internal/taskorch"]),
+        ("show", ["abc123"]),
+        ("show", ["abc123", "--json", "--version", "2"]),
+        ("show", ["--graph", "abc123", "--config", "c.json"]),
+        ("watch", ["abc123", "--interval", "0.5"]),
+        ("confirm", ["abc123", "--reject", "--hash", "v1:00", "--reason", "no"]),
+        ("confirm", ["abc123", "--no-reject"]),
+        ("run", ["plan.json", "-y", "--on-interrupted", "skip"]),
+        ("run", ["abc123", "--yes", "--agent", "a"]),
+        ("cancel", ["abc123", "--wait", "0"]),
+        ("stats", ["--server", "s", "--since", "1d", "--limit", "3", "--json"]),
+        ("plan", ["count the words", "--steps", "s.json", "--session", "s"]),
+        ("demo", ["--keep"]),
     ],
 )
-def test_fast_options_are_what_typer_parses(args: list[str]) -> None:
-    fast = serve_fast_options(args)
+def test_fast_arguments_are_what_typer_parses(name: str, args: list[str]) -> None:
+    fast = _fast(name, args)
     assert fast is not None
-    defaults = {name: p.default for name, p in inspect.signature(serve).parameters.items()}
-    parsed = _typer_params(args)
-    # Typer gives an empty tuple for a repeatable option not given; `serve` reads both as none.
-    parsed["allow_host"] = parsed["allow_host"] or None
-    assert {**defaults, **fast} == parsed
+    expected = _normal(_typer_params(name, args))
+    assert _normal(_with_defaults(commands()[name], fast)) == expected
 
 
 @pytest.mark.parametrize(
-    "args",
+    ("name", "args"),
     [
-        ["--help"],
-        ["--port", "eighty"],
-        ["--port"],
-        ["--db", "a.db", "--db", "b.db"],
-        ["--http", "--http"],
-        ["--log-level", "loud"],
-        ["--config", ""],
-        ["--token", "--http"],
-        ["--unknown", "x"],
-        ["--request-timeout", "soon"],
-        ["--max-connections", "1.5"],
-        ["--insecure-no-token", "--insecure-no-token"],
-        ["positional"],
-        ["--", "--http"],
+        ("serve", ["--help"]),
+        ("serve", ["--port", "eighty"]),
+        ("serve", ["--port"]),
+        ("serve", ["--db", "a.db", "--db", "b.db"]),
+        ("serve", ["--http", "--http"]),
+        ("serve", ["--config", ""]),
+        ("serve", ["--token", "--http"]),
+        ("serve", ["--unknown", "x"]),
+        ("serve", ["--request-timeout", "soon"]),
+        ("serve", ["--max-connections", "1.5"]),
+        ("serve", ["--insecure-no-token", "--insecure-no-token"]),
+        ("serve", ["positional"]),
+        ("serve", ["--", "--http"]),
+        ("serve", ["--http=yes"]),
+        ("show", []),
+        ("show", ["a", "b"]),
+        ("show", ["abc123", "--version", "-1"]),
+        ("cancel", ["abc123", "--wait", "-1"]),
+        ("stats", ["--limit", "0"]),
+        ("plans", ["-h"]),
     ],
 )
-def test_anything_unusual_is_left_to_typer(args: list[str]) -> None:
-    assert serve_fast_options(args) is None
+def test_anything_unusual_is_left_to_typer(name: str, args: list[str]) -> None:
+    assert _fast(name, args) is None
+
+
+def test_every_command_is_read_fast_or_left_to_typer_as_a_whole() -> None:
+    # Declarations this reader does not understand make it step aside for the command.
+    assert set(commands()) == {
+        "serve",
+        "plan",
+        "confirm",
+        "run",
+        "plans",
+        "show",
+        "watch",
+        "cancel",
+        "stats",
+        "demo",
+    }
+    for name in commands():
+        assert _fast(name, ["--help"]) is None
 
 
 def test_a_directory_as_config_is_left_to_typer(tmp_path: Path) -> None:
-    assert serve_fast_options(["--config", str(tmp_path)]) is None
-    assert serve_fast_options(["--config", str(tmp_path / "c.json")]) is not None
+    assert _fast("serve", ["--config", str(tmp_path)]) is None
+    assert _fast("serve", ["--config", str(tmp_path / "c.json")]) is not None
+    with pytest.raises(typer.BadParameter):
+        _typer_params("serve", ["--config", str(tmp_path)])
 
 
 def test_the_gc_pause_ends_once_resumed() -> None:
     assert gc.isenabled()
-    resume = _pause_gc()
+    resume = pause_gc()
     try:
         assert not gc.isenabled()
         resume()

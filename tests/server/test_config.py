@@ -12,9 +12,14 @@ import platformdirs
 import pytest
 from pydantic import ValidationError
 
+from executor.downstream.specs import (
+    HttpServerSpec,
+    SseServerSpec,
+    StdioServerSpec,
+    WebSocketServerSpec,
+)
 from executor.errors import ConfigError, UserError
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ModelSettings, ResponseMode
-from executor.specs import HttpServerSpec, SseServerSpec, StdioServerSpec, WebSocketServerSpec
 from executor.store import DatabaseUrl
 from server.config import (
     Limits,
@@ -368,6 +373,14 @@ def test_server_names_that_break_server_dot_tool_are_refused(name: str) -> None:
         (
             servers(fs={"type": "ws", "url": "http://h/mcp"}),
             "cfg.json: mcpServers.fs.url: must start with ws:// or wss://",
+        ),
+        (
+            servers(fs={"url": "http://:8000/mcp"}),
+            "cfg.json: mcpServers.fs.url: must name a host, as in http://127.0.0.1:8000/mcp",
+        ),
+        (
+            servers(fs={"url": "ws://h:99999/mcp"}),
+            "cfg.json: mcpServers.fs.url: has a port that is not a number from 1 to 65535",
         ),
         ({"model": 3}, "cfg.json: model: must be a string, not a number"),
         ({"model": ""}, "cfg.json: model: must not be empty"),

@@ -13,6 +13,7 @@ import anyio
 import pytest
 from mcp import Client, StdioServerParameters
 
+from executor.downstream.specs import StdioServerSpec
 from server.config import load_config
 from server.demo import EXAMPLE_SERVERS, child_env, demo_config, demo_plan, repo_root
 from tests.e2e.support import structured, tool_text
@@ -142,9 +143,12 @@ def test_example_config_and_plan_are_valid() -> None:
     root = repo_root()
     config = load_config(root / "examples" / "config.json", env={"HOME": "/home/someone"})
     assert set(config.servers) == set(EXAMPLE_SERVERS)
+    for name, spec in config.servers.items():
+        assert isinstance(spec, StdioServerSpec)
+        assert spec.args[:2] == ("-m", EXAMPLE_SERVERS[name])
     demo = demo_config(Path("/tmp/x"))
     assert set(demo["mcpServers"]) == set(EXAMPLE_SERVERS)
     plan = demo_plan()
-    assert json.loads((root / "examples" / "plan.json").read_text()) == plan
+    assert json.loads((root / "server" / "examples" / "plan.json").read_text()) == plan
     ids = [s["id"] for s in plan["steps"]]
     assert len(ids) == len(set(ids))

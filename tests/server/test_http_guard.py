@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 from executor.errors import UserError
 from server.cli import app
-from server.http_guard import HttpLimits, check_bind, is_loopback
+from server.config import HttpLimits
+from server.mcp.http_guard import check_bind, is_loopback
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"])

@@ -10,12 +10,18 @@ from pathlib import Path
 import anyio
 import pytest
 
+from executor.downstream import Pool
 from executor.errors import ApprovalError, NotFoundError, PlanValidationError, UserError
-from executor.policy import AutoApprove
+from executor.policy import AgentConfig, AutoApprove
 from executor.records import EventKind
 from executor.status import PlanStatus
+from executor.store import SqliteStore
+from planner.backends import ModelBackend
+from planner.models import ModelReply, ModelRequest
+from planner.planners import ModelPlanner
 from server.config import load_config
-from server.orchestrator import ProgressUpdate, TaskOrchestrator
+from server.progress import ProgressUpdate
+from server.service import TaskOrchestrator
 from tests.e2e.support import ROOT, write_config
 
 STEPS = [
@@ -159,7 +165,7 @@ async def test_errors_in_the_body_come_out_unwrapped(tmp_path: Path) -> None:
 
 def test_serving_does_not_load_the_model_library() -> None:
     code = (
-        "import sys, server.cli, server.app, server.orchestrator\n"
+        "import sys, server.cli.main, server.mcp.build, server.service\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'litellm')))"
     )
     out = subprocess.run(
@@ -183,3 +189,61 @@ async def test_list_tools_names_the_servers_that_are_down(tmp_path: Path) -> Non
         assert {t.server for t in listed.tools} == {"taskorch", "text"}  # built-ins too
         with pytest.raises(NotFoundError, match="servers: bad, taskorch, text"):
             await orch.list_tools(server="nope")
+
+
+class _OnePlanModel(ModelBackend):
+    """A model that always answers the same plan (what a planner test double needs, no more)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    @property
+    def model(self) -> str:
+        return "test/one-plan"
+
+    async def complete(self, request: ModelRequest) -> ModelReply:
+        self.asked.append(request.messages[-1].content)
+        return ModelReply(data={"strategy": "Count.", "steps": STEPS[:1]}, model=self.model)
+
+
+@pytest.mark.anyio
+async def test_store_caller_and_planner_are_injected(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path, servers=("text", "stats")))
+    model = _OnePlanModel()
+    agents: list[str] = []
+
+    def planner_for(agent: AgentConfig) -> ModelPlanner:
+        agents.append(agent.name)
+        return ModelPlanner(model)
+
+    async with (
+        await SqliteStore.open(tmp_path / "mine.db") as store,
+        Pool(config.servers, log_dir=tmp_path / "logs") as pool,
+    ):
+        orch = TaskOrchestrator(config, store=store, caller=pool, planner_for=planner_for)
+        async with orch:
+            assert orch.pool is None  # the caller given is used; no pool of its own
+            plan = await orch.create_task_plan("count the words of one two three")
+            await orch.confirm_task_plan(plan.plan_id, plan_hash=plan.plan_hash)
+            report = await orch.execute_task_plan(plan.plan_id)
+        assert report.status is PlanStatus.COMPLETED
+        assert report.steps[0].output["words"] == 3
+        assert agents == ["default"] and len(model.asked) == 1
+        # The store is the caller's: still open, and holding the plan.
+        assert (await store.get_plan(plan.plan_id)).status is PlanStatus.COMPLETED
+
+
+@pytest.mark.anyio
+async def test_opened_to_read_it_reads_and_says_what_it_cannot_do(orch: TaskOrchestrator) -> None:
+    plan = await orch.create_task_plan("count", steps=STEPS[:1])
+    reader = TaskOrchestrator(orch.config, store=orch.store, connect=False, engine=False)
+    async with reader:
+        assert reader.pool is None
+        assert [p.plan_id for p in (await reader.list_task_plans()).plans] == [plan.plan_id]
+        assert (await reader.get_task_plan(plan.plan_id)).steps[0].status.value == "pending"
+        await reader.confirm_task_plan(plan.plan_id, plan_hash=plan.plan_hash)
+        with pytest.raises(UserError, match="without the run engine"):
+            await reader.execute_task_plan(plan.plan_id)
+    # What the reader decided is what the engine runs.
+    report = await orch.execute_task_plan(plan.plan_id)
+    assert report.status is PlanStatus.COMPLETED

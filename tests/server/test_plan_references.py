@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from executor.errors import PlanValidationError
-from server.orchestrator import TaskOrchestrator
+from server.service import TaskOrchestrator
 
 
 @pytest.mark.anyio

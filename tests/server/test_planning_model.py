@@ -20,9 +20,9 @@ from mcp import Client
 
 from planner import answer_budget
 from planner.shortlist import allowed_tools
-from server.app import build_server
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.mcp import build_server
+from server.service import TaskOrchestrator
 from tests.e2e.support import structured, tool_text, write_config
 from tests.planner.fake_openai import MODEL, FakeOpenAI
 
@@ -190,6 +190,6 @@ async def test_unset_max_tokens_is_derived_from_the_step_limit_and_tools(
 
 
 def _default() -> Any:
-    from server.orchestrator import DEFAULT_AGENT
+    from server.agents import DEFAULT_AGENT
 
     return DEFAULT_AGENT

@@ -20,9 +20,9 @@ from mcp_types import TextResourceContents
 from executor.plan import utc_now
 from executor.records import ToolCallStats
 from executor.stats import Stats
-from server.app import build_server
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.mcp import build_server
+from server.service import TaskOrchestrator
 from server.stats_view import RESOURCE_ROWS, render_stats_chart, render_stats_json, stats_view
 from tests.e2e.support import clean_env, run_cli, structured, tool_text, write_config
 from tests.executor.scheduler_support import ENGINE_SERVER

@@ -15,9 +15,9 @@ from mcp import Client
 
 from executor.status import PlanStatus, StepStatus
 from executor.store import SqliteStore, Store
-from server.app import build_server
 from server.config import load_config
-from server.orchestrator import TaskOrchestrator
+from server.mcp import build_server
+from server.service import TaskOrchestrator
 from tests.e2e.support import structured, tool_text, write_config
 from tests.fixtures.launch import TINY_SERVER
 

@@ -1,0 +1,107 @@
+"""Questions from downstream tools (elicitation), on their way to the host.
+
+A downstream tool may ask its client a question (`elicitation/create`: a
+mid-call request before 2026-07-28, an input-required round after). taskorch is
+that client; it is not the user. The question goes on to whoever runs the plan,
+through the `HostAsker` registered for the plan (`Askers`), with the server, the
+tool and the step named in it. When nobody can be asked (no host attached, or
+one that cannot answer), the question is refused with a sentence saying why,
+and the step fails with it. Sampling requests are refused outright unless the
+configuration allows them (see `executor.downstream.Pool`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict
+
+from executor.errors import CannotAsk
+
+__all__ = ["ASKER_META_KEY", "Askers", "DownstreamQuestion", "HostAsker"]
+
+
+ASKER_META_KEY = "io.github.taskorch/asker"
+"""`_meta` key naming who asks, on a question passed on to the host."""
+
+
+class DownstreamQuestion(BaseModel):
+    """A downstream tool's request to its client, with where it comes from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    plan_id: str
+    """The plan whose step made the call."""
+    step_id: str
+    """The step."""
+    server: str
+    """The downstream server that asks."""
+    tool: str
+    """Its tool."""
+    method: str
+    """`elicitation/create` (a question) or `sampling/createMessage` (a model call)."""
+    params: dict[str, Any]
+    """The request's params, as the server sent them (wire JSON)."""
+
+    def who(self) -> str:
+        """Who asks: the server, its tool and the step."""
+        return f"{self.server}.{self.tool} (step {self.step_id!r} of plan {self.plan_id})"
+
+    def text(self) -> str:
+        """The question as the host shows it: who asks, and what."""
+        message = self.params.get("message")
+        if self.method == "elicitation/create" and isinstance(message, str):
+            return f"{self.who()} asks: {message}"
+        return f"{self.who()} asks for a model completion (sampling)"
+
+    def for_host(self) -> dict[str, Any]:
+        """The request to put to the host: the server's, saying who asks."""
+        params = dict(self.params)
+        if self.method == "elicitation/create":
+            params["message"] = self.text()
+        meta = dict(params.get("_meta") or {})
+        meta[ASKER_META_KEY] = self.who()
+        params["_meta"] = meta
+        return {"method": self.method, "params": params}
+
+
+class HostAsker(Protocol):
+    """Puts a question to the host; returns its `ElicitResult` as wire JSON."""
+
+    async def __call__(self, question: DownstreamQuestion) -> dict[str, Any]:
+        """Ask and wait for the answer.
+
+        Raises:
+            CannotAsk: The host cannot be asked after all.
+        """
+
+
+class Askers:
+    """Who to ask, by plan: set while a host follows the plan's run."""
+
+    def __init__(self) -> None:
+        """Nobody to ask yet."""
+        self._by_plan: dict[str, HostAsker] = {}
+
+    def set(self, plan_id: str, asker: HostAsker) -> None:
+        """Send the questions of `plan_id`'s steps to `asker` (replacing any other)."""
+        self._by_plan[plan_id] = asker
+
+    def clear(self, plan_id: str, asker: HostAsker | None = None) -> None:
+        """Stop sending `plan_id`'s questions (to `asker` only, when given)."""
+        if asker is None or self._by_plan.get(plan_id) is asker:
+            self._by_plan.pop(plan_id, None)
+
+    async def ask(self, question: DownstreamQuestion) -> dict[str, Any]:
+        """Ask whoever follows the plan.
+
+        Raises:
+            CannotAsk: Nobody follows it in a way that can answer.
+        """
+        asker = self._by_plan.get(question.plan_id)
+        if asker is None:
+            raise CannotAsk(
+                f"{question.text()}, and no host that can answer follows this run: run the "
+                "plan from a host that declares MCP tasks (the host task then asks it)"
+            )
+        return await asker(question)

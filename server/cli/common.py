@@ -1,0 +1,212 @@
+"""What every command shares: its options, logging to stderr, errors as exit codes, the service.
+
+Exit codes: 0 done, 1 the work failed (a plan that did not complete, a
+server down), 2 the command was wrong (an option, a file, the config), 130
+interrupted. Imports stay inside functions: `--help` loads none of this.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, TypeVar
+
+import typer
+
+from executor._utils import leaf_exceptions
+from executor.errors import TaskorchError, UserError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from executor.downstream import Scrubber
+    from server.config import TaskorchConfig
+    from server.service import TaskOrchestrator
+
+__all__ = [
+    "LOG_LEVELS",
+    "TOKEN_ENV_VAR",
+    "ConfigOpt",
+    "DbOpt",
+    "LogOpt",
+    "console",
+    "fail",
+    "load",
+    "open_orchestrator",
+    "pause_gc",
+    "run",
+    "setup_logging",
+]
+
+TOKEN_ENV_VAR = "TASKORCH_TOKEN"
+"""Environment variable holding the bearer token of `serve --http` when `--token` is not given."""
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The levels `--log-level` takes."""
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Config file (else $TASKORCH_CONFIG, else the default location).",
+        dir_okay=False,
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="SQLite file or postgresql:// URL (else $TASKORCH_DB, else the config's, else "
+        "the default).",
+    ),
+]
+LogOpt = Annotated[
+    str | None,
+    typer.Option("--log-level", help="DEBUG, INFO, WARNING (default) or ERROR; logs go to stderr."),
+]
+
+_T = TypeVar("_T")
+
+
+def setup_logging(
+    level: str | None, config_level: str | None = None, *, secrets: Scrubber | None = None
+) -> None:
+    """Log to stderr (stdout belongs to the protocol on stdio), scrubbed and bounded."""
+    from executor.logguard import LogGuard
+
+    chosen = (level or config_level or "WARNING").upper()
+    if chosen not in LOG_LEVELS:
+        raise typer.BadParameter(f"unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(
+        level=chosen,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    # What servers send reaches the log through many libraries: scrub and bound it all here.
+    guard = LogGuard(secrets)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(guard)
+    atexit.register(guard.report)  # before logging's own exit hook, registered earlier
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `error: message` to stderr; raise the result to exit with `code`."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def run(fn: Callable[[], Awaitable[_T]]) -> _T:
+    """Run `fn` on an event loop; taskorch's errors become messages and exit codes."""
+    import anyio
+
+    try:
+        return anyio.run(fn)
+    except BaseExceptionGroup as group:
+        # One real error inside task groups: report it like a bare one.
+        leaves = leaf_exceptions(group)
+        inner = leaves[0] if len(leaves) == 1 else None
+        if isinstance(inner, UserError):
+            raise fail(str(inner), 2) from None
+        if isinstance(inner, TaskorchError):
+            raise fail(str(inner)) from None
+        if isinstance(inner, typer.Exit):
+            raise inner from None
+        raise
+    except UserError as exc:
+        raise fail(str(exc), 2) from None
+    except TaskorchError as exc:
+        raise fail(str(exc)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+
+
+def load(config: Path | None, log_level: str | None, *extra_secrets: str | None) -> TaskorchConfig:
+    """Read the config (a wrong one exits 2) and set up logging with its secrets scrubbed."""
+    from executor.downstream.redact import Scrubber
+    from server.config import load_config
+
+    try:
+        cfg = load_config(config)
+    except TaskorchError as exc:
+        raise fail(str(exc), 2) from None
+    secrets = Scrubber.for_servers(cfg.servers.values(), extra=[e for e in extra_secrets if e])
+    setup_logging(log_level, cfg.log_level, secrets=secrets)
+    return cfg
+
+
+def open_orchestrator(
+    config: Path | None,
+    db: str | None,
+    *,
+    log_level: str | None = None,
+    connect: bool = True,
+    engine: bool = True,
+    resume: bool = True,
+    token: str | None = None,
+) -> TaskOrchestrator:
+    """The service for a command (not open yet).
+
+    Args:
+        config: `--config`.
+        db: `--db`: a file path (SQLite) or a postgresql:// URL.
+        log_level: `--log-level`.
+        connect: Connect to the config's servers; `False` for commands that only
+            read or decide, which then load neither the SDK's client nor the pool.
+        engine: Start the run engine; `False` for commands that neither run, cancel
+            nor follow runs.
+        resume: Resume runs a crash interrupted, in the background.
+        token: The HTTP bearer token, scrubbed from logs and servers' words.
+    """
+    from server.config import resolve_db_path
+    from server.service import TaskOrchestrator
+
+    cfg = load(config, log_level, token)
+    try:
+        db_path = resolve_db_path(db, cfg)
+    except TaskorchError as exc:
+        raise fail(str(exc), 2) from None
+    return TaskOrchestrator(
+        cfg,
+        db_path=db_path,
+        connect=connect,
+        engine=engine,
+        resume=resume,
+        secrets=(token,) if token else (),
+    )
+
+
+def pause_gc() -> Callable[[], None]:
+    """Stop the cyclic garbage collector until the returned function is called.
+
+    Start-up allocates a few hundred thousand objects (the SDK's and taskorch's
+    pydantic models, the tools' JSON schemas) and frees almost none of them, so
+    collecting during it is wasted time. Resuming freezes what start-up made
+    (`gc.freeze`), so later collections do not walk those objects again during
+    the first requests; the cyclic leftovers of start-up are kept for good, once.
+    Calling the function twice is harmless.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    resumed = False
+
+    def resume() -> None:
+        nonlocal resumed
+        if resumed:
+            return
+        resumed = True
+        if was_enabled:
+            gc.freeze()
+            gc.enable()
+
+    return resume
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console for a command's output (stdout unless `stderr`)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)

@@ -1,0 +1,38 @@
+"""The entry point of the `taskorch` console script."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["main"]
+
+
+def main() -> None:
+    """Run the command the arguments name; plain command lines skip typer's parser."""
+    args = sys.argv[1:]
+    if args == ["--version"]:
+        # Asked by installers and scripts to check what is there: no command tree needed.
+        from server._version import installed_version
+
+        print(f"taskorch {installed_version()}")
+        return
+    import typer
+
+    from server.cli.commands import app, commands
+    from server.cli.fast import fast_arguments
+
+    command = commands().get(args[0]) if args else None
+    if command is not None and (arguments := fast_arguments(command, args[1:])) is not None:
+        try:
+            command(**arguments)
+        except typer.BadParameter as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            # A question answered with end of input, as typer reports it.
+            print("Aborted.", file=sys.stderr)
+            sys.exit(1)
+        return
+    app()

@@ -1,0 +1,136 @@
+"""Commands that only read the database load neither the MCP SDK, litellm nor the pool.
+
+A structural check, no clock: each command runs in a child process as a user
+runs it, and what it imported is read from `sys.modules` as the process exits.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from executor import PlanStatus
+from server.config import TaskorchConfig
+from server.service import TaskOrchestrator
+from tests.e2e.support import ROOT, clean_env
+
+# The MCP SDK (`mcp`, and `mcp_types`, its types), the model library, and the downstream
+# pool with its transports.
+HEAVY = (
+    "mcp",
+    "mcp_types",
+    "litellm",
+    "executor.downstream.pool",
+    "executor.downstream.supervisor",
+    "executor.downstream.transports",
+)
+# The run engine and the argument checker, which only commands that run, cancel or
+# follow runs need.
+ENGINE = ("executor.run", "jsonschema", "psutil")
+
+_PROBE = """\
+import atexit, json, sys
+def _dump():
+    with open({out!r}, "w", encoding="utf-8") as f:
+        json.dump(sorted(sys.modules), f)
+atexit.register(_dump)
+sys.argv = ["taskorch", *{args!r}]
+from server.cli import main
+main()
+"""
+
+
+def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    out = tmp_path / "modules.json"
+    out.unlink(missing_ok=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(out=str(out), args=list(args))],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return done, set(json.loads(out.read_text(encoding="utf-8")))
+
+
+def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
+    return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in heavy))
+
+
+@pytest.fixture(scope="module")
+def finished_plan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A database holding one completed plan (built-in steps only: no server needed)."""
+    import anyio
+
+    db = tmp_path_factory.mktemp("db") / "t.db"
+    steps = [
+        {
+            "id": "greet",
+            "server": "taskorch",
+            "tool": "format",
+            "arguments": {"template": "hello {who}", "values": {"who": "world"}},
+        }
+    ]
+
+    async def make() -> str:
+        async with TaskOrchestrator(TaskorchConfig(), db_path=db, resume=False) as orch:
+            plan = await orch.create_task_plan("say hello", steps=steps)
+            await orch.confirm_task_plan(plan.plan_id, plan_hash=plan.plan_hash)
+            report = await orch.execute_task_plan(plan.plan_id)
+            assert report.status is PlanStatus.COMPLETED
+            return plan.plan_id
+
+    return db, anyio.run(make)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["--version"],
+        ["plans"],
+        ["show", "{plan}"],
+        ["show", "{plan}", "--json"],
+        ["show", "{plan}", "--graph"],
+        ["show", "{plan}", "--timeline"],
+        ["watch", "{plan}"],
+        ["stats"],
+    ],
+    ids=lambda c: " ".join(c).replace("{plan}", "ID"),
+)
+def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
+    tmp_path: Path, finished_plan: tuple[Path, str], command: list[str]
+) -> None:
+    db, plan_id = finished_plan
+    args = [a.replace("{plan}", plan_id) for a in command]
+    if args[0] not in ("--help", "--version"):
+        args += ["--db", str(db), "--config", str(tmp_path / "none.json")]
+        (tmp_path / "none.json").write_text("{}", encoding="utf-8")
+    done, modules = _imported(tmp_path, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip(), "the command printed nothing"
+    assert _heavy(modules) == []
+    if args[0] != "watch":
+        assert _heavy(modules, ENGINE) == []
+
+
+def test_version_is_the_installed_distributions() -> None:
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [sys.executable, "-m", "server.cli", "--version"],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"taskorch {version('taskorch')}"

@@ -7,6 +7,9 @@ another takes the run over with the crash rules, while a third replica that
 was asked to `execute_plan(wait=true)` streams the progress of steps run by
 both. Every step appends a line to a file: at the end each line is there
 exactly once. A cancel sent to a replica that does not own a run stops it.
+An approval question asked by one replica is answered through another (the
+requestState key is the database's, not a replica's), and a host's task made
+on one replica is polled to its end on another.
 """
 
 from __future__ import annotations
@@ -28,7 +31,16 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, InputRequiredResult
 
+from executor.task_client import TasksClient
+from executor.tasks_wire import (
+    CreateTaskResult,
+    DetailedTask,
+    GetTaskRequest,
+    TaskIdParams,
+    TaskStatus,
+)
 from tests.e2e.support import ROOT, _wait_for_port, clean_env, free_port, structured
 from tests.executor.scheduler_support import ENGINE_SERVER
 
@@ -97,9 +109,10 @@ def replicas(config: Path, db_url: str, names: str) -> Iterator[dict[str, Replic
 
 
 @asynccontextmanager
-async def client(replica: Replica) -> AsyncIterator[Client]:
+async def client(replica: Replica, **options: Any) -> AsyncIterator[Client]:
     http = create_mcp_http_client(headers={"Authorization": f"Bearer {TOKEN}"})
-    async with http, Client(streamable_http_client(replica.url, http_client=http)) as session:
+    transport = streamable_http_client(replica.url, http_client=http)
+    async with http, Client(transport, **options) as session:
         yield session
 
 
@@ -219,3 +232,61 @@ async def test_any_replica_answers_takes_over_a_killed_owners_run_and_cancels_ac
         await wait_until(lambda: "cancelled" in lines(marker), "the cancel to reach the tool")
         shown = await call(b, "get_plan", {"plan_id": plan["plan_id"]})
         assert shown["status"] == "cancelled"
+
+
+async def _never(context: Any, params: ElicitRequestParams) -> ElicitResult:
+    raise AssertionError("the question is answered by another replica in this test")
+
+
+async def test_an_approval_and_a_host_task_from_one_replica_are_answered_by_another(
+    tmp_path: Path, pg_url: str
+) -> None:
+    effects = tmp_path / "effects.txt"
+    config = write_config(tmp_path)
+
+    def append(line: str) -> list[dict[str, Any]]:
+        arguments = {"path": str(effects), "line": line}
+        return [{"id": "w", "server": "engine", "tool": "append_line", "arguments": arguments}]
+
+    with replicas(config, pg_url, "AB") as r:
+        a, b = r["A"], r["B"]
+        # The approval question's requestState is sealed with a key every replica shares.
+        plan = await make_plan(a, append("approved"))
+        async with client(a, elicitation_callback=_never) as session:
+            asked = await session.session.call_tool(
+                "execute_plan", {"plan_id": plan["plan_id"]}, allow_input_required=True
+            )
+        assert isinstance(asked, InputRequiredResult), asked
+        assert asked.request_state is not None and asked.input_requests is not None
+        [key] = asked.input_requests
+        answer = {key: ElicitResult(action="accept", content={"approve": True, "reason": "ok"})}
+        async with client(b, elicitation_callback=_never) as session:
+            result = await session.session.call_tool(
+                "execute_plan",
+                {"plan_id": plan["plan_id"]},
+                input_responses=answer,  # type: ignore[arg-type]
+                request_state=asked.request_state,
+                allow_input_required=True,
+            )
+        assert not isinstance(result, InputRequiredResult)
+        assert structured(result)["status"] == "completed"
+
+        # A host's task is the run, kept in the database: made on A, polled on B.
+        plan = await make_plan(a, append("tasked"))
+        await call(a, "confirm_plan", {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]})
+        async with client(a, extensions=[TasksClient()]) as session:
+            handle = await session.session.call_tool(
+                "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
+            )
+        assert isinstance(handle, CreateTaskResult), handle
+        get = GetTaskRequest(params=TaskIdParams(task_id=handle.task_id))
+        async with client(b, extensions=[TasksClient()]) as session:
+            with anyio.fail_after(60):  # a hang guard
+                task = await session.session.send_request(get, DetailedTask)
+                while task.status is TaskStatus.WORKING:  # polled, as a host does
+                    await anyio.sleep(0.05)
+                    task = await session.session.send_request(get, DetailedTask)
+        assert task.status is TaskStatus.COMPLETED, task
+        report = CallToolResult.model_validate(task.result).structured_content
+        assert report is not None and report["status"] == "completed"
+        assert lines(effects) == ["approved", "tasked"]

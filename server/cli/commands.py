@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from executor.errors import UserError
+from executor.errors import TaskorchError, UserError
 from server.cli.auth import auth_app
 from server.cli.common import (
     ConfigOpt,
@@ -211,7 +211,8 @@ def run_command(
 ) -> None:
     """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
 
-    A stored plan left executing by a process that is gone is taken over and resumed.
+    A stored plan left executing by a process that is gone is taken over and resumed;
+    one that another live process runs is followed to its end.
     """
     if on_interrupted not in (None, "rerun", "skip"):
         raise fail("--on-interrupted takes 'rerun' or 'skip'", 2)
@@ -252,6 +253,8 @@ def run_command(
                 owner = await orch.run_owner(pid)
                 if owner is not None and not owner.holds:
                     out.print(f"plan {pid}: {owner.describe()}; taking the run over")
+                elif owner is not None and not owner.here:
+                    out.print(f"plan {pid}: {owner.describe()}; following it")
             return await _execute_with_bars(orch, view, out, on_interrupted)
 
     report = run(go)
@@ -506,7 +509,11 @@ def config_check(
     out = console()
     where = cfg.config_path or resolve_config_path(config)
     out.print(f"config: {where}{'' if cfg.config_path else ' (not found: empty config)'}")
-    out.print(f"database: {resolve_db_path(db, cfg)}")
+    try:
+        database = resolve_db_path(db, cfg)
+    except TaskorchError as exc:
+        raise fail(str(exc), 2) from None
+    out.print(f"database: {database}")  # a URL says itself without its password
 
     async def go() -> list[ServerHealth]:
         from executor import Pool

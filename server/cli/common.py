@@ -61,9 +61,11 @@ ConfigOpt = Annotated[
     ),
 ]
 DbOpt = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
-        "--db", help="SQLite database (else $TASKORCH_DB, else the config's, else the default)."
+        "--db",
+        help="SQLite file or postgresql:// URL (else $TASKORCH_DB, else the config's, else "
+        "the default).",
     ),
 ]
 LogOpt = Annotated[
@@ -164,7 +166,7 @@ def load(
 
 def open_orchestrator(
     config: Path | None,
-    db: Path | None,
+    db: str | None,
     *,
     log_level: str | None = None,
     connect: bool = True,
@@ -178,7 +180,7 @@ def open_orchestrator(
 
     Args:
         config: `--config`.
-        db: `--db`.
+        db: `--db`: a file path (SQLite) or a postgresql:// URL.
         log_level: `--log-level`.
         connect: Connect to the config's servers; `False` for commands that only
             read or decide, which then load neither the SDK's client nor the pool.
@@ -194,6 +196,10 @@ def open_orchestrator(
     from server.service import TaskOrchestrator
 
     cfg = load(config, log_level, token, log_format=log_format)
+    try:
+        db_path = resolve_db_path(db, cfg)
+    except TaskorchError as exc:
+        raise fail(str(exc), 2) from None
     if traced:
         from executor.tracing import export_before_sigterm, setup_tracing
 
@@ -204,7 +210,7 @@ def open_orchestrator(
         export_before_sigterm(shutdown)
     return TaskOrchestrator(
         cfg,
-        db_path=resolve_db_path(db, cfg),
+        db_path=db_path,
         connect=connect,
         engine=engine,
         resume=resume,

@@ -30,7 +30,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
-from mcp_types import CallToolRequestParams
+from mcp_types import CallToolRequestParams, CallToolResult
 from mcp_types.jsonrpc import HEADER_MISMATCH, INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
@@ -143,9 +143,16 @@ class TaskOffer:
         self.accepted: TaskState | None = None
         """The task the body created, once it accepted."""
 
-    def accept(self, state: TaskState) -> None:
-        """Answer this call with `state`'s handle; the task must already be readable."""
+    def accept(self, state: TaskState) -> CallToolResult:
+        """Answer this call with `state`'s handle; the task must already be readable.
+
+        Returns:
+            What the tool body returns. The extension answers with the handle
+            instead; it is marked an error so that no output schema is checked
+            against it on the way.
+        """
         self.accepted = state
+        return CallToolResult(content=[], is_error=True)
 
 
 _OFFER: ContextVar[TaskOffer | None] = ContextVar("taskorch_task_offer", default=None)

@@ -28,6 +28,7 @@ from mcp_types import (
     CreateMessageRequestParams,
     CreateMessageResult,
     InputRequiredResult,
+    InputResponse,
     TextContent,
 )
 from mcp_types.jsonrpc import INVALID_PARAMS
@@ -235,12 +236,11 @@ async def test_after_a_restart_a_planning_task_reads_as_failed_and_says_why(
     assert plans["plans"] == []
 
 
-def _host_answer(request: dict[str, Any]) -> dict[str, Any]:
+def _host_answer(request: dict[str, Any]) -> CreateMessageResult:
     """The host's model answering one sampling request with the plan."""
     assert request["method"] == "sampling/createMessage", request
     text = TextContent(type="text", text=json.dumps(PLAN))
-    answer = CreateMessageResult(role="assistant", content=text, model="host-llm")
-    return answer.model_dump(by_alias=True, mode="json", exclude_none=True)
+    return CreateMessageResult(role="assistant", content=text, model="host-llm")
 
 
 async def test_planning_with_the_hosts_model_answers_with_a_task_after_sampling(
@@ -259,7 +259,7 @@ async def test_planning_with_the_hosts_model_answers_with_a_task_after_sampling(
             while isinstance(result, InputRequiredResult):
                 requests = result.input_requests or {}
                 asked += len(requests)
-                answers = {
+                answers: dict[str, InputResponse] = {
                     key: _host_answer(r.model_dump(by_alias=True, mode="json"))
                     for key, r in requests.items()
                 }

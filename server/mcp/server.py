@@ -18,6 +18,7 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.request_state import RequestStateSecurity
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import AnyUrl
 
@@ -27,6 +28,7 @@ from server.mcp.errors import resource_boundary
 from server.mcp.plan_tasks import PlanningTasks
 from server.mcp.results import tool_result
 from server.mcp.run_tasks import RunTasks
+from server.mcp.task_listen import TaskListen
 from server.mcp.tasks_ext import TaskBackend, TasksExtension, TaskState
 from server.service import TaskOrchestrator
 from server.views import RunView
@@ -71,13 +73,18 @@ class TaskorchServer(MCPServer[Any]):
         """A tasks-capable host's runs, as MCP tasks (`server.mcp.run_tasks`)."""
         self.plan_tasks = PlanningTasks(orchestrator)
         """A tasks-capable host's planning with a model (`server.mcp.plan_tasks`)."""
+        host_tasks = _HostTasks(self.run_tasks, self.plan_tasks)
+        bus = InMemorySubscriptionBus()
         super().__init__(
             name,
             title="taskorch",
             instructions=INSTRUCTIONS,
             version=installed_version(),
             log_level="WARNING",
-            extensions=[TasksExtension(_HostTasks(self.run_tasks, self.plan_tasks), TASK_TOOLS)],
+            extensions=[TasksExtension(host_tasks, TASK_TOOLS)],
+            # One bus for the SDK's events and `TaskListen`'s streams, which carry them too.
+            subscriptions=bus,
+            middleware=[TaskListen(host_tasks, bus)],
             # The input-required round's requestState is sealed with a key from the
             # store: an approval question outlives a restart of taskorch.
             request_state_security=RequestStateSecurity(

@@ -55,6 +55,7 @@ __all__ = [
     "TasksExtension",
     "caller_of",
     "declares_tasks",
+    "missing_capability",
     "task_offer",
 ]
 
@@ -200,7 +201,8 @@ def caller_of(ctx: ServerRequestContext[Any, Any]) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
-def _missing_capability(what: str) -> MCPError:
+def missing_capability(what: str) -> MCPError:
+    """The error for a client that needs the tasks extension for `what` and did not declare it."""
     return MCPError(
         code=MISSING_REQUIRED_CLIENT_CAPABILITY,
         message=f"{what} needs the tasks extension: declare {TASKS_EXTENSION!r} "
@@ -256,7 +258,7 @@ class TasksExtension(Extension):
             return await call_next(ctx)
         if not declares_tasks(ctx):
             if support is TaskSupport.REQUIRED:
-                raise _missing_capability(f"tool {params.name!r} runs only as a task: it")
+                raise missing_capability(f"tool {params.name!r} runs only as a task: it")
             return await call_next(ctx)
         offer = TaskOffer(caller_of(ctx), params)
         token = _OFFER.set(offer)
@@ -270,7 +272,7 @@ class TasksExtension(Extension):
     def _check(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> str:
         """Refuse a `tasks/*` request the client may not send; return its owner."""
         if not declares_tasks(ctx):
-            raise _missing_capability(f"{ctx.method}")
+            raise missing_capability(f"{ctx.method}")
         headers = _headers(ctx)
         if headers is not None and decode_header_value(headers.get(MCP_NAME_HEADER)) != task_id:
             raise MCPError(

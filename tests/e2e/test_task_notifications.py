@@ -25,6 +25,7 @@ from mcp_types.jsonrpc import MISSING_REQUIRED_CLIENT_CAPABILITY
 
 from executor.task_client import TasksClient
 from executor.tasks_wire import (
+    CancelTaskRequest,
     CreateTaskResult,
     DetailedTask,
     GetTaskRequest,
@@ -38,7 +39,7 @@ from tests.fixtures.launch import MCP_FIXTURE
 
 pytestmark = pytest.mark.anyio
 
-_TASKS = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
+_TASKS: dict[str, Any] = {"extensions": {"io.modelcontextprotocol/tasks": {}}}
 _LISTEN_ID = "listen-1"
 
 
@@ -129,6 +130,29 @@ async def test_a_listening_host_hears_its_task_ask_and_complete(served: str) -> 
     assert last["taskId"] == handle.task_id
     assert last["result"] == polled.result  # the whole task, as tasks/get answers it
     assert last["result"]["structuredContent"]["steps"][0]["output"] == {"result": "Hello, Ada!"}
+
+
+async def test_a_listening_host_hears_its_run_cancelled(served: str) -> None:
+    arguments = {"values": list(range(200)), "delay_s": 0.1}
+    steps = [{"id": "sum", "server": "stats", "tool": "running_total", "arguments": arguments}]
+    statuses: list[str] = []
+    async with Client(streamable_http_client(served), extensions=[TasksClient()]) as client:
+        plan = structured(await client.call_tool("create_plan", {"query": "sum", "steps": steps}))
+        confirm = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
+        structured(await client.call_tool("confirm_plan", confirm))
+        handle = await client.session.call_tool(
+            "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
+        )
+        assert isinstance(handle, CreateTaskResult), handle
+        with anyio.fail_after(60):
+            async for frame in _listen(served, [handle.task_id]):
+                if frame.get("method") != "notifications/tasks":
+                    continue
+                statuses.append(frame["params"]["status"])
+                if statuses == ["working"]:
+                    cancel = CancelTaskRequest(params=TaskIdParams(task_id=handle.task_id))
+                    await client.session.send_request(cancel, TaskAck)
+    assert statuses == ["working", "cancelled"]
 
 
 async def test_a_listen_for_tasks_without_the_extension_is_refused(served: str) -> None:

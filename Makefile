@@ -17,7 +17,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export PYTHONDONTWRITEBYTECODE := 1
 
 # `make .venv-fastmcp` makes the FastMCP venv alone.
-.PHONY: demo test lint typecheck pytest bench test-llm bench-llm format clean
+.PHONY: demo test lint typecheck pytest bench test-llm bench-llm format clean postgresql
 
 $(PY):
 	@echo "make: creating the virtualenv $(VENV)"
@@ -51,6 +51,23 @@ $(FASTMCP_STAMP):
 
 $(FASTMCP_VENV): $(FASTMCP_STAMP)
 
+# The store tests and the replica test start their own throwaway PostgreSQL server
+# (tests/pg.py: initdb + pg_ctl in a temporary directory); this only makes sure its
+# programs are here: Debian's package, installed when missing and we are root.
+postgresql:
+	@if [ -n "$$TASKORCH_PG_BINDIR" ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+		|| command -v initdb >/dev/null 2>&1; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing PostgreSQL (Debian's postgresql package) for the tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql \
+			>/dev/null || exit 1; \
+	else \
+		echo "error: the tests need PostgreSQL's server programs (initdb, pg_ctl):" >&2; \
+		echo "  install Debian's postgresql package (sudo apt-get install postgresql)," >&2; \
+		echo "  or set TASKORCH_PG_BINDIR to a directory that holds them" >&2; \
+		exit 1; \
+	fi
+
 demo: $(RUNTIME_STAMP)
 	$(VENV)/bin/taskorch demo
 
@@ -61,7 +78,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) $(NPM_STAMP) $(FASTMCP_STAMP)
+pytest: $(STAMP) $(NPM_STAMP) $(FASTMCP_STAMP) postgresql
 	$(VENV)/bin/pytest
 
 test: lint typecheck pytest
@@ -70,7 +87,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: $(STAMP) $(NPM_STAMP)
+bench: $(STAMP) $(NPM_STAMP) postgresql
 	$(PY) -m bench
 
 clean:

@@ -12,6 +12,7 @@ TaskorchError
 │   ├── SchemaTooNewError          written by a newer taskorch
 │   └── CorruptDatabaseError       not a database, or damaged
 ├── ToolCallError                  a downstream call failed (carries an ErrorKind and a Delivery)
+├── LoginError                     an OAuth login to a downstream server did not complete
 ├── CannotAsk                      a downstream tool's question has nobody to answer it
 └── InternalError                  a bug in taskorch
     └── TransitionError            an illegal status change was attempted
@@ -34,6 +35,7 @@ __all__ = [
     "Delivery",
     "ErrorKind",
     "InternalError",
+    "LoginError",
     "NotFoundError",
     "PlanValidationError",
     "SchemaTooNewError",
@@ -129,6 +131,10 @@ class SchemaTooNewError(StoreError):
 
 class CorruptDatabaseError(StoreError):
     """The file is not a taskorch database or is damaged; it is never replaced."""
+
+
+class LoginError(TaskorchError):
+    """An OAuth login to a downstream server did not complete (`taskorch auth login`)."""
 
 
 class CannotAsk(TaskorchError):

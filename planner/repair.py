@@ -18,6 +18,7 @@ from typing import Any
 from executor.errors import PlanValidationError
 from executor.plan import Step
 from executor.records import PlannerAttempt
+from executor.tracing import planner_span
 from executor.validate import Problem, parse_steps, validate_plan
 from planner.backends import ModelBackend
 from planner.errors import PlannerError, PlannerFailure
@@ -327,6 +328,11 @@ class RepairSession:
         raise PlanValidationError(list(self.problems))
 
 
+def _chat_attributes(model: str) -> dict[str, str | int | None]:
+    """A model call's span attributes (OpenTelemetry's GenAI names)."""
+    return {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
+
+
 async def plan_with_repair(
     backend: ModelBackend,
     request: PlanRequest,
@@ -354,7 +360,8 @@ async def plan_with_repair(
     while (ask := session.next_request()) is not None:
         started = time.perf_counter()
         try:
-            reply = await backend.complete(ask)
+            with planner_span(f"chat {backend.model}", _chat_attributes(backend.model)):
+                reply = await backend.complete(ask)
         except PlannerError as exc:
             attempt = session.fail(
                 exc, latency_s=time.perf_counter() - started, model=backend.model

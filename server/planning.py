@@ -25,6 +25,7 @@ from executor import (
     check_transition,
 )
 from executor.records import Event, EventKind
+from executor.tracing import ATTR, planner_span
 from server.agents import Agents
 from server.approval import auto_approves
 from server.config import ModelChoice, TaskorchConfig, model_for
@@ -180,7 +181,9 @@ class Planning:
             planner = self._planner(agent, steps, strategy)
             request = await self._request(query, agent, catalog, session_id, old, feedback)
             request = request.model_copy(update={"plan_id": plan_id})
-            draft = await planner.plan(request, on_attempt=self.store.record_planner_attempt)
+            attributes = {ATTR["plan_id"]: plan_id, "taskorch.agent": agent_name}
+            with planner_span("plan", attributes):
+                draft = await planner.plan(request, on_attempt=self.store.record_planner_attempt)
         plan = draft.to_plan(
             plan_id,
             query=query,

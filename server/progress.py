@@ -24,7 +24,13 @@ from executor.records import Event, EventKind
 from server.views import ProgressView, progress_view
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from executor import ExecutionReport, ProgressFn, Run, Scheduler, Store, Subscription
+    from executor.run import FollowedRun
+
+    AnyRun: TypeAlias = Run | FollowedRun
+    """A run here, or one another process holds and this one follows."""
 
 __all__ = [
     "ProgressUpdate",
@@ -56,7 +62,7 @@ UpdateFn = Callable[[ProgressUpdate], Awaitable[None]]
 
 
 async def follow(
-    run: Run, *, on_progress: ProgressFn | None = None, on_update: UpdateFn | None = None
+    run: AnyRun, *, on_progress: ProgressFn | None = None, on_update: UpdateFn | None = None
 ) -> ExecutionReport:
     """Wait for a run to end, forwarding its events meanwhile; its report.
 
@@ -85,7 +91,9 @@ async def follow(
     return report
 
 
-async def forward_progress(run: Run, subscription: Subscription, on_progress: ProgressFn) -> None:
+async def forward_progress(
+    run: AnyRun, subscription: Subscription, on_progress: ProgressFn
+) -> None:
     """Turn a run's events into increasing (progress, total, message) reports."""
     total = float(len(run.plan.steps)) or 1.0
     fractions: dict[str, float] = {}
@@ -120,7 +128,7 @@ async def forward_progress(run: Run, subscription: Subscription, on_progress: Pr
             broken = True
 
 
-async def forward_updates(run: Run, subscription: Subscription, on_update: UpdateFn) -> None:
+async def forward_updates(run: AnyRun, subscription: Subscription, on_update: UpdateFn) -> None:
     """Hand each event of a run, with the progress after it, to `on_update`."""
     broken = False
     async for event in subscription:
@@ -168,7 +176,7 @@ async def poll(
         await anyio.sleep(interval_s)
 
 
-def event_message(event: Event, run: Run) -> str:
+def event_message(event: Event, run: AnyRun) -> str:
     """One line saying what an event of `run` was, naming the step's tool."""
     step = event.step_id
     where = ""

@@ -23,14 +23,15 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
-from executor import AgentConfig, NotFoundError, PlanStatus, SqliteStore, UserError
+from executor import AgentConfig, NotFoundError, PlanStatus, UserError
 from executor._utils import leaf_exceptions
 from executor.builtins import BUILTIN_SERVER, BuiltinCaller
 from executor.stats import collect_stats, parse_since, plan_analysis
+from executor.store.location import DatabaseUrl, locate, open_store
 from server.agents import Agents
 from server.answers import BYTES_PER_TOKEN, fit
 from server.approval import record_decision
-from server.config import TaskorchConfig, load_config, resolve_db_path
+from server.config import TaskorchConfig, load_config, local_dir, resolve_db_path
 from server.outputs import StepOutputs
 from server.planning import ConfiguredModels, PlannerFor, Planning
 from server.progress import ProgressUpdate, UpdateFn, follow, poll
@@ -105,7 +106,7 @@ class TaskOrchestrator:
         self,
         config: TaskorchConfig | None = None,
         *,
-        db_path: str | os.PathLike[str] | None = None,
+        db_path: str | os.PathLike[str] | DatabaseUrl | None = None,
         store: Store | None = None,
         caller: ToolCaller | None = None,
         planner_for: PlannerFor | None = None,
@@ -119,7 +120,8 @@ class TaskOrchestrator:
 
         Args:
             config: The loaded config (an empty one when `None`).
-            db_path: The database file; else resolved from the config and environment.
+            db_path: The database: an SQLite file or a postgresql:// URL; else resolved
+                from the config and environment.
             store: An open store to use instead of opening `db_path` (left open).
             caller: Calls downstream tools; a `Pool` over `config.servers` when `None`.
             planner_for: Gives the planner for an agent when the caller writes no
@@ -136,7 +138,9 @@ class TaskOrchestrator:
                 their `env` and `headers` values (the CLI gives the HTTP token).
         """
         self.config = config or TaskorchConfig()
-        self.db_path = Path(db_path) if db_path is not None else resolve_db_path(None, self.config)
+        self.db_path = (
+            locate(db_path) if db_path is not None else resolve_db_path(None, self.config)
+        )
         self._store_given = store
         self._caller_given = caller
         self._planner_for = planner_for or ConfiguredModels(self.config)
@@ -174,7 +178,7 @@ class TaskOrchestrator:
         try:
             store = self._store_given
             if store is None:
-                store = await stack.enter_async_context(await SqliteStore.open(self.db_path))
+                store = await stack.enter_async_context(await open_store(self.db_path))
             # Kept in the store, so a question asked before a restart is answered after it.
             self.request_state_key = await store.server_key("request_state")
             # Server `taskorch`'s built-in steps run in-process, whoever calls the rest.
@@ -238,7 +242,7 @@ class TaskOrchestrator:
         limits = self.config.limits
         return Pool(
             self.config.servers,
-            log_dir=self._log_dir or self.db_path.parent / "logs",
+            log_dir=self._log_dir or local_dir(self.db_path) / "logs",
             default_timeout_s=limits.default_timeout_s,
             max_timeout_s=limits.max_timeout_s,
             secrets=self._secrets,

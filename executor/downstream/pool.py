@@ -113,6 +113,7 @@ class Pool:
         log_lines_per_s: float = DEFAULT_LOG_LINES_PER_S,
         secrets: Iterable[str] = (),
         on_server_event: ServerEventFn | None = None,
+        oauth_dir: Path | None = None,
         allow_sampling: bool = False,
     ) -> None:
         """Configure the pool; nothing is started until first use.
@@ -141,6 +142,8 @@ class Pool:
                 still down when the pool closes (`closed`). One task of the pool
                 hands them over, each bounded in time; the pool waits for the last
                 ones when it closes.
+            oauth_dir: Where the OAuth tokens of servers with `auth` are; by default
+                `executor.oauth.default_token_dir()`.
             allow_sampling: Declare sampling to the servers and pass their requests on
                 to the host following the run (see `executor.asking`); refused otherwise.
 
@@ -173,6 +176,7 @@ class Pool:
             kill_grace_s=kill_grace_s,
             scrub=self.scrub,
             events=self._events,
+            oauth_dir=oauth_dir,
             allow_sampling=allow_sampling,
         )
         spawn: Spawn = self._spawn

@@ -15,8 +15,9 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Annotated, ClassVar, Literal, get_args
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from executor.oauth.config import OAuthSpec
 from executor.policy import ToolFilter
 
 if TYPE_CHECKING:
@@ -159,8 +160,23 @@ class HttpServerSpec(_RemoteSpec):
     """Transport tag."""
     url: str = Field(pattern=r"^https?://")
     """Endpoint, such as `http://127.0.0.1:8000/mcp`."""
+    auth: OAuthSpec | None = None
+    """OAuth to this server (see `executor.oauth.config`); `None` for none."""
 
     aliases: ClassVar[tuple[str, ...]] = ("streamable-http", "streamable_http", "streamablehttp")
+
+    @model_validator(mode="after")
+    def _one_authorization(self) -> HttpServerSpec:
+        if self.auth is not None and any(k.lower() == "authorization" for k in self.headers):
+            raise ValueError(
+                "has both an Authorization header and auth: OAuth sets the header itself; keep one"
+            )
+        return self
+
+    def secrets(self) -> list[str]:
+        """The `headers` values, and the `auth` ones."""
+        own = self.auth.secrets() if self.auth is not None else []
+        return [*super().secrets(), *own]
 
     @classmethod
     def claims_url(cls, url: str) -> bool:
@@ -168,10 +184,15 @@ class HttpServerSpec(_RemoteSpec):
         return url.startswith(("http://", "https://"))
 
     def transport(self, wiring: Wiring) -> AbstractAsyncContextManager[TransportStreams]:
-        """A streamable HTTP connection."""
+        """A streamable HTTP connection, with OAuth when `auth` is set."""
         from executor.downstream.transports.http import streamable_http_transport
 
-        return streamable_http_transport(self.url, self.plain_headers())
+        inner = None
+        if self.auth is not None:
+            from executor.oauth.transport import oauth_http_transport
+
+            inner = oauth_http_transport(wiring.server, self.url, self.auth, wiring.oauth_dir)
+        return streamable_http_transport(self.url, self.plain_headers(), inner)
 
 
 class SseServerSpec(_RemoteSpec):

@@ -13,6 +13,7 @@ import logging
 import math
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -96,6 +97,8 @@ class Supervision:
     """Replaces configured secrets in everything the servers send."""
     events: ServerEvents
     """Where each session opened, lost or never opened is reported."""
+    oauth_dir: Path | None = None
+    """Where the OAuth tokens of servers with `auth` are (`None`: the default place)."""
     allow_sampling: bool = False
     """Declare sampling to the servers and pass their requests on (`executor.asking`)."""
 
@@ -458,6 +461,8 @@ class Supervisor:
             on_exit=conn.on_process_exit,
             grace_s=settings.shutdown_grace_s,
             kill_grace_s=settings.kill_grace_s,
+            server=self.name,
+            oauth_dir=settings.oauth_dir,
         )
         inner = self.spec.transport(wiring)
         if isinstance(inner, StdioProcess):

@@ -7,7 +7,8 @@ calls and timers are in `tasks`. Limits live in `limits`, the rules of starting
 and deciding in `starting`, crash recovery and take-over in `recovery`, leases
 and run owners in `leases`, cancel requests between processes in `control`,
 reports in `reports`, live events in `subscriptions`, this process's runs in
-`registry`. Names are imported on first use.
+`registry`; a run another process holds is followed through the store
+(`follow`). Names are imported on first use.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from executor._utils import export_lazily as _export_lazily
 if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from executor.run.coordinator import Run as Run
     from executor.run.coordinator import RunContext as RunContext
+    from executor.run.follow import FollowedRun as FollowedRun
     from executor.run.leases import RunOwner as RunOwner
     from executor.run.limits import SchedulerConfig as SchedulerConfig
     from executor.run.reports import ExecutionProgress as ExecutionProgress

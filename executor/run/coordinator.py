@@ -56,6 +56,7 @@ from executor.run.tasks import (
 )
 from executor.status import PlanStatus, RunPhase, StepStatus, check_transition
 from executor.store.base import ExpectedPlanStatus, RunLease, Store
+from executor.tracing import PlanRunSpan
 from executor.validate import checked_graph
 
 __all__ = ["Run", "RunContext"]
@@ -331,8 +332,17 @@ class Run:
         """Run to the end: wait for a slot, coordinate, and stop (the scheduler starts it).
 
         Never raises but to cancellation: an error stops the run, and `wait()`
-        raises it.
+        raises it. The run is one `plan run` span, the parent of its attempts'.
         """
+        plan = self.plan
+        with PlanRunSpan(plan.id, plan.version, len(plan.steps)) as span:
+            await self._drive()
+            ended = self._phase is RunPhase.ENDED
+            outcome = self._status.value if ended else "stopped"
+            failed = self._status is not PlanStatus.COMPLETED
+            span.finish(outcome, outcome if failed else None, self._message)
+
+    async def _drive(self) -> None:
         send, recv = anyio.create_memory_object_stream[Message](math.inf)
         self._send, self._recv = send, recv
         if self._cancel_requested:
@@ -522,6 +532,7 @@ class Run:
             call_step,
             self._ctx.caller,
             self._ctx.limiters.server(step.server),
+            self.plan,
             step,
             attempt,
             arguments,

@@ -3,11 +3,13 @@
 Everything is written in one `WriteBatch`, on condition that the plan version
 is still executing and still held by this process; then the events go to the
 run's subscribers with the `seq` the store gave them. `step_progress` events
-are live only: subscribers get them, the store does not.
+are live only: subscribers get them, and followers in other processes where
+the store can carry them (`Store.publish_live`); the store keeps none.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -20,6 +22,8 @@ from executor.status import StepStatus
 from executor.store.base import ExpectedPlanStatus, PlanStatusChange, Store, WriteBatch
 
 __all__ = ["Journal", "error_json"]
+
+logger = logging.getLogger(__name__)
 
 
 def error_json(error: StepError | None) -> dict[str, str] | None:
@@ -103,3 +107,12 @@ class Journal:
                 "look at the plan again before doing anything with it"
             ) from exc
         self._subscribers.publish(events)
+        if len(batch.events) < len(events):
+            await self._publish_live([e for e in events if e.kind is EventKind.STEP_PROGRESS])
+
+    async def _publish_live(self, events: list[Event]) -> None:
+        """Pass progress on to other processes' followers, where the store can; best effort."""
+        try:
+            await self._store.publish_live(events)
+        except Exception as error:
+            logger.debug("could not pass progress on to other processes: %s", error)

@@ -1,6 +1,6 @@
 """Who runs a plan, and this process's hold on its runs: owner ids, `RunOwner`, the keeper.
 
-Each scheduler has a unique owner id (host, pid, process start time, random
+Each scheduler has a unique owner id (machine, pid, process start time, random
 token), and every run it executes is held by a lease in the store: an owner
 and an expiry, renewed every `lease_s / 3` while the run goes on here. A run
 whose lease is gone (another process took it over) is told so and stops,
@@ -12,6 +12,8 @@ runs to another process.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import logging
 import os
 import socket
@@ -20,6 +22,7 @@ from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 import anyio
@@ -29,9 +32,12 @@ from executor.ids import PlanId
 from executor.status import PlanStatus
 from executor.store.base import ExpectedPlanStatus, LeaseInfo, RunKey, RunLease, Store
 
-__all__ = ["LeaseKeeper", "RunOwner", "new_owner_id", "run_owner"]
+__all__ = ["LeaseKeeper", "RunOwner", "machine_id", "new_owner_id", "run_owner"]
 
 logger = logging.getLogger(__name__)
+
+_STOP_UNRENEWED = 0.8
+"""Runs here stop when no renewal went through for this part of a lease."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +106,29 @@ def _process_start(pid: int) -> str:
     return f"{psutil.Process(pid).create_time():.3f}"
 
 
+@functools.cache
+def machine_id() -> str:
+    """Where this process runs, as owner ids say it: host name, and boot and pid namespace.
+
+    On Linux the host name is followed by a digest of the boot id and of the
+    process's pid namespace. Two containers that share a host name (host
+    networking) each number their processes from 1, and cloned machines may share
+    one: a pid is looked at only where it means the same process.
+    """
+    host = socket.gethostname()
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return host
+    digest = hashlib.sha256(f"{boot}/{namespace}".encode()).hexdigest()[:8]
+    return f"{host}~{digest}"
+
+
 def new_owner_id() -> str:
-    """A lease owner id unique to this scheduler: host, process, process start, token."""
+    """A lease owner id unique to this scheduler: machine, process, process start, token."""
     pid = os.getpid()
-    return f"{socket.gethostname()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
+    return f"{machine_id()}|{pid}|{_process_start(pid)}|{uuid.uuid4().hex[:12]}"
 
 
 def _owner_parts(owner: str) -> tuple[str, int, str] | None:
@@ -124,7 +149,7 @@ def _owner_alive(owner: str) -> bool | None:
     not ours) are judged by their lease alone.
     """
     parts = _owner_parts(owner)
-    if parts is None or parts[0] != socket.gethostname():
+    if parts is None or parts[0] != machine_id():
         return None
     _, pid, started = parts
     if pid == os.getpid():
@@ -144,7 +169,7 @@ def run_owner(info: LeaseInfo, me: str) -> RunOwner:
         plan_id=info.plan_id,
         version=info.version,
         owner=info.owner,
-        host=None if parts is None else parts[0],
+        host=None if parts is None else parts[0].split("~")[0],
         pid=None if parts is None else parts[1],
         alive=None if info.owner is None else _owner_alive(info.owner),
         lease_until=info.until,
@@ -190,6 +215,8 @@ class LeaseKeeper:
         """Runs claimed and being resumed: held, but not running yet."""
         self._unreleased: set[tuple[str, int]] = set()
         """Runs that stopped here whose lease could not be released yet."""
+        self._renewed_at = 0.0
+        """When the last renewal that went through was asked for (`anyio.current_time`)."""
 
     def owner(self, info: LeaseInfo) -> RunOwner:
         """Who holds the lease `info` describes, seen from here."""
@@ -244,10 +271,19 @@ class LeaseKeeper:
 
         Only runs that are going on here are renewed: one that stopped (on a store
         failure, say) lapses even if releasing it failed, and is released later.
+        When no renewal has gone through for most of a lease (the database is out
+        of reach), every run here is stopped, its calls cancelled, before the lease
+        can lapse and another process take the run over.
 
         Args:
             runs: The runs going on here, asked at each renewal.
         """
+        self._renewed_at = anyio.current_time()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._stop_unrenewed, runs)
+            await self._renew(runs)
+
+    async def _renew(self, runs: Callable[[], Collection[Held]]) -> None:
         while True:
             await anyio.sleep(self.lease.lease_s / 3)
             if self._unreleased:
@@ -259,13 +295,37 @@ class LeaseKeeper:
             # claim is committed before the run is registered.
             judged = list(runs())
             keys = {(r.plan_id, r.version) for r in judged} | self._claims
+            asked_at = anyio.current_time()
             if not keys:
+                self._renewed_at = asked_at  # nothing held, nothing to lose
                 continue
             try:
                 held = await self._store.renew_leases(self.lease, keys)
             except Exception:
                 logger.exception("could not renew this process's run leases; will retry")
                 continue
+            # The store renewed after it was asked: the lease lasts from then at least.
+            self._renewed_at = asked_at
             for run in judged:
                 if (run.plan_id, run.version) not in held:
                     run.lose()
+
+    async def _stop_unrenewed(self, runs: Callable[[], Collection[Held]]) -> None:
+        """Stop the runs here once renewals have failed for most of a lease."""
+        limit = self.lease.lease_s * _STOP_UNRENEWED
+        while True:
+            await anyio.sleep(self.lease.lease_s / 6)
+            unrenewed = anyio.current_time() - self._renewed_at
+            if unrenewed <= limit:
+                continue
+            stopped = list(runs())
+            if stopped:
+                logger.warning(
+                    "no lease renewal went through for %.1f s (of a %.1f s lease): stopping "
+                    "the %d run(s) here before another process may take them over",
+                    unrenewed,
+                    self.lease.lease_s,
+                    len(stopped),
+                )
+            for run in stopped:
+                run.lose()

@@ -43,6 +43,7 @@ from executor.plan import Plan, utc_now
 from executor.records import Event, EventKind, StepState
 from executor.run.control import CancelWatcher, cancel_in_store
 from executor.run.coordinator import Run, RunContext
+from executor.run.follow import FollowedRun
 from executor.run.leases import LeaseKeeper, RunOwner
 from executor.run.limits import Limiters, SchedulerConfig, steps_in_flight
 from executor.run.recovery import Recovery
@@ -190,12 +191,13 @@ class Scheduler:
         *,
         version: int | None = None,
         on_interrupted: OnInterrupted | None = None,
-    ) -> Run:
+    ) -> Run | FollowedRun:
         """Start running a plan (or re-run its failed part, or resume it after a decision).
 
         A plan `executing` with no live owner (its process ended, or its lease
         lapsed, or it let the run go after a failure) is taken over and resumed
-        here; a plan already running here gives that run's handle.
+        here; a plan already running here gives that run's handle, and one that
+        another live process runs gives a handle that follows it (`FollowedRun`).
 
         Args:
             plan_id: The plan.
@@ -212,8 +214,7 @@ class Scheduler:
         Raises:
             NotFoundError: No such plan or version.
             ApprovalError: The plan is not approved, or not for its current content.
-            UserError: The plan is running in another live process, or has nothing
-                left to run.
+            UserError: The plan is being started here, or has nothing left to run.
             PlanValidationError: The plan's dependencies cannot be run (a cycle,
                 an unknown step).
         """
@@ -233,10 +234,13 @@ class Scheduler:
 
     async def _start(
         self, plan_id: str, version: int | None, on_interrupted: OnInterrupted | None
-    ) -> Run:
+    ) -> Run | FollowedRun:
         plan = await self.store.get_plan(plan_id, version)
         check_approved(plan)
         if plan.status is PlanStatus.EXECUTING:
+            followed = await self._follow_elsewhere(plan)
+            if followed is not None:
+                return followed
             run = await self._recovery.take_over(plan)
             if run.done and run.report().status is PlanStatus.INTERRUPTED and on_interrupted:
                 # Taken over, it waits for a decision: the caller has given one.
@@ -283,6 +287,32 @@ class Scheduler:
         )
         self._launch(run)
         return run
+
+    async def _follow_elsewhere(self, plan: Plan) -> FollowedRun | None:
+        """A handle on the plan's run in another live process; `None` if none holds it."""
+        info = await self.store.get_lease(plan.id, plan.version)
+        if info is None:
+            return None
+        owner = self._keeper.owner(info)
+        if not owner.holds or owner.here:
+            return None
+        after = 0  # events from now on: the log so far is read past, a page at a time
+        while page := await self.store.get_events(plan.id, after_seq=after):
+            after = page[-1].seq
+        started_at, _ = await self.store.get_run_times(plan.id, plan.version)
+        followed = FollowedRun(
+            self.store,
+            plan,
+            await self.store.get_step_states(plan.id, plan.version),
+            started_at=started_at,
+            owner=owner.describe(),
+            after_seq=after,
+            buffer=self.config.subscription_buffer,
+        )
+        assert self._tg is not None
+        self._tg.start_soon(followed.follow)
+        logger.info("plan %s runs elsewhere (%s): following it", plan.id, owner.describe())
+        return followed
 
     @staticmethod
     def _start_batch(

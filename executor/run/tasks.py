@@ -22,8 +22,9 @@ from executor.asking import Askers, DownstreamQuestion
 from executor.calls import ToolCaller, ToolResult
 from executor.catalog import Catalog
 from executor.errors import Delivery, ErrorKind, StepReferenceError, ToolCallError
-from executor.plan import Step, StepError, utc_now
+from executor.plan import Plan, Step, StepError, utc_now
 from executor.refs import StepValue, resolve_references
+from executor.tracing import AttemptSpan
 from executor.validate import check_arguments
 
 __all__ = [
@@ -57,6 +58,15 @@ class Outcome:
     duration_s: float = 0.0
     call_s: float | None = None
     """The call's own seconds, when the tool was called (kept with the attempt)."""
+
+    def end_span(self, span: AttemptSpan) -> None:
+        """End the attempt's span with how the call ended."""
+        if self.error is not None:
+            span.finish("failed", self.error.kind.value, self.error.message)
+        elif self.result is not None and self.result.is_error:
+            span.finish("failed", ErrorKind.TOOL_ERROR.value, "the tool answered isError")
+        else:
+            span.finish("succeeded" if self.result is not None else "cancelled")
 
 
 @dataclass(slots=True, frozen=True)
@@ -185,6 +195,7 @@ def call_arguments(
 async def call_step(
     caller: ToolCaller,
     limiter: anyio.CapacityLimiter,
+    plan: Plan,
     step: Step,
     attempt: int,
     arguments: dict[str, Any],
@@ -204,7 +215,8 @@ async def call_step(
 
     t0 = anyio.current_time()
     called = False
-    with scope:
+    span = AttemptSpan(plan.id, plan.version, step.id, step.server, step.tool, attempt)
+    with scope, span:
         try:
             try:
                 # Uncontended, take the slot without a checkpoint: one event-loop
@@ -213,6 +225,7 @@ async def call_step(
             except anyio.WouldBlock:
                 await limiter.acquire()
             try:
+                logger.debug("step %r: calling %s.%s", step.id, step.server, step.tool)
                 t0 = anyio.current_time()
                 called = True
                 result = await caller.call(
@@ -244,6 +257,7 @@ async def call_step(
     outcome.duration_s = anyio.current_time() - t0
     if called:
         outcome.call_s = outcome.duration_s
+    outcome.end_span(span)
     send.send_nowait(outcome)
 
 

@@ -10,16 +10,24 @@ An `executing` plan version carries a lease: who runs it and until when, by
 the store's clock (`RunLease`, `LeaseInfo`), and it may carry a cancel request
 from another process (`request_cancel`, which the owner sees through
 `wait_cancel_requests`). Leaving `executing` releases the lease and clears the
-request. `executor.store.sqlite.SqliteStore` is the embedded implementation.
+request. `executor.store.sqlite.SqliteStore` is the embedded implementation;
+`executor.store.postgres.PostgresStore` serves several replicas.
+
+Each store has its own way to wait for a change another process made: the
+cancel requests of the runs it holds (`wait_cancel_requests`), and a plan's
+events (`follow_events`), with the live-only ones (`step_progress`) that a
+store able to carry them across processes passes on (`publish_live`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
 from executor.calls import ToolResult
 from executor.errors import InternalError
@@ -38,9 +46,11 @@ from executor.records import (
 from executor.status import PlanStatus
 
 __all__ = [
+    "EventFeed",
     "ExpectedPlanStatus",
     "HostTask",
     "LeaseInfo",
+    "OpenStore",
     "PlanStatusChange",
     "RunKey",
     "RunLease",
@@ -175,6 +185,18 @@ class WriteBatch:
             or self.durations
             or self.plan_status is not None
         )
+
+
+class EventFeed(Protocol):
+    """A plan's events as they come (see `Store.follow_events`)."""
+
+    async def next(self, *, timeout_s: float) -> list[Event]:
+        """The events that came since the last call, waiting up to `timeout_s` for one.
+
+        Stored events come in `seq` order, then live ones (`seq` 0) that another
+        process published meanwhile; an empty list means none came in time.
+        """
+        ...
 
 
 class Store(Protocol):
@@ -369,6 +391,23 @@ class Store(Protocol):
         """
         ...
 
+    async def publish_live(self, events: Sequence[Event]) -> None:
+        """Pass events that are not stored (`step_progress`) to other processes' followers.
+
+        A store that cannot carry them across processes does nothing.
+        """
+        ...
+
+    def follow_events(
+        self, plan_id: str, *, after_seq: int = 0
+    ) -> AbstractAsyncContextManager[EventFeed]:
+        """Follow a plan's events from `after_seq` on, whichever process writes them.
+
+        The feed notices events from the moment the block is entered: read what
+        the plan looks like after entering it, and nothing is missed.
+        """
+        ...
+
     # --- runs ---
 
     async def get_step_states(self, plan_id: str, version: int) -> dict[str, StepState]:
@@ -478,4 +517,21 @@ class Store(Protocol):
             tool: Only tools of this name.
             since: Only attempts started at or after this time.
         """
+        ...
+
+
+class OpenStore(Store, Protocol):
+    """An open store that closes on leaving `async with` (what `open_store` returns)."""
+
+    async def __aenter__(self) -> Self:
+        """Return the store itself."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store."""
         ...

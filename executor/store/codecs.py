@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from executor.errors import InternalError
 from executor.ids import PlanId
@@ -21,6 +20,7 @@ from executor.records import AttemptRecord, Event, StepState
 from executor.store.base import LeaseInfo
 
 __all__ = [
+    "Row",
     "attempt_from_row",
     "attempt_row",
     "dumps",
@@ -46,6 +46,14 @@ _ENCODER: Final = json.JSONEncoder(separators=(",", ":"))
 _STRICT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
 
 
+class Row(Protocol):
+    """A row whose columns are read by name: an `sqlite3.Row`, or a dict from psycopg."""
+
+    def __getitem__(self, key: str, /) -> Any:
+        """The column's value."""
+        ...
+
+
 def dumps(value: Any) -> str:
     """Compact JSON."""
     return _ENCODER.encode(value)
@@ -62,9 +70,13 @@ def ts(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds")
 
 
-def parse_ts(value: str | None) -> datetime | None:
-    """Decode a time encoded by `ts`."""
-    return None if value is None else datetime.fromisoformat(value)
+def parse_ts(value: str | datetime | None) -> datetime | None:
+    """Decode a time encoded by `ts` (or read as a time by the driver), in UTC."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.astimezone(UTC)
+    return datetime.fromisoformat(value)
 
 
 def now_text() -> str:
@@ -178,7 +190,7 @@ def duration_row(server: str, tool: str, seconds: float, now: str) -> tuple[Any,
     return (server, tool, float(seconds), now)
 
 
-def state_from_row(row: sqlite3.Row) -> StepState:
+def state_from_row(row: Row) -> StepState:
     """A step state from its row (without its result, kept apart)."""
     return StepState.model_validate(
         {
@@ -198,7 +210,7 @@ def state_from_row(row: sqlite3.Row) -> StepState:
     )
 
 
-def attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
+def attempt_from_row(row: Row) -> AttemptRecord:
     """An attempt from its row."""
     return AttemptRecord.model_validate(
         {
@@ -216,7 +228,7 @@ def attempt_from_row(row: sqlite3.Row) -> AttemptRecord:
     )
 
 
-def event_from_row(row: sqlite3.Row) -> Event:
+def event_from_row(row: Row) -> Event:
     """An event from its row."""
     return Event.model_validate(
         {
@@ -230,7 +242,7 @@ def event_from_row(row: sqlite3.Row) -> Event:
     )
 
 
-def lease_from_row(row: sqlite3.Row, now: datetime) -> LeaseInfo:
+def lease_from_row(row: Row, now: datetime) -> LeaseInfo:
     """A plan version's lease from its row, lapsed or not at `now`."""
     until = parse_ts(row["lease_until"])
     return LeaseInfo(
@@ -243,11 +255,11 @@ def lease_from_row(row: sqlite3.Row, now: datetime) -> LeaseInfo:
     )
 
 
-def plans_from_rows(rows: Sequence[sqlite3.Row]) -> list[Plan]:
+def plans_from_rows(rows: Sequence[Row]) -> list[Plan]:
     """Rebuild plans from rows of `sql.PLAN_SELECT`: one row per step, grouped by plan."""
     plans: list[Plan] = []
     key: tuple[str, int] | None = None
-    head: sqlite3.Row | None = None
+    head: Row | None = None
     steps: list[Any] = []
 
     def flush() -> None:

@@ -14,7 +14,7 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,7 +22,14 @@ from executor.calls import ToolResult
 from executor.records import StepState
 from executor.store.codecs import dumps
 
-__all__ = ["DELETE_RESULT", "ResultRows", "read_result", "result_rows", "write_result"]
+__all__ = [
+    "DELETE_RESULT",
+    "ResultRows",
+    "assemble",
+    "read_result",
+    "result_rows",
+    "write_result",
+]
 
 _PART_MIN: Final = 1024
 """Strings of at least this many characters are stored apart, each distinct one once."""
@@ -154,15 +161,20 @@ def read_result(conn: sqlite3.Connection, key: tuple[str, int, str]) -> ToolResu
         if old is None or old[0] is None:
             return None
         return ToolResult.model_validate_json(old[0])
-    value = json.loads(row[0])
     strings = {
         int(part): data if isinstance(data, str) else bytes(data).decode("utf-8", "surrogatepass")
         for part, data in conn.execute("SELECT part, data FROM result_parts" + where, key)
     }
-    for path, part in json.loads(row[1]):
+    return assemble(row[0], row[1], strings)
+
+
+def assemble(skeleton: str, parts: str, strings: Mapping[int, str]) -> ToolResult:
+    """Rebuild a result from its skeleton, where its long strings go, and those strings."""
+    value = json.loads(skeleton)
+    for path, part in json.loads(parts):
         node = value
-        for key_ in path[:-1]:
-            node = node[key_]
+        for key in path[:-1]:
+            node = node[key]
         node[path[-1]] = strings[part]
     return ToolResult.model_construct(
         content=value["content"],

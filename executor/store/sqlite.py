@@ -15,11 +15,11 @@ import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from contextlib import suppress
+from contextlib import AbstractAsyncContextManager, suppress
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import aiosqlite
 import anyio
@@ -41,6 +41,7 @@ from executor.records import (
 from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import codecs, statistics
 from executor.store.base import (
+    EventFeed,
     ExpectedPlanStatus,
     HostTask,
     LeaseInfo,
@@ -57,6 +58,7 @@ from executor.store.errors import (
     store_error,
     unknown_steps_error,
 )
+from executor.store.feeds import polled_feed
 from executor.store.results import DELETE_RESULT, read_result, result_rows, write_result
 from executor.store.sql import (
     FOLD_DURATION,
@@ -74,6 +76,9 @@ from executor.store.sql import (
 __all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
+
+_FEED_POLL_S: Final = 0.1
+"""How often a feed of a plan's events reads the log (SQLite cannot notify)."""
 
 
 class SqliteStore:
@@ -575,6 +580,19 @@ class SqliteStore:
                 if found:
                     return found
             await anyio.sleep(poll_s)
+
+    async def publish_live(self, events: Sequence[Event]) -> None:
+        """Nothing: SQLite cannot carry live events to other processes."""
+
+    def follow_events(
+        self, plan_id: str, *, after_seq: int = 0
+    ) -> AbstractAsyncContextManager[EventFeed]:
+        """Follow a plan's stored events; SQLite cannot notify, so they are read every 0.1 s."""
+
+        async def read(after: int) -> list[Event]:
+            return await self.get_events(plan_id, after_seq=after)
+
+        return polled_feed(read, after_seq, _FEED_POLL_S)
 
     # --- runs ---
 

@@ -1,5 +1,7 @@
 """The SQLite store's statistics: what each tool's attempts add up to, and server events.
 
+The rows of server events, and a last failure, are built here for both stores.
+
 Per-tool figures take one pass over the attempts and one sort: the attempts of
 the window are copied, sorted by tool and duration, into a temporary table, so
 that a percentile is a row looked up by its position. These reads run on a
@@ -16,10 +18,11 @@ from typing import Any, Final
 from executor.ids import PlanId
 from executor.plan import utc_now
 from executor.records import LastFailure, ServerEvent, ToolCallStats
-from executor.store.codecs import parse_ts, ts
+from executor.store.codecs import Row, parse_ts, ts
 
 __all__ = [
     "INSERT_SERVER_EVENT",
+    "last_failure",
     "server_event_from_row",
     "server_event_row",
     "server_events_query",
@@ -45,7 +48,7 @@ def server_event_row(event: ServerEvent) -> tuple[Any, ...]:
     )
 
 
-def server_event_from_row(row: sqlite3.Row) -> ServerEvent:
+def server_event_from_row(row: Row) -> ServerEvent:
     """A server event from its row."""
     return ServerEvent(
         owner=row["owner"],
@@ -177,16 +180,12 @@ def _from_filled(conn: sqlite3.Connection) -> list[ToolCallStats]:
     kinds: dict[tuple[str, str], dict[str, int]] = {}
     for server, tool, kind, n in conn.execute(_TOOL_FAILURE_KINDS):
         kinds.setdefault((server, tool), {})[kind or "unknown"] = n
-    last: dict[tuple[str, str], LastFailure] = {}
-    for server, tool, failed_at, plan_id, step_id, error_text in conn.execute(_TOOL_LAST_FAILURES):
-        error = json.loads(error_text) if error_text else {}
-        last[(server, tool)] = LastFailure(
-            at=parse_ts(failed_at),
-            kind=str(error.get("kind") or "unknown"),
-            message=_cut(str(error.get("message") or ""), _FAILURE_MESSAGE_CHARS),
-            plan_id=PlanId(plan_id),
-            step_id=step_id,
+    last = {
+        (server, tool): last_failure(failed_at, plan_id, step_id, error_text)
+        for server, tool, failed_at, plan_id, step_id, error_text in conn.execute(
+            _TOOL_LAST_FAILURES
         )
+    }
 
     def nth_fastest(first_ok: int, k: int) -> float | None:
         row = conn.execute(_DURATION_AT, (first_ok + k - 1,)).fetchone()
@@ -219,6 +218,20 @@ def _from_filled(conn: sqlite3.Connection) -> list[ToolCallStats]:
             )
         )
     return stats
+
+
+def last_failure(
+    failed_at: str | datetime | None, plan_id: str, step_id: str, error_text: str | None
+) -> LastFailure:
+    """A tool's last failure, from the row of its failed attempt."""
+    error = json.loads(error_text) if error_text else {}
+    return LastFailure(
+        at=parse_ts(failed_at),
+        kind=str(error.get("kind") or "unknown"),
+        message=_cut(str(error.get("message") or ""), _FAILURE_MESSAGE_CHARS),
+        plan_id=PlanId(plan_id),
+        step_id=step_id,
+    )
 
 
 def _cut(text: str, limit: int) -> str:

@@ -5,6 +5,7 @@ taskorch serve [--http [--host 127.0.0.1] [--port 8765]]   (token in $TASKORCH_T
 taskorch plan "query" [--steps plan.json]     taskorch run plan.json | PLAN_ID [--yes]
 taskorch plans   taskorch show ID   taskorch watch ID   taskorch confirm ID   taskorch cancel ID
 taskorch stats [--server S] [--since 1d]      taskorch config check      taskorch demo
+taskorch auth login NAME   taskorch auth logout NAME   taskorch auth status
 taskorch --version
 ```
 
@@ -23,10 +24,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from executor.errors import UserError
+from executor.errors import TaskorchError, UserError
+from server.cli.auth import auth_app
 from server.cli.common import (
     ConfigOpt,
     DbOpt,
+    LogFormatOpt,
     LogOpt,
     console,
     fail,
@@ -66,6 +69,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(auth_app, name="auth")
 app.command()(serve)
 
 
@@ -134,9 +138,18 @@ def plan(
     config: ConfigOpt = None,
     db: DbOpt = None,
     log_level: LogOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Create a plan for a query and show it (approve it with `confirm` or `run`)."""
-    orch = open_orchestrator(config, db, log_level=log_level, engine=False, resume=False)
+    orch = open_orchestrator(
+        config,
+        db,
+        log_level=log_level,
+        engine=False,
+        resume=False,
+        log_format=log_format,
+        traced=True,
+    )
     data = _read_plan_file(steps) if steps is not None else None
 
     async def go() -> None:
@@ -194,16 +207,20 @@ def run_command(
     config: ConfigOpt = None,
     db: DbOpt = None,
     log_level: LogOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
 
-    A stored plan left executing by a process that is gone is taken over and resumed.
+    A stored plan left executing by a process that is gone is taken over and resumed;
+    one that another live process runs is followed to its end.
     """
     if on_interrupted not in (None, "rerun", "skip"):
         raise fail("--on-interrupted takes 'rerun' or 'skip'", 2)
     # Not resume=True: this command runs its own plan, and exits when that ends; other
     # plans it resumed would stop (as after a crash) when it does.
-    orch = open_orchestrator(config, db, log_level=log_level, resume=False)
+    orch = open_orchestrator(
+        config, db, log_level=log_level, resume=False, log_format=log_format, traced=True
+    )
     path = Path(target)
     data = _read_plan_file(path) if path.suffix == ".json" or path.is_file() else None
     out = console()
@@ -236,6 +253,8 @@ def run_command(
                 owner = await orch.run_owner(pid)
                 if owner is not None and not owner.holds:
                     out.print(f"plan {pid}: {owner.describe()}; taking the run over")
+                elif owner is not None and not owner.here:
+                    out.print(f"plan {pid}: {owner.describe()}; following it")
             return await _execute_with_bars(orch, view, out, on_interrupted)
 
     report = run(go)
@@ -490,7 +509,11 @@ def config_check(
     out = console()
     where = cfg.config_path or resolve_config_path(config)
     out.print(f"config: {where}{'' if cfg.config_path else ' (not found: empty config)'}")
-    out.print(f"database: {resolve_db_path(db, cfg)}")
+    try:
+        database = resolve_db_path(db, cfg)
+    except TaskorchError as exc:
+        raise fail(str(exc), 2) from None
+    out.print(f"database: {database}")  # a URL says itself without its password
 
     async def go() -> list[ServerHealth]:
         from executor import Pool

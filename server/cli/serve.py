@@ -17,6 +17,7 @@ from server.cli.common import (
     TOKEN_ENV_VAR,
     ConfigOpt,
     DbOpt,
+    LogFormatOpt,
     LogOpt,
     fail,
     open_orchestrator,
@@ -72,6 +73,7 @@ def serve(
         typer.Option(help="Seconds an idle HTTP connection is kept open (default 5)."),
     ] = None,
     log_level: LogOpt = None,
+    log_format: LogFormatOpt = None,
 ) -> None:
     """Serve taskorch as an MCP server: stdio (default) or streamable HTTP."""
     resume_gc = pause_gc()
@@ -84,7 +86,9 @@ def serve(
                 check_bind(host, bearer, allow_no_token=insecure_no_token)
             except UserError as exc:
                 raise fail(str(exc), 2) from None
-        orch = open_orchestrator(config, db, log_level=log_level, token=bearer)
+        orch = open_orchestrator(
+            config, db, log_level=log_level, token=bearer, log_format=log_format, traced=True
+        )
         limits = _http_limits(orch.config.limits.http, max_connections, request_timeout, keep_alive)
 
         async def go() -> None:

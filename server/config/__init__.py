@@ -24,6 +24,7 @@ if typing.TYPE_CHECKING or not _export_lazily(globals()):
     from server.config.load import default_config_path as default_config_path
     from server.config.load import default_db_path as default_db_path
     from server.config.load import load_config as load_config
+    from server.config.load import local_dir as local_dir
     from server.config.load import resolve_config_path as resolve_config_path
     from server.config.load import resolve_db_path as resolve_db_path
     from server.config.model import HttpLimits as HttpLimits

@@ -3,8 +3,9 @@
 The config file is `--config`, else `$TASKORCH_CONFIG`, else
 `platformdirs.user_config_dir("taskorch")/config.json`; a missing file at the
 default location is an empty config, a missing explicit file is an error. The
-database is `--db`, else `$TASKORCH_DB`, else the config's `database`
-(relative to the config file's directory), else
+database (a file path for SQLite, or a `postgresql://` URL) is `--db`, else
+`$TASKORCH_DB`, else the config's `database` (a path relative to the config
+file's directory), else
 `platformdirs.user_data_dir("taskorch")/taskorch.db`.
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 import platformdirs
 
 from executor.errors import ConfigError
+from executor.store.location import DatabaseUrl, locate
 from server.config.errors import JsonObject
 from server.config.model import TaskorchConfig
 from server.config.parse import parse_config
@@ -30,6 +32,7 @@ __all__ = [
     "default_config_path",
     "default_db_path",
     "load_config",
+    "local_dir",
     "resolve_config_path",
     "resolve_db_path",
 ]
@@ -50,6 +53,11 @@ def default_config_path() -> Path:
 def default_db_path() -> Path:
     """The database used when nothing else names one."""
     return Path(platformdirs.user_data_dir("taskorch")) / "taskorch.db"
+
+
+def local_dir(database: Path | DatabaseUrl) -> Path:
+    """Where files that go with the database are kept: beside an SQLite file, else the default."""
+    return database.parent if isinstance(database, Path) else default_db_path().parent
 
 
 def _locate_config(
@@ -121,22 +129,26 @@ def resolve_db_path(
     cli_value: str | os.PathLike[str] | None = None,
     config: TaskorchConfig | None = None,
     env: Mapping[str, str] | None = None,
-) -> Path:
+) -> Path | DatabaseUrl:
     """Choose the database: `--db`, else `TASKORCH_DB`, else the config's, else the default.
 
     The directory is not created here; whoever opens the database does that.
 
     Args:
-        cli_value: The explicit path (`--db`), if any; an empty string counts as none.
+        cli_value: The explicit path or postgresql:// URL (`--db`), if any; an empty
+            string counts as none.
         config: The loaded config, whose `database` is already relative to its file.
         env: The environment; `os.environ` when `None`.
+
+    Raises:
+        ConfigError: A URL that is not a PostgreSQL one, or does not parse.
     """
     environ = os.environ if env is None else env
     if cli_value is not None and os.fspath(cli_value) != "":
-        return Path(cli_value).expanduser()
+        return locate(cli_value)
     named = environ.get(DB_ENV_VAR)
     if named:
-        return Path(named).expanduser()
+        return locate(named)
     if config is not None and config.database is not None:
         return config.database
     return default_db_path()

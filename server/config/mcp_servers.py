@@ -6,6 +6,8 @@
 - a `type` (or `transport`, or Cline's `transportType`) key picks the
   transport explicitly;
 - optional: `timeout_s`, `max_concurrency`, `allowed_tools`, `denied_tools`;
+  and for a streamable HTTP server `auth`, its OAuth settings (see
+  `executor.oauth.config`; secret like `headers`);
 - `"disabled": true` skips the server; keys other clients add and taskorch has
   no use for are ignored with a DEBUG line; any other key is an error, so that
   a typo such as `arg` is caught instead of silently dropped.
@@ -46,12 +48,14 @@ _TRANSPORT_CHOICES = ", ".join(
     f"{kind} (or {cls.aliases[0]})" if cls.aliases else kind for kind, cls in _SPEC_CLASSES.items()
 )
 _TYPE_KEYS = ("type", "transport", "transportType")
+# Values whose environment expansions are secrets: the spec fields of secret values, and
+# `auth` (an OAuth client secret sits inside it).
 _SECRET_KEYS = frozenset(
     name
     for cls in SPEC_TYPES
     for name, field in cls.model_fields.items()
     if field.annotation == dict[str, SecretStr]
-)
+) | {"auth"}
 # Keys other MCP clients put in server entries that taskorch has no use for.
 _HARMLESS_SERVER_KEYS = frozenset(
     {

@@ -33,6 +33,7 @@ from executor.policy import (
     MaxSteps,
     ModelSettings,
 )
+from executor.store.location import DatabaseUrl
 from planner.options import DEFAULT_MAX_REPAIRS
 
 __all__ = [
@@ -146,8 +147,8 @@ class TaskorchConfig(BaseModel):
     """How the planner asks `model` (and the model of an agent that names none)."""
     limits: Limits = Limits()
     """Global bounds."""
-    database: Path | None = None
-    """SQLite file; a relative path in a file is made relative to that file's directory."""
+    database: Path | DatabaseUrl | None = None
+    """SQLite file (a relative path is relative to the config file), or a postgresql:// URL."""
     log_level: LogLevel | None = None
     """Log level when the command line sets none."""
     allow_sampling: bool = False

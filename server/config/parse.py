@@ -23,6 +23,7 @@ from executor._utils import json_kind
 from executor.downstream.specs import ServerSpec
 from executor.errors import ConfigError
 from executor.policy import AgentConfig, ModelSettings
+from executor.store.location import DatabaseUrl, locate
 from server.config.env import check_env_name, expand, reject_api_key
 from server.config.errors import (
     PATTERN_RULES,
@@ -121,8 +122,7 @@ def parse_config(
     if "model_settings" in raw:
         fields["model_settings"] = _parse_section(*raw["model_settings"], ModelSettings, ctx)
     if "database" in raw:
-        database = Path(_string(*raw["database"], ctx)).expanduser()
-        fields["database"] = base_dir / database if base_dir is not None else database
+        fields["database"] = _database(*raw["database"], ctx, base_dir)
     _check_server_timeouts(
         fields.get("servers", {}), fields.get("limits", Limits()), ctx, raw.get("servers")
     )
@@ -175,6 +175,16 @@ def _string(value: object, path: Location, ctx: ParseContext) -> str:
     if not expanded:
         raise ctx.error(path, "must not be empty; remove the key to use the default")
     return expanded
+
+
+def _database(
+    value: object, path: Location, ctx: ParseContext, base_dir: Path | None
+) -> Path | DatabaseUrl:
+    """The `database` key: a file path (relative to `base_dir`) or a postgresql:// URL."""
+    try:
+        return locate(_string(value, path, ctx), base_dir)
+    except ConfigError as exc:
+        raise ctx.error(path, str(exc)) from None
 
 
 def _log_level(value: str, ctx: ParseContext, path: Location) -> str:

@@ -169,19 +169,26 @@ async def test_cancel_from_another_process_stops_the_owner_before_it_answers(
     async with _taskorch("run", str(plan_file), "--yes", *common) as owner:
         plan_id = await _wait_for(db, lambda s: _running_plan(s, "long"))
 
-        # Another process cannot start it twice, and says who runs it.
-        again = await anyio.to_thread.run_sync(
-            lambda: run_cli("run", plan_id, *common, env=clean_env(), timeout=90)
-        )
-        assert again.returncode == 2, again.stdout + again.stderr
-        said = " ".join(again.stderr.split())
-        assert f"process {owner.pid}" in said and "alive" in said
-
-        cancelled = await anyio.to_thread.run_sync(
-            lambda: run_cli("cancel", plan_id, *common, env=clean_env(), timeout=90)
-        )
-        assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
-        assert "cancelled" in cancelled.stdout
+        # Another process does not start it twice: it says who runs it, and follows it.
+        async with _taskorch("run", plan_id, *common) as again:
+            assert again.stdout is not None
+            followed = ""
+            with anyio.fail_after(60):
+                async for chunk in again.stdout:
+                    followed += chunk.decode(errors="replace")
+                    if "following it" in followed:
+                        break
+            cancelled = await anyio.to_thread.run_sync(
+                lambda: run_cli("cancel", plan_id, *common, env=clean_env(), timeout=90)
+            )
+            assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+            assert "cancelled" in cancelled.stdout
+            with anyio.fail_after(60):
+                await again.wait()
+            rest, _ = await _output(again)
+        said = " ".join((followed + rest).split())
+        assert f"process {owner.pid}" in said and "alive" in said and "following it" in said
+        assert again.returncode == 1 and "cancelled" in said  # it ended with the run
         # By the time `cancel` answered, the owner itself had stopped the step in
         # flight and ended the run: its own events say so.
         events = await _events(db, plan_id)

@@ -73,25 +73,41 @@ async def test_cancelling_the_plan_cancels_the_downstream_task(
     await _wait_for(fm.folder / "plan-h.cancelled", timeout_s=30)
 
 
-def _recorded_task(db: Path) -> str | None:
+def _task_ids(db: str) -> list[str | None]:
+    """The downstream task id of every attempt, by attempt, read behind taskorch's back."""
+    query = "SELECT task_id FROM attempts ORDER BY attempt"
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as pg:
+            return [r[0] for r in pg.execute(query.encode()).fetchall()]
+    if not Path(db).exists():
+        return []
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        row = conn.execute("SELECT task_id FROM attempts WHERE task_id IS NOT NULL").fetchone()
+        rows = conn.execute(query).fetchall()
     conn.close()
-    return None if row is None else str(row[0])
+    return [r[0] for r in rows]
 
 
+def _recorded_task(db: str) -> str | None:
+    return next((t for t in _task_ids(db) if t is not None), None)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 async def test_a_killed_taskorch_resumes_the_downstream_task_effect_once(
-    tmp_path: Path, fm: FastMCPServer
+    tmp_path: Path, fm: FastMCPServer, backend: str, request: pytest.FixtureRequest
 ) -> None:
+    # On PostgreSQL the process that takes over stands for another replica.
     config_path = _config(tmp_path, fm)
-    db = tmp_path / "t.db"
+    db = str(tmp_path / "t.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
     plan_file = tmp_path / "plan.json"
-    line = {"name": "kill-log", "line": "written once", "hold_s": 3.0}
+    log = f"kill-log-{backend}"
+    line = {"name": log, "line": "written once", "hold_s": 3.0}
     step = {"id": "append", "server": "fm", "tool": "append_line", "arguments": line}
     plan_file.write_text(json.dumps({"query": "append a line", "steps": [step]}))
     run = [sys.executable, "-m", "server.cli", "run", str(plan_file), "--yes"]
     proc = await anyio.open_process(
-        [*run, "--config", str(config_path), "--db", str(db)],
+        [*run, "--config", str(config_path), "--db", db],
         cwd=ROOT,
         env=clean_env(),
         stdout=subprocess.DEVNULL,
@@ -99,7 +115,7 @@ async def test_a_killed_taskorch_resumes_the_downstream_task_effect_once(
         start_new_session=True,
     )
     try:
-        await _wait_for(fm.folder / "kill-log.started")
+        await _wait_for(fm.folder / f"{log}.started")
         with anyio.fail_after(30):
             while (task_id := _recorded_task(db)) is None:  # noqa: ASYNC110 - another process
                 await anyio.sleep(0.02)
@@ -107,7 +123,7 @@ async def test_a_killed_taskorch_resumes_the_downstream_task_effect_once(
         os.killpg(proc.pid, signal.SIGKILL)
         with anyio.fail_after(30):
             await proc.wait()
-    assert not (fm.folder / "kill-log").exists(), "the task finished before the kill"
+    assert not (fm.folder / log).exists(), "the task finished before the kill"
 
     async with TaskOrchestrator(load_config(config_path), db_path=db) as orch:
         plans = await orch.list_task_plans()
@@ -116,10 +132,7 @@ async def test_a_killed_taskorch_resumes_the_downstream_task_effect_once(
             while (await orch.get_progress(plan_id)).status is not PlanStatus.COMPLETED:  # noqa: ASYNC110
                 await anyio.sleep(0.1)
         view = await orch.get_task_plan(plan_id)
-    assert (fm.folder / "kill-log").read_text(encoding="utf-8") == "written once\n"
+    assert (fm.folder / log).read_text(encoding="utf-8") == "written once\n"
     assert view.steps[0].output == {"result": 1}
     assert view.steps[0].attempts == 2  # the one cut off, and the one that followed the task
-    with sqlite3.connect(db) as conn:
-        ids = [r[0] for r in conn.execute("SELECT task_id FROM attempts ORDER BY attempt")]
-    conn.close()
-    assert ids == [task_id, task_id]
+    assert _task_ids(db) == [task_id, task_id]

@@ -32,7 +32,7 @@ from typing import Any
 import anyio
 
 from executor.errors import NotFoundError
-from executor.run import Decision, ExecutionReport, Run, Scheduler, SchedulerConfig
+from executor.run import Decision, ExecutionReport, FollowedRun, Run, Scheduler, SchedulerConfig
 from executor.status import PlanStatus
 from executor.store import SqliteStore
 from tests.executor.scheduler_support import engine_caller, save_confirmed
@@ -79,7 +79,7 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-async def follow(scheduler: Scheduler, run: Run) -> ExecutionReport:
+async def follow(scheduler: Scheduler, run: Run | FollowedRun) -> ExecutionReport:
     async with scheduler.subscribe(PLAN_ID) as events:
         async for event in events:
             say(f"EVENT {event.kind.value} {event.step_id or '-'}")
@@ -106,7 +106,7 @@ async def main(db: Path, out: Path) -> int:
                     await anyio.sleep(LEASE_S / 4)
                     resumed.update({r.plan_id: r for r in await scheduler.resume()})
                     plan = await store.get_plan(PLAN_ID)
-            run = resumed.get(plan.id)
+            run: Run | FollowedRun | None = resumed.get(plan.id)
             while True:
                 if run is None:
                     plan = await store.get_plan(PLAN_ID)

@@ -14,6 +14,7 @@ import math
 import secrets
 from collections import Counter
 from collections.abc import Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,6 +37,7 @@ from executor.records import (
 )
 from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import (
+    EventFeed,
     ExpectedPlanStatus,
     HostTask,
     LeaseInfo,
@@ -45,6 +47,7 @@ from executor.store import (
     Store,
     WriteBatch,
 )
+from executor.store.feeds import polled_feed
 
 __all__ = ["MemoryStore"]
 
@@ -282,6 +285,17 @@ class MemoryStore:
             if found:
                 return found
             await self._cancel_asked.wait()
+
+    async def publish_live(self, events: Sequence[Event]) -> None:
+        pass  # one process: its runs hand live events to their subscribers themselves
+
+    def follow_events(
+        self, plan_id: str, *, after_seq: int = 0
+    ) -> AbstractAsyncContextManager[EventFeed]:
+        async def read(after: int) -> list[Event]:
+            return await self.get_events(plan_id, after_seq=after)
+
+        return polled_feed(read, after_seq, 0.01)
 
     # --- runs ---
 

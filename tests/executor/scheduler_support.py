@@ -23,6 +23,7 @@ from executor.records import Event, EventKind
 from executor.run import ExecutionReport, Scheduler, SchedulerConfig, Subscription
 from executor.status import PlanStatus
 from executor.store import SqliteStore, Store
+from executor.store.postgres import PostgresStore
 from executor.task_client import TaskHooks
 from tests.executor.memory_store import MemoryStore
 
@@ -168,19 +169,27 @@ async def collect(sub: Subscription) -> list[Event]:
         return [e async for e in sub]
 
 
-StoreKind = Literal["sqlite", "memory"]
-"""Which `Store` a test runs the scheduler on: SQLite on disk, or `MemoryStore`."""
+StoreKind = Literal["sqlite", "memory", "postgres"]
+"""Which `Store` a test runs the scheduler on: SQLite on disk, `MemoryStore`, PostgreSQL."""
+
+PG_URL_FILE = "postgres.url"
+"""The file in a test's `tmp_path` naming its PostgreSQL database (see `store_kind`)."""
 
 
 @asynccontextmanager
 async def open_store(tmp_path: Path, kind: StoreKind = "sqlite") -> AsyncIterator[Store]:
-    """A store of this kind, its file (if any) under `tmp_path`; one per `tmp_path`."""
+    """A store of this kind, its database (if any) that of `tmp_path`; one per `tmp_path`."""
     if kind == "memory":
         store = MemoryStore()
         try:
             yield store
         finally:
             await store.close()
+        return
+    if kind == "postgres":
+        url = (tmp_path / PG_URL_FILE).read_text(encoding="utf-8")
+        async with await PostgresStore.open(url) as pg:
+            yield pg
         return
     async with await SqliteStore.open(tmp_path / "taskorch.db") as opened:
         yield opened

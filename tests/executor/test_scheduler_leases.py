@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import socket
+import re
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Collection
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,13 @@ import psutil
 import pytest
 
 from executor.calls import ProgressFn
-from executor.errors import UserError
+from executor.errors import StoreError, UserError
 from executor.plan import utc_now
-from executor.run import Run, Scheduler, SchedulerConfig
+from executor.run import FollowedRun, Run, Scheduler, SchedulerConfig
+from executor.run.leases import machine_id
 from executor.status import PlanStatus, StepStatus
-from executor.store import RunLease, SqliteStore, Store
+from executor.store import RunKey, RunLease, SqliteStore, Store
+from tests.executor.memory_store import MemoryStore
 from tests.executor.scheduler_support import (
     InProcessCaller,
     confirmed,
@@ -64,14 +67,14 @@ def dead_local_owner() -> str:
     with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(0.2)"]) as child:
         started = f"{psutil.Process(child.pid).create_time():.3f}"
         child.wait()
-    return f"{socket.gethostname()}|{child.pid}|{started}|deadbeef"
+    return f"{machine_id()}|{child.pid}|{started}|deadbeef"
 
 
 def live_local_owner() -> str:
     """The owner id of a scheduler in a live process of this machine (our parent)."""
     parent = psutil.Process().parent()
     assert parent is not None
-    return f"{socket.gethostname()}|{parent.pid}|{parent.create_time():.3f}|cafe"
+    return f"{machine_id()}|{parent.pid}|{parent.create_time():.3f}|cafe"
 
 
 async def test_two_engines_resuming_at_once_take_each_plan_exactly_once(tmp_path: Path) -> None:
@@ -195,6 +198,44 @@ async def test_a_run_whose_lease_is_taken_over_stops_and_cancels_its_calls(
     assert states["s1"].status is StepStatus.PENDING
 
 
+class CutOff(MemoryStore):
+    """A store whose lease renewals stop going through, as when the database is out of reach."""
+
+    cut = False
+
+    async def renew_leases(
+        self, lease: RunLease, runs: Collection[tuple[str, int]] | None = None
+    ) -> set[RunKey]:
+        if self.cut:
+            raise StoreError("the database cannot be reached")
+        return await super().renew_leases(lease, runs)
+
+
+async def test_a_process_that_cannot_renew_stops_its_runs_before_the_lease_lapses() -> None:
+    cancelled = anyio.Event()
+
+    async def block(arguments: dict[str, Any], on_progress: ProgressFn | None) -> Any:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    caller = InProcessCaller({("mem", "work"): block})
+    store = CutOff()
+    await save_confirmed(store, "p", chain("p"))
+    async with Scheduler(store, caller, SchedulerConfig(lease_s=0.6)) as engine:
+        run = await engine.start("p")
+        await wait_until(lambda: caller.log.in_flight == 1)
+        store.cut = True
+        with anyio.fail_after(30), pytest.raises(UserError, match="lease on it is gone"):
+            await run.wait()
+        # Stopped, its call cancelled, and let go (where the store still takes that).
+        assert cancelled.is_set() and engine.active() == []
+        [lease] = await store.list_leases()
+        assert lease.owner is None
+    assert [tag for tag, _ in caller.log.started] == ["p/s0"]
+
+
 async def test_a_run_holds_its_lease_while_it_runs_and_frees_it_when_it_ends(
     tmp_path: Path,
 ) -> None:
@@ -256,7 +297,7 @@ async def test_leaving_the_scheduler_frees_its_leases_for_an_immediate_resume(
     assert report.needs_decision == ("s0",)
 
 
-async def test_start_takes_over_a_run_whose_owner_is_gone_and_names_a_live_one(
+async def test_start_takes_over_a_run_whose_owner_is_gone_and_follows_a_live_one(
     tmp_path: Path,
 ) -> None:
     async with await SqliteStore.open(tmp_path / "db") as store:
@@ -284,8 +325,12 @@ async def test_start_takes_over_a_run_whose_owner_is_gone_and_names_a_live_one(
             assert live is not None and live.holds and live.alive
             parent = psutil.Process().parent()
             assert parent is not None
-            with pytest.raises(UserError, match=f"process {parent.pid} on .* is alive"):
-                await engine.start("live")
+            # A live owner's run is followed, never started a second time.
+            followed = await engine.start("live")
+            assert isinstance(followed, FollowedRun) and not followed.done
+            assert re.search(
+                f"process {parent.pid} on .* is alive", followed.report().message or ""
+            )
         [left] = await store.list_leases()
 
     assert {p: r.status for p, r in reports.items()} == dict.fromkeys(

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from executor.calls import ProgressFn, ToolResult
 from executor.catalog import ToolAnnotations
 from executor.errors import Delivery, ErrorKind, ToolCallError
-from executor.run import SchedulerConfig
+from executor.run import Run, SchedulerConfig
 from executor.status import PlanStatus, StepStatus
 from tests.executor.scheduler_support import InProcessCaller, harness, save_confirmed
 
@@ -127,6 +127,7 @@ async def test_random_dags_with_failures_always_finish_in_order(
         await save_confirmed(h.store, plan_id, plan_of(specs))
         with anyio.fail_after(30):  # a deadlock shows as a timeout here
             run = await h.scheduler.start(plan_id)
+            assert isinstance(run, Run)  # one process: nothing runs it elsewhere
             if cancel_after_ms is not None:
                 await anyio.sleep(cancel_after_ms / 1000)
                 run.cancel()

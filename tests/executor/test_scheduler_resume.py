@@ -12,10 +12,10 @@ import pytest
 from executor.catalog import ToolAnnotations
 from executor.errors import ErrorKind, UserError
 from executor.plan import utc_now
-from executor.records import AttemptRecord, EventKind, StepState
-from executor.run import Scheduler
+from executor.records import AttemptRecord, Event, EventKind, StepState
+from executor.run import FollowedRun, Scheduler
 from executor.status import PlanStatus, SkipReason, StepStatus
-from executor.store import PlanStatusChange, RunLease, Store, WriteBatch
+from executor.store import ExpectedPlanStatus, PlanStatusChange, RunLease, Store, WriteBatch
 from tests.executor.scheduler_support import (
     InProcessCaller,
     StoreKind,
@@ -213,14 +213,54 @@ async def test_cancel_gives_up_on_an_interrupted_plan(
 
 
 @pytest.mark.anyio
-async def test_a_plan_executing_elsewhere_is_not_started_twice(tmp_path: Path) -> None:
-    async with harness(tmp_path, caller()) as h:
-        await save_confirmed(h.store, "p", [step("a")])
+async def test_a_plan_executing_elsewhere_is_followed_not_started_twice(
+    tmp_path: Path, store_kind: StoreKind
+) -> None:
+    here = caller()
+    async with harness(tmp_path, here, store_kind=store_kind) as h:
+        await save_confirmed(h.store, "p", [step("a"), step("b", depends_on=["a"])])
         await crash_state(h.store, "p")
         # A live process holds it (on another machine: its lease is all there is to go by).
-        await h.store.claim_runs(RunLease("other-host|1|0.000|a", 3600.0))
-        with pytest.raises(UserError, match="already executing: process 1 on other-host runs it"):
-            await h.scheduler.start("p")
+        other = RunLease("other-host|1|0.000|a", 3600.0)
+        await h.store.claim_runs(other)
+        run = await h.scheduler.start("p")
+        assert isinstance(run, FollowedRun) and not run.done
+        assert run.report().status is PlanStatus.EXECUTING
+        assert "process 1 on other-host runs it" in (run.report().message or "")
+        events = run.subscribe()
+
+        # The other process runs the steps and ends the plan; this one only watches.
+        held = ExpectedPlanStatus("p", 1, PlanStatus.EXECUTING, lease=other)
+        now = utc_now()
+        for sid in ("a", "b"):
+            done = StepState(
+                plan_id="p", version=1, step_id=sid, status=StepStatus.SUCCEEDED, attempts=1
+            )
+            await h.store.write(
+                WriteBatch(
+                    step_states=[done],
+                    events=[Event(plan_id="p", kind=EventKind.STEP_SUCCEEDED, step_id=sid)],
+                    expect=held,
+                )
+            )
+        await h.store.write(
+            WriteBatch(
+                plan_status=PlanStatusChange("p", 1, PlanStatus.COMPLETED, finished_at=now),
+                events=[Event(plan_id="p", kind=EventKind.PLAN_FINISHED, data={})],
+                expect=held,
+            )
+        )
+        with anyio.fail_after(30):
+            report = await run.wait()
+            seen = [(e.kind, e.step_id) async for e in events]
+    assert report.status is PlanStatus.COMPLETED
+    assert [s.status for s in report.steps] == [StepStatus.SUCCEEDED] * 2
+    assert seen == [
+        (EventKind.STEP_SUCCEEDED, "a"),
+        (EventKind.STEP_SUCCEEDED, "b"),
+        (EventKind.PLAN_FINISHED, None),
+    ]
+    assert here.log.started == []
 
 
 @pytest.mark.anyio

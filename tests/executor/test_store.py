@@ -1,4 +1,10 @@
-"""The SQLite store: round trips, migrations, refusal of bad files, atomicity, concurrency."""
+"""The stores: round trips, atomicity and concurrency on every backend; SQLite's files.
+
+Tests that take `store` (or `opener`) speak the `Store` protocol only and run on
+each backend: SQLite, and PostgreSQL on the session's server. The rest are
+SQLite's own (its files, migrations and worker thread); PostgreSQL's own are in
+`test_store_postgres.py`.
+"""
 
 from __future__ import annotations
 
@@ -39,14 +45,17 @@ from executor.store import (
     SCHEMA_VERSION,
     ExpectedPlanStatus,
     Migration,
+    OpenStore,
     PlanStatusChange,
     RunLease,
     SqliteStore,
+    Store,
     WriteBatch,
     codecs,
     results,
 )
 from executor.store import schema as schema_module
+from tests.executor.store_backends import BACKENDS, Backend, Opener, opener_for, raw_sql
 
 pytestmark = pytest.mark.anyio
 
@@ -96,35 +105,82 @@ def event(plan_id: str, kind: EventKind, **data: Any) -> Event:
     return Event(plan_id=PlanId(plan_id), kind=kind, data=data)
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Backend:
+    kind: Backend = request.param
+    return kind
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+def opener(backend: Backend, request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    """Opens a store on the test's one database (call it again for another store on it)."""
+    return opener_for(backend, request, tmp_path)
+
+
+@pytest.fixture
+async def store(opener: Opener) -> AsyncIterator[OpenStore]:
+    async with await opener() as opened:
+        yield opened
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
     async with await SqliteStore.open(tmp_path / "taskorch.db") as opened:
         yield opened
 
 
-def stored_planner_attempts(path: Path, plan_id: str) -> list[PlannerAttempt]:
-    """A plan's planning-model calls as the file holds them, oldest first."""
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = conn.execute(
-            "SELECT * FROM planner_attempts WHERE plan_id = ? ORDER BY id", (plan_id,)
-        ).fetchall()
-    finally:
-        conn.close()
+def stored_planner_attempts(store: Store, plan_id: str) -> list[PlannerAttempt]:
+    """A plan's planning-model calls as the database holds them, oldest first."""
+    rows = raw_sql(
+        store,
+        "SELECT plan_id, attempt, model, prompt_tokens, completion_tokens, latency_s, errors, at"
+        " FROM planner_attempts WHERE plan_id = ? ORDER BY id",
+        (plan_id,),
+    )
     return [
         PlannerAttempt(
-            plan_id=PlanId(r["plan_id"]),
-            attempt=r["attempt"],
-            model=r["model"],
-            prompt_tokens=r["prompt_tokens"],
-            completion_tokens=r["completion_tokens"],
-            latency_s=r["latency_s"],
-            errors=tuple(json.loads(r["errors"])),
-            at=datetime.fromisoformat(r["at"]),
+            plan_id=PlanId(r[0]),
+            attempt=r[1],
+            model=r[2],
+            prompt_tokens=r[3],
+            completion_tokens=r[4],
+            latency_s=r[5],
+            errors=tuple(json.loads(r[6])),
+            at=codecs.parse_ts(r[7]),
         )
         for r in rows
     ]
+
+
+def add_failing_trigger(store: Store, table: str, message: str) -> None:
+    """Make every insert into `table` fail inside the database, with `message`."""
+    if isinstance(store, SqliteStore):
+        raw_sql(
+            store,
+            f"CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}"
+            f" BEGIN SELECT RAISE(ABORT, '{message}'); END;",
+        )
+        return
+    raw_sql(
+        store,
+        f"CREATE FUNCTION fail_{table}() RETURNS trigger LANGUAGE plpgsql AS"
+        f" $$BEGIN RAISE EXCEPTION '{message}'; END$$",
+    )
+    raw_sql(
+        store,
+        f"CREATE TRIGGER fail_{table} BEFORE INSERT ON {table}"
+        f" FOR EACH ROW EXECUTE FUNCTION fail_{table}()",
+    )
+
+
+def drop_failing_trigger(store: Store, table: str) -> None:
+    on = "" if isinstance(store, SqliteStore) else f" ON {table}"
+    raw_sql(store, f"DROP TRIGGER fail_{table}{on}")
+
+
+def count_rows(store: Store, table: str) -> int:
+    [(count,)] = raw_sql(store, f"SELECT count(*) FROM {table}")
+    return int(count)
 
 
 def raw_query(path: Path, sql: str) -> list[Any]:
@@ -159,7 +215,7 @@ def listing(path: Path) -> list[str]:
 # --- plans -----------------------------------------------------------------------------
 
 
-async def test_plan_versions_round_trip(store: SqliteStore) -> None:
+async def test_plan_versions_round_trip(store: Store) -> None:
     v1 = make_plan(steps=2)
     v2 = Plan(
         id=v1.id,
@@ -200,7 +256,7 @@ async def test_plan_versions_round_trip(store: SqliteStore) -> None:
         await store.get_plan("p1", 3)
 
 
-async def test_save_plan_refuses_an_existing_version(store: SqliteStore) -> None:
+async def test_save_plan_refuses_an_existing_version(store: Store) -> None:
     await store.save_plan(make_plan())
     with pytest.raises(UserError, match="version 1 already exists"):
         await store.save_plan(make_plan(steps=5), events=[event("p1", EventKind.PLAN_CREATED)])
@@ -208,14 +264,14 @@ async def test_save_plan_refuses_an_existing_version(store: SqliteStore) -> None
     assert await store.get_events("p1") == []
 
 
-async def test_save_plan_refuses_duplicate_step_ids(store: SqliteStore) -> None:
+async def test_save_plan_refuses_duplicate_step_ids(store: Store) -> None:
     step = Step(id="a", server="s", tool="t")
     with pytest.raises(UserError, match=r"duplicate step ids \['a'\]"):
         await store.save_plan(Plan(id=PlanId("dup"), steps=(step, step)))
     assert await store.plan_versions("dup") == []
 
 
-async def test_save_plan_adds_a_pending_state_per_step(store: SqliteStore) -> None:
+async def test_save_plan_adds_a_pending_state_per_step(store: Store) -> None:
     plan = make_plan(steps=4)
     await store.save_plan(plan)
     states = await store.get_step_states("p1", 1)
@@ -224,14 +280,14 @@ async def test_save_plan_adds_a_pending_state_per_step(store: SqliteStore) -> No
     assert await store.get_step_states("p1", 2) == {}
 
 
-async def test_plan_without_steps_round_trips(store: SqliteStore) -> None:
+async def test_plan_without_steps_round_trips(store: Store) -> None:
     plan = Plan(id=PlanId("empty"), steps=())
     await store.save_plan(plan)
     assert await store.get_plan("empty") == plan
     assert await store.list_plans() == [plan]
 
 
-async def test_list_plans_latest_version_newest_first_with_filters(store: SqliteStore) -> None:
+async def test_list_plans_latest_version_newest_first_with_filters(store: Store) -> None:
     a1 = make_plan("a", session_id="s1", created_at=T0)
     b1 = make_plan("b", session_id="s2", created_at=T0 + timedelta(seconds=1))
     c1 = make_plan("c", session_id="s1", created_at=T0 + timedelta(seconds=2))
@@ -255,7 +311,7 @@ async def test_list_plans_latest_version_newest_first_with_filters(store: Sqlite
         await store.list_plans(limit=0)
 
 
-async def test_update_plan_status_checks_and_records(store: SqliteStore) -> None:
+async def test_update_plan_status_checks_and_records(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     updated = await store.update_plan_status(
@@ -274,7 +330,7 @@ async def test_update_plan_status_checks_and_records(store: SqliteStore) -> None
         await store.update_plan_status("p1", 9, PlanStatus.CONFIRMED)
 
 
-async def test_illegal_plan_transition_writes_nothing(store: SqliteStore) -> None:
+async def test_illegal_plan_transition_writes_nothing(store: Store) -> None:
     await store.save_plan(make_plan())
     with pytest.raises(TransitionError, match="'draft' -> 'completed'"):
         await store.update_plan_status(
@@ -290,7 +346,7 @@ async def test_illegal_plan_transition_writes_nothing(store: SqliteStore) -> Non
     assert await store.get_events("p1") == []
 
 
-async def test_batch_with_illegal_transition_writes_nothing(store: SqliteStore) -> None:
+async def test_batch_with_illegal_transition_writes_nothing(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     batch = WriteBatch(
@@ -312,7 +368,7 @@ async def test_batch_with_illegal_transition_writes_nothing(store: SqliteStore) 
     assert await store.get_run_times("p1", 1) == (None, None)
 
 
-async def test_run_times_follow_status_changes(store: SqliteStore) -> None:
+async def test_run_times_follow_status_changes(store: Store) -> None:
     await store.save_plan(make_plan(status=PlanStatus.CONFIRMED))
     t1, t2, t3 = T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=60)
     await store.write(
@@ -338,7 +394,7 @@ async def test_run_times_follow_status_changes(store: SqliteStore) -> None:
 # --- step states, attempts, events, stats ----------------------------------------------
 
 
-async def test_step_states_keep_the_full_result(store: SqliteStore) -> None:
+async def test_step_states_keep_the_full_result(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     result = ToolResult(
@@ -398,7 +454,7 @@ async def test_step_states_keep_the_full_result(store: SqliteStore) -> None:
     assert await store.get_step_result("p1", 1, "s1") is None
 
 
-async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: SqliteStore) -> None:
+async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     text = "é日\udc80x" * 300_000 + "end"
@@ -414,10 +470,13 @@ async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: SqliteSto
     ).model_copy(update={"summary": summary})
     size_before = _db_size(store)
     await store.write(WriteBatch(step_states=[done]))
-    grown = _db_size(store) - size_before
-    payload = len(text.encode("utf-8", "surrogatepass")) + len(other)
     # Each long string once: the text is both a block and the structured content.
-    assert grown < payload * 1.2, (grown, payload)
+    if isinstance(store, SqliteStore):
+        grown = _db_size(store) - size_before
+        payload = len(text.encode("utf-8", "surrogatepass")) + len(other)
+        assert grown < payload * 1.2, (grown, payload)
+    else:
+        assert count_rows(store, "result_parts") == 2
 
     again = await store.get_step_result("p1", 1, "s0")
     assert again == result
@@ -426,7 +485,23 @@ async def test_a_long_result_is_stored_once_and_rebuilt_exactly(store: SqliteSto
     assert stored.output is None and stored.summary == summary
 
 
-def _db_size(store: SqliteStore) -> int:
+async def test_a_new_result_replaces_the_last_one_whole(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    long, short = {"type": "text", "text": "a" * 5000}, {"type": "text", "text": "b"}
+    first = ToolResult(content=[long, short])
+    second = ToolResult(content=[{"type": "text", "text": "c" * 3000}], structured_content={"n": 2})
+    for result in (first, second):
+        # A failed attempt's result, then the retry's: one batch each.
+        await store.write(
+            WriteBatch(step_states=[state(plan, "s0", StepStatus.RUNNING, result=result)])
+        )
+    assert await store.get_step_result("p1", 1, "s0") == second
+
+
+def _db_size(store: Store) -> int:
+    if not isinstance(store, SqliteStore):
+        return 0  # PostgreSQL compresses long values: rows are counted instead
     return sum(p.stat().st_size for p in store.path.parent.glob(store.path.name + "*"))
 
 
@@ -492,11 +567,11 @@ def test_rows_are_encoded_as_pydantic_would(value: Any) -> None:
     assert codecs.event_row(event)[4] == _pydantic_json(event, "data")
 
 
-async def test_timestamps_are_stored_as_utc_iso_text(store: SqliteStore) -> None:
+async def test_timestamps_are_stored_as_utc_iso_text(sqlite_store: SqliteStore) -> None:
     plan = make_plan()
-    await store.save_plan(plan)
+    await sqlite_store.save_plan(plan)
     plus_two = timezone(timedelta(hours=2))
-    await store.write(
+    await sqlite_store.write(
         WriteBatch(
             step_states=[
                 state(
@@ -510,15 +585,15 @@ async def test_timestamps_are_stored_as_utc_iso_text(store: SqliteStore) -> None
         )
     )
     rows = raw_query(
-        store.path, "SELECT started_at, finished_at FROM step_states WHERE step_id='s0'"
+        sqlite_store.path, "SELECT started_at, finished_at FROM step_states WHERE step_id='s0'"
     )
     assert rows == [("2025-03-01T12:00:00.000000+00:00", "2025-03-01T12:30:00.000000+00:00")]
-    got = (await store.get_step_states("p1", 1))["s0"]
+    got = (await sqlite_store.get_step_states("p1", 1))["s0"]
     assert got.started_at == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
     assert got.finished_at == datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
 
 
-async def test_attempts_round_trip_and_upsert(store: SqliteStore) -> None:
+async def test_attempts_round_trip_and_upsert(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
 
@@ -546,7 +621,7 @@ async def test_attempts_round_trip_and_upsert(store: SqliteStore) -> None:
     assert await store.get_attempts("p1", 2) == []
 
 
-async def test_write_naming_an_unknown_step_writes_nothing(store: SqliteStore) -> None:
+async def test_write_naming_an_unknown_step_writes_nothing(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     batch = WriteBatch(
@@ -562,7 +637,7 @@ async def test_write_naming_an_unknown_step_writes_nothing(store: SqliteStore) -
     assert await store.get_events("p1") == []
 
 
-async def test_events_are_ordered_and_paged(store: SqliteStore) -> None:
+async def test_events_are_ordered_and_paged(store: Store) -> None:
     for plan_id in ("a", "b"):
         await store.save_plan(make_plan(plan_id))
     returned: list[Event] = []
@@ -602,7 +677,7 @@ async def test_events_are_ordered_and_paged(store: SqliteStore) -> None:
         await store.get_events("a", limit=0)
 
 
-async def test_tool_stats_fold_durations_with_welford(store: SqliteStore) -> None:
+async def test_tool_stats_fold_durations_with_welford(store: Store) -> None:
     rng = random.Random(4)
     seen: dict[tuple[str, str], list[float]] = {}
     for _ in range(12):
@@ -625,7 +700,7 @@ async def test_tool_stats_fold_durations_with_welford(store: SqliteStore) -> Non
         assert got.last_s == values[-1]
 
 
-async def test_bad_durations_are_refused(store: SqliteStore) -> None:
+async def test_bad_durations_are_refused(store: Store) -> None:
     for bad in (float("nan"), -1.0, float("inf")):
         with pytest.raises(InternalError, match="finite number of seconds"):
             await store.write(WriteBatch(durations=[("s", "t", bad)]))
@@ -635,7 +710,7 @@ async def test_bad_durations_are_refused(store: SqliteStore) -> None:
 # --- agents and planner attempts -------------------------------------------------------
 
 
-async def test_agents_upsert_by_name(store: SqliteStore) -> None:
+async def test_agents_upsert_by_name(store: Store) -> None:
     with pytest.raises(NotFoundError, match="known agents: none"):
         await store.get_agent("writer")
     writer = AgentConfig(
@@ -660,7 +735,7 @@ async def test_agents_upsert_by_name(store: SqliteStore) -> None:
         await store.get_agent("critic")
 
 
-async def test_planner_attempts_round_trip(store: SqliteStore) -> None:
+async def test_planner_attempts_round_trip(store: Store) -> None:
     attempts = [
         PlannerAttempt(
             plan_id=PlanId("p1"),
@@ -678,39 +753,31 @@ async def test_planner_attempts_round_trip(store: SqliteStore) -> None:
     ]
     for attempt in attempts:
         await store.record_planner_attempt(attempt)
-    assert stored_planner_attempts(store.path, "p1") == attempts[:2]
-    assert stored_planner_attempts(store.path, "p2") == attempts[3:]
-    assert stored_planner_attempts(store.path, "p3") == []
+    assert stored_planner_attempts(store, "p1") == attempts[:2]
+    assert stored_planner_attempts(store, "p2") == attempts[3:]
+    assert stored_planner_attempts(store, "p3") == []
 
 
 # --- atomicity under failure -----------------------------------------------------------
 
 
-async def test_save_plan_leaves_nothing_behind_on_failure(store: SqliteStore) -> None:
-    # A trigger makes the last insert of save_plan (its events) fail inside SQLite.
-    raw_script(
-        store.path,
-        "CREATE TRIGGER no_events BEFORE INSERT ON events"
-        " BEGIN SELECT RAISE(ABORT, 'no events'); END;",
-    )
+async def test_save_plan_leaves_nothing_behind_on_failure(store: Store) -> None:
+    # A trigger makes the last insert of save_plan (its events) fail inside the database.
+    add_failing_trigger(store, "events", "no events")
     with pytest.raises(StoreError, match="no events"):
         await store.save_plan(make_plan(), events=[event("p1", EventKind.PLAN_CREATED)])
     for table in ("plans", "steps", "step_states", "events"):
-        assert raw_query(store.path, f"SELECT count(*) FROM {table}") == [(0,)]
+        assert count_rows(store, table) == 0
     # The connection is usable afterwards, and nothing of the failed attempt blocks a retry.
     await store.save_plan(make_plan())
     assert len(await store.get_step_states("p1", 1)) == 3
 
 
-async def test_write_is_atomic_on_failure(store: SqliteStore) -> None:
+async def test_write_is_atomic_on_failure(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan, events=[event("p1", EventKind.PLAN_CREATED)])
     await store.update_plan_status("p1", 1, PlanStatus.CONFIRMED)
-    raw_script(
-        store.path,
-        "CREATE TRIGGER no_stats BEFORE INSERT ON tool_stats"
-        " BEGIN SELECT RAISE(ABORT, 'nope'); END;",
-    )
+    add_failing_trigger(store, "tool_stats", "nope")
     batch = WriteBatch(
         step_states=[state(plan, "s0", StepStatus.SUCCEEDED, attempts=1)],
         attempts=[
@@ -726,9 +793,82 @@ async def test_write_is_atomic_on_failure(store: SqliteStore) -> None:
     assert await store.get_attempts("p1", 1) == []
     assert [e.kind for e in await store.get_events("p1")] == [EventKind.PLAN_CREATED]
     assert (await store.get_plan("p1")).status is PlanStatus.CONFIRMED
-    raw_script(store.path, "DROP TRIGGER no_stats;")
+    drop_failing_trigger(store, "tool_stats")
     await store.write(batch)
     assert (await store.get_plan("p1")).status is PlanStatus.EXECUTING
+
+
+# --- MCP tasks and kept keys ----------------------------------------------------------
+
+
+async def test_an_attempt_keeps_its_downstream_task_id_to_its_end(store: Store) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    started = AttemptRecord(
+        plan_id=plan.id, version=1, step_id="s0", attempt=1, started_at=T0, task_id="task-7"
+    )
+    await store.write(WriteBatch(attempts=[started]))
+    assert await store.get_attempts("p1", 1, "s0") == [started]
+    # The attempt's end is written without the id (the coordinator forgets it then);
+    # the stored id stays, for whoever reads the attempt back after a crash.
+    ended = started.model_copy(
+        update={"status": StepStatus.SUCCEEDED, "finished_at": T0, "task_id": None}
+    )
+    await store.write(WriteBatch(attempts=[ended]))
+    [got] = await store.get_attempts("p1", 1, "s0")
+    assert got.task_id == "task-7" and got.status is StepStatus.SUCCEEDED
+    plain = AttemptRecord(plan_id=plan.id, version=1, step_id="s1", attempt=1, started_at=T0)
+    await store.write(WriteBatch(attempts=[plain]))
+    assert (await store.get_attempts("p1", 1, "s1"))[0].task_id is None
+
+
+async def test_host_tasks_round_trip_and_name_a_stored_plan(store: Store) -> None:
+    plan = make_plan(status=PlanStatus.CONFIRMED)
+    await store.save_plan(plan)
+    created = datetime(2025, 3, 1, 12, 0, 0, 250000, tzinfo=timezone(timedelta(hours=2)))
+    await store.add_host_task("t-abc", "owner-hash", plan.id, 1, created)
+    await store.add_host_task("t-local", "", plan.id, 1, T0)
+    task = await store.get_host_task("t-abc")
+    assert task is not None
+    assert (task.task_id, task.owner, task.plan_id, task.version) == (
+        "t-abc",
+        "owner-hash",
+        "p1",
+        1,
+    )
+    assert task.created_at == created and task.created_at.utcoffset() == timedelta(0)
+    local = await store.get_host_task("t-local")
+    assert local is not None and local.owner == ""
+    assert await store.get_host_task("t-nope") is None
+    for plan_id, version in (("ghost", 1), ("p1", 2)):
+        with pytest.raises(NotFoundError, match=f"no plan {plan_id!r} version {version}"):
+            await store.add_host_task("t-new", "", plan_id, version, T0)
+    assert await store.get_host_task("t-new") is None
+
+
+async def test_a_server_key_is_made_once_and_the_same_for_every_store(opener: Opener) -> None:
+    stores = [await opener() for _ in range(3)]
+    try:
+        keys: list[bytes] = []
+
+        async def ask(each: Store) -> None:
+            keys.append(await each.server_key("request_state"))
+
+        # Several processes starting at once on an empty database: one key for all.
+        async with anyio.create_task_group() as tg:
+            for each in stores:
+                tg.start_soon(ask, each)
+        assert len(keys) == 3 and len(set(keys)) == 1 and len(keys[0]) == 32
+        other = await stores[0].server_key("other", 16)
+        assert len(other) == 16 and other != keys[0]
+        # Asked again (another size is not a new key): the kept one.
+        assert await stores[2].server_key("request_state", 64) == keys[0]
+        assert count_rows(stores[0], "server_keys") == 2
+    finally:
+        for each in stores:
+            await each.close()
+    async with await opener() as reopened:
+        assert await reopened.server_key("request_state") == keys[0]
 
 
 # --- opening, migrating, refusing ------------------------------------------------------
@@ -889,8 +1029,8 @@ async def test_bad_settings_are_refused(tmp_path: Path) -> None:
         await store.save_plan(make_plan())
 
 
-async def test_a_closed_store_says_so(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "x.db")
+async def test_a_closed_store_says_so(opener: Opener) -> None:
+    store = await opener()
     await store.close()
     await store.close()
     with pytest.raises(StoreError, match="is closed"):
@@ -902,7 +1042,7 @@ async def test_a_closed_store_says_so(tmp_path: Path) -> None:
 # --- concurrency -----------------------------------------------------------------------
 
 
-async def _writer(store: SqliteStore, plan: Plan, rounds: int) -> None:
+async def _writer(store: Store, plan: Plan, rounds: int) -> None:
     """Write one batch per step per round, reading back after each commit."""
     for r in range(rounds):
         for step in plan.steps:
@@ -944,7 +1084,7 @@ async def _writer(store: SqliteStore, plan: Plan, rounds: int) -> None:
             )
 
 
-async def _check_writers(store: SqliteStore, plans: list[Plan], rounds: int) -> None:
+async def _check_writers(store: Store, plans: list[Plan], rounds: int) -> None:
     all_seqs: list[int] = []
     for plan in plans:
         states = await store.get_step_states(plan.id, 1)
@@ -963,7 +1103,7 @@ async def _check_writers(store: SqliteStore, plans: list[Plan], rounds: int) -> 
     assert stats["shared", "tool"].count == rounds * sum(len(p.steps) for p in plans)
 
 
-async def test_concurrent_writers_never_lose_or_mix_writes(store: SqliteStore) -> None:
+async def test_concurrent_writers_never_lose_or_mix_writes(store: Store) -> None:
     plans = [make_plan(f"w{i}", steps=4, status=PlanStatus.CONFIRMED) for i in range(12)]
     for plan in plans:
         await store.save_plan(plan)
@@ -973,9 +1113,8 @@ async def test_concurrent_writers_never_lose_or_mix_writes(store: SqliteStore) -
     await _check_writers(store, plans, 5)
 
 
-async def test_several_stores_share_one_file(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    stores = [await SqliteStore.open(path) for _ in range(3)]
+async def test_several_stores_share_one_database(opener: Opener) -> None:
+    stores = [await opener() for _ in range(3)]
     try:
         first, second, third = stores
         await first.save_plan(make_plan("seen", status=PlanStatus.CONFIRMED))
@@ -998,7 +1137,7 @@ async def test_several_stores_share_one_file(tmp_path: Path) -> None:
             await each.close()
 
 
-async def test_cancelled_writers_leave_whole_batches_only(store: SqliteStore) -> None:
+async def test_cancelled_writers_leave_whole_batches_only(store: Store) -> None:
     plans = [make_plan(f"c{i}", steps=50, status=PlanStatus.CONFIRMED) for i in range(4)]
     for plan in plans:
         await store.save_plan(plan)
@@ -1030,7 +1169,7 @@ async def test_cancelled_writers_leave_whole_batches_only(store: SqliteStore) ->
 # --- one worker-thread call per transaction ------------------------------------------------
 
 
-async def test_the_private_aiosqlite_api_the_store_uses_exists(store: SqliteStore) -> None:
+async def test_the_private_aiosqlite_api_the_store_uses_exists(sqlite_store: SqliteStore) -> None:
     """The store runs whole transactions through aiosqlite's private `_execute` and `_conn`.
 
     If aiosqlite renames or changes them, this fails first, and loudly: pin aiosqlite
@@ -1044,7 +1183,7 @@ async def test_the_private_aiosqlite_api_the_store_uses_exists(store: SqliteStor
     assert isinstance(getattr(aiosqlite.Connection, "_conn", None), property), (
         "aiosqlite.Connection._conn is gone: executor.store.connection.on_worker_thread needs it"
     )
-    db = store._db
+    db = sqlite_store._db
     assert db is not None
     assert isinstance(db._conn, sqlite3.Connection)
     # `_execute(fn, *args)` runs fn(*args) on the connection's own thread, returning its result.
@@ -1056,11 +1195,11 @@ async def test_the_private_aiosqlite_api_the_store_uses_exists(store: SqliteStor
 
 
 async def test_a_write_is_one_call_on_the_worker_thread(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+    sqlite_store: SqliteStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     plan = make_plan("one", steps=2, status=PlanStatus.CONFIRMED)
-    await store.save_plan(plan)
-    db = store._db
+    await sqlite_store.save_plan(plan)
+    db = sqlite_store._db
     assert db is not None
     calls: list[str] = []
     real: Any = db._execute
@@ -1080,9 +1219,9 @@ async def test_a_write_is_one_call_on_the_worker_thread(
         plan_status=PlanStatusChange("one", 1, PlanStatus.EXECUTING, T0),
         expect=ExpectedPlanStatus("one", 1, PlanStatus.CONFIRMED),
     )
-    stored = await store.write_returning_events(batch)
+    stored = await sqlite_store.write_returning_events(batch)
     assert calls == ["in_transaction"]
-    assert stored[0].seq == (await store.get_events("one"))[-1].seq
+    assert stored[0].seq == (await sqlite_store.get_events("one"))[-1].seq
     # A failing one is rolled back in that same call, then re-raised.
     calls.clear()
     bad = WriteBatch(
@@ -1091,18 +1230,18 @@ async def test_a_write_is_one_call_on_the_worker_thread(
         plan_status=PlanStatusChange("one", 1, PlanStatus.DRAFT),
     )
     with pytest.raises(TransitionError):
-        await store.write(bad)
+        await sqlite_store.write(bad)
     assert calls == ["in_transaction"]
     monkeypatch.undo()
-    assert (await store.get_step_states("one", 1))["s1"].status is StepStatus.PENDING
-    assert len(await store.get_events("one")) == 1
+    assert (await sqlite_store.get_step_states("one", 1))["s1"].status is StepStatus.PENDING
+    assert len(await sqlite_store.get_events("one")) == 1
     assert db._conn.in_transaction is False
 
 
 # --- run leases ----------------------------------------------------------------------------
 
 
-async def executing(store: SqliteStore, plan_id: str, *, version: int = 1) -> None:
+async def executing(store: Store, plan_id: str, *, version: int = 1) -> None:
     await store.save_plan(make_plan(plan_id, version=version, status=PlanStatus.CONFIRMED))
     await store.update_plan_status(plan_id, version, PlanStatus.EXECUTING)
 
@@ -1128,9 +1267,8 @@ async def test_a_schema_1_file_migrates_and_its_executing_runs_are_claimable(
         assert (await store.get_plan("legacy")).status is PlanStatus.EXECUTING
 
 
-async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    stores = [await SqliteStore.open(path) for _ in range(4)]
+async def test_leases_are_claimed_once_renewed_and_released(opener: Opener) -> None:
+    stores = [await opener() for _ in range(4)]
     try:
         first = stores[0]
         for i in range(10):
@@ -1139,7 +1277,7 @@ async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> N
         await first.save_plan(make_plan("idle", status=PlanStatus.CONFIRMED))
         got: dict[str, list[tuple[PlanId, int]]] = {}
 
-        async def claim(owner: str, each: SqliteStore) -> None:
+        async def claim(owner: str, each: Store) -> None:
             got[owner] = await each.claim_runs(RunLease(owner, 3600))
 
         async with anyio.create_task_group() as tg:
@@ -1175,7 +1313,7 @@ async def test_leases_are_claimed_once_renewed_and_released(tmp_path: Path) -> N
 
 
 async def test_an_expired_or_gone_lease_is_claimable_and_a_write_checks_the_owner(
-    store: SqliteStore,
+    store: Store,
 ) -> None:
     await executing(store, "e")
     assert await store.claim_runs(RunLease("short", 0.001)) == [("e", 1)]
@@ -1259,7 +1397,7 @@ async def test_a_skip_by_decision_stored_before_migration_9_keeps_its_meaning(
     assert states["s2"].skip_reason is None
 
 
-async def test_skip_reasons_round_trip(store: SqliteStore) -> None:
+async def test_skip_reasons_round_trip(store: Store) -> None:
     plan = make_plan()
     await store.save_plan(plan)
     reasons = dict(zip(("s0", "s1", "s2"), SkipReason, strict=True))

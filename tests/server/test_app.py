@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 from typing import Any, Literal
 
 import anyio
@@ -304,6 +305,7 @@ async def test_host_model_plans_when_no_steps_and_no_model(
     repair_prompt = json.dumps([m.model_dump(mode="json") for m in seen[1].messages])
     assert "word_cnt" in repair_prompt
     # Read as the file holds them: the planning-model calls are kept for accounting.
+    assert isinstance(server.orchestrator.db_path, Path)
     with sqlite3.connect(server.orchestrator.db_path) as conn:
         rows = conn.execute(
             "SELECT attempt, errors FROM planner_attempts WHERE plan_id = ? ORDER BY id",

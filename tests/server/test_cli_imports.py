@@ -1,4 +1,4 @@
-"""Commands that only read the database load neither the MCP SDK, litellm nor the pool.
+"""Read commands load neither the MCP SDK, litellm, OpenTelemetry nor the pool.
 
 A structural check, no clock: each command runs in a child process as a user
 runs it, and what it imported is read from `sys.modules` as the process exits.
@@ -18,12 +18,13 @@ from server.config import TaskorchConfig
 from server.service import TaskOrchestrator
 from tests.e2e.support import ROOT, clean_env
 
-# The MCP SDK (`mcp`, and `mcp_types`, its types), the model library, and the downstream
-# pool with its transports.
+# The MCP SDK (`mcp`, and `mcp_types`, its types), the model library, OpenTelemetry (API
+# and SDK: only spans load it), and the downstream pool with its transports.
 HEAVY = (
     "mcp",
     "mcp_types",
     "litellm",
+    "opentelemetry",
     "executor.downstream.pool",
     "executor.downstream.supervisor",
     "executor.downstream.transports",
@@ -31,6 +32,8 @@ HEAVY = (
 # The run engine and the argument checker, which only commands that run, cancel or
 # follow runs need.
 ENGINE = ("executor.run", "jsonschema", "psutil")
+# PostgreSQL's driver and store, which only a postgresql:// database setting needs.
+POSTGRES = ("psycopg", "psycopg_pool", "executor.store.postgres")
 
 _PROBE = """\
 import atexit, json, sys
@@ -44,13 +47,15 @@ main()
 """
 
 
-def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def _imported(
+    tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.CompletedProcess[str], set[str]]:
     out = tmp_path / "modules.json"
     out.unlink(missing_ok=True)
     done = subprocess.run(
         [sys.executable, "-c", _PROBE.format(out=str(out), args=list(args))],
         cwd=ROOT,
-        env=clean_env(),
+        env=env or clean_env(),
         capture_output=True,
         text=True,
         timeout=120,
@@ -63,20 +68,23 @@ def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
     return sorted(m for m in modules if any(m == h or m.startswith(f"{h}.") for h in heavy))
 
 
+_HELLO = [
+    {
+        "id": "greet",
+        "server": "taskorch",
+        "tool": "format",
+        "arguments": {"template": "hello {who}", "values": {"who": "world"}},
+    }
+]
+
+
 @pytest.fixture(scope="module")
 def finished_plan(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """A database holding one completed plan (built-in steps only: no server needed)."""
     import anyio
 
     db = tmp_path_factory.mktemp("db") / "t.db"
-    steps = [
-        {
-            "id": "greet",
-            "server": "taskorch",
-            "tool": "format",
-            "arguments": {"template": "hello {who}", "values": {"who": "world"}},
-        }
-    ]
+    steps = _HELLO
 
     async def make() -> str:
         async with TaskOrchestrator(TaskorchConfig(), db_path=db, resume=False) as orch:
@@ -116,8 +124,51 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the command printed nothing"
     assert _heavy(modules) == []
+    assert _heavy(modules, POSTGRES) == []
     if args[0] != "watch":
         assert _heavy(modules, ENGINE) == []
+
+
+def test_json_logs_leave_opentelemetry_unloaded_where_no_span_is_made(
+    tmp_path: Path, finished_plan: tuple[Path, str]
+) -> None:
+    db, _ = finished_plan
+    (tmp_path / "none.json").write_text("{}", encoding="utf-8")
+    env = {**clean_env(), "TASKORCH_LOG_FORMAT": "json"}
+    args = (
+        "plans",
+        "--db",
+        str(db),
+        "--config",
+        str(tmp_path / "none.json"),
+        "--log-level",
+        "DEBUG",
+    )
+    done, modules = _imported(tmp_path, *args, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _heavy(modules) == []
+
+
+@pytest.mark.parametrize("command", [["plans"], ["show", "{plan}"], ["stats"]], ids=" ".join)
+def test_read_commands_on_postgresql_load_its_driver_and_still_not_the_sdk(
+    tmp_path: Path, pg_url: str, command: list[str]
+) -> None:
+    import anyio
+
+    async def make() -> str:
+        async with TaskOrchestrator(TaskorchConfig(), db_path=pg_url, resume=False) as orch:
+            plan = await orch.create_task_plan("say hello", steps=_HELLO)
+            return plan.plan_id
+
+    plan_id = anyio.run(make)
+    (tmp_path / "none.json").write_text("{}", encoding="utf-8")
+    args = [a.replace("{plan}", plan_id) for a in command]
+    args += ["--db", pg_url, "--config", str(tmp_path / "none.json")]
+    done, modules = _imported(tmp_path, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip(), "the command printed nothing"
+    assert _heavy(modules) == [] and _heavy(modules, ENGINE) == []
+    assert "executor.store.postgres" in modules
 
 
 def test_version_is_the_installed_distributions() -> None:

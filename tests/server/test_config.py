@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from executor.downstream.specs import (
 )
 from executor.errors import ConfigError, UserError
 from executor.policy import AgentConfig, AgentLimits, AutoApprove, ModelSettings, ResponseMode
+from executor.store import DatabaseUrl
 from server.config import (
     Limits,
     ModelChoice,
@@ -920,3 +922,57 @@ def test_model_settings_are_read_in_either_spelling_and_checked() -> None:
     assert "model_settings.response_mode" in error_of({"model_settings": {"response_mode": "xml"}})
     assert "unknown key" in error_of({"agents": {"a": {"model_settings": {"timeout": 9}}}})
     assert "must be an object" in error_of({"model_settings": 5})
+
+
+def test_a_postgresql_url_names_the_database_and_never_says_its_password(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql://orch:s3cret-pw@db.internal:5433/taskorch?sslmode=require"
+    config_file = write(tmp_path / "config.json", {"database": "${PG_URL}", "mcpServers": {}})
+    config = load_config(config_file, env={"PG_URL": url})
+    # A URL is kept as it is: not a path, and never made relative to the config file.
+    assert isinstance(config.database, DatabaseUrl)
+    assert config.database.secret() == url
+    assert resolve_db_path(None, config, {}) == config.database
+    from_env = resolve_db_path(None, None, {"TASKORCH_DB": "postgres://me@127.0.0.1/x"})
+    assert isinstance(from_env, DatabaseUrl)
+    from_cli = resolve_db_path(url, config, {"TASKORCH_DB": str(tmp_path / "env.db")})
+    assert isinstance(from_cli, DatabaseUrl) and from_cli.secret() == url
+    assert resolve_db_path(str(tmp_path / "x.db"), config, {}) == tmp_path / "x.db"
+
+    shown = [
+        str(config.database),
+        repr(config.database),
+        repr(config),
+        config.model_dump_json(),
+        str(config.model_dump()),
+    ]
+    for text in shown:
+        assert "s3cret-pw" not in text
+    assert str(config.database) == (
+        "postgresql://orch:***@db.internal:5433/taskorch?sslmode=require"
+    )
+    assert str(DatabaseUrl.parse("postgresql://h/db?password=abc&user=u")) == (
+        "postgresql://h/db?password=***&user=u"
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("mysql://u:hunter2x@h/db", "unsupported URL scheme 'mysql'"),
+        ("postgresql://u:hunter2x@h:notaport/db", "not a valid URL"),
+        ("postgresql://u:hunter2x#y@h/db", "'#' in the password must be written %23"),
+    ],
+)
+def test_a_bad_database_url_is_refused_saying_where_and_why(
+    tmp_path: Path, value: str, expected: str
+) -> None:
+    config_file = write(tmp_path / "config.json", {"database": value})
+    with pytest.raises(ConfigError) as info:
+        load_config(config_file, env={})
+    message = str(info.value)
+    assert expected in message and "database" in message and str(config_file) in message
+    assert "hunter2x" not in message
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        resolve_db_path(value, None, {})

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -45,6 +46,10 @@ class Wiring:
     """How long a local server may take to exit once its stdin closes."""
     kill_grace_s: float
     """How long its process group may take to exit after SIGTERM."""
+    server: str
+    """The server's configured name (whose OAuth tokens a remote server uses)."""
+    oauth_dir: Path | None
+    """Where OAuth tokens are kept; `None` for `executor.oauth.default_token_dir()`."""
 
 
 def parse_message(data: str | bytes) -> mcp_types.JSONRPCMessage:

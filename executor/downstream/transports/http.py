@@ -237,16 +237,21 @@ class GuardedHttpTransport(httpx2.AsyncBaseTransport):
         await self._inner.aclose()
 
 
-def make_http_client(headers: Mapping[str, str], notes: HttpNotes) -> httpx2.AsyncClient:
+def make_http_client(
+    headers: Mapping[str, str],
+    notes: HttpNotes,
+    inner: httpx2.AsyncBaseTransport | None = None,
+) -> httpx2.AsyncClient:
     """An HTTP client for MCP traffic, noting failures into `notes`, with no read timeout.
 
     Reads are unbounded because a tool call may legitimately stream for a long
-    time; the pool's per-call deadline bounds it instead.
+    time; the pool's per-call deadline bounds it instead. `inner` is the
+    transport under the notes (OAuth's, say); a plain one by default.
     """
     return httpx2.AsyncClient(
         headers=dict(headers),
         timeout=httpx2.Timeout(_HTTP_CONNECT_TIMEOUT_S, read=None),
-        transport=GuardedHttpTransport(notes),
+        transport=GuardedHttpTransport(notes, inner),
     )
 
 
@@ -282,12 +287,15 @@ class _NotedReadStream(anyio.abc.AsyncResource):
 
 @contextlib.asynccontextmanager
 async def streamable_http_transport(
-    url: str, headers: Mapping[str, str]
+    url: str, headers: Mapping[str, str], inner: httpx2.AsyncBaseTransport | None = None
 ) -> AsyncIterator[TransportStreams]:
-    """Connect to a server over streamable HTTP (MCP 2025-03-26 and later)."""
+    """Connect to a server over streamable HTTP (MCP 2025-03-26 and later).
+
+    `inner` is the HTTP transport under taskorch's notes (OAuth's, say).
+    """
     notes = HttpNotes()
     async with (
-        make_http_client(headers, notes) as http,
+        make_http_client(headers, notes, inner) as http,
         streamable_http_client(url, http_client=http) as (read_stream, write_stream),
     ):
         yield _NotedReadStream(read_stream, notes), write_stream

@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.abc
 
 from executor import AgentConfig, NotFoundError, PlanStatus, UserError
 from executor._utils import leaf_exceptions
@@ -94,6 +95,8 @@ class _Open:
     agents: Agents
     planning: Planning
     outputs: StepOutputs
+    background: anyio.abc.TaskGroup | None = None
+    """Work that lives as long as the orchestrator (planning tasks); cancelled on leaving."""
 
 
 class TaskOrchestrator:
@@ -204,6 +207,7 @@ class TaskOrchestrator:
             )
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
+            self._open.background = tg
             if self._resume and scheduler is not None:
                 tg.start_soon(self._resume_runs)
         except BaseException:
@@ -295,6 +299,14 @@ class TaskOrchestrator:
                 "open it with engine=True to run, cancel or follow runs"
             )
         return scheduler
+
+    @property
+    def background(self) -> anyio.abc.TaskGroup:
+        """A task group for work that outlives a request and ends with the orchestrator."""
+        group = self._opened.background
+        if group is None:
+            raise UserError("the orchestrator is still opening: background work cannot start")
+        return group
 
     @property
     def pool(self) -> Pool | None:
@@ -389,6 +401,14 @@ class TaskOrchestrator:
             host_outcome=host_outcome,
         )
         return plan_view(plan)
+
+    async def plans_with_model(self, agent_id: str | None) -> bool:
+        """Whether a model is configured to plan for this agent (`False` for an unknown one)."""
+        try:
+            agent, _ = await self._opened.agents.resolve(agent_id)
+        except NotFoundError:
+            return False  # planning reports the unknown agent
+        return self._opened.planning.has_planner(agent)
 
     def model_configured(self, agent: AgentConfig | None) -> bool:
         """Whether a planner is configured for this agent (agent, config or environment)."""

@@ -136,8 +136,7 @@ class RunTasks:
         now = datetime.now(UTC)
         await self._orch.store.add_host_task(task_id, offer.owner, plan_id, report.version, now)
         self._listen(task_id, plan_id)
-        offer.accept(await self._state(task_id, plan_id, now, report))
-        return CallToolResult(content=[])  # the extension answers with the task instead
+        return offer.accept(await self._state(task_id, plan_id, now, report))
 
     def _listen(self, task_id: str, plan_id: str) -> None:
         """Send the questions the plan's downstream tools ask to this task's host."""

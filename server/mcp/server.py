@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from mcp.server import MCPServer
@@ -18,15 +18,18 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.request_state import RequestStateSecurity
+from mcp.server.subscriptions import InMemorySubscriptionBus
 from mcp_types import CallToolResult, InputRequiredResult
 from pydantic import AnyUrl
 
 from executor.tasks_wire import TaskSupport
 from server._version import installed_version
 from server.mcp.errors import resource_boundary
+from server.mcp.plan_tasks import PlanningTasks
 from server.mcp.results import tool_result
 from server.mcp.run_tasks import RunTasks
-from server.mcp.tasks_ext import TasksExtension
+from server.mcp.task_listen import TaskListen
+from server.mcp.tasks_ext import TaskBackend, TasksExtension, TaskState
 from server.service import TaskOrchestrator
 from server.views import RunView
 
@@ -51,8 +54,8 @@ get_stats says which tools are slow or fail and which servers go down; stats://t
 stats://servers (JSON), stats://chart (Mermaid)."""
 """What the server tells a host about how to use it."""
 
-TASK_TOOLS = {"execute_plan": TaskSupport.OPTIONAL}
-"""Tools a host that declares MCP tasks gets a task handle from."""
+TASK_TOOLS = {"execute_plan": TaskSupport.OPTIONAL, "create_plan": TaskSupport.OPTIONAL}
+"""Tools a host that declares MCP tasks gets a task handle from (create_plan: with a model)."""
 
 _STEP_URI = re.compile(r"plan://([^/]+)/steps/([^/]+)/(?:output(?:/([^/]+))?|content/(\d+))")
 
@@ -68,13 +71,20 @@ class TaskorchServer(MCPServer[Any]):
 
         self.run_tasks = RunTasks(orchestrator, answer)
         """A tasks-capable host's runs, as MCP tasks (`server.mcp.run_tasks`)."""
+        self.plan_tasks = PlanningTasks(orchestrator)
+        """A tasks-capable host's planning with a model (`server.mcp.plan_tasks`)."""
+        host_tasks = _HostTasks(self.run_tasks, self.plan_tasks)
+        bus = InMemorySubscriptionBus()
         super().__init__(
             name,
             title="taskorch",
             instructions=INSTRUCTIONS,
             version=installed_version(),
             log_level="WARNING",
-            extensions=[TasksExtension(self.run_tasks, TASK_TOOLS)],
+            extensions=[TasksExtension(host_tasks, TASK_TOOLS)],
+            # One bus for the SDK's events and `TaskListen`'s streams, which carry them too.
+            subscriptions=bus,
+            middleware=[TaskListen(host_tasks, bus)],
             # The input-required round's requestState is sealed with a key from the
             # store: an approval question outlives a restart of taskorch.
             request_state_security=RequestStateSecurity(
@@ -92,6 +102,28 @@ class TaskorchServer(MCPServer[Any]):
             return await super().read_resource(uri, context)
         with resource_boundary():
             return [await _step_resource(self.orchestrator, *match.groups())]
+
+
+class _HostTasks:
+    """The host's tasks: each `tasks/*` request goes to the backend whose id it names."""
+
+    def __init__(self, runs: RunTasks, plans: PlanningTasks) -> None:
+        self._runs = runs
+        self._plans = plans
+
+    def _backend(self, task_id: str) -> TaskBackend:
+        return self._plans if PlanningTasks.owns(task_id) else self._runs
+
+    async def get(self, task_id: str, owner: str) -> TaskState | None:
+        return await self._backend(task_id).get(task_id, owner)
+
+    async def cancel(self, task_id: str, owner: str) -> TaskState | None:
+        return await self._backend(task_id).cancel(task_id, owner)
+
+    async def update(
+        self, task_id: str, owner: str, responses: Mapping[str, Any]
+    ) -> TaskState | None:
+        return await self._backend(task_id).update(task_id, owner, responses)
 
 
 def server_of(ctx: Context[Any, Any]) -> TaskorchServer:

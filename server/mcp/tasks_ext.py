@@ -30,7 +30,7 @@ from mcp.server.context import CallNext, HandlerResult, ServerRequestContext
 from mcp.server.extension import Extension, MethodBinding
 from mcp.shared.exceptions import MCPError
 from mcp.shared.inbound import MCP_NAME_HEADER, decode_header_value
-from mcp_types import CallToolRequestParams
+from mcp_types import CallToolRequestParams, CallToolResult
 from mcp_types.jsonrpc import HEADER_MISMATCH, INVALID_PARAMS, MISSING_REQUIRED_CLIENT_CAPABILITY
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ConfigDict
@@ -55,6 +55,7 @@ __all__ = [
     "TasksExtension",
     "caller_of",
     "declares_tasks",
+    "missing_capability",
     "task_offer",
 ]
 
@@ -143,9 +144,16 @@ class TaskOffer:
         self.accepted: TaskState | None = None
         """The task the body created, once it accepted."""
 
-    def accept(self, state: TaskState) -> None:
-        """Answer this call with `state`'s handle; the task must already be readable."""
+    def accept(self, state: TaskState) -> CallToolResult:
+        """Answer this call with `state`'s handle; the task must already be readable.
+
+        Returns:
+            What the tool body returns. The extension answers with the handle
+            instead; it is marked an error so that no output schema is checked
+            against it on the way.
+        """
         self.accepted = state
+        return CallToolResult(content=[], is_error=True)
 
 
 _OFFER: ContextVar[TaskOffer | None] = ContextVar("taskorch_task_offer", default=None)
@@ -193,7 +201,8 @@ def caller_of(ctx: ServerRequestContext[Any, Any]) -> str:
     return hashlib.sha256(credential.encode()).hexdigest()
 
 
-def _missing_capability(what: str) -> MCPError:
+def missing_capability(what: str) -> MCPError:
+    """The error for a client that needs the tasks extension for `what` and did not declare it."""
     return MCPError(
         code=MISSING_REQUIRED_CLIENT_CAPABILITY,
         message=f"{what} needs the tasks extension: declare {TASKS_EXTENSION!r} "
@@ -249,7 +258,7 @@ class TasksExtension(Extension):
             return await call_next(ctx)
         if not declares_tasks(ctx):
             if support is TaskSupport.REQUIRED:
-                raise _missing_capability(f"tool {params.name!r} runs only as a task: it")
+                raise missing_capability(f"tool {params.name!r} runs only as a task: it")
             return await call_next(ctx)
         offer = TaskOffer(caller_of(ctx), params)
         token = _OFFER.set(offer)
@@ -263,7 +272,7 @@ class TasksExtension(Extension):
     def _check(self, ctx: ServerRequestContext[Any, Any], task_id: str) -> str:
         """Refuse a `tasks/*` request the client may not send; return its owner."""
         if not declares_tasks(ctx):
-            raise _missing_capability(f"{ctx.method}")
+            raise missing_capability(f"{ctx.method}")
         headers = _headers(ctx)
         if headers is not None and decode_header_value(headers.get(MCP_NAME_HEADER)) != task_id:
             raise MCPError(

@@ -146,17 +146,26 @@ class MemoryTasks:
         group.cancel_scope.cancel()
         return await group.__aexit__(exc_type, exc, tb)
 
+    def _runner(self) -> anyio.abc.TaskGroup:
+        """The task group the work runs on (a subclass may lend one it does not own)."""
+        if self._group is None:
+            raise UserError("MemoryTasks is not started: enter it (async with) in the lifespan")
+        return self._group
+
+    def _new_id(self, owner: str, created_at: datetime) -> str:
+        """A new task's id: unguessable (a subclass may sign it, say)."""
+        return secrets.token_urlsafe(18)
+
     async def run(self, work: TaskWork) -> CallToolResult:
         """Run `work` as a task when one is offered, else inline; the call's answer."""
         offer = task_offer()
         if offer is None:
             return _as_result(await work(TaskControl(None)))
-        if self._group is None:
-            raise UserError("MemoryTasks is not started: enter it (async with) in the lifespan")
+        group = self._runner()
         self._expire()
         now = datetime.now(UTC)
         task = _Task(
-            task_id=secrets.token_urlsafe(18),
+            task_id=self._new_id(offer.owner, now),
             owner=offer.owner,
             created_at=now,
             updated_at=now,
@@ -164,9 +173,8 @@ class MemoryTasks:
             poll_interval_ms=self.poll_interval_ms,
         )
         self._tasks[task.task_id] = task
-        self._group.start_soon(self._work, task, work)
-        offer.accept(task.state())
-        return CallToolResult(content=[])  # replaced by the task's handle
+        group.start_soon(self._work, task, work)
+        return offer.accept(task.state())
 
     async def _work(self, task: _Task, work: TaskWork) -> None:
         with task.scope:

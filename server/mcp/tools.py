@@ -10,13 +10,16 @@ that fit, links to the rest. Errors cross `server.mcp.errors.tool_boundary`.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, ElicitationResult, Resolve
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.utilities.func_metadata import func_metadata
 from mcp_types import (
     CallToolResult,
+    TextContent,
     ToolAnnotations,
 )
 from pydantic import Field, WithJsonSchema
@@ -38,6 +41,7 @@ from server.mcp.errors import tool_boundary
 from server.mcp.results import tool_result
 from server.mcp.server import TaskorchServer, orchestrator_of, server_of
 from server.mcp.tasks_ext import task_offer
+from server.mcp.tasks_memory import TaskControl
 from server.stats_view import StatsView, stats_view
 from server.views import (
     AgentList,
@@ -50,6 +54,8 @@ from server.views import (
 )
 
 __all__ = ["STEP_SCHEMA", "register_tools"]
+
+logger = logging.getLogger(__name__)
 
 # What a model reading create_plan's schema should know about each field of a step,
 # beyond its type; the shape itself is `Step`'s.
@@ -166,7 +172,7 @@ async def create_plan(
     feedback: Annotated[
         str, Field(description="With `revise` and no `steps`: what the planner should change.")
     ] = "",
-) -> PlanView:
+) -> Annotated[CallToolResult, PlanView]:
     """Create a plan: a graph of tool calls across the configured MCP servers.
 
     Pass `steps` to write the plan yourself: each step names a `server` and `tool`
@@ -182,17 +188,60 @@ async def create_plan(
     orch = orchestrator_of(ctx)
     # An explicit null is the field left out, as in any optional argument.
     raw = None if steps is None else [{k: v for k, v in s.items() if v is not None} for s in steps]
-    with tool_boundary():
-        return await orch.create_task_plan(
-            query,
-            session_id=session_id,
-            agent_id=agent,
-            steps=raw,
-            strategy=strategy,
-            revise=revise,
-            feedback=feedback,
-            host_outcome=planned,
-        )
+
+    async def plan() -> PlanView:
+        with tool_boundary():
+            return await orch.create_task_plan(
+                query,
+                session_id=session_id,
+                agent_id=agent,
+                steps=raw,
+                strategy=strategy,
+                revise=revise,
+                feedback=feedback,
+                host_outcome=planned,
+            )
+
+    if task_offer() is not None and raw is None:
+        if planned is not None or await orch.plans_with_model(agent):
+            # A model plans and the host speaks MCP tasks: the planning is its task.
+            async def work(_: TaskControl) -> CallToolResult:
+                try:
+                    return _plan_result(await plan())
+                except Exception as exc:
+                    return _error_result("create_plan", exc)
+
+            return await server_of(ctx).plan_tasks.run(work)
+    return _plan_result(await plan())
+
+
+def _plan_shape() -> PlanView:
+    """The shape create_plan answers with, for `_PLAN_RESULT` (never called)."""
+    raise NotImplementedError
+
+
+_PLAN_RESULT = func_metadata(_plan_shape, structured_output=True)
+
+
+def _plan_result(view: PlanView) -> CallToolResult:
+    """What a tool returning `view` answers: the SDK's conversion, inline or from a task."""
+    result = _PLAN_RESULT.convert_result(view)
+    assert isinstance(result, CallToolResult)
+    return result
+
+
+def _error_result(tool: str, exc: Exception) -> CallToolResult:
+    """What the SDK answers for a tool body that raised `exc` (a task's work answers the same).
+
+    A `ToolError` keeps its text after the SDK's prefix; anything else is a bug,
+    logged here, whose text does not reach the client.
+    """
+    if isinstance(exc, ToolError):
+        text = f"Error executing tool {tool}: {exc}"
+    else:
+        logger.error("tool %r raised an unexpected exception", tool, exc_info=exc)
+        text = f"Error executing tool {tool}"
+    return CallToolResult(content=[TextContent(text=text)], is_error=True)
 
 
 async def confirm_plan(

@@ -23,6 +23,8 @@ from executor.errors import ErrorKind, StepReferenceError, ToolCallError
 from executor.refs import read_path
 
 if TYPE_CHECKING:
+    from jsonschema.protocols import Validator
+
     from executor.task_client import TaskHooks
 
 __all__ = ["BUILTIN_SERVER", "BuiltinCaller", "builtin_tools"]
@@ -285,15 +287,10 @@ class BuiltinCaller:
 
     def __init__(self, inner: ToolCaller | None = None) -> None:
         """Wrap `inner` (`None`: only the built-in tools exist)."""
-        # Imported here: the config imports this module for the reserved name, and
-        # jsonschema is not needed to start.
-        import jsonschema
-
         self.inner = inner
-        self._validators = {
-            name: jsonschema.Draft202012Validator(b.info.input_schema)
-            for name, b in _BUILTINS.items()
-        }
+        # Made at the first built-in call: a process that only follows runs (`taskorch
+        # watch`) or calls other servers never loads jsonschema.
+        self._validators: dict[str, Validator] = {}
         self._cache: tuple[Catalog | None, Catalog] | None = None
 
     async def call(
@@ -328,7 +325,7 @@ class BuiltinCaller:
                 tool=tool,
             )
         problems = sorted(
-            self._validators[tool].iter_errors(arguments), key=lambda e: list(e.absolute_path)
+            self._validator(tool).iter_errors(arguments), key=lambda e: list(e.absolute_path)
         )
         if problems:
             where = ".".join(str(p) for p in problems[0].absolute_path) or "arguments"
@@ -355,6 +352,15 @@ class BuiltinCaller:
             ) from None
         text = json.dumps(out, ensure_ascii=False, separators=(",", ":"))
         return ToolResult(content=[{"type": "text", "text": text}], structured_content=out)
+
+    def _validator(self, tool: str) -> Validator:
+        validator = self._validators.get(tool)
+        if validator is None:
+            import jsonschema
+
+            schema = _BUILTINS[tool].info.input_schema
+            validator = self._validators[tool] = jsonschema.Draft202012Validator(schema)
+        return validator
 
     async def catalog(self) -> Catalog:
         """The wrapped caller's catalog, plus the built-in tools."""

@@ -25,16 +25,10 @@ import anyio.abc
 
 from executor import AgentConfig, NotFoundError, PlanStatus, UserError
 from executor._utils import leaf_exceptions
-from executor.builtins import BUILTIN_SERVER, BuiltinCaller
-from executor.stats import collect_stats, parse_since, plan_analysis
 from executor.store.location import DatabaseUrl, locate, open_store
 from server.agents import Agents
 from server.answers import BYTES_PER_TOKEN, fit
-from server.approval import record_decision
 from server.config import TaskorchConfig, load_config, local_dir, resolve_db_path
-from server.outputs import StepOutputs
-from server.planning import ConfiguredModels, PlannerFor, Planning
-from server.progress import ProgressUpdate, UpdateFn, follow, poll
 from server.views import (
     AgentList,
     PlanList,
@@ -70,6 +64,13 @@ if TYPE_CHECKING:
     )
     from planner.host import HostPlanOutcome
     from planner.models import PlanRequest
+    from server.outputs import StepOutputs
+    from server.planning import PlannerFor, Planning
+    from server.progress import ProgressUpdate, UpdateFn
+
+# Imported where used, not here: the CLI's read commands open this service, and
+# the built-in steps, planning, approval, statistics and run-following cost
+# start-up time they never use (tests/server/test_cli_imports.py pins it).
 
 __all__ = ["TaskOrchestrator"]
 
@@ -93,8 +94,10 @@ class _Open:
     """Made when first needed, when nothing runs (it loads jsonschema for the built-ins)."""
     scheduler: Scheduler | None
     agents: Agents
-    planning: Planning
-    outputs: StepOutputs
+    planning: Planning | None = None
+    """Made when first needed (commands that only read never plan)."""
+    outputs: StepOutputs | None = None
+    """Made when first needed."""
     background: anyio.abc.TaskGroup | None = None
     """Work that lives as long as the orchestrator (planning tasks); cancelled on leaving."""
 
@@ -143,7 +146,7 @@ class TaskOrchestrator:
         )
         self._store_given = store
         self._caller_given = caller
-        self._planner_for = planner_for or ConfiguredModels(self.config)
+        self._planner_for = planner_for
         self._connect = connect
         self._engine = engine
         self._log_dir = log_dir
@@ -186,7 +189,11 @@ class TaskOrchestrator:
             if inner is None and self._connect:
                 self._pool = await stack.enter_async_context(self._new_pool(store))
                 inner = self._pool
-            caller = BuiltinCaller(inner) if inner is not None or self._engine else None
+            caller = None
+            if inner is not None or self._engine:
+                from executor.builtins import BuiltinCaller
+
+                caller = BuiltinCaller(inner)
             agents = Agents(self.config, store)
             await agents.save_configured()
             scheduler = None
@@ -197,14 +204,7 @@ class TaskOrchestrator:
                 scheduler = await stack.enter_async_context(
                     Scheduler(store, caller, _engine_config(self.config))
                 )
-            self._open = _Open(
-                store=store,
-                caller=caller,
-                scheduler=scheduler,
-                agents=agents,
-                planning=Planning(store, agents, self.catalog, self._planner_for),
-                outputs=StepOutputs(store, self.answer_budget_bytes),
-            )
+            self._open = _Open(store=store, caller=caller, scheduler=scheduler, agents=agents)
             tg = await stack.enter_async_context(anyio.create_task_group())
             stack.callback(tg.cancel_scope.cancel)
             self._open.background = tg
@@ -282,8 +282,29 @@ class TaskOrchestrator:
         """What calls tools: the built-in steps, then the pool (unless a caller was given)."""
         opened = self._opened
         if opened.caller is None:
+            from executor.builtins import BuiltinCaller
+
             opened.caller = BuiltinCaller()  # nothing downstream: the built-in steps alone
         return opened.caller
+
+    @property
+    def _planning(self) -> Planning:
+        opened = self._opened
+        if opened.planning is None:
+            from server.planning import ConfiguredModels, Planning
+
+            planner_for = self._planner_for or ConfiguredModels(self.config)
+            opened.planning = Planning(opened.store, opened.agents, self.catalog, planner_for)
+        return opened.planning
+
+    @property
+    def _outputs(self) -> StepOutputs:
+        opened = self._opened
+        if opened.outputs is None:
+            from server.outputs import StepOutputs
+
+            opened.outputs = StepOutputs(opened.store, self.answer_budget_bytes)
+        return opened.outputs
 
     @property
     def scheduler(self) -> Scheduler:
@@ -347,6 +368,8 @@ class TaskOrchestrator:
         Raises:
             NotFoundError: `server` is not configured.
         """
+        from executor.builtins import BUILTIN_SERVER
+
         configured = {*self.config.servers, BUILTIN_SERVER}
         if server is not None and self.config.servers and server not in configured:
             known = ", ".join(sorted(configured))
@@ -390,7 +413,7 @@ class TaskOrchestrator:
                 configured, or the plan is not valid (`PlanValidationError`, every
                 problem listed).
         """
-        plan = await self._opened.planning.create(
+        plan = await self._planning.create(
             query,
             session_id=session_id,
             agent_id=agent_id,
@@ -412,7 +435,7 @@ class TaskOrchestrator:
 
     def model_configured(self, agent: AgentConfig | None) -> bool:
         """Whether a planner is configured for this agent (agent, config or environment)."""
-        return self._opened.planning.has_planner(agent or AgentConfig(name="default"))
+        return self._planning.has_planner(agent or AgentConfig(name="default"))
 
     async def plan_request(
         self,
@@ -424,7 +447,7 @@ class TaskOrchestrator:
         feedback: str = "",
     ) -> PlanRequest:
         """What a planner needs for this query (the MCP face's host-sampling path)."""
-        return await self._opened.planning.request(
+        return await self._planning.request(
             query, agent_id, session_id, revise=revise, feedback=feedback
         )
 
@@ -441,6 +464,8 @@ class TaskOrchestrator:
             NotFoundError: No such plan.
             ApprovalError: The hash does not match, or the plan is past approval.
         """
+        from server.approval import record_decision
+
         return plan_view(await record_decision(self.store, plan_id, approve, plan_hash, reason))
 
     async def load_plan(self, plan_id: str, version: int | None = None) -> Plan:
@@ -472,6 +497,8 @@ class TaskOrchestrator:
         self, plan: Plan, states: Mapping[str, StepState] | None = None
     ) -> RunAnalysis | None:
         """Where the plan version's latest run spent its time; `None` when it never ran."""
+        from executor.stats import plan_analysis
+
         return await plan_analysis(self.store, plan, states)
 
     async def list_task_plans(
@@ -505,6 +532,8 @@ class TaskOrchestrator:
             UserError: `since` cannot be read.
             NotFoundError: `server` is neither configured nor in the records.
         """
+        from executor.stats import collect_stats, parse_since
+
         start = parse_since(since) if isinstance(since, str) else since
         stats = await collect_stats(self.store, server=server, tool=tool, since=start)
         if server is not None and server not in self.config.servers and not stats.servers:
@@ -520,13 +549,13 @@ class TaskOrchestrator:
         self, plan_id: str, step_id: str, version: int | None = None
     ) -> tuple[Plan, ToolResult]:
         """The whole result of a step that succeeded (see `StepOutputs.result`)."""
-        return await self._opened.outputs.result(plan_id, step_id, version)
+        return await self._outputs.result(plan_id, step_id, version)
 
     async def step_output_text(
         self, plan_id: str, step_id: str, path: str = "", version: int | None = None
     ) -> tuple[Plan, str, bool]:
         """A step's output, or the value at `path` in it, as text (see `StepOutputs.text`)."""
-        return await self._opened.outputs.text(plan_id, step_id, path, version)
+        return await self._outputs.text(plan_id, step_id, path, version)
 
     async def get_step_output(
         self,
@@ -539,7 +568,7 @@ class TaskOrchestrator:
         version: int | None = None,
     ) -> StepOutputPage:
         """One page of a step's output, or of the value at a path in it (`StepOutputs.page`)."""
-        return await self._opened.outputs.page(
+        return await self._outputs.page(
             plan_id, step_id, offset=offset, limit=limit, path=path, version=version
         )
 
@@ -547,7 +576,7 @@ class TaskOrchestrator:
         self, plan_id: str, step_id: str, index: int, version: int | None = None
     ) -> dict[str, Any]:
         """One content block a step's tool returned (see `StepOutputs.content`)."""
-        return await self._opened.outputs.content(plan_id, step_id, index, version)
+        return await self._outputs.content(plan_id, step_id, index, version)
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -576,6 +605,8 @@ class TaskOrchestrator:
             ApprovalError: Not confirmed, or changed since it was.
             UserError: Already running, or nothing left to run.
         """
+        from server.progress import follow
+
         run = await self.scheduler.start(plan_id, on_interrupted=on_interrupted)
         if not wait:
             view = run_view(run.plan, run.report(), run.progress(), started=True)
@@ -633,6 +664,8 @@ class TaskOrchestrator:
         Yields nothing when the plan has no active run in this process (see
         `poll_progress` to follow a run from its stored events).
         """
+        from server.progress import ProgressUpdate
+
         run = self.scheduler.get_run(plan_id)
         if run is None:
             return
@@ -648,6 +681,8 @@ class TaskOrchestrator:
         Raises:
             NotFoundError: No such plan.
         """
+        from server.progress import poll
+
         return poll(self.store, self.scheduler, plan_id, interval_s=interval_s)
 
 

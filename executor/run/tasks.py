@@ -25,7 +25,6 @@ from executor.errors import Delivery, ErrorKind, StepReferenceError, ToolCallErr
 from executor.plan import Plan, Step, StepError, utc_now
 from executor.refs import StepValue, resolve_references
 from executor.tracing import AttemptSpan
-from executor.validate import check_arguments
 
 __all__ = [
     "Message",
@@ -183,6 +182,10 @@ def call_arguments(
     except StepReferenceError as exc:
         return None, str(exc)
     info = None if catalog is None else catalog.get(step.server, step.tool)
+    # Imported here: it loads jsonschema, which a process that only follows runs
+    # (`taskorch watch`) never needs.
+    from executor.validate import check_arguments
+
     problems = [] if info is None else check_arguments(info, arguments)
     if problems:
         return None, (

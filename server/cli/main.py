@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 __all__ = ["main"]
+
+# Commands that only read the database and print.
+_READ_COMMANDS = frozenset({"plans", "show", "watch", "stats"})
 
 
 def main() -> None:
@@ -16,6 +20,13 @@ def main() -> None:
 
         print(f"taskorch {installed_version()}")
         return
+    if args and args[0] in _READ_COMMANDS:
+        # pydantic looks for plugins (observers of validation, such as logfire's) by
+        # reading every installed distribution's entry points when the first model is
+        # built (about 2 % of a read command's start-up), for nothing a read needs.
+        # Its documented switch; a value the user set (even empty, which keeps every
+        # plugin) wins.
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     import typer
 
     from server.cli.commands import app, commands

@@ -1,5 +1,8 @@
 """Read commands load neither the MCP SDK, litellm, OpenTelemetry nor the pool.
 
+Nor what else they do not use: the run engine (but `watch`), the argument
+checker (jsonschema), or the service's planning, step outputs and run-following.
+
 A structural check, no clock: each command runs in a child process as a user
 runs it, and what it imported is read from `sys.modules` as the process exits.
 """
@@ -29,9 +32,13 @@ HEAVY = (
     "executor.downstream.supervisor",
     "executor.downstream.transports",
 )
-# The run engine and the argument checker, which only commands that run, cancel or
-# follow runs need.
-ENGINE = ("executor.run", "jsonschema", "psutil")
+# The run engine, which only commands that run, cancel or follow runs (`watch`) need.
+ENGINE = ("executor.run", "psutil")
+# The argument checker, which only running a step or validating a plan needs.
+CHECKER = ("jsonschema", "referencing", "executor.validate.arguments")
+# The service's parts for planning, for step outputs and for following runs.
+SERVICE = ("server.planning", "server.outputs", "planner.host", "planner.models")
+FOLLOWING = ("server.progress",)
 # PostgreSQL's driver and store, which only a postgresql:// database setting needs.
 POSTGRES = ("psycopg", "psycopg_pool", "executor.store.postgres")
 
@@ -125,8 +132,9 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
     assert done.stdout.strip(), "the command printed nothing"
     assert _heavy(modules) == []
     assert _heavy(modules, POSTGRES) == []
+    assert _heavy(modules, CHECKER + SERVICE) == []
     if args[0] != "watch":
-        assert _heavy(modules, ENGINE) == []
+        assert _heavy(modules, ENGINE + FOLLOWING) == []
 
 
 def test_json_logs_leave_opentelemetry_unloaded_where_no_span_is_made(
@@ -167,7 +175,7 @@ def test_read_commands_on_postgresql_load_its_driver_and_still_not_the_sdk(
     done, modules = _imported(tmp_path, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the command printed nothing"
-    assert _heavy(modules) == [] and _heavy(modules, ENGINE) == []
+    assert _heavy(modules) == [] and _heavy(modules, ENGINE + CHECKER) == []
     assert "executor.store.postgres" in modules
 
 

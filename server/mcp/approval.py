@@ -28,7 +28,7 @@ from server.approval import approval_text
 from server.mcp.server import orchestrator_of
 from server.service import TaskOrchestrator
 
-__all__ = ["ApprovalForm", "answer_asked", "ask_approval"]
+__all__ = ["ApprovalForm", "answer_asked", "ask_approval", "can_elicit"]
 
 
 class ApprovalForm(BaseModel):
@@ -42,7 +42,8 @@ class ApprovalForm(BaseModel):
 _ASKED_HASH: ContextVar[str | None] = ContextVar("taskorch_asked_hash", default=None)
 
 
-def _can_elicit(ctx: Context[Any, Any]) -> bool:
+def can_elicit(ctx: Context[Any, Any]) -> bool:
+    """Whether the host declared form elicitation on this session."""
     caps = ctx.client_capabilities
     elicitation = caps.elicitation if caps is not None else None
     # A bare `elicitation: {}` (before modes existed) means form support; url-only does not.
@@ -52,7 +53,7 @@ def _can_elicit(ctx: Context[Any, Any]) -> bool:
 async def ask_approval(plan_id: str, ctx: Context[Any, Any]) -> Elicit[ApprovalForm] | None:
     """Ask the user to approve `plan_id` when it needs it and the host can ask."""
     _ASKED_HASH.set(None)
-    if not _can_elicit(ctx):
+    if not can_elicit(ctx):
         return None
     orch = orchestrator_of(ctx)
     try:

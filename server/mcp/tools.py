@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, ElicitationResult, Resolve
@@ -38,6 +39,7 @@ from planner.host import HostPlanning, HostPlanOutcome, host_supports_sampling
 from planner.models import PlanRequest
 from server.mcp.approval import ApprovalForm, answer_asked, ask_approval
 from server.mcp.errors import tool_boundary
+from server.mcp.host_asking import asking_the_waiting_host
 from server.mcp.results import tool_result
 from server.mcp.server import TaskorchServer, orchestrator_of, server_of
 from server.mcp.tasks_ext import task_offer
@@ -312,9 +314,12 @@ async def execute_plan(
         offer = task_offer()
         if offer is not None:  # the host speaks MCP tasks: the run becomes its task
             return await server_of(ctx).run_tasks.start(offer, plan_id, on_interrupted)
-        report = await orch.execute_task_plan(
-            plan_id, wait=wait, on_interrupted=on_interrupted, on_progress=forward
-        )
+        # While the host waits it can be asked the downstream tools' questions.
+        asking = asking_the_waiting_host(ctx, orch.scheduler.askers, plan_id)
+        with asking if wait else nullcontext():
+            report = await orch.execute_task_plan(
+                plan_id, wait=wait, on_interrupted=on_interrupted, on_progress=forward
+            )
         return await tool_result(orch, report)
 
 

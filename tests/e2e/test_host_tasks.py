@@ -22,9 +22,10 @@ import anyio
 import httpx
 import pytest
 from mcp import Client
+from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult
+from mcp_types import CallToolResult, ElicitRequestParams, ElicitResult, ErrorData
 from mcp_types.jsonrpc import HEADER_MISMATCH, INVALID_PARAMS
 
 from executor.task_client import TasksClient
@@ -257,6 +258,26 @@ async def test_a_downstream_question_reaches_the_host_through_its_task(served: s
     report = CallToolResult.model_validate(done.result).structured_content
     assert report is not None
     assert report["steps"][0]["output"] == {"result": "Hello, Ada!"}
+
+
+async def test_a_waiting_2025_host_is_asked_inside_its_execute_plan_call(served: str) -> None:
+    asked: list[str] = []
+
+    async def elicit(
+        context: ClientRequestContext, params: ElicitRequestParams
+    ) -> ElicitResult | ErrorData:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"name": "Grace"})
+
+    steps = [{"id": "who", "server": "fx", "tool": "ask_name", "arguments": {}}]
+    transport = streamable_http_client(served)
+    async with Client(transport, mode="legacy", elicitation_callback=elicit) as client:
+        plan_id = await _approved_plan(client, steps)
+        with anyio.fail_after(60):
+            report = structured(await client.call_tool("execute_plan", {"plan_id": plan_id}))
+    assert report["steps"][0]["output"] == {"result": "Hello, Grace!"}, report["steps"][0]
+    [text] = asked
+    assert "fx.ask_name" in text and "'who'" in text and "What is your name?" in text
 
 
 async def test_an_allowed_sampling_request_reaches_the_host_through_its_task(served: str) -> None:

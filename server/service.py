@@ -431,7 +431,7 @@ class TaskOrchestrator:
             agent, _ = await self._opened.agents.resolve(agent_id)
         except NotFoundError:
             return False  # planning reports the unknown agent
-        return self._opened.planning.has_planner(agent)
+        return self._planning.has_planner(agent)
 
     def model_configured(self, agent: AgentConfig | None) -> bool:
         """Whether a planner is configured for this agent (agent, config or environment)."""

@@ -1,7 +1,9 @@
 """Commands that only read the database load neither the MCP SDK, litellm nor the pool.
 
 Nor what else they do not use: the run engine (but `watch`), the argument
-checker (jsonschema), or the service's planning, step outputs and run-following.
+checker (jsonschema), the built-in steps, or the service's planning, step
+outputs and run-following; and they build no schema of a model they never
+validate (taskorch's models defer it to first use).
 
 A structural check, no clock: each command runs in a child process as a user
 runs it, and what it imported is read from `sys.modules` as the process exits.
@@ -38,12 +40,33 @@ CHECKER = ("jsonschema", "referencing", "executor.validate.arguments")
 # The service's parts for planning, for step outputs and for following runs.
 SERVICE = ("server.planning", "server.outputs", "planner.host", "planner.models")
 FOLLOWING = ("server.progress",)
+# The built-in steps (their catalog validates models at import).
+BUILTINS = ("executor.builtins",)
+# Models that no read command validates but `watch` and `show --timeline` (attempts,
+# the run's analysis), so whose schema the others do not build.
+UNUSED_MODELS = {
+    "executor.calls.ToolResult",
+    "executor.catalog.ToolInfo",
+    "executor.downstream.specs.StdioServerSpec",
+    "executor.plan.Step",
+    "executor.records.AttemptRecord",
+    "executor.stats.RunAnalysis",
+    "server.views.StepOutputPage",
+}
 
 _PROBE = """\
 import atexit, json, sys
 def _dump():
+    built, todo = [], []
+    if "pydantic" in sys.modules:
+        todo.append(sys.modules["pydantic"].BaseModel)
+    while todo:
+        for cls in todo.pop().__subclasses__():
+            todo.append(cls)
+            if cls.__pydantic_complete__:
+                built.append(f"{{cls.__module__}}.{{cls.__qualname__}}")
     with open({out!r}, "w", encoding="utf-8") as f:
-        json.dump(sorted(sys.modules), f)
+        json.dump({{"modules": sorted(sys.modules), "built": built}}, f)
 atexit.register(_dump)
 sys.argv = ["taskorch", *{args!r}]
 from server.cli import main
@@ -51,7 +74,10 @@ main()
 """
 
 
-def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+def _imported(
+    tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], set[str], set[str]]:
+    """The finished command, the modules it imported and the models whose schema it built."""
     out = tmp_path / "modules.json"
     out.unlink(missing_ok=True)
     done = subprocess.run(
@@ -63,7 +89,8 @@ def _imported(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[s
         timeout=120,
         check=False,
     )
-    return done, set(json.loads(out.read_text(encoding="utf-8")))
+    found = json.loads(out.read_text(encoding="utf-8"))
+    return done, set(found["modules"]), set(found["built"])
 
 
 def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
@@ -119,13 +146,15 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
     if args[0] not in ("--help", "--version"):
         args += ["--db", str(db), "--config", str(tmp_path / "none.json")]
         (tmp_path / "none.json").write_text("{}", encoding="utf-8")
-    done, modules = _imported(tmp_path, *args)
+    done, modules, built = _imported(tmp_path, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the command printed nothing"
     assert _heavy(modules) == []
     assert _heavy(modules, CHECKER + SERVICE) == []
     if args[0] != "watch":
-        assert _heavy(modules, ENGINE + FOLLOWING) == []
+        assert _heavy(modules, ENGINE + FOLLOWING + BUILTINS) == []
+    if args[0] != "watch" and "--timeline" not in args:
+        assert sorted(built & UNUSED_MODELS) == []
 
 
 def test_version_is_the_installed_distributions() -> None:

@@ -20,6 +20,7 @@ import anyio
 from executor.calls import ProgressFn, ToolCaller, ToolResult
 from executor.catalog import Catalog, ToolAnnotations, ToolInfo
 from executor.errors import ErrorKind, StepReferenceError, ToolCallError
+from executor.ids import BUILTIN_SERVER
 from executor.refs import read_path
 
 if TYPE_CHECKING:
@@ -28,9 +29,6 @@ if TYPE_CHECKING:
     from executor.task_client import TaskHooks
 
 __all__ = ["BUILTIN_SERVER", "BuiltinCaller", "builtin_tools"]
-
-BUILTIN_SERVER: Final = "taskorch"
-"""The reserved server name of the built-in steps; no configured server may take it."""
 
 
 class _StepFailed(Exception):

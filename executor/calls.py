@@ -49,7 +49,9 @@ def share_long_strings(content: list[dict[str, Any]], structured: Any) -> Any:
 class ToolResult(BaseModel):
     """A downstream tool's full answer, kept as JSON for the store."""
 
-    model_config = ConfigDict(frozen=True)
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     content: list[dict[str, Any]] = Field(default_factory=list)
     """The MCP content blocks, each as its JSON object."""

@@ -19,7 +19,9 @@ ALIAS_MAX = 64
 class ToolAnnotations(BaseModel):
     """The behaviour hints a server gives for a tool (MCP `ToolAnnotations`)."""
 
-    model_config = ConfigDict(frozen=True)
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     read_only: bool = False
     """The tool does not change its environment."""
@@ -39,7 +41,7 @@ class ToolAnnotations(BaseModel):
 class ToolInfo(BaseModel):
     """One downstream tool as the catalog knows it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     server: str
     """The server's configured name."""

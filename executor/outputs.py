@@ -59,7 +59,9 @@ _COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 class ContentInfo(BaseModel):
     """One content block a tool returned, described without its payload."""
 
-    model_config = ConfigDict(frozen=True)
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     index: int
     """Its position in the tool's `content` list (`${step.content.N}`)."""
@@ -78,7 +80,7 @@ class ContentInfo(BaseModel):
 class OutputSummary(BaseModel):
     """What answers say about a step's output without loading it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: Literal["text", "json"]
     """`text` when the output is the tool's text, `json` when it is structured or parsed."""

@@ -75,7 +75,9 @@ _DEFAULT_NON_RETRYABLE = frozenset(
 class RetryPolicy(BaseModel):
     """How a failed attempt is retried: exponential backoff with jitter."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     initial_interval_s: float = Field(default=1.0, gt=0, le=3600)
     """Delay before the first retry."""
@@ -146,7 +148,7 @@ class Step(BaseModel):
     `depends_on` when missing, so `depends_on` is always complete.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     id: StepIdField
     """Unique within the plan; letters, digits, `_` and `-`, starting with a letter or `_`."""
@@ -207,7 +209,7 @@ class Step(BaseModel):
 class StepError(BaseModel):
     """Why a step failed."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: ErrorKind
     """The classified reason."""
@@ -222,7 +224,7 @@ class Plan(BaseModel):
     `policy`; `plan_hash` covers exactly that, so approval binds to it.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     id: PlanId
     """Shared by every version of this plan."""

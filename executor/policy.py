@@ -83,7 +83,9 @@ class ToolPolicy(BaseModel):
     ignore case; allow patterns match as written.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     allow: tuple[str, ...] = ("*",)
     """Globs a tool must match at least one of."""
@@ -120,7 +122,7 @@ def _matches(pattern: str, server: str, tool: str, *, ignore_case: bool) -> bool
 class ToolFilter(BaseModel):
     """One server's `allowed_tools` / `denied_tools`: globs over its tool names; deny wins."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     allowed: tuple[str, ...] | None = None
     """Globs a tool must match one of; `None` allows every tool."""
@@ -150,7 +152,7 @@ class AutoApprove(StrEnum):
 class AgentLimits(BaseModel):
     """Bounds on the plans an agent makes and runs."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     max_steps: MaxSteps = DEFAULT_MAX_STEPS
     """Most steps a plan may have (the config's `limits.max_steps` caps it)."""
@@ -185,7 +187,7 @@ class ModelSettings(BaseModel):
     config's model (and to agents that name none), an agent's to its own.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     max_tokens: int | None = Field(default=None, ge=64, le=1_000_000)
     """Most tokens one answer may take; unset, it is derived from the agent's step
@@ -203,7 +205,7 @@ class RunPolicy(BaseModel):
     records its agent's as `Plan.policy`, covered by `plan_hash`.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     tool_policy: ToolPolicy = ToolPolicy()
     """Which tools this agent's plans may call."""

@@ -31,7 +31,9 @@ __all__ = [
 class StepState(BaseModel):
     """Where one step of one plan version stands, and what it produced."""
 
-    model_config = ConfigDict(frozen=True)
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     plan_id: PlanId
     """The plan."""
@@ -79,7 +81,7 @@ class StepState(BaseModel):
 class AttemptRecord(BaseModel):
     """One try at running a step."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     plan_id: PlanId
     """The plan."""
@@ -128,7 +130,7 @@ class EventKind(StrEnum):
 class Event(BaseModel):
     """One entry of the append-only event log."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     seq: int = 0
     """Position in the log, assigned by the store (0 until stored)."""
@@ -147,7 +149,7 @@ class Event(BaseModel):
 class ToolStats(BaseModel):
     """Running duration statistics of one downstream tool's successful calls."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     server: str
     """The server."""
@@ -166,7 +168,7 @@ class ToolStats(BaseModel):
 class PlannerAttempt(BaseModel):
     """One call to a planning model, kept for cost and quality accounting."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     plan_id: PlanId | None = None
     """The plan it produced, when it produced one."""
@@ -200,7 +202,7 @@ class ServerEventKind(StrEnum):
 class ServerEvent(BaseModel):
     """One change in a downstream server's availability, kept for its statistics."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     owner: str
     """The pool that saw it (one per process): intervals are taken per owner."""
@@ -219,7 +221,7 @@ class ServerEvent(BaseModel):
 class LastFailure(BaseModel):
     """The most recent failed attempt of a tool."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     at: datetime | None
     """When it failed."""
@@ -236,7 +238,7 @@ class LastFailure(BaseModel):
 class ToolCallStats(BaseModel):
     """What the attempts of one downstream tool add up to over a window of time."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     server: str
     """The server's configured name."""

@@ -47,7 +47,9 @@ __all__ = [
 CRITICAL_PATH_SHOWN = 10
 """Steps of a critical path listed in an analysis; the rest are counted."""
 
-_FROZEN = ConfigDict(frozen=True)
+# defer_build: the schema is built at first use, not at import (read commands import
+# many models and validate few).
+_FROZEN = ConfigDict(frozen=True, defer_build=True)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$", re.IGNORECASE)
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}

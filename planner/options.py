@@ -30,7 +30,9 @@ class PlannerOptions(BaseModel):
     `limits.max_repairs`) and passes it to the planner, which looks nothing up.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     max_repairs: int = Field(default=DEFAULT_MAX_REPAIRS, ge=0, le=20)
     """Repair rounds after the first answer (0: one answer only)."""

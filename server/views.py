@@ -58,7 +58,9 @@ __all__ = [
     "tool_view",
 ]
 
-_FROZEN = ConfigDict(frozen=True)
+# defer_build: the schema is built at first use, not at import (read commands import
+# many models and validate few).
+_FROZEN = ConfigDict(frozen=True, defer_build=True)
 _QUERY_SHOWN = 200
 """Characters of a query `list_plans` shows."""
 

@@ -54,7 +54,9 @@ DEFAULT_MAX_CONCURRENCY = 8
 class BaseServerSpec(BaseModel, ABC):
     """What every server spec holds, and what each transport's spec must say."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     type: str
     """Transport tag."""

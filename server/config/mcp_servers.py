@@ -27,8 +27,8 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from executor._utils import json_kind
-from executor.builtins import BUILTIN_SERVER
 from executor.downstream.specs import SPEC_TYPES, AnyServerSpec, ServerSpec, spec_type_for_url
+from executor.ids import BUILTIN_SERVER
 from server.config.env import expand
 from server.config.errors import Location, ParseContext, check_object, from_validation
 from server.config.keys import camel

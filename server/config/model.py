@@ -17,13 +17,13 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from executor.builtins import BUILTIN_SERVER
 from executor.downstream.specs import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_TIMEOUT_S,
     DEFAULT_TIMEOUT_S,
     ServerSpec,
 )
+from executor.ids import BUILTIN_SERVER
 from executor.policy import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_CONCURRENT_EXECUTIONS,
@@ -77,7 +77,9 @@ class HttpLimits(BaseModel):
     override them.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # defer_build: the schema is built at first use, not at import (read commands import
+    # many models and validate few).
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     max_connections: int = Field(default=100, ge=1, le=100_000)
     """Open connections at once; past it the oldest one not being answered is closed."""
@@ -90,7 +92,7 @@ class HttpLimits(BaseModel):
 class Limits(BaseModel):
     """Every bound the process keeps: what runs at once, how long it waits, how much it answers."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     max_concurrent_executions: int = Field(default=DEFAULT_MAX_CONCURRENT_EXECUTIONS, ge=1, le=1024)
     """Plans running at the same time."""
@@ -129,7 +131,7 @@ class Limits(BaseModel):
 class TaskorchConfig(BaseModel):
     """Everything read from the config file, environment references expanded."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
 
     servers: dict[str, ServerSpec] = Field(default_factory=dict)
     """Downstream servers by name (`mcpServers`), disabled ones left out."""

@@ -1,7 +1,9 @@
 """Read commands load neither the MCP SDK, litellm, OpenTelemetry nor the pool.
 
 Nor what else they do not use: the run engine (but `watch`), the argument
-checker (jsonschema), or the service's planning, step outputs and run-following.
+checker (jsonschema), the built-in steps, or the service's planning, step
+outputs and run-following; and they build no schema of a model they never
+validate (taskorch's models defer it to first use).
 
 A structural check, no clock: each command runs in a child process as a user
 runs it, and what it imported is read from `sys.modules` as the process exits.
@@ -41,12 +43,33 @@ SERVICE = ("server.planning", "server.outputs", "planner.host", "planner.models"
 FOLLOWING = ("server.progress",)
 # PostgreSQL's driver and store, which only a postgresql:// database setting needs.
 POSTGRES = ("psycopg", "psycopg_pool", "executor.store.postgres")
+# The built-in steps (their catalog validates models at import).
+BUILTINS = ("executor.builtins",)
+# Models that no read command validates but `watch` and `show --timeline` (attempts,
+# the run's analysis), so whose schema the others do not build.
+UNUSED_MODELS = {
+    "executor.calls.ToolResult",
+    "executor.catalog.ToolInfo",
+    "executor.downstream.specs.StdioServerSpec",
+    "executor.plan.Step",
+    "executor.records.AttemptRecord",
+    "executor.stats.RunAnalysis",
+    "server.views.StepOutputPage",
+}
 
 _PROBE = """\
 import atexit, json, sys
 def _dump():
+    built, todo = [], []
+    if "pydantic" in sys.modules:
+        todo.append(sys.modules["pydantic"].BaseModel)
+    while todo:
+        for cls in todo.pop().__subclasses__():
+            todo.append(cls)
+            if cls.__pydantic_complete__:
+                built.append(f"{{cls.__module__}}.{{cls.__qualname__}}")
     with open({out!r}, "w", encoding="utf-8") as f:
-        json.dump(sorted(sys.modules), f)
+        json.dump({{"modules": sorted(sys.modules), "built": built}}, f)
 atexit.register(_dump)
 sys.argv = ["taskorch", *{args!r}]
 from server.cli import main
@@ -56,7 +79,8 @@ main()
 
 def _imported(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+) -> tuple[subprocess.CompletedProcess[str], set[str], set[str]]:
+    """The finished command, the modules it imported and the models whose schema it built."""
     out = tmp_path / "modules.json"
     out.unlink(missing_ok=True)
     done = subprocess.run(
@@ -68,7 +92,8 @@ def _imported(
         timeout=120,
         check=False,
     )
-    return done, set(json.loads(out.read_text(encoding="utf-8")))
+    found = json.loads(out.read_text(encoding="utf-8"))
+    return done, set(found["modules"]), set(found["built"])
 
 
 def _heavy(modules: set[str], heavy: tuple[str, ...] = HEAVY) -> list[str]:
@@ -127,14 +152,16 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
     if args[0] not in ("--help", "--version"):
         args += ["--db", str(db), "--config", str(tmp_path / "none.json")]
         (tmp_path / "none.json").write_text("{}", encoding="utf-8")
-    done, modules = _imported(tmp_path, *args)
+    done, modules, built = _imported(tmp_path, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the command printed nothing"
     assert _heavy(modules) == []
     assert _heavy(modules, POSTGRES) == []
     assert _heavy(modules, CHECKER + SERVICE) == []
     if args[0] != "watch":
-        assert _heavy(modules, ENGINE + FOLLOWING) == []
+        assert _heavy(modules, ENGINE + FOLLOWING + BUILTINS) == []
+    if args[0] != "watch" and "--timeline" not in args:
+        assert sorted(built & UNUSED_MODELS) == []
 
 
 def test_json_logs_leave_opentelemetry_unloaded_where_no_span_is_made(
@@ -152,7 +179,7 @@ def test_json_logs_leave_opentelemetry_unloaded_where_no_span_is_made(
         "--log-level",
         "DEBUG",
     )
-    done, modules = _imported(tmp_path, *args, env=env)
+    done, modules, _ = _imported(tmp_path, *args, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     assert _heavy(modules) == []
 
@@ -172,7 +199,7 @@ def test_read_commands_on_postgresql_load_its_driver_and_still_not_the_sdk(
     (tmp_path / "none.json").write_text("{}", encoding="utf-8")
     args = [a.replace("{plan}", plan_id) for a in command]
     args += ["--db", pg_url, "--config", str(tmp_path / "none.json")]
-    done, modules = _imported(tmp_path, *args)
+    done, modules, _ = _imported(tmp_path, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.strip(), "the command printed nothing"
     assert _heavy(modules) == [] and _heavy(modules, ENGINE + CHECKER) == []

@@ -56,8 +56,11 @@ def overflow_error(exc: OverflowError) -> UserError:
     )
 
 
-def unknown_steps_error(batch: WriteBatch, exc: sqlite3.IntegrityError) -> NotFoundError:
-    """A write that names a plan version or step that is not stored: say which."""
+def unknown_steps_error(batch: WriteBatch, detail: str) -> NotFoundError:
+    """A write that names a plan version or step that is not stored: say which.
+
+    `detail` is the database's own words (both stores raise this).
+    """
     named = sorted(
         {(s.plan_id, s.version, s.step_id) for s in batch.step_states}
         | {(a.plan_id, a.version, a.step_id) for a in batch.attempts}
@@ -65,6 +68,6 @@ def unknown_steps_error(batch: WriteBatch, exc: sqlite3.IntegrityError) -> NotFo
     shown = ", ".join(f"{p}@{v}/{s}" for p, v, s in named[:10])
     more = f" and {len(named) - 10} more" if len(named) > 10 else ""
     return NotFoundError(
-        f"a write names a plan version or step that is not stored (sqlite: {exc}); "
+        f"a write names a plan version or step that is not stored ({detail}); "
         f"the batch names {shown}{more}: save the plan before writing its states"
     )

@@ -20,8 +20,12 @@ from typing import Any, Final
 
 import anyio
 import psycopg
+from pydantic import ValidationError
 
-__all__ = ["Listener", "Watch"]
+from executor.records import Event
+from executor.store import codecs
+
+__all__ = ["Listener", "Watch", "live_events", "live_payloads"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +33,9 @@ _RECONNECT_S: Final = 1.0
 """How long a wait pauses after the LISTEN connection could not be made."""
 _KEPT: Final = 1000
 """Payloads a watch keeps unread; older ones are dropped (they are hints)."""
+
+_NOTIFY_BYTES: Final = 7900
+"""Most bytes of one notification's payload (PostgreSQL allows 8000)."""
 
 Match = Callable[[dict[str, Any]], bool]
 
@@ -192,3 +199,41 @@ class Listener:
         """Stop listening; waits in progress end as if the connection were lost."""
         self._closed = True
         await self._drop()
+
+
+def live_payloads(events: Sequence[Event]) -> list[str]:
+    """Notification payloads carrying `events`, each within PostgreSQL's size limit."""
+    payloads: list[str] = []
+    by_plan: dict[str, list[str]] = {}
+    for event in events:
+        encoded = codecs.dumps(event.model_dump(mode="json"))
+        if len(encoded.encode()) > _NOTIFY_BYTES - 100:
+            # A long progress message is cut; the counts are what a follower needs.
+            data = {k: v for k, v in event.data.items() if k != "message"}
+            encoded = codecs.dumps(event.model_copy(update={"data": data}).model_dump(mode="json"))
+            if len(encoded.encode()) > _NOTIFY_BYTES - 100:
+                continue
+        by_plan.setdefault(event.plan_id, []).append(encoded)
+    for plan_id, encoded_events in by_plan.items():
+        head = codecs.dumps({"p": plan_id})[:-1] + ',"e":['
+        chunk: list[str] = []
+        size = len(head.encode())
+        for encoded in encoded_events:
+            if chunk and size + len(encoded.encode()) + 2 > _NOTIFY_BYTES:
+                payloads.append(head + ",".join(chunk) + "]}")
+                chunk, size = [], len(head.encode())
+            chunk.append(encoded)
+            size += len(encoded.encode()) + 1
+        if chunk:
+            payloads.append(head + ",".join(chunk) + "]}")
+    return payloads
+
+
+def live_events(payloads: list[dict[str, Any]]) -> list[Event]:
+    """The live events notifications carried (a stored event's notice carries none)."""
+    found: list[Event] = []
+    for payload in payloads:
+        for item in payload.get("e") or ():
+            with suppress(ValidationError):
+                found.append(Event.model_validate(item))
+    return found

@@ -20,7 +20,7 @@ import math
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
@@ -30,7 +30,6 @@ import psycopg
 from psycopg import AsyncConnection, AsyncCursor, errors
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pydantic import ValidationError
 
 from executor.calls import ToolResult
 from executor.errors import (
@@ -66,8 +65,10 @@ from executor.store.base import (
     RunLease,
     WriteBatch,
 )
+from executor.store.errors import unknown_steps_error
 from executor.store.location import DatabaseUrl, locate
-from executor.store.pg_listen import Listener, Watch
+from executor.store.pg_errors import scrubbed, store_error
+from executor.store.pg_listen import Listener, Watch, live_events, live_payloads
 from executor.store.results import ResultRows, assemble, result_rows
 
 __all__ = ["PostgresStore"]
@@ -79,8 +80,6 @@ Conn = AsyncConnection[Any]
 
 _LOOK_AGAIN_S: Final = 1.0
 """Longest a wait goes without reading the database, notified or not."""
-_NOTIFY_BYTES: Final = 7900
-"""Most bytes of one notification's payload (PostgreSQL allows 8000)."""
 
 
 def _runs_params(runs: Collection[tuple[str, int]] | None) -> dict[str, Any]:
@@ -194,9 +193,9 @@ class PostgresStore:
                 "server runs and can be reached"
             ) from None
         except PoolTimeout as exc:
-            raise StoreError(_scrubbed(f"database {where}: {exc}", where)) from None
+            raise StoreError(scrubbed(f"database {where}: {exc}", where)) from None
         except psycopg.Error as exc:
-            raise _store_error(where, exc) from None
+            raise store_error(where, exc) from None
         assert row is not None
         return cls(pool, where, str(row[0]), timeout_s)
 
@@ -259,10 +258,10 @@ class PostgresStore:
             )
         if isinstance(exc, PoolTimeout):
             return StoreError(
-                _scrubbed(f"database {self.url}: no connection free or possible ({exc})", self.url)
+                scrubbed(f"database {self.url}: no connection free or possible ({exc})", self.url)
             )
         assert isinstance(exc, psycopg.Error)
-        return _store_error(self.url, exc)
+        return store_error(self.url, exc)
 
     async def _transact(
         self, body: Callable[[Conn], Awaitable[_T]], *, pipeline: bool = False
@@ -628,7 +627,7 @@ class PostgresStore:
 
     async def publish_live(self, events: Sequence[Event]) -> None:
         """Notify the followers of each event's plan, in every process (nothing is stored)."""
-        payloads = _live_payloads(events)
+        payloads = live_payloads(events)
         if not payloads:
             return
         await self._one_statement(q.NOTIFY_MANY, (self._events_channel, payloads))
@@ -737,7 +736,7 @@ class PostgresStore:
             # Pipelined, a refusal is told at the commit, as the driver's error.
             cause = exc.__cause__
             if isinstance(cause, errors.ForeignKeyViolation):
-                raise _unknown_steps(batch, cause) from cause
+                raise unknown_steps_error(batch, _first_line(cause)) from cause
             if isinstance(cause, psycopg.Error) and cause.sqlstate == q.REQUIRE_FAILED:
                 message = str(cause)
                 if expect is not None and "expect" in message:
@@ -984,51 +983,13 @@ class _NotifiedFeed:
             events = await self._store.get_events(self._plan_id, after_seq=self._after)
             if events:
                 self._after = events[-1].seq
-            live = _live_events(self._watch.take())
+            live = live_events(self._watch.take())
             if events or live:
                 return events + live
             left = deadline - anyio.current_time()
             if left <= 0:
                 return []
             await self._watch.wait(min(left, self._store._look_again_s(_LOOK_AGAIN_S)))
-
-
-def _live_payloads(events: Sequence[Event]) -> list[str]:
-    """Notification payloads carrying `events`, each within PostgreSQL's size limit."""
-    payloads: list[str] = []
-    by_plan: dict[str, list[str]] = {}
-    for event in events:
-        encoded = codecs.dumps(event.model_dump(mode="json"))
-        if len(encoded.encode()) > _NOTIFY_BYTES - 100:
-            # A long progress message is cut; the counts are what a follower needs.
-            data = {k: v for k, v in event.data.items() if k != "message"}
-            encoded = codecs.dumps(event.model_copy(update={"data": data}).model_dump(mode="json"))
-            if len(encoded.encode()) > _NOTIFY_BYTES - 100:
-                continue
-        by_plan.setdefault(event.plan_id, []).append(encoded)
-    for plan_id, encoded_events in by_plan.items():
-        head = codecs.dumps({"p": plan_id})[:-1] + ',"e":['
-        chunk: list[str] = []
-        size = len(head.encode())
-        for encoded in encoded_events:
-            if chunk and size + len(encoded.encode()) + 2 > _NOTIFY_BYTES:
-                payloads.append(head + ",".join(chunk) + "]}")
-                chunk, size = [], len(head.encode())
-            chunk.append(encoded)
-            size += len(encoded.encode()) + 1
-        if chunk:
-            payloads.append(head + ",".join(chunk) + "]}")
-    return payloads
-
-
-def _live_events(payloads: list[dict[str, Any]]) -> list[Event]:
-    """The live events notifications carried (a stored event's notice carries none)."""
-    found: list[Event] = []
-    for payload in payloads:
-        for item in payload.get("e") or ():
-            with suppress(ValidationError):
-                found.append(Event.model_validate(item))
-    return found
 
 
 def _lease(row: dict[str, Any]) -> LeaseInfo:
@@ -1091,40 +1052,5 @@ async def _write_result(conn: Conn, rows: ResultRows) -> None:
         await conn.execute(q.INSERT_PARTS.encode(), (*rows.key, data))
 
 
-def _unknown_steps(batch: WriteBatch, exc: Exception) -> NotFoundError:
-    named = sorted(
-        {(s.plan_id, s.version, s.step_id) for s in batch.step_states}
-        | {(a.plan_id, a.version, a.step_id) for a in batch.attempts}
-    )
-    shown = ", ".join(f"{p}@{v}/{s}" for p, v, s in named[:10])
-    more = f" and {len(named) - 10} more" if len(named) > 10 else ""
-    detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return NotFoundError(
-        f"a write names a plan version or step that is not stored ({detail}); "
-        f"the batch names {shown}{more}: save the plan before writing its states"
-    )
-
-
-def _scrubbed(text: str, url: DatabaseUrl) -> str:
-    """`text` without the URL's password, should a driver message have quoted it."""
-    from urllib.parse import unquote, urlsplit
-
-    with suppress(ValueError):
-        password = urlsplit(url.secret()).password
-        if password and len(password) >= 3:
-            text = text.replace(unquote(password), "***").replace(password, "***")
-    return text
-
-
-def _store_error(url: DatabaseUrl, exc: psycopg.Error) -> StoreError:
-    """A driver error as a `StoreError` that names the database and says what to do."""
-    message = str(exc).strip() or type(exc).__name__
-    if isinstance(exc, errors.InsufficientPrivilege):
-        hint = "grant the database user the rights taskorch needs (it creates its tables)"
-    elif isinstance(exc, psycopg.OperationalError):
-        hint = "check that the server runs, and the URL (host, port, user, password)"
-    elif isinstance(exc, errors.DeadlockDetected | errors.SerializationFailure):
-        hint = "a conflict with another writer; try again"
-    else:
-        hint = "see the server's message"
-    return StoreError(_scrubbed(f"database {url}: {message} ({hint})", url))
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -657,7 +657,7 @@ class SqliteStore:
                 if attempt_rows:
                     conn.executemany(UPSERT_ATTEMPT, attempt_rows)
             except sqlite3.IntegrityError as exc:
-                raise unknown_steps_error(batch, exc) from exc
+                raise unknown_steps_error(batch, f"sqlite: {exc}") from exc
             if event_rows:
                 conn.executemany(INSERT_EVENT, event_rows)
                 if want_seqs:

@@ -368,6 +368,23 @@ async def test_batch_with_illegal_transition_writes_nothing(store: Store) -> Non
     assert await store.get_run_times("p1", 1) == (None, None)
 
 
+async def test_a_write_naming_an_unstored_step_says_which_and_writes_nothing(
+    store: Store,
+) -> None:
+    plan = make_plan()
+    await store.save_plan(plan)
+    batch = WriteBatch(
+        attempts=[
+            AttemptRecord(plan_id=plan.id, version=1, step_id="ghost", attempt=1, started_at=T0)
+        ],
+        events=[event("p1", EventKind.EXECUTION_STARTED)],
+    )
+    with pytest.raises(NotFoundError, match=r"not stored \(.+\); the batch names p1@1/ghost:"):
+        await store.write(batch)
+    assert await store.get_attempts("p1", 1) == []
+    assert await store.get_events("p1") == []
+
+
 async def test_run_times_follow_status_changes(store: Store) -> None:
     await store.save_plan(make_plan(status=PlanStatus.CONFIRMED))
     t1, t2, t3 = T0, T0 + timedelta(seconds=10), T0 + timedelta(seconds=60)

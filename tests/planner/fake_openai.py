@@ -19,6 +19,22 @@ from typing import Any
 
 MODEL = "openai/scripted"
 
+COUNT_QUERY = "Count the words in: one two three"
+"""A query, and (`COUNT_PLAN`) a plan the tests script the model to answer it with."""
+COUNT_PLAN: dict[str, Any] = {
+    "strategy": "Count the words.",
+    "steps": [
+        {
+            "id": "s1",
+            "server": "text",
+            "tool": "word_count",
+            "description": "Count them",
+            "arguments": {"text": "one two three"},
+            "depends_on": [],
+        }
+    ],
+}
+
 
 @dataclass(frozen=True)
 class _Scripted:

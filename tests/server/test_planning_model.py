@@ -24,24 +24,12 @@ from server.config import load_config
 from server.mcp import build_server
 from server.service import TaskOrchestrator
 from tests.e2e.support import structured, tool_text, write_config
-from tests.planner.fake_openai import MODEL, FakeOpenAI
+from tests.planner.fake_openai import COUNT_PLAN, COUNT_QUERY, MODEL, FakeOpenAI
 
 pytestmark = pytest.mark.anyio
 
-QUERY = "Count the words in: one two three"
-PLAN: dict[str, Any] = {
-    "strategy": "Count the words.",
-    "steps": [
-        {
-            "id": "s1",
-            "server": "text",
-            "tool": "word_count",
-            "description": "Count them",
-            "arguments": {"text": "one two three"},
-            "depends_on": [],
-        }
-    ],
-}
+QUERY = COUNT_QUERY
+PLAN = COUNT_PLAN
 
 
 @pytest.fixture

@@ -126,6 +126,22 @@ async def _until_done(client: Client, task_id: str) -> DetailedTask:
             await anyio.sleep(0.05)
 
 
+async def _one_question(client: Client, task_id: str) -> tuple[str, dict[str, Any]]:
+    """Wait for the task to ask; return its one input request (key, request)."""
+    with anyio.fail_after(60):
+        while (task := await _get(client, task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+    assert task.status is TaskStatus.INPUT_REQUIRED, task
+    assert task.input_requests is not None
+    [(key, request)] = task.input_requests.items()
+    return key, request
+
+
+async def _answer(client: Client, task_id: str, responses: dict[str, Any]) -> None:
+    params = UpdateTaskParams(task_id=task_id, input_responses=responses)
+    await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+
+
 async def test_a_tasks_host_gets_a_handle_polls_it_and_it_outlives_a_restart(
     tmp_path: Path,
 ) -> None:
@@ -219,17 +235,11 @@ async def test_tasks_update_decides_an_interrupted_step(served: str, tmp_path: P
     async with _client(served) as client:
         plan_id = await _approved_plan(client, steps)
         handle = await _handle(client, plan_id)
-        with anyio.fail_after(60):
-            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-        assert task.status is TaskStatus.INPUT_REQUIRED, task
-        assert task.input_requests is not None
-        [(key, question)] = task.input_requests.items()
+        key, question = await _one_question(client, handle.task_id)
         assert question["method"] == "elicitation/create"
         assert "'h'" in question["params"]["message"]
         answer = {key: {"action": "accept", "content": {"decision": "skip"}}}
-        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
-        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        await _answer(client, handle.task_id, answer)
         done = await _until_done(client, handle.task_id)
     assert done.status is TaskStatus.COMPLETED, done
     report = CallToolResult.model_validate(done.result).structured_content
@@ -242,17 +252,11 @@ async def test_a_downstream_question_reaches_the_host_through_its_task(served: s
     async with _client(served) as client:
         plan_id = await _approved_plan(client, steps)
         handle = await _handle(client, plan_id)
-        with anyio.fail_after(60):
-            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-        assert task.status is TaskStatus.INPUT_REQUIRED, task
-        assert task.input_requests is not None
-        [(key, question)] = task.input_requests.items()
+        key, question = await _one_question(client, handle.task_id)
         text = question["params"]["message"]
         assert "fx.ask_name" in text and "'who'" in text and "What is your name?" in text
         answer = {key: {"action": "accept", "content": {"name": "Ada"}}}
-        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
-        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        await _answer(client, handle.task_id, answer)
         done = await _until_done(client, handle.task_id)
     assert done.status is TaskStatus.COMPLETED, done
     report = CallToolResult.model_validate(done.result).structured_content
@@ -286,12 +290,7 @@ async def test_an_allowed_sampling_request_reaches_the_host_through_its_task(ser
     async with _client(served) as client:
         plan_id = await _approved_plan(client, steps)
         handle = await _handle(client, plan_id)
-        with anyio.fail_after(60):
-            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-        assert task.status is TaskStatus.INPUT_REQUIRED, task
-        assert task.input_requests is not None
-        [(key, request)] = task.input_requests.items()
+        key, request = await _one_question(client, handle.task_id)
         assert request["method"] == "sampling/createMessage"
         assert request["params"]["messages"][0]["content"]["text"] == "a long text about tasks"
         assert "fx.summarize" in request["params"]["_meta"]["io.github.taskorch/asker"]
@@ -302,8 +301,7 @@ async def test_an_allowed_sampling_request_reaches_the_host_through_its_task(ser
                 "model": "host-model",
             }
         }
-        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
-        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        await _answer(client, handle.task_id, answer)
         done = await _until_done(client, handle.task_id)
     assert done.status is TaskStatus.COMPLETED, done
     report = CallToolResult.model_validate(done.result).structured_content
@@ -319,17 +317,11 @@ async def test_a_downstream_tasks_question_reaches_the_host_through_its_task(ser
     async with _client(served) as client:
         plan_id = await _approved_plan(client, steps)
         handle = await _handle(client, plan_id)
-        with anyio.fail_after(60):
-            while (task := await _get(client, handle.task_id)).status is TaskStatus.WORKING:  # noqa: ASYNC110
-                await anyio.sleep(0.05)
-        assert task.status is TaskStatus.INPUT_REQUIRED, task
-        assert task.input_requests is not None
-        [(key, question)] = task.input_requests.items()
+        key, question = await _one_question(client, handle.task_id)
         text = question["params"]["message"]
         assert "tk.confirm_delete" in text and "'rm'" in text and "Delete notes.txt?" in text
         answer = {key: {"action": "accept", "content": {"confirm": True}}}
-        params = UpdateTaskParams(task_id=handle.task_id, input_responses=answer)
-        await client.session.send_request(UpdateTaskRequest(params=params), TaskAck)
+        await _answer(client, handle.task_id, answer)
         done = await _until_done(client, handle.task_id)
     assert done.status is TaskStatus.COMPLETED, done
     report = CallToolResult.model_validate(done.result).structured_content

@@ -1,8 +1,10 @@
 """The command line's read commands: wall time to exit, as a ratio to `python -c pass`.
 
 `--help`, `--version`, `plans`, `show ID` and `watch ID` (of a finished plan)
-only read: they load neither the MCP SDK, litellm nor the downstream pool
-(`tests/server/test_cli_imports.py` checks that). Each is run as a user runs
+only read: they load neither the MCP SDK, litellm nor the downstream pool, and
+`plans`, `show` and `watch` of a settled plan read SQLite straight, without
+typer, pydantic or an event loop (`tests/server/test_cli_imports.py` checks
+that, `tests/server/test_cli_quick.py` that they print the same). Each is run as a user runs
 it (the installed `taskorch` script, a fresh process, a database holding one
 finished plan), interleaved with `python -c pass` in the same rounds, so that
 the ratio holds on a loaded machine where the seconds do not; the CPU seconds
@@ -31,6 +33,16 @@ from server.demo import child_env, repo_root
 
 ROUNDS = 9
 TARGET_S = 0.4
+# A config as people have one (servers, an agent, limits), not an empty one: the read
+# commands must be fast with what users have. No server is started by a read.
+_CONFIG = {
+    "mcpServers": {
+        "files": {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem"]},
+        "docs": {"url": "https://docs.example/mcp", "headers": {"X-Team": "tools"}},
+    },
+    "agents": {"reader": {"auto_approve": "read_only", "tool_policy": {"allow": ["files.*"]}}},
+    "limits": {"max_parallel_steps": 4},
+}
 
 
 def _taskorch() -> list[str]:
@@ -82,7 +94,7 @@ def main() -> dict[str, object]:
         workdir = Path(tmp)
         db = workdir / "t.db"
         config = workdir / "config.json"
-        config.write_text("{}", encoding="utf-8")
+        config.write_text(json.dumps(_CONFIG), encoding="utf-8")
         env = {**child_env(), "COLUMNS": "120"}
         for key in [k for k in env if k.startswith("TASKORCH_")]:
             del env[key]

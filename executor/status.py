@@ -45,6 +45,15 @@ class PlanStatus(StrEnum):
         """Whether nothing more will happen without a new request."""
         return self in _PLAN_TERMINAL
 
+    @property
+    def is_settled(self) -> bool:
+        """Whether it stays as it is until someone acts: following it can stop.
+
+        Finished, or waiting for a decision: an approval, or what to do with an
+        interrupted step.
+        """
+        return self in _PLAN_TERMINAL or self in _PLAN_WAITING
+
 
 class StepStatus(StrEnum):
     """Where a step stands within one plan's run."""
@@ -105,6 +114,9 @@ class RunPhase(StrEnum):
 
 _PLAN_TERMINAL: Final = frozenset(
     {PlanStatus.COMPLETED, PlanStatus.FAILED, PlanStatus.CANCELLED, PlanStatus.REJECTED}
+)
+_PLAN_WAITING: Final = frozenset(
+    {PlanStatus.DRAFT, PlanStatus.AWAITING_CONFIRMATION, PlanStatus.INTERRUPTED}
 )
 _STEP_TERMINAL: Final = frozenset(
     {

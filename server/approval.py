@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from executor import ApprovalError, Catalog, Plan, PlanStatus, Step, ToolInfo, TransitionError
 from executor.policy import AgentConfig, AutoApprove
 from executor.records import Event, EventKind
+from server.text import one_line
 
 if TYPE_CHECKING:
     from executor import Store
@@ -42,29 +42,6 @@ VALUE_LIMIT = 120
 """Characters of each argument value shown (of its JSON text; of a string's text)."""
 _KEY_LIMIT = 60
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _escaped(char: str) -> str:
-    """`char`, or an escape for it when it could break, hide or reorder a line."""
-    if char in _SHORT_ESCAPES:
-        return _SHORT_ESCAPES[char]
-    category = unicodedata.category(char)
-    # Controls, format characters (bidi overrides, zero-width), surrogates, private
-    # use and unassigned code points, and every separator but the plain space.
-    if category[0] == "C" or (category[0] == "Z" and char != " "):
-        code = ord(char)
-        return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
-    return char
-
-
-def one_line(text: str) -> str:
-    """`text` with everything that could break, hide or reorder the line escaped."""
-    out = "".join(_escaped(c) for c in text)
-    # A combining mark at the end would draw over whatever follows the text.
-    if out and unicodedata.category(out[-1])[0] == "M":
-        out = out[:-1] + f"\\u{ord(out[-1]):04x}"
-    return out
 
 
 def _more(hidden: int) -> str:

@@ -161,11 +161,7 @@ async def poll(
         for event in events:
             after = max(after, event.seq)
             yield ProgressUpdate(event, progress)
-        if progress.status.is_terminal or progress.status in (
-            PlanStatus.INTERRUPTED,
-            PlanStatus.AWAITING_CONFIRMATION,
-            PlanStatus.DRAFT,
-        ):
+        if progress.status.is_settled:
             if not events:
                 return
             continue

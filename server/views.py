@@ -29,6 +29,7 @@ from executor import (
     ToolInfo,
 )
 from executor.outputs import OutputSummary
+from server.hints import next_action_for, output_uri
 
 if TYPE_CHECKING:
     from executor import ExecutionProgress, ExecutionReport, StepReport
@@ -347,34 +348,7 @@ class AgentList(BaseModel):
 
 def next_action(plan: Plan) -> str:
     """Say what a caller should do next with this plan, as the tool call to make."""
-    pid = plan.id
-    match plan.status:
-        case PlanStatus.DRAFT | PlanStatus.AWAITING_CONFIRMATION:
-            return (
-                f"Review the steps, then call confirm_plan(plan_id={pid!r}, approve=true, "
-                f"plan_hash={plan.plan_hash!r}) to approve or approve=false to reject."
-            )
-        case PlanStatus.CONFIRMED:
-            return f"Call execute_plan(plan_id={pid!r})."
-        case PlanStatus.EXECUTING:
-            return f"Call get_progress(plan_id={pid!r}) to follow it, or cancel_execution to stop."
-        case PlanStatus.INTERRUPTED:
-            return (
-                "A step may or may not have taken effect (see its error) and is not safe to "
-                f"repeat unasked: call execute_plan(plan_id={pid!r}, on_interrupted='rerun') to "
-                "run it again or on_interrupted='skip' to skip it."
-            )
-        case PlanStatus.FAILED:
-            return (
-                f"Read the failed steps' errors; call execute_plan(plan_id={pid!r}) to re-run only "
-                "what failed or was skipped, or create_plan for a new plan."
-            )
-        case PlanStatus.COMPLETED:
-            return "Done: read each step's output."
-        case PlanStatus.CANCELLED:
-            return "Nothing more will run; create_plan makes a new plan."
-        case PlanStatus.REJECTED:
-            return "It was rejected and never runs; create a new plan (create_plan) to run it."
+    return next_action_for(plan.id, plan.status, plan.plan_hash)
 
 
 _ERROR_SHOWN = 2000
@@ -385,11 +359,6 @@ def _shortened(text: str) -> str:
     if len(text) <= _ERROR_SHOWN:
         return text
     return f"{text[:_ERROR_SHOWN]}… ({len(text) - _ERROR_SHOWN} more characters not shown)"
-
-
-def output_uri(plan_id: str, step_id: str) -> str:
-    """The resource holding a step's whole output."""
-    return f"plan://{plan_id}/steps/{step_id}/output"
 
 
 def content_uri(plan_id: str, step_id: str, index: int) -> str:

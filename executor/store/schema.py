@@ -13,12 +13,13 @@ import sqlite3
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
-
-import aiosqlite
-import anyio
+from typing import TYPE_CHECKING, Final
 
 from executor.errors import CorruptDatabaseError, InternalError, SchemaTooNewError
+
+if TYPE_CHECKING:
+    # The versions alone are read without an event loop (the command line's reads).
+    import aiosqlite
 
 __all__ = [
     "APPLICATION_ID",
@@ -353,6 +354,8 @@ async def migrate(db: aiosqlite.Connection, path: Path, version: int) -> None:
             await db.execute(f"PRAGMA user_version = {int(migration.version)}")
         await db.execute("COMMIT")
     except BaseException:
+        import anyio
+
         with anyio.CancelScope(shield=True), suppress(sqlite3.Error):
             await db.rollback()
         raise

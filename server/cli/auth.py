@@ -28,7 +28,9 @@ if TYPE_CHECKING:
 
 __all__ = ["auth_app"]
 
-auth_app = typer.Typer(help="Log in to downstream servers that use OAuth.", no_args_is_help=True)
+auth_app = typer.Typer(
+    help="Log in to downstream servers that use OAuth.", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 def _config(path: Path | None) -> TaskorchConfig:
@@ -54,7 +56,9 @@ def _oauth_server(cfg: TaskorchConfig, name: str) -> HttpServerSpec:
 
 @auth_app.command()
 def login(
-    name: Annotated[str, typer.Argument(help="The server, as named in the config.")],
+    name: Annotated[
+        str, typer.Argument(help="The server, as named in the config.", metavar="NAME")
+    ],
     timeout: Annotated[
         float, typer.Option(min=1, help="Seconds to wait for the browser to come back.")
     ] = 300.0,
@@ -96,7 +100,9 @@ def login(
 
 @auth_app.command()
 def logout(
-    name: Annotated[str, typer.Argument(help="The server, as named in the config.")],
+    name: Annotated[
+        str, typer.Argument(help="The server, as named in the config.", metavar="NAME")
+    ],
     config: ConfigOpt = None,
 ) -> None:
     """Forget NAME's tokens (and its client registration)."""

@@ -45,6 +45,7 @@ from server.cli.printing import (
     print_plans,
     print_report,
     print_stats,
+    run_bars,
     styled_status,
 )
 from server.cli.serve import serve
@@ -66,8 +67,13 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help and usage errors: typer's boxed ones load rich's markdown, syntax and
+    # traceback modules (more than half of `--help`'s time) for a frame around the text.
+    rich_markup_mode=None,
 )
-config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
+config_app = typer.Typer(
+    help="Inspect the configuration.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(config_app, name="config")
 app.add_typer(auth_app, name="auth")
 app.command()(serve)
@@ -128,7 +134,7 @@ def _read_plan_file(path: Path) -> dict[str, Any]:
 
 @app.command()
 def plan(
-    query: Annotated[str, typer.Argument(help="What the plan should do.")],
+    query: Annotated[str, typer.Argument(help="What the plan should do.", metavar="QUERY")],
     steps: Annotated[
         Path | None,
         typer.Option(help="A JSON file with the steps (no model needed); else the planner."),
@@ -140,7 +146,10 @@ def plan(
     log_level: LogOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Create a plan for a query and show it (approve it with `confirm` or `run`)."""
+    """Create a plan for a query and show it.
+
+    Approve it with `confirm`, or approve and run it with `run`.
+    """
     orch = open_orchestrator(
         config,
         db,
@@ -170,7 +179,7 @@ def plan(
 
 @app.command()
 def confirm(
-    plan_id: Annotated[str, typer.Argument(help="The plan.")],
+    plan_id: Annotated[str, typer.Argument(help="The plan.", metavar="PLAN_ID")],
     plan_hash: Annotated[
         str | None, typer.Option("--hash", help="The plan_hash reviewed (else the latest).")
     ] = None,
@@ -195,7 +204,9 @@ def confirm(
 
 @app.command("run")
 def run_command(
-    target: Annotated[str, typer.Argument(help="A plan JSON file, or the id of a stored plan.")],
+    target: Annotated[
+        str, typer.Argument(help="A plan JSON file, or the id of a stored plan.", metavar="TARGET")
+    ],
     yes: Annotated[
         bool, typer.Option("--yes", "-y", help="Approve without asking (plans that need it).")
     ] = False,
@@ -209,8 +220,9 @@ def run_command(
     log_level: LogOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Run a plan with live progress bars: a plan file (created, approved, run) or a stored id.
+    """Run a plan file or a stored plan, with live progress bars.
 
+    A plan file is stored, approved (after asking, unless --yes) and run.
     A stored plan left executing by a process that is gone is taken over and resumed;
     one that another live process runs is followed to its end.
     """
@@ -339,14 +351,14 @@ def plans(
     async def go() -> None:
         async with orch:
             listed = await orch.list_task_plans(statuses=statuses, session_id=session, limit=limit)
-        print_plans(listed, console())
+        print_plans(listed.plans, console())
 
     run(go)
 
 
 @app.command()
 def show(
-    plan_id: Annotated[str, typer.Argument(help="The plan.")],
+    plan_id: Annotated[str, typer.Argument(help="The plan.", metavar="PLAN_ID")],
     version: Annotated[int | None, typer.Option(help="A version (else the latest).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     graph: Annotated[bool, typer.Option(help="Print the Mermaid flowchart.")] = False,
@@ -355,7 +367,11 @@ def show(
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Show a plan: its steps as a tree with their status (or --json, --graph, --timeline)."""
+    """Show a plan's steps as a tree with their status.
+
+    Or the plan as JSON (--json), its Mermaid flowchart (--graph) or Gantt chart
+    (--timeline).
+    """
     orch = open_orchestrator(
         config, db, log_level=log_level, connect=False, engine=False, resume=False
     )
@@ -381,7 +397,7 @@ def show(
 
 @app.command()
 def watch(
-    plan_id: Annotated[str, typer.Argument(help="The plan.")],
+    plan_id: Annotated[str, typer.Argument(help="The plan.", metavar="PLAN_ID")],
     interval: Annotated[float, typer.Option(help="Seconds between looks.")] = 0.25,
     config: ConfigOpt = None,
     db: DbOpt = None,
@@ -392,25 +408,17 @@ def watch(
     out = console()
 
     async def go() -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
         async with orch:
             progress = await orch.get_progress(plan_id)
             owner = await orch.run_owner(plan_id)
             if owner is not None:
                 out.print(f"plan {plan_id}: {owner.describe()}")
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=out
-            ) as bars:
-                task = bars.add_task(f"plan {plan_id}", total=progress.total)
+            with run_bars(out, plan_id, progress.total) as bars:
                 async for update in orch.poll_progress(plan_id, interval_s=interval):
                     p = update.progress
-                    done = sum(n for s, n in p.counts.items() if s not in ("pending", "running"))
-                    bars.update(task, completed=done, description=f"plan {plan_id} {p.status}")
+                    bars.stand(p.status.value, p.counts)
                     if update.event.step_id:
-                        bars.console.print(
-                            f"  {update.event.step_id}: {update.event.kind.value}", highlight=False
-                        )
+                        bars.step(update.event.step_id, update.event.kind.value)
             final = await orch.get_progress(plan_id)
             owner = await orch.run_owner(plan_id)
         out.print(f"plan {plan_id}: {styled_status(final.status.value)}")
@@ -426,7 +434,7 @@ def watch(
 
 @app.command()
 def cancel(
-    plan_id: Annotated[str, typer.Argument(help="The plan.")],
+    plan_id: Annotated[str, typer.Argument(help="The plan.", metavar="PLAN_ID")],
     wait: Annotated[
         float,
         typer.Option(min=0, help="Seconds to wait for the process that runs the plan to stop it."),
@@ -435,8 +443,9 @@ def cancel(
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Cancel a plan's run; a run in another process is asked to stop, and this waits for it.
+    """Cancel a plan's run and wait for it to stop.
 
+    A run in another process is asked to stop, and this waits for it.
     Exits 0 once the run has stopped (or had already ended), 1 if its process has
     not stopped it within --wait (the request stands: it stops it when it sees it).
     """
@@ -469,7 +478,10 @@ def stats(
     db: DbOpt = None,
     log_level: LogOpt = None,
 ) -> None:
-    """Performance statistics per tool and per server, least reliable and slowest first."""
+    """Statistics per tool and per server, least reliable first.
+
+    Calls, failures, retries and durations (p50, p95, max), then the slowest.
+    """
     from executor.stats import parse_since
 
     try:
@@ -546,7 +558,10 @@ def demo(
         bool, typer.Option(help="Keep the temporary directory and print its path.")
     ] = False,
 ) -> None:
-    """A real MCP session to `taskorch serve` with the example servers: plan, approve, run."""
+    """Plan, approve and run a plan on the example servers.
+
+    A real MCP session to `taskorch serve`, as a host would hold it.
+    """
     from server.demo import run_demo
 
     setup_logging("WARNING")

@@ -20,10 +20,10 @@ import typer
 
 from executor._utils import leaf_exceptions
 from executor.errors import TaskorchError, UserError
+from server.cli.logformat import LOG_LEVELS
+from server.cli.printing import console
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
     from executor.downstream import Scrubber
     from server.config import TaskorchConfig
     from server.service import TaskOrchestrator
@@ -49,8 +49,6 @@ TOKEN_ENV_VAR = "TASKORCH_TOKEN"
 """Environment variable holding the bearer token of `serve --http` when `--token` is not given."""
 LOG_FORMAT_ENV_VAR = "TASKORCH_LOG_FORMAT"
 """Environment variable choosing the log format when `--log-format` is not given."""
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-"""The levels `--log-level` takes."""
 
 ConfigOpt = Annotated[
     Path | None,
@@ -242,10 +240,3 @@ def pause_gc() -> Callable[[], None]:
             gc.enable()
 
     return resume
-
-
-def console(stderr: bool = False) -> Console:
-    """A rich console for a command's output (stdout unless `stderr`)."""
-    from rich.console import Console
-
-    return Console(stderr=stderr, highlight=False)

@@ -25,7 +25,7 @@ __all__ = ["fast_arguments"]
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 # Parameter settings this reader understands; any other set to a non-default value
 # (a prompt, an environment variable, a callback, ...) leaves the line to typer.
-_UNDERSTOOD = {"default", "param_decls", "help", "min", "max", "dir_okay"}
+_UNDERSTOOD = {"default", "param_decls", "help", "metavar", "min", "max", "dir_okay"}
 _PLAIN = OptionInfo()
 _PLAIN_ARGUMENT = ArgumentInfo()
 

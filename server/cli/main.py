@@ -7,8 +7,10 @@ import sys
 
 __all__ = ["main"]
 
-# Commands that only read the database and print.
+# Commands that only read the database and print; the first three are often answered
+# without typer, models or an event loop (`server.cli.quick`).
 _READ_COMMANDS = frozenset({"plans", "show", "watch", "stats"})
+_QUICK_COMMANDS = frozenset({"plans", "show", "watch"})
 
 
 def main() -> None:
@@ -20,6 +22,12 @@ def main() -> None:
 
         print(f"taskorch {installed_version()}")
         return
+    if args and args[0] in _QUICK_COMMANDS:
+        from server.cli.quick import answer
+
+        code = answer(args)
+        if code is not None:
+            sys.exit(code)
     if args and args[0] in _READ_COMMANDS:
         # pydantic looks for plugins (observers of validation, such as logfire's) by
         # reading every installed distribution's entry points when the first model is

@@ -8,26 +8,28 @@ its table, so that it reads in an 80-column terminal.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-import typer
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from rich.console import Console
 
     from executor import ServerHealth
     from executor.stats import Stats
+    from executor.store.glance import PlanLine, PlanPage, StepLine
     from server.service import TaskOrchestrator
-    from server.views import PlanList, PlanView, RunView, StepView
+    from server.views import PlanSummary, PlanView, RunView, StepView
 
 __all__ = [
+    "console",
     "print_approval",
     "print_health",
     "print_plan",
     "print_plans",
     "print_report",
     "print_stats",
+    "run_bars",
     "styled_status",
 ]
 
@@ -53,6 +55,13 @@ _STATUS_STYLE = {
 _STDERR_LINES_SHOWN = 5
 
 
+def console(stderr: bool = False) -> Console:
+    """A rich console for a command's output (stdout unless `stderr`)."""
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
 def styled_status(status: str) -> str:
     """A status in rich markup, coloured by what it means."""
     style = _STATUS_STYLE.get(status, "")
@@ -60,7 +69,7 @@ def styled_status(status: str) -> str:
 
 
 def _short(value: Any, limit: int = 100) -> str:
-    from server.approval import one_line
+    from server.text import one_line
 
     # One line, whatever the text holds, and a cut that says how much it left out.
     text = one_line(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
@@ -69,14 +78,16 @@ def _short(value: Any, limit: int = 100) -> str:
 
 async def print_approval(orch: TaskOrchestrator, view: PlanView) -> None:
     """Print the question a person approves: the same text as the MCP approval dialog."""
+    import typer
+
     from server.approval import approval_text
 
     plan = await orch.load_plan(view.plan_id, view.version)
     typer.echo(approval_text(plan, await orch.catalog()))
 
 
-def print_plan(view: PlanView, console: Console, *, outputs: bool = False) -> None:
-    """A plan as a tree: each step, its tool, status, arguments, output or error."""
+def print_plan(view: PlanView | PlanPage, console: Console, *, outputs: bool = False) -> None:
+    """A plan as a tree: each step, its tool, status, arguments, output or error; what next."""
     from rich.markup import escape
     from rich.tree import Tree
 
@@ -93,24 +104,61 @@ def print_plan(view: PlanView, console: Console, *, outputs: bool = False) -> No
             f" {styled_status(step.status.value)}{escape(deps)}"
         )
         node.add(f"[dim]{escape(_short(step.arguments))}[/dim]")
-        shown = _shown_output(step)
+        shown = _shown_output(step, view.plan_id)
         if outputs and shown is not None:
             node.add(f"→ {escape(_short(shown))}")
         if step.error is not None:
             kind, message = step.error.kind.value, _short(step.error.message, 200)
             node.add(f"[red]{escape(kind)}: {escape(message)}")
     console.print(tree)
+    from server.hints import next_action_for
+
     console.print(f"plan_hash: {view.plan_hash}  approved: {view.approved}")
-    if view.next_action:
-        console.print(f"[dim]{escape(view.next_action)}[/dim]")
+    console.print(
+        f"[dim]{escape(next_action_for(view.plan_id, view.status, view.plan_hash))}[/dim]"
+    )
 
 
-def _shown_output(step: StepView) -> Any:
+def _shown_output(step: StepView | StepLine, plan_id: str) -> Any:
     """A step's output, or for a large one the beginning its preview has, with its size."""
+    from server.hints import output_uri
+
     preview = step.output_preview
     if preview is None:
         return step.output
-    return f"[{preview.size_bytes:,} bytes: {preview.uri}] {preview.head}…"
+    uri = output_uri(plan_id, step.id)
+    return f"[{preview.size_bytes:,} bytes: {uri}] {preview.head}…"
+
+
+class RunBars(Protocol):
+    """What `run_bars` yields."""
+
+    def step(self, step_id: str, kind: str) -> None:
+        """Print a step's event (`step_started`, `step_succeeded`, ...) above the bar."""
+
+    def stand(self, status: str, counts: Mapping[str, int]) -> None:
+        """Show where the run stands: the plan's status and its steps' counts by status."""
+
+
+@contextmanager
+def run_bars(console: Console, plan_id: str, total: int) -> Iterator[RunBars]:
+    """A bar for a plan's run, as `watch` shows it: events above it, the count of done steps."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bars:
+        task = bars.add_task(f"plan {plan_id}", total=total)
+
+        class _Bars:
+            def step(self, step_id: str, kind: str) -> None:
+                bars.console.print(f"  {step_id}: {kind}", highlight=False)
+
+            def stand(self, status: str, counts: Mapping[str, int]) -> None:
+                done = sum(n for s, n in counts.items() if s not in ("pending", "running"))
+                bars.update(task, completed=done, description=f"plan {plan_id} {status}")
+
+        yield _Bars()
 
 
 def print_report(report: RunView, console: Console) -> None:
@@ -122,7 +170,7 @@ def print_report(report: RunView, console: Console) -> None:
     for col in ("step", "status", "tries", "seconds", "output / error"):
         table.add_column(col, overflow="fold")
     for step in report.steps:
-        shown = _shown_output(step)
+        shown = _shown_output(step, report.plan_id)
         if step.error is not None:
             error = f"{step.error.kind.value}: {_short(step.error.message, 160)}"
             detail = f"[red]{escape(error)}[/red]"
@@ -136,15 +184,15 @@ def print_report(report: RunView, console: Console) -> None:
     console.print(escape(report.message))
 
 
-def print_plans(listed: PlanList, console: Console) -> None:
+def print_plans(plans: Sequence[PlanSummary] | Sequence[PlanLine], console: Console) -> None:
     """Plans as a table, newest first."""
     from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=f"{listed.count} plan(s)")
+    table = Table(title=f"{len(plans)} plan(s)")
     for col in ("id", "v", "status", "steps", "created", "query"):
         table.add_column(col, overflow="fold")
-    for p in listed.plans:
+    for p in plans:
         created = p.created_at.strftime("%Y-%m-%d %H:%M:%S") if p.created_at else "-"
         table.add_row(
             p.plan_id,

@@ -75,7 +75,7 @@ def serve(
     log_level: LogOpt = None,
     log_format: LogFormatOpt = None,
 ) -> None:
-    """Serve taskorch as an MCP server: stdio (default) or streamable HTTP."""
+    """Serve taskorch over MCP: stdio (default) or streamable HTTP."""
     resume_gc = pause_gc()
     try:
         bearer = token if token is not None else os.environ.get(TOKEN_ENV_VAR) or None

@@ -1,12 +1,10 @@
-"""Where the config and the database are, and reading the config file.
+"""Reading the config file, and choosing the database with it.
 
-The config file is `--config`, else `$TASKORCH_CONFIG`, else
-`platformdirs.user_config_dir("taskorch")/config.json`; a missing file at the
-default location is an empty config, a missing explicit file is an error. The
-database (a file path for SQLite, or a `postgresql://` URL) is `--db`, else
-`$TASKORCH_DB`, else the config's `database` (a path relative to the config
-file's directory), else
-`platformdirs.user_data_dir("taskorch")/taskorch.db`.
+Where the files are is `server.config.paths` (re-exported here): a missing
+config file at the default location is an empty config, a missing explicit
+file is an error. The database (a file path for SQLite, or a `postgresql://`
+URL) is `--db`, else `$TASKORCH_DB`, else the config's `database` (a path
+relative to the config file's directory), else the default.
 """
 
 from __future__ import annotations
@@ -18,13 +16,19 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
 from executor.errors import ConfigError
 from executor.store.location import DatabaseUrl, locate
 from server.config.errors import JsonObject
 from server.config.model import TaskorchConfig
 from server.config.parse import parse_config
+from server.config.paths import (
+    CONFIG_ENV_VAR,
+    DB_ENV_VAR,
+    default_config_path,
+    default_db_path,
+    locate_config,
+    resolve_config_path,
+)
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -39,49 +43,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-CONFIG_ENV_VAR = "TASKORCH_CONFIG"
-"""Environment variable naming the config file when `--config` is not given."""
-DB_ENV_VAR = "TASKORCH_DB"
-"""Environment variable naming the database when `--db` is not given."""
-
-
-def default_config_path() -> Path:
-    """The config file used when neither `--config` nor `TASKORCH_CONFIG` names one."""
-    return Path(platformdirs.user_config_dir("taskorch")) / "config.json"
-
-
-def default_db_path() -> Path:
-    """The database used when nothing else names one."""
-    return Path(platformdirs.user_data_dir("taskorch")) / "taskorch.db"
-
 
 def local_dir(database: Path | DatabaseUrl) -> Path:
     """Where files that go with the database are kept: beside an SQLite file, else the default."""
     return database.parent if isinstance(database, Path) else default_db_path().parent
-
-
-def _locate_config(
-    path: str | os.PathLike[str] | None, env: Mapping[str, str]
-) -> tuple[Path, str | None]:
-    """The config file and how it was chosen (`None` for the default location)."""
-    if path is not None and os.fspath(path) != "":
-        return Path(path).expanduser(), "given explicitly"
-    named = env.get(CONFIG_ENV_VAR)
-    if named:
-        return Path(named).expanduser(), f"named by {CONFIG_ENV_VAR}"
-    return default_config_path(), None
-
-
-def resolve_config_path(
-    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
-) -> Path:
-    """Choose the config file: `path` (`--config`), else `TASKORCH_CONFIG`, else the default.
-
-    Args:
-        path: The explicit path, if any; an empty string counts as none.
-        env: The environment; `os.environ` when `None`.
-    """
-    return _locate_config(path, os.environ if env is None else env)[0]
 
 
 def load_config(
@@ -103,7 +68,7 @@ def load_config(
             in it is wrong.
     """
     environ = os.environ if env is None else env
-    file, origin = _locate_config(path, environ)
+    file, origin = locate_config(path, environ)
     message: str
     try:
         raw = file.read_bytes()

@@ -35,34 +35,13 @@ from server.config.errors import (
 from server.config.keys import normalise_keys
 from server.config.mcp_servers import parse_servers
 from server.config.model import Limits, LogLevel, TaskorchConfig
+from server.config.paths import TOP_KEYS
 
 __all__ = ["parse_config"]
 
 logger = logging.getLogger(__name__)
 
 _AGENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-
-_TOP_KEYS = {
-    "mcpServers": "servers",
-    "mcp_servers": "servers",
-    "servers": "servers",
-    "agents": "agents",
-    "default_agent": "default_agent",
-    "defaultAgent": "default_agent",
-    "model": "model",
-    "api_base": "api_base",
-    "apiBase": "api_base",
-    "api_key_env": "api_key_env",
-    "apiKeyEnv": "api_key_env",
-    "model_settings": "model_settings",
-    "modelSettings": "model_settings",
-    "limits": "limits",
-    "database": "database",
-    "log_level": "log_level",
-    "logLevel": "log_level",
-    "allow_sampling": "allow_sampling",
-    "allowSampling": "allow_sampling",
-}
 
 
 def parse_config(
@@ -140,7 +119,7 @@ def _taskorch_keys(
     raw: dict[str, tuple[object, Location]] = {}
     ignored: list[str] = []
     for key, value in data.items():
-        field = _TOP_KEYS.get(key)
+        field = TOP_KEYS.get(key)
         if field is None:
             reject_api_key({key: value}, ctx, ())
             ignored.append(key)
@@ -151,7 +130,7 @@ def _taskorch_keys(
         if value is not None:
             raw[field] = (value, (key,))
     for key in ignored:
-        close = difflib.get_close_matches(key.lower(), list(_TOP_KEYS), n=1, cutoff=0.8)
+        close = difflib.get_close_matches(key.lower(), list(TOP_KEYS), n=1, cutoff=0.8)
         if close:
             logger.warning(
                 "%s: ignoring the top-level key %r; did you mean %r?", ctx.source, key, close[0]

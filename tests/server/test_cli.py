@@ -112,6 +112,8 @@ def test_a_missing_or_wrong_config_is_a_clear_error(tmp_path: Path) -> None:
     assert "config file not found" in missing.stderr
     wrong = tmp_path / "wrong.json"
     wrong.write_text('{"mcpServers": {"x": {"comand": "y"}}}')
-    bad = run_cli("plans", "--config", str(wrong), env=clean_env())
+    # A command that uses the servers' entries reads the config whole (`plans` reads only
+    # where the database is: see test_cli_quick).
+    bad = run_cli("stats", "--config", str(wrong), env=clean_env())
     assert bad.returncode == 2
     assert "comand" in bad.stderr

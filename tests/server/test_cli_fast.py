@@ -189,6 +189,8 @@ def test_quick_arguments_are_what_typer_parses(name: str, args: list[str]) -> No
         ("plans", ["--help"]),
         ("plans", ["--limit", "x"]),
         ("plans", ["--limit", "-1"]),
+        ("plans", ["--limit", "9" * 30]),
+        ("show", ["abc123", "--version", "9" * 19]),
         ("plans", ["--limit"]),
         ("plans", ["--db", "a.db", "--db", "b.db"]),
         ("plans", ["--config="]),

@@ -1,4 +1,4 @@
-"""Rows to models and back, for the SQLite store.
+"""Rows to models and back, for both stores (SQLite's and PostgreSQL's).
 
 Timestamps are ISO-8601 text in UTC with microseconds, so they sort as text;
 structured values are compact JSON. A step's result is not encoded here: it is
@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
-from executor.errors import InternalError
+from executor.errors import InternalError, UserError
 from executor.ids import PlanId
 from executor.plan import Plan, StepError, utc_now
-from executor.records import AttemptRecord, Event, StepState
+from executor.policy import AgentConfig
+from executor.records import AttemptRecord, Event, PlannerAttempt, StepState, ToolStats
+from executor.status import PlanStatus
 from executor.store.base import LeaseInfo
 
 __all__ = [
+    "NewPlanRows",
     "Row",
+    "agent_row",
     "attempt_from_row",
     "attempt_row",
     "dumps",
@@ -30,13 +35,17 @@ __all__ = [
     "event_row",
     "lease_from_row",
     "lease_until",
+    "new_plan_rows",
     "now_text",
     "parse_ts",
     "plan_row",
+    "planner_attempt_row",
     "plans_from_rows",
     "state_from_row",
     "state_row",
+    "tool_stats_from_row",
     "ts",
+    "with_status",
 ]
 
 # ensure_ascii (the default) keeps lone surrogates, which a tool's JSON may carry,
@@ -105,6 +114,78 @@ def plan_row(plan: Plan, now: str) -> dict[str, Any]:
         "created_at": ts(plan.created_at),
         "updated_at": now,
     }
+
+
+class NewPlanRows(NamedTuple):
+    """What saving a new plan version writes (see `new_plan_rows`)."""
+
+    plan: dict[str, Any]
+    """The version's row, as `plan_row` makes it."""
+    steps: list[tuple[Any, ...]]
+    """A row per step, in the column order of `INSERT_STEP`."""
+    states: list[tuple[Any, ...]]
+    """A pending state per step, in the column order of `UPSERT_STATE`."""
+
+
+def new_plan_rows(plan: Plan, now: str) -> NewPlanRows:
+    """The rows of a new plan version: the version, its steps and their pending states.
+
+    Raises:
+        UserError: Two steps share an id.
+    """
+    duplicates = sorted(i for i, n in Counter(s.id for s in plan.steps).items() if n > 1)
+    if duplicates:
+        raise UserError(
+            f"plan {plan.id!r} has duplicate step ids {duplicates}: give each step its own id"
+        )
+    steps = [
+        (plan.id, plan.version, s.id, i, s.server, s.tool, dumps(s.model_dump(mode="json")))
+        for i, s in enumerate(plan.steps)
+    ]
+    states = [
+        state_row(StepState(plan_id=plan.id, version=plan.version, step_id=s.id), now)
+        for s in plan.steps
+    ]
+    return NewPlanRows(plan_row(plan, now), steps, states)
+
+
+def with_status(plan: Plan, status: PlanStatus, approved_hash: str | None) -> Plan:
+    """The stored `plan` as a status change left it (an approval records its hash)."""
+    update: dict[str, Any] = {"status": status}
+    if approved_hash is not None:
+        update["approved_hash"] = approved_hash
+    return plan.model_copy(update=update)
+
+
+def agent_row(agent: AgentConfig, now: str) -> tuple[Any, ...]:
+    """An agent's row: name, content, created and updated (an upsert keeps the first)."""
+    return (agent.name, dumps(agent.model_dump(mode="json")), now, now)
+
+
+def planner_attempt_row(attempt: PlannerAttempt) -> tuple[Any, ...]:
+    """A planning-model call's row, in the column order of `planner_attempts`."""
+    return (
+        attempt.plan_id,
+        attempt.attempt,
+        attempt.model,
+        attempt.prompt_tokens,
+        attempt.completion_tokens,
+        attempt.latency_s,
+        dumps(list(attempt.errors)),
+        ts(attempt.at),
+    )
+
+
+def tool_stats_from_row(row: Row) -> ToolStats:
+    """A tool's duration statistics from its `tool_stats` row."""
+    return ToolStats(
+        server=row["server"],
+        tool=row["tool"],
+        count=row["count"],
+        mean_s=row["mean_s"],
+        m2=row["m2"],
+        last_s=row["last_s"],
+    )
 
 
 def _fast_json(value: Any) -> str | None:

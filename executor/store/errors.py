@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
@@ -12,7 +13,10 @@ from executor.store.base import WriteBatch
 __all__ = [
     "SQLITE_MAX_INT",
     "SQLITE_MIN_INT",
+    "agent_not_found",
+    "check_limit",
     "overflow_error",
+    "plan_not_found",
     "store_error",
     "unknown_steps_error",
 ]
@@ -71,3 +75,27 @@ def unknown_steps_error(batch: WriteBatch, detail: str) -> NotFoundError:
         f"a write names a plan version or step that is not stored ({detail}); "
         f"the batch names {shown}{more}: save the plan before writing its states"
     )
+
+
+def plan_not_found(plan_id: str, version: int | None, versions: Sequence[int]) -> NotFoundError:
+    """No such plan, or (when it has `versions`) no such version of it: say which there are."""
+    if not versions or version is None:
+        return NotFoundError(f"no plan with id {plan_id!r}")
+    known = ", ".join(map(str, versions))
+    return NotFoundError(f"plan {plan_id!r} has no version {version}; its versions are {known}")
+
+
+def agent_not_found(name: str, names: Sequence[str]) -> NotFoundError:
+    """No agent of this name: say which there are."""
+    known = ", ".join(repr(n) for n in names) if names else "none"
+    return NotFoundError(f"no agent named {name!r}; known agents: {known}")
+
+
+def check_limit(limit: int) -> None:
+    """Refuse a read's `limit` below 1.
+
+    Raises:
+        UserError: It is below 1.
+    """
+    if limit < 1:
+        raise UserError(f"limit must be at least 1, got {limit}")

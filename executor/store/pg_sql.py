@@ -1,4 +1,4 @@
-"""The SQL the PostgreSQL store runs: the SQLite store's statements in PostgreSQL's words.
+"""The SQL the PostgreSQL store runs (the SQLite store's in PostgreSQL's words), and its parameters.
 
 Positional statements take the rows `executor.store.codecs` builds, in the
 same column order as `executor.store.sql`'s, as one array per column (one
@@ -9,8 +9,12 @@ are the database's own clock (`now()`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Final
+
+from executor.status import PLAN_TRANSITIONS, PlanStatus
+from executor.store.base import ExpectedPlanStatus, PlanStatusChange
+from executor.store.codecs import ts
 
 __all__ = [
     "CANCEL_REQUESTS",
@@ -34,12 +38,17 @@ __all__ = [
     "RENEW",
     "RENEW_ONE",
     "REQUEST_CANCEL",
+    "REQUIRED_CHANGE",
     "REQUIRE_FAILED",
     "SERVER_KEY",
     "UPSERT_ATTEMPT",
     "UPSERT_STATE",
+    "change_params",
     "columns",
+    "expect_statement",
+    "queryable",
     "required",
+    "runs_params",
 ]
 
 INSERT_PLAN: Final = """
@@ -288,3 +297,60 @@ FROM chosen AS c
 LEFT JOIN steps AS s ON s.plan_id = c.plan_id AND s.version = c.version
 ORDER BY c.created_at DESC, c.id DESC, s.position
 """
+
+
+# --- parameters ---
+
+
+def runs_params(runs: Collection[tuple[str, int]] | None) -> dict[str, Any]:
+    """The `plan_ids` / `versions` arrays of `pg_sql`'s run filter (NULL: every run)."""
+    if runs is None:
+        return {"plan_ids": None, "versions": None}
+    keys = sorted({(str(p), int(v)) for p, v in runs})
+    return {"plan_ids": [p for p, _ in keys], "versions": [v for _, v in keys]}
+
+
+def queryable(text: str) -> str:
+    """Free text as PostgreSQL can hold it (no NUL, no lone surrogate).
+
+    Only for the columns kept to be queried: the plan's `content` keeps the original.
+    """
+    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
+
+
+def change_params(
+    change: PlanStatusChange, now: str, *, approved_hash: str | None = None
+) -> dict[str, Any]:
+    """Parameters of `CHANGE_STATUS`: the change, from any status allowed to make it."""
+    status = PlanStatus(change.status)
+    lease = change.lease
+    return {
+        "plan_id": change.plan_id,
+        "version": change.version,
+        "status": status.value,
+        "from": sorted(s.value for s, targets in PLAN_TRANSITIONS.items() if status in targets),
+        "approved_hash": approved_hash,
+        "started_at": ts(change.started_at),
+        "finished_at": ts(change.finished_at),
+        "lease_owner": None if lease is None else lease.owner,
+        "lease_s": None if lease is None else lease.lease_s,
+        "now": now,
+    }
+
+
+def expect_statement(expect: ExpectedPlanStatus) -> tuple[bytes, dict[str, Any]]:
+    """A batch's condition, as a statement that fails when it does not hold."""
+    params: dict[str, Any] = {
+        "plan_id": expect.plan_id,
+        "version": expect.version,
+        "status": PlanStatus(expect.status).value,
+    }
+    if expect.lease is None:
+        return _REQUIRED_STATUS, params
+    params.update(owner=expect.lease.owner, lease_s=expect.lease.lease_s)
+    return _REQUIRED_LEASE, params
+
+
+_REQUIRED_STATUS: Final = required(CHECK_STATUS, "expect").encode()
+_REQUIRED_LEASE: Final = required(RENEW_ONE, "expect").encode()
+REQUIRED_CHANGE: Final = required(CHANGE_STATUS, "change").encode()

@@ -8,10 +8,12 @@ integer arithmetic), each call timed by its `call_s`, else its span.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from executor.records import ServerEvent
+from executor.records import LastFailure, ServerEvent, ToolCallStats
+from executor.store.statistics import last_failure, tool_figures
 
 __all__ = [
     "FAILURE_KINDS",
@@ -19,6 +21,7 @@ __all__ = [
     "LAST_FAILURES",
     "PERCENTILES",
     "TOTALS",
+    "figures",
     "server_event_row",
     "server_events_query",
     "window",
@@ -114,3 +117,30 @@ SELECT DISTINCT ON (server, tool) server, tool, finished_at, plan_id, step_id, e
 FROM w WHERE status = 'failed'
 ORDER BY server, tool, finished_at DESC NULLS LAST, plan_id COLLATE "C", step_id COLLATE "C"
 """
+
+
+def figures(
+    totals: Sequence[dict[str, Any]],
+    percentiles: Sequence[dict[str, Any]],
+    kinds_rows: Sequence[dict[str, Any]],
+    last_rows: Sequence[dict[str, Any]],
+) -> list[ToolCallStats]:
+    """Each tool's figures from the rows of the four queries, read in one snapshot.
+
+    The rows are those of `TOTALS`, `PERCENTILES`, `FAILURE_KINDS` and `LAST_FAILURES`.
+    """
+    ranks = {(r["server"], r["tool"]): r for r in percentiles}
+    kinds: dict[tuple[str, str], dict[str, int]] = {}
+    for r in kinds_rows:
+        kinds.setdefault((r["server"], r["tool"]), {})[r["kind"] or "unknown"] = int(r["n"])
+    last: dict[tuple[str, str], LastFailure] = {
+        (r["server"], r["tool"]): last_failure(
+            r["finished_at"], r["plan_id"], r["step_id"], r["error"]
+        )
+        for r in last_rows
+    }
+    stats: list[ToolCallStats] = []
+    for r in totals:
+        rank = ranks.get((r["server"], r["tool"]), {})
+        stats.append(tool_figures(r, kinds, last, p50_s=rank.get("p50_s"), p95_s=rank.get("p95_s")))
+    return stats

@@ -18,7 +18,6 @@ import json
 import logging
 import math
 import secrets
-from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime
@@ -52,7 +51,7 @@ from executor.records import (
     ToolCallStats,
     ToolStats,
 )
-from executor.status import PLAN_TRANSITIONS, PlanStatus, StepStatus, check_transition
+from executor.status import PlanStatus, StepStatus, check_transition
 from executor.store import codecs, pg_schema, pg_statistics, statistics
 from executor.store import pg_sql as q
 from executor.store.base import (
@@ -65,7 +64,12 @@ from executor.store.base import (
     RunLease,
     WriteBatch,
 )
-from executor.store.errors import unknown_steps_error
+from executor.store.errors import (
+    agent_not_found,
+    check_limit,
+    plan_not_found,
+    unknown_steps_error,
+)
 from executor.store.location import DatabaseUrl, locate
 from executor.store.pg_errors import scrubbed, store_error
 from executor.store.pg_listen import Listener, Watch, live_events, live_payloads
@@ -80,22 +84,6 @@ Conn = AsyncConnection[Any]
 
 _LOOK_AGAIN_S: Final = 1.0
 """Longest a wait goes without reading the database, notified or not."""
-
-
-def _runs_params(runs: Collection[tuple[str, int]] | None) -> dict[str, Any]:
-    """The `plan_ids` / `versions` arrays of `pg_sql`'s run filter (NULL: every run)."""
-    if runs is None:
-        return {"plan_ids": None, "versions": None}
-    keys = sorted({(str(p), int(v)) for p, v in runs})
-    return {"plan_ids": [p for p, _ in keys], "versions": [v for _, v in keys]}
-
-
-def _queryable(text: str) -> str:
-    """Free text as PostgreSQL can hold it (no NUL, no lone surrogate).
-
-    Only for the columns kept to be queried: the plan's `content` keeps the original.
-    """
-    return text.replace("\x00", "").encode("utf-8", "replace").decode("utf-8")
 
 
 class PostgresStore:
@@ -337,32 +325,10 @@ class PostgresStore:
 
     async def save_plan(self, plan: Plan, *, events: Sequence[Event] = ()) -> None:
         """Insert a plan version, its steps and a PENDING state per step, atomically."""
-        ids = [s.id for s in plan.steps]
-        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if duplicates:
-            raise UserError(
-                f"plan {plan.id!r} has duplicate step ids {duplicates}: give each step its own id"
-            )
         now = codecs.now_text()
-        plan_row = codecs.plan_row(plan, now)
-        plan_row["query"] = _queryable(plan_row["query"])
-        plan_row["strategy"] = _queryable(plan_row["strategy"])
-        step_rows = [
-            (
-                plan.id,
-                plan.version,
-                s.id,
-                i,
-                s.server,
-                s.tool,
-                codecs.dumps(s.model_dump(mode="json")),
-            )
-            for i, s in enumerate(plan.steps)
-        ]
-        state_rows = [
-            codecs.state_row(StepState(plan_id=plan.id, version=plan.version, step_id=s.id), now)
-            for s in plan.steps
-        ]
+        plan_row, step_rows, state_rows = codecs.new_plan_rows(plan, now)
+        plan_row["query"] = q.queryable(plan_row["query"])
+        plan_row["strategy"] = q.queryable(plan_row["strategy"])
         event_rows = [codecs.event_row(e) for e in events]
 
         async def body(conn: Conn) -> None:
@@ -392,11 +358,7 @@ class PostgresStore:
         return plans[0]
 
     async def _plan_not_found(self, plan_id: str, version: int | None) -> NotFoundError:
-        versions = await self.plan_versions(plan_id)
-        if not versions or version is None:
-            return NotFoundError(f"no plan with id {plan_id!r}")
-        known = ", ".join(map(str, versions))
-        return NotFoundError(f"plan {plan_id!r} has no version {version}; its versions are {known}")
+        return plan_not_found(plan_id, version, await self.plan_versions(plan_id))
 
     async def list_plans(
         self,
@@ -406,8 +368,7 @@ class PostgresStore:
         limit: int = 100,
     ) -> list[Plan]:
         """Return the latest version of each plan, newest first."""
-        if limit < 1:
-            raise UserError(f"limit must be at least 1, got {limit}")
+        check_limit(limit)
         clauses = [q.LATEST_VERSION]
         params: dict[str, Any] = {"limit": limit}
         if statuses is not None:
@@ -459,7 +420,7 @@ class PostgresStore:
             check_transition(plans[0].status, status)
             await conn.execute(
                 q.CHANGE_STATUS.encode(),
-                _change_params(
+                q.change_params(
                     PlanStatusChange(plan_id, version, status), now, approved_hash=approved_hash
                 ),
             )
@@ -467,10 +428,7 @@ class PostgresStore:
             return plans[0]
 
         stored = await self._transact(body)
-        update: dict[str, Any] = {"status": status}
-        if approved_hash is not None:
-            update["approved_hash"] = approved_hash
-        return stored.model_copy(update=update)
+        return codecs.with_status(stored, status, approved_hash)
 
     async def get_run_times(
         self, plan_id: str, version: int
@@ -555,7 +513,7 @@ class PostgresStore:
             "owner": lease.owner,
             "lease_s": lease.lease_s,
             "gone": sorted(set(gone_owners)),
-            **_runs_params(runs),
+            **q.runs_params(runs),
         }
         rows = await self._one_statement(q.CLAIM, params)
         return sorted((PlanId(r["plan_id"]), int(r["version"])) for r in rows)
@@ -564,7 +522,7 @@ class PostgresStore:
         self, lease: RunLease, runs: Collection[tuple[str, int]] | None = None
     ) -> set[RunKey]:
         """Extend the leases `lease.owner` holds (all, or those of `runs`) by `lease.lease_s`."""
-        params = {"owner": lease.owner, "lease_s": lease.lease_s, **_runs_params(runs)}
+        params = {"owner": lease.owner, "lease_s": lease.lease_s, **q.runs_params(runs)}
         rows = await self._one_statement(q.RENEW, params)
         return {(PlanId(r["plan_id"]), int(r["version"])) for r in rows}
 
@@ -574,7 +532,7 @@ class PostgresStore:
         """Give up `owner`'s leases (all, or those of `runs`), so another may claim them now."""
 
         async def body(conn: Conn) -> int:
-            cur = await conn.execute(q.RELEASE.encode(), {"owner": owner, **_runs_params(runs)})
+            cur = await conn.execute(q.RELEASE.encode(), {"owner": owner, **q.runs_params(runs)})
             return max(cur.rowcount, 0)
 
         return await self._transact(body)
@@ -615,7 +573,7 @@ class PostgresStore:
 
         async with self._listener.watch(self._cancel_channel, match) as watch:
             while True:
-                rows = await self._read(q.CANCEL_REQUESTS, _runs_params(wanted))
+                rows = await self._read(q.CANCEL_REQUESTS, q.runs_params(wanted))
                 if rows:
                     return {(PlanId(r["plan_id"]), int(r["version"])) for r in rows}
                 await watch.wait(self._look_again_s(poll_s))
@@ -715,9 +673,9 @@ class PostgresStore:
             # One round trip: the conditions come first and fail the batch when they do
             # not hold, so nothing after them is done (see `pg_sql.required`).
             if expect is not None:
-                await conn.execute(*_expect_statement(expect))
+                await conn.execute(*q.expect_statement(expect))
             if change is not None:
-                await conn.execute(_REQUIRED_CHANGE, _change_params(change, now))
+                await conn.execute(q.REQUIRED_CHANGE, q.change_params(change, now))
             if state_rows:
                 await conn.execute(q.UPSERT_STATE.encode(), q.columns(state_rows, 13))
             if reset_keys:
@@ -801,8 +759,7 @@ class PostgresStore:
         self, plan_id: str, *, after_seq: int = 0, limit: int = 1000
     ) -> list[Event]:
         """Return a plan's events with `seq` above `after_seq`, oldest first."""
-        if limit < 1:
-            raise UserError(f"limit must be at least 1, got {limit}")
+        check_limit(limit)
         rows = await self._read(
             "SELECT * FROM events WHERE plan_id = %s AND seq > %s ORDER BY seq LIMIT %s",
             (plan_id, after_seq, limit),
@@ -814,24 +771,14 @@ class PostgresStore:
         rows = await self._read(
             'SELECT * FROM tool_stats ORDER BY server COLLATE "C", tool COLLATE "C"'
         )
-        return {
-            (r["server"], r["tool"]): ToolStats(
-                server=r["server"],
-                tool=r["tool"],
-                count=r["count"],
-                mean_s=r["mean_s"],
-                m2=r["m2"],
-                last_s=r["last_s"],
-            )
-            for r in rows
-        }
+        return {(r["server"], r["tool"]): codecs.tool_stats_from_row(r) for r in rows}
 
     # --- agents ---
 
     async def save_agent(self, agent: AgentConfig) -> None:
         """Insert or replace the agent with this name."""
         now = codecs.now_text()
-        row = (agent.name, codecs.dumps(agent.model_dump(mode="json")), now, now)
+        row = codecs.agent_row(agent, now)
 
         async def body(conn: Conn) -> None:
             await conn.execute(
@@ -852,8 +799,7 @@ class PostgresStore:
         names = [
             r["name"] for r in await self._read('SELECT name FROM agents ORDER BY name COLLATE "C"')
         ]
-        known = ", ".join(repr(n) for n in names) if names else "none"
-        raise NotFoundError(f"no agent named {name!r}; known agents: {known}")
+        raise agent_not_found(name, names)
 
     async def list_agents(self) -> list[AgentConfig]:
         """Return every agent, by name."""
@@ -864,16 +810,7 @@ class PostgresStore:
 
     async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
         """Append one planning-model call."""
-        row = (
-            attempt.plan_id,
-            attempt.attempt,
-            attempt.model,
-            attempt.prompt_tokens,
-            attempt.completion_tokens,
-            attempt.latency_s,
-            codecs.dumps(list(attempt.errors)),
-            codecs.ts(attempt.at),
-        )
+        row = codecs.planner_attempt_row(attempt)
 
         async def body(conn: Conn) -> None:
             await conn.execute(
@@ -928,43 +865,7 @@ class PostgresStore:
                 found.append(await cur.fetchall())
             return found
 
-        totals, percentiles, kinds_rows, last_rows = await self._transact(body)
-        ranks = {(r["server"], r["tool"]): r for r in percentiles}
-        kinds: dict[tuple[str, str], dict[str, int]] = {}
-        for r in kinds_rows:
-            kinds.setdefault((r["server"], r["tool"]), {})[r["kind"] or "unknown"] = int(r["n"])
-        last = {
-            (r["server"], r["tool"]): statistics.last_failure(
-                r["finished_at"], r["plan_id"], r["step_id"], r["error"]
-            )
-            for r in last_rows
-        }
-        stats: list[ToolCallStats] = []
-        for r in totals:
-            key = (r["server"], r["tool"])
-            succeeded, failed = int(r["succeeded"]), int(r["failed"])
-            ended = succeeded + failed
-            rank = ranks.get(key, {})
-            stats.append(
-                ToolCallStats(
-                    server=r["server"],
-                    tool=r["tool"],
-                    calls=int(r["calls"]),
-                    succeeded=succeeded,
-                    failed=failed,
-                    cancelled=int(r["cancelled"]),
-                    interrupted=int(r["interrupted"]),
-                    running=int(r["running"]),
-                    retries=int(r["retries"]),
-                    failure_rate=failed / ended if ended else 0.0,
-                    failed_by_kind=dict(sorted(kinds.get(key, {}).items())),
-                    p50_s=rank.get("p50_s"),
-                    p95_s=rank.get("p95_s"),
-                    max_s=r["max_s"],
-                    last_failure=last.get(key),
-                )
-            )
-        return stats
+        return pg_statistics.figures(*await self._transact(body))
 
 
 class _NotifiedFeed:
@@ -1001,44 +902,6 @@ def _lease(row: dict[str, Any]) -> LeaseInfo:
         cancel_requested_at=codecs.parse_ts(row["cancel_requested_at"]),
         lapsed=bool(row["lapsed"]),
     )
-
-
-def _change_params(
-    change: PlanStatusChange, now: str, *, approved_hash: str | None = None
-) -> dict[str, Any]:
-    """Parameters of `pg_sql.CHANGE_STATUS`: the change, from any status allowed to make it."""
-    status = PlanStatus(change.status)
-    lease = change.lease
-    return {
-        "plan_id": change.plan_id,
-        "version": change.version,
-        "status": status.value,
-        "from": sorted(s.value for s, targets in PLAN_TRANSITIONS.items() if status in targets),
-        "approved_hash": approved_hash,
-        "started_at": codecs.ts(change.started_at),
-        "finished_at": codecs.ts(change.finished_at),
-        "lease_owner": None if lease is None else lease.owner,
-        "lease_s": None if lease is None else lease.lease_s,
-        "now": now,
-    }
-
-
-def _expect_statement(expect: ExpectedPlanStatus) -> tuple[bytes, dict[str, Any]]:
-    """A batch's condition, as a statement that fails when it does not hold."""
-    params: dict[str, Any] = {
-        "plan_id": expect.plan_id,
-        "version": expect.version,
-        "status": PlanStatus(expect.status).value,
-    }
-    if expect.lease is None:
-        return _REQUIRED_STATUS, params
-    params.update(owner=expect.lease.owner, lease_s=expect.lease.lease_s)
-    return _REQUIRED_LEASE, params
-
-
-_REQUIRED_STATUS: Final = q.required(q.CHECK_STATUS, "expect").encode()
-_REQUIRED_LEASE: Final = q.required(q.RENEW_ONE, "expect").encode()
-_REQUIRED_CHANGE: Final = q.required(q.CHANGE_STATUS, "change").encode()
 
 
 async def _write_result(conn: Conn, rows: ResultRows) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import secrets
 import sqlite3
-from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from datetime import datetime
@@ -54,7 +53,10 @@ from executor.store.connection import connect, in_snapshot, in_transaction, on_w
 from executor.store.errors import (
     SQLITE_MAX_INT,
     SQLITE_MIN_INT,
+    agent_not_found,
+    check_limit,
     overflow_error,
+    plan_not_found,
     store_error,
     unknown_steps_error,
 )
@@ -230,30 +232,8 @@ class SqliteStore:
 
     async def save_plan(self, plan: Plan, *, events: Sequence[Event] = ()) -> None:
         """Insert a plan version, its steps and a PENDING state per step, atomically."""
-        ids = [s.id for s in plan.steps]
-        duplicates = sorted(i for i, n in Counter(ids).items() if n > 1)
-        if duplicates:
-            raise UserError(
-                f"plan {plan.id!r} has duplicate step ids {duplicates}: give each step its own id"
-            )
         now = codecs.now_text()
-        plan_row = codecs.plan_row(plan, now)
-        step_rows = [
-            (
-                plan.id,
-                plan.version,
-                s.id,
-                i,
-                s.server,
-                s.tool,
-                codecs.dumps(s.model_dump(mode="json")),
-            )
-            for i, s in enumerate(plan.steps)
-        ]
-        state_rows = [
-            codecs.state_row(StepState(plan_id=plan.id, version=plan.version, step_id=s.id), now)
-            for s in plan.steps
-        ]
+        plan_row, step_rows, state_rows = codecs.new_plan_rows(plan, now)
         event_rows = [codecs.event_row(e) for e in events]
 
         def body(conn: sqlite3.Connection) -> None:
@@ -285,13 +265,7 @@ class SqliteStore:
         return plans[0]
 
     async def _plan_not_found(self, plan_id: str, version: int | None) -> NotFoundError:
-        rows = await self._read(
-            "SELECT version FROM plans WHERE plan_id = ? ORDER BY version", (plan_id,)
-        )
-        if not rows or version is None:
-            return NotFoundError(f"no plan with id {plan_id!r}")
-        known = ", ".join(str(r[0]) for r in rows)
-        return NotFoundError(f"plan {plan_id!r} has no version {version}; its versions are {known}")
+        return plan_not_found(plan_id, version, await self.plan_versions(plan_id))
 
     async def list_plans(
         self,
@@ -301,8 +275,7 @@ class SqliteStore:
         limit: int = 100,
     ) -> list[Plan]:
         """Return the latest version of each plan, newest first."""
-        if limit < 1:
-            raise UserError(f"limit must be at least 1, got {limit}")
+        check_limit(limit)
         clauses = [LATEST_VERSION]
         params: dict[str, Any] = {"limit": limit}
         if statuses is not None:
@@ -365,10 +338,7 @@ class SqliteStore:
             return plans[0]
 
         stored = await self._transact(body)
-        update: dict[str, Any] = {"status": status}
-        if approved_hash is not None:
-            update["approved_hash"] = approved_hash
-        return stored.model_copy(update=update)
+        return codecs.with_status(stored, status, approved_hash)
 
     async def get_run_times(
         self, plan_id: str, version: int
@@ -689,8 +659,7 @@ class SqliteStore:
         self, plan_id: str, *, after_seq: int = 0, limit: int = 1000
     ) -> list[Event]:
         """Return a plan's events with `seq` above `after_seq`, oldest first."""
-        if limit < 1:
-            raise UserError(f"limit must be at least 1, got {limit}")
+        check_limit(limit)
         rows = await self._read(
             "SELECT * FROM events WHERE plan_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (plan_id, after_seq, limit),
@@ -700,24 +669,14 @@ class SqliteStore:
     async def tool_stats(self) -> dict[tuple[str, str], ToolStats]:
         """Return the duration statistics of every tool measured so far."""
         rows = await self._read("SELECT * FROM tool_stats ORDER BY server, tool")
-        return {
-            (r["server"], r["tool"]): ToolStats(
-                server=r["server"],
-                tool=r["tool"],
-                count=r["count"],
-                mean_s=r["mean_s"],
-                m2=r["m2"],
-                last_s=r["last_s"],
-            )
-            for r in rows
-        }
+        return {(r["server"], r["tool"]): codecs.tool_stats_from_row(r) for r in rows}
 
     # --- agents ---
 
     async def save_agent(self, agent: AgentConfig) -> None:
         """Insert or replace the agent with this name."""
         now = codecs.now_text()
-        row = (agent.name, codecs.dumps(agent.model_dump(mode="json")), now, now)
+        row = codecs.agent_row(agent, now)
 
         def body(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -735,8 +694,7 @@ class SqliteStore:
         if rows:
             return AgentConfig.model_validate_json(rows[0]["content"])
         names = [r[0] for r in await self._read("SELECT name FROM agents ORDER BY name")]
-        known = ", ".join(repr(n) for n in names) if names else "none"
-        raise NotFoundError(f"no agent named {name!r}; known agents: {known}")
+        raise agent_not_found(name, names)
 
     async def list_agents(self) -> list[AgentConfig]:
         """Return every agent, by name."""
@@ -747,16 +705,7 @@ class SqliteStore:
 
     async def record_planner_attempt(self, attempt: PlannerAttempt) -> None:
         """Append one planning-model call."""
-        row = (
-            attempt.plan_id,
-            attempt.attempt,
-            attempt.model,
-            attempt.prompt_tokens,
-            attempt.completion_tokens,
-            attempt.latency_s,
-            codecs.dumps(list(attempt.errors)),
-            codecs.ts(attempt.at),
-        )
+        row = codecs.planner_attempt_row(attempt)
 
         def body(conn: sqlite3.Connection) -> None:
             conn.execute(

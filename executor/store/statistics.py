@@ -27,6 +27,7 @@ __all__ = [
     "server_event_row",
     "server_events_query",
     "tool_call_stats",
+    "tool_figures",
 ]
 
 _FAILURE_MESSAGE_CHARS: Final = 300
@@ -193,31 +194,55 @@ def _from_filled(conn: sqlite3.Connection) -> list[ToolCallStats]:
 
     stats: list[ToolCallStats] = []
     for r in conn.execute(_TOOL_TOTALS).fetchall():
-        key = (r["server"], r["tool"])
-        succeeded, failed, n_ok = int(r["succeeded"]), int(r["failed"]), int(r["n_ok"])
+        n_ok = int(r["n_ok"])
         first_ok = int(r["first"]) + int(r["calls"]) - n_ok
-        ended = succeeded + failed
         stats.append(
-            ToolCallStats(
-                server=r["server"],
-                tool=r["tool"],
-                calls=int(r["calls"]),
-                succeeded=succeeded,
-                failed=failed,
-                cancelled=int(r["cancelled"]),
-                interrupted=int(r["interrupted"]),
-                running=int(r["running"]),
-                retries=int(r["retries"]),
-                failure_rate=failed / ended if ended else 0.0,
-                failed_by_kind=dict(sorted(kinds.get(key, {}).items())),
+            tool_figures(
+                r,
+                kinds,
+                last,
                 # Nearest rank: the p-th percentile is the ceil(p * n)-th fastest.
                 p50_s=nth_fastest(first_ok, (n_ok + 1) // 2) if n_ok else None,
                 p95_s=nth_fastest(first_ok, (95 * n_ok + 99) // 100) if n_ok else None,
-                max_s=r["max_s"],
-                last_failure=last.get(key),
             )
         )
     return stats
+
+
+def tool_figures(
+    totals: Row,
+    kinds: dict[tuple[str, str], dict[str, int]],
+    last: dict[tuple[str, str], LastFailure],
+    *,
+    p50_s: float | None,
+    p95_s: float | None,
+) -> ToolCallStats:
+    """A tool's figures from its row of totals, its failures by kind, its last failure.
+
+    The row has `server`, `tool`, `calls`, `succeeded`, `failed`, `cancelled`,
+    `interrupted`, `running`, `retries` and `max_s`; each store computes the
+    percentiles its own way.
+    """
+    key = (totals["server"], totals["tool"])
+    succeeded, failed = int(totals["succeeded"]), int(totals["failed"])
+    ended = succeeded + failed
+    return ToolCallStats(
+        server=totals["server"],
+        tool=totals["tool"],
+        calls=int(totals["calls"]),
+        succeeded=succeeded,
+        failed=failed,
+        cancelled=int(totals["cancelled"]),
+        interrupted=int(totals["interrupted"]),
+        running=int(totals["running"]),
+        retries=int(totals["retries"]),
+        failure_rate=failed / ended if ended else 0.0,
+        failed_by_kind=dict(sorted(kinds.get(key, {}).items())),
+        p50_s=p50_s,
+        p95_s=p95_s,
+        max_s=totals["max_s"],
+        last_failure=last.get(key),
+    )
 
 
 def last_failure(

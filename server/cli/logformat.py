@@ -14,12 +14,12 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from server.config.paths import LOG_LEVELS
+
 __all__ = ["LOG_FORMATS", "LOG_LEVELS", "TEXT_FORMAT", "JsonFormatter", "make_formatter"]
 
 LOG_FORMATS = ("text", "json")
 """The formats `--log-format` takes."""
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-"""The levels `--log-level` takes."""
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 """The text format's layout."""
 

@@ -7,10 +7,9 @@ import sys
 
 __all__ = ["main"]
 
-# Commands that only read the database and print; the first three are often answered
-# without typer, models or an event loop (`server.cli.quick`).
+# Commands that only read the database and print; `server.cli.quick` answers most
+# lines of `plans`, `show` and `watch` without typer, models or an event loop.
 _READ_COMMANDS = frozenset({"plans", "show", "watch", "stats"})
-_QUICK_COMMANDS = frozenset({"plans", "show", "watch"})
 
 
 def main() -> None:
@@ -22,13 +21,12 @@ def main() -> None:
 
         print(f"taskorch {installed_version()}")
         return
-    if args and args[0] in _QUICK_COMMANDS:
+    if args and args[0] in _READ_COMMANDS:
         from server.cli.quick import answer
 
         code = answer(args)
         if code is not None:
             sys.exit(code)
-    if args and args[0] in _READ_COMMANDS:
         # pydantic looks for plugins (observers of validation, such as logfire's) by
         # reading every installed distribution's entry points when the first model is
         # built (about 2 % of a read command's start-up), for nothing a read needs.

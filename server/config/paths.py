@@ -31,6 +31,7 @@ from executor.store.location import DatabaseUrl, locate
 __all__ = [
     "CONFIG_ENV_VAR",
     "DB_ENV_VAR",
+    "LOG_LEVELS",
     "TOP_KEYS",
     "database_at_a_glance",
     "default_config_path",
@@ -67,7 +68,8 @@ TOP_KEYS: Final = {
 }
 """Each key the config file's top level takes, and the setting it fills."""
 
-_LOG_LEVELS: Final = frozenset({"DEBUG", "INFO", "WARN", "WARNING", "ERROR", "CRITICAL"})
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+"""The log levels (`--log-level`, the config's `log_level`, which also takes `WARN`)."""
 
 
 def default_config_path() -> Path:
@@ -149,7 +151,7 @@ def database_at_a_glance(
             return None
         data = decoded
     level = data.get("log_level", data.get("logLevel", "WARNING"))
-    if not isinstance(level, str) or level.strip().upper() not in _LOG_LEVELS:
+    if not isinstance(level, str) or level.strip().upper() not in (*LOG_LEVELS, "WARN"):
         return None
     try:
         if db:

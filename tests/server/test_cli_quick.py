@@ -40,6 +40,13 @@ _TWO_STEPS = [
 ]
 _FAILING = [_step("pick", "select", value="not json", path="a")]
 _LARGE = [_step("big", "format", template="x" * 20_000, values={})]
+_STATUS = {
+    "completed": PlanStatus.COMPLETED,
+    "failed": PlanStatus.FAILED,
+    "large": PlanStatus.COMPLETED,
+    "waiting": PlanStatus.AWAITING_CONFIRMATION,
+    "rejected": PlanStatus.REJECTED,
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +74,8 @@ def plans(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str
             rejected = await orch.create_task_plan("reject me", steps=_FAILING)
             await orch.confirm_task_plan(rejected.plan_id, approve=False, reason="no")
             ids["rejected"] = rejected.plan_id
-            for name in ("completed", "failed", "waiting", "rejected"):
-                status = (await orch.get_task_plan(ids[name])).status
-                assert status.value == name or (name, status) == (
-                    "waiting",
-                    PlanStatus.AWAITING_CONFIRMATION,
-                )
+            for name, status in _STATUS.items():
+                assert (await orch.get_task_plan(ids[name])).status is status
             return ids
 
     return db, anyio.run(make)
@@ -151,8 +154,7 @@ def test_watch_of_a_settled_plan_prints_what_the_full_command_prints(
 ) -> None:
     db, ids = plans
     watched = _same(["watch", ids[name], *_where(tmp_path, db)])
-    status = {"large": "completed", "waiting": "awaiting_confirmation"}.get(name, name)
-    assert watched.stdout.rstrip().endswith(f"plan {ids[name]}: {status}")
+    assert watched.stdout.rstrip().endswith(f"plan {ids[name]}: {_STATUS[name].value}")
 
 
 def test_a_quick_read_writes_nothing(tmp_path: Path, plans: tuple[Path, dict[str, str]]) -> None:
@@ -171,12 +173,9 @@ def test_unknown_plans_and_versions_get_the_full_commands_errors(
 ) -> None:
     db, ids = plans
     where = _where(tmp_path, db)
-    unknown = _cli("show", "nope", *where)
-    assert unknown.returncode != 0
-    assert "no plan with id 'nope'" in unknown.stderr
-    assert (unknown.returncode, unknown.stderr) == (lambda r: (r.returncode, r.stderr))(
-        _cli("show", "nope", *where, full=True)
-    )
+    unknown, full = _cli("show", "nope", *where), _cli("show", "nope", *where, full=True)
+    assert unknown.returncode != 0 and "no plan with id 'nope'" in unknown.stderr
+    assert (unknown.returncode, unknown.stderr) == (full.returncode, full.stderr)
     version = _cli("show", ids["completed"], "--version", "9", *where)
     assert version.returncode != 0 and "its versions are 1" in version.stderr
     watched = _cli("watch", "nope", *where)

@@ -976,3 +976,13 @@ def test_a_bad_database_url_is_refused_saying_where_and_why(
     assert "hunter2x" not in message
     with pytest.raises(ConfigError, match=re.escape(expected)):
         resolve_db_path(value, None, {})
+
+
+def test_the_log_levels_are_one_list() -> None:
+    # The config model's type and the list reads check without building the model.
+    from typing import get_args
+
+    from server.config.model import LogLevel
+    from server.config.paths import LOG_LEVELS
+
+    assert get_args(LogLevel) == LOG_LEVELS

@@ -102,6 +102,10 @@ class Askers:
         self._by_plan[plan_id] = asker
         return True
 
+    def asker(self, plan_id: str) -> HostAsker | None:
+        """Who `plan_id`'s questions go to now, if anyone."""
+        return self._by_plan.get(plan_id)
+
     def clear(self, plan_id: str, asker: HostAsker | None = None) -> None:
         """Stop sending `plan_id`'s questions (to `asker` only, when given)."""
         if asker is None or self._by_plan.get(plan_id) is asker:

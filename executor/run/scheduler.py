@@ -163,6 +163,10 @@ class Scheduler:
             # rather than hold a run nothing works on.
             await self._keeper.release(run.plan_id, run.version)
         self._runs.forget(run)
+        if self._runs.get(run.plan_id) is None:
+            # Whoever followed this run does not follow the next one: a later run's
+            # questions go to whoever follows that one.
+            self.askers.clear(run.plan_id)
 
     async def _tool_catalog(self) -> Catalog:
         """The caller's catalog: what is safe to repeat, and the tools' input schemas."""

@@ -33,7 +33,7 @@ import anyio
 from mcp_types import CallToolResult
 from mcp_types.jsonrpc import INTERNAL_ERROR
 
-from executor.asking import DownstreamQuestion
+from executor.asking import DownstreamQuestion, HostAsker
 from executor.plan import Plan
 from executor.records import StepState
 from executor.run import Decision
@@ -124,22 +124,37 @@ class RunTasks:
         self._decisions: dict[str, dict[str, Decision]] = {}
         # Questions of downstream tools waiting for the host, by task, then by key.
         self._questions: dict[str, dict[str, _Question]] = {}
+        # What asks each unfinished task's host (registered for each run of its plan).
+        self._asks: dict[str, HostAsker] = {}
 
     async def start(
         self, offer: TaskOffer, plan_id: str, on_interrupted: Decision | None
     ) -> CallToolResult:
         """Start the plan's run and answer the call with a task for it."""
-        report = await self._orch.execute_task_plan(
-            plan_id, wait=False, on_interrupted=on_interrupted
-        )
         task_id = secrets.token_urlsafe(24)
-        now = datetime.now(UTC)
-        await self._orch.store.add_host_task(task_id, offer.owner, plan_id, report.version, now)
+        # Before the run starts: its first question may come at once.
         self._listen(task_id, plan_id)
+        try:
+            report = await self._orch.execute_task_plan(
+                plan_id, wait=False, on_interrupted=on_interrupted
+            )
+            now = datetime.now(UTC)
+            await self._orch.store.add_host_task(task_id, offer.owner, plan_id, report.version, now)
+        except BaseException:
+            self._orch.scheduler.askers.clear(plan_id, self._asks.pop(task_id))
+            raise
         return offer.accept(await self._state(task_id, plan_id, now, report))
 
     def _listen(self, task_id: str, plan_id: str) -> None:
-        """Send the questions the plan's downstream tools ask to this task's host."""
+        """Send the questions the plan's downstream tools ask to this task's host.
+
+        The scheduler forgets who asks once a run stops: this registers the task's
+        asker again for the next run of its plan (after decisions, or a restart).
+        """
+        known = self._asks.get(task_id)
+        if known is not None:
+            self._orch.scheduler.askers.set(plan_id, known)
+            return
 
         async def ask(question: DownstreamQuestion) -> dict[str, Any]:
             pending = _Question(question.for_host())
@@ -157,6 +172,7 @@ class RunTasks:
                 return dict(answer)
             return {"action": "cancel"}
 
+        self._asks[task_id] = ask
         self._orch.scheduler.askers.set(plan_id, ask)
 
     async def _state(
@@ -212,7 +228,9 @@ class RunTasks:
         if task is None or not secrets.compare_digest(task.owner, owner):
             return None
         report = await self._orch.execution_report(task.plan_id)
-        if not report.finished and task_id not in self._questions:
+        if report.finished:
+            self._asks.pop(task_id, None)
+        elif self._orch.scheduler.askers.asker(task.plan_id) is None:
             self._listen(task_id, task.plan_id)  # again, after a restart of taskorch
         return await self._state(task_id, task.plan_id, task.created_at, report)
 
@@ -254,5 +272,6 @@ class RunTasks:
             task = await self._orch.store.get_host_task(task_id)
             assert task is not None
             decisions = self._decisions.pop(task_id)
+            self._listen(task_id, task.plan_id)  # the run that goes on asks this host too
             await self._orch.execute_task_plan(task.plan_id, wait=False, on_interrupted=decisions)
         return await self.get(task_id, owner)

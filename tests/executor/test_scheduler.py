@@ -449,3 +449,24 @@ async def test_a_rerun_reads_a_large_output_of_an_earlier_run_from_the_store(
 
     assert second.status is PlanStatus.COMPLETED
     assert result is not None and result.output() == {"value": big}
+
+
+@pytest.mark.anyio
+async def test_whoever_followed_a_run_is_not_asked_the_next_runs_questions(
+    tmp_path: Path,
+) -> None:
+    # A host task's asker, set for a run, must not receive the questions of a later run
+    # of the same plan that another caller follows (it could read and answer them).
+    async def ask(question: Any) -> dict[str, Any]:
+        raise AssertionError(f"asked after its run ended: {question}")
+
+    async with engine_caller() as caller, harness(tmp_path, caller) as h:
+        await save_confirmed(h.store, "asked", [echo_step("only", 1)])
+        h.scheduler.askers.set("asked", ask)
+        run = await h.scheduler.start("asked")
+        report = await run.wait()
+        await wait_until(lambda: h.scheduler.get_run("asked") is None)
+
+    assert report.status is PlanStatus.COMPLETED
+    assert h.scheduler.askers.asker("asked") is None
+    assert h.scheduler.askers.claim("asked", ask)  # the next follower takes them

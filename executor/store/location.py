@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from executor.store.base import OpenStore
 
-__all__ = ["DatabaseUrl", "is_database_url", "locate", "open_store", "scrub_url"]
+__all__ = ["DatabaseUrl", "is_database_url", "locate", "open_store", "scrub_url", "url_secrets"]
 
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 """URL schemes that name a PostgreSQL database (libpq's two spellings)."""
@@ -54,6 +54,23 @@ def scrub_url(url: str) -> str:
         user, colon, _ = rest[:at].partition(":")
         rest = (f"{user}:{_HIDDEN}" if colon else user) + rest[at:]
     return head + _SECRET_PARAM.sub(lambda m: m.group(1) + _HIDDEN, rest)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The passwords a URL holds, as written: the one before `@`, and `password=` values.
+
+    Read from the text as `scrub_url` reads it, so a URL too malformed to parse still
+    gives them up (to be removed from whatever a driver quotes back).
+    """
+    scheme = _SCHEME.match(url)
+    rest = url[scheme.end() :] if scheme else url
+    found = [m.group(0)[len(m.group(1)) :] for m in _SECRET_PARAM.finditer(rest)]
+    at = rest.rfind("@")
+    if at >= 0:
+        _, colon, password = rest[:at].partition(":")
+        if colon:
+            found.append(password)
+    return [secret for secret in found if secret]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
-from contextlib import suppress
-
 import psycopg
 from psycopg import errors
 
 from executor.errors import StoreError
-from executor.store.location import DatabaseUrl
+from executor.store.location import DatabaseUrl, url_secrets
 
 __all__ = ["scrubbed", "store_error"]
 
 
 def scrubbed(text: str, url: DatabaseUrl) -> str:
-    """`text` without the URL's password, should a driver message have quoted it."""
-    from urllib.parse import unquote, urlsplit
+    """`text` without the URL's passwords, should a driver message have quoted one.
 
-    with suppress(ValueError):
-        password = urlsplit(url.secret()).password
-        if password and len(password) >= 3:
-            text = text.replace(unquote(password), "***").replace(password, "***")
+    Both the one before `@` and any `password=` / `sslpassword=` parameter, as written
+    and decoded. (One or two characters are left: removing them would garble the text.)
+    """
+    from urllib.parse import unquote
+
+    for secret in url_secrets(url.secret()):
+        for form in sorted({secret, unquote(secret)}, key=len, reverse=True):
+            if len(form) >= 3:
+                text = text.replace(form, "***")
     return text
 
 

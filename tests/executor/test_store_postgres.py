@@ -219,6 +219,18 @@ async def test_an_unreachable_server_is_reported_without_the_password(pg_server:
     assert "Secr3tPw" not in message
 
 
+@pytest.mark.parametrize("param", ["password", "sslpassword", "PASSWORD"])
+async def test_a_password_given_as_a_url_parameter_is_never_said(
+    pg_server: PgServer, param: str
+) -> None:
+    # A value the driver cannot decode is quoted back in its message, as written.
+    url = f"postgresql://taskorch@127.0.0.1:{pg_server.port}/postgres?{param}=se%zzcr3t"
+    with pytest.raises(StoreError) as info:
+        await PostgresStore.open(url, timeout_s=5)
+    message = str(info.value)
+    assert "zzcr3t" not in message and "***" in message
+
+
 # --- the database's clock ----------------------------------------------------------------
 
 

@@ -72,7 +72,7 @@ ATTR = {
 """The attribute names taskorch sets, by short name (one home for their spelling)."""
 
 
-def _end(span: Span, outcome: str, error_kind: str | None, message: str | None) -> None:
+def _mark(span: Span, outcome: str, error_kind: str | None, message: str | None) -> None:
     from opentelemetry.trace import Status, StatusCode
 
     span.set_attribute(ATTR["outcome"], outcome)
@@ -80,7 +80,23 @@ def _end(span: Span, outcome: str, error_kind: str | None, message: str | None) 
         span.set_attribute(ATTR["error_kind"], error_kind)
         span.set_attribute("error.type", error_kind)
         span.set_status(Status(StatusCode.ERROR, message))
+
+
+def _end(span: Span, outcome: str, error_kind: str | None, message: str | None) -> None:
+    _mark(span, outcome, error_kind, message)
     span.end()
+
+
+def _raised(exc: BaseException) -> tuple[str, str]:
+    """The outcome and error kind of a span an exception left: never the exception's text.
+
+    Spans are exported as they are, not through the logs' `Scrubber` (which this
+    module cannot reach): an exception's message may hold a secret a server
+    echoed, so only its type is told.
+    """
+    if isinstance(exc, anyio.get_cancelled_exc_class()):
+        return "cancelled", "cancelled"
+    return "error", type(exc).__name__
 
 
 def _internal() -> SpanKind:
@@ -101,7 +117,13 @@ class _CurrentSpan:
     __slots__ = ("_ended", "_span", "_token")
 
     def __init__(self, name: str, attributes: Mapping[str, Any]) -> None:
-        self._span = _get_tracer().start_span(name, kind=_internal(), attributes=dict(attributes))
+        self._span = _get_tracer().start_span(
+            name,
+            kind=_internal(),
+            attributes=dict(attributes),
+            record_exception=False,  # its text is not scrubbed: see `_raised`
+            set_status_on_exception=False,
+        )
         self._token: object | None = None
         self._ended = False
 
@@ -123,9 +145,7 @@ class _CurrentSpan:
             context.detach(self._token)  # type: ignore[arg-type]
             self._token = None
         if exc is not None:
-            cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
-            kind = "cancelled" if cancelled else type(exc).__name__
-            self.finish("cancelled" if cancelled else "error", kind, str(exc) or None)
+            self.finish(*_raised(exc))
 
     def finish(
         self, outcome: str, error_kind: str | None = None, message: str | None = None
@@ -174,12 +194,23 @@ class AttemptSpan(_CurrentSpan):
 def planner_span(name: str, attributes: Mapping[str, str | int | None]) -> Iterator[Span]:
     """A span around a planner call (`plan` for a whole planning, `chat <model>` for one reply).
 
-    `None` attributes are left out; an exception marks the span failed and is re-raised.
+    `None` attributes are left out; an exception marks the span failed (with its
+    type, not its text: see `_raised`) and is re-raised.
     """
     given = {key: value for key, value in attributes.items() if value is not None}
     tracer = _get_tracer()
-    with tracer.start_as_current_span(name, kind=_internal(), attributes=given) as span:
-        yield span
+    with tracer.start_as_current_span(
+        name,
+        kind=_internal(),
+        attributes=given,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            yield span
+        except Exception as exc:
+            _mark(span, *_raised(exc), None)
+            raise
 
 
 # --------------------------------------------------------------------------- setup

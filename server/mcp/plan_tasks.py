@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -47,6 +48,7 @@ PLANNING_POLL_INTERVAL_MS: Final = 500
 """How often hosts are asked to poll a planning task."""
 
 _SEPARATOR: Final = "."
+_HEX: Final = re.compile(r"[0-9a-f]{1,16}")
 """Parts of a planning task's id; never in a run task's id (URL-safe base64)."""
 _ID_DOMAIN: Final = b"taskorch planning task ids"
 _MAC_BYTES: Final = 16
@@ -93,6 +95,8 @@ class PlanningTasks(MemoryTasks):
         if not self.owns(task_id):
             return None
         token, created_hex, mac = task_id.split(_SEPARATOR)
+        if _HEX.fullmatch(created_hex) is None:
+            return None  # the time as `_new_id` writes it, not another spelling int() takes
         try:
             created_ms = int(created_hex, 16)
             created_at = datetime.fromtimestamp(created_ms / 1000, UTC)
@@ -110,9 +114,10 @@ class PlanningTasks(MemoryTasks):
         if created_at + timedelta(milliseconds=self.ttl_ms) < datetime.now(UTC):
             return None  # expired, as it would have if taskorch had not restarted
         message = (
-            "taskorch restarted while this task was planning, or before its result was read: "
-            "planning is not kept across restarts. list_plans shows whether the plan was "
-            "stored; else call create_plan again"
+            "this taskorch does not hold this planning task: it restarted while the task was "
+            "planning or before its result was read, or another replica on the same database "
+            "plans it (planning is kept neither across restarts nor between replicas). "
+            "list_plans shows whether the plan was stored; else call create_plan again"
         )
         return TaskState(
             task_id=task_id,

@@ -161,7 +161,9 @@ async def test_caller_written_steps_are_answered_inline_even_for_a_tasks_host(
 
 async def test_tasks_cancel_stops_the_planning(served: tuple[str, FakeOpenAI]) -> None:
     url, fake_openai = served
-    fake_openai.hang()
+    # A model that does answer, a little later: a planning the cancel did not stop
+    # would get this plan and store it.
+    fake_openai.reply(PLAN, delay_s=1.0)
     async with _client(url) as client:
         handle = await _handle(client, {"query": QUERY, "session_id": "cancelled"})
         with anyio.fail_after(60):
@@ -171,7 +173,7 @@ async def test_tasks_cancel_stops_the_planning(served: tuple[str, FakeOpenAI]) -
         await client.session.send_request(request, TaskAck)
         done = await _until_done(client, handle.task_id)
         assert done.status is TaskStatus.CANCELLED, done
-        await anyio.sleep(0.3)  # a planning that went on would store its plan
+        await anyio.sleep(1.5)  # past the model's answer: a planning that went on stores it
         plans = structured(await client.call_tool("list_plans", {"session_id": "cancelled"}))
     assert plans["plans"] == []
     assert len(fake_openai.requests) == 1  # no repair round after the cancel

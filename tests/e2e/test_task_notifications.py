@@ -125,7 +125,6 @@ async def test_a_listening_host_hears_its_task_ask_and_complete(served: str) -> 
     statuses = [n["params"]["status"] for n in notifications]
     assert "input_required" in statuses
     assert statuses[-1] == "completed"
-    assert statuses.index("input_required") < len(statuses) - 1
     last = notifications[-1]["params"]
     assert last["taskId"] == handle.task_id
     assert last["result"] == polled.result  # the whole task, as tasks/get answers it

@@ -60,6 +60,9 @@ async def test_a_planning_task_is_its_callers_alone_before_and_after_a_restart(
         token, created, mac = task_id.split(".")
         assert await tasks.get(f"{token}.{created}.{mac[::-1]}", "alice") is None
         assert await tasks.get(f"{token[::-1]}.{created}.{mac}", "alice") is None
+        # The time written another way int() would take is another id, not this one.
+        for respelt in (f"0x{created}", f" {created}", f"{created[0]}_{created[1:]}"):
+            assert await tasks.get(f"{token}.{respelt}.{mac}", "alice") is None
     # Another database never issued it.
     async with TaskOrchestrator(db_path=tmp_path / "other.db", connect=False) as orch:
         assert await PlanningTasks(orch).get(task_id, "alice") is None

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.abc
@@ -27,7 +27,7 @@ from executor.errors import UserError
 from executor.tasks_wire import TERMINAL_TASK_STATUSES, TaskStatus
 from server.mcp.tasks_ext import TaskState, task_offer
 
-__all__ = ["MemoryTasks", "TaskControl", "TaskWork"]
+__all__ = ["MAX_WORKING_PER_CALLER", "MemoryTasks", "TaskControl", "TaskWork"]
 
 
 @dataclass
@@ -113,6 +113,10 @@ def _dump(result: CallToolResult) -> dict[str, Any]:
     return result.model_dump(by_alias=True, mode="json", exclude_none=True)
 
 
+MAX_WORKING_PER_CALLER: Final = 8
+"""The most tasks one caller may have working at once (each may be a model call)."""
+
+
 class MemoryTasks:
     """Tasks held in memory, run on this object's task group (enter it first).
 
@@ -163,6 +167,17 @@ class MemoryTasks:
             return _as_result(await work(TaskControl(None)))
         group = self._runner()
         self._expire()
+        working = sum(
+            1
+            for t in self._tasks.values()
+            if t.status not in TERMINAL_TASK_STATUSES
+            and secrets.compare_digest(t.owner, offer.owner)
+        )
+        if working >= MAX_WORKING_PER_CALLER:
+            raise ToolError(
+                f"{working} tasks of yours are still working (at most {MAX_WORKING_PER_CALLER} "
+                "at once): wait for one to finish or cancel one (tasks/cancel)"
+            )
         now = datetime.now(UTC)
         task = _Task(
             task_id=self._new_id(offer.owner, now),

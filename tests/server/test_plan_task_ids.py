@@ -66,3 +66,22 @@ async def test_a_planning_task_is_its_callers_alone_before_and_after_a_restart(
     # Another database never issued it.
     async with TaskOrchestrator(db_path=tmp_path / "other.db", connect=False) as orch:
         assert await PlanningTasks(orch).get(task_id, "alice") is None
+
+
+async def test_a_caller_has_a_bounded_number_of_plannings_at_once(tmp_path: Path) -> None:
+    # Each planning is a model call that goes on after the client left: a flood of
+    # create_plan tasks must not start model calls without end.
+    from mcp.server.mcpserver.exceptions import ToolError
+
+    from server.mcp.tasks_memory import MAX_WORKING_PER_CALLER
+
+    stop = anyio.Event()
+    async with TaskOrchestrator(db_path=tmp_path / "t.db", connect=False, resume=False) as orch:
+        tasks = PlanningTasks(orch)
+        started = [await _start(tasks, "alice", stop) for _ in range(MAX_WORKING_PER_CALLER)]
+        with pytest.raises(ToolError, match=r"wait for one to finish or cancel one"):
+            await _start(tasks, "alice", stop)
+        assert await _start(tasks, "bob", stop)  # another caller is not held back
+        await tasks.cancel(started[0], "alice")
+        assert await _start(tasks, "alice", stop)  # room again
+        stop.set()

@@ -9,7 +9,9 @@
 
 `authorization_code` is a person's login, with PKCE: `taskorch auth login NAME`
 opens it once; the authorization server is found from the resource's
-metadata, and the client registers itself there unless `client_id` is given.
+metadata (or pinned by `issuer`), and the client registers itself there unless
+`client_id` is given. Tokens are then refreshed only at the authorization
+server of the login.
 `client_credentials` is a service's: taskorch fetches and renews its tokens by
 itself, and sends the client secret only to the authorization server named by
 `issuer`. Keys may be written camelCase too (`clientId`, `callbackPort`).
@@ -47,6 +49,9 @@ class AuthorizationCodeAuth(_Auth):
     """A client registered beforehand; else taskorch registers itself (dynamic registration)."""
     client_secret: SecretStr | None = None
     """That client's secret, if it has one (secret)."""
+    issuer: str | None = Field(default=None, pattern=r"^https?://")
+    """The authorization server of that client (its issuer URL): the login, and every refresh
+    after it, go only there. Unset: the one the login found in the server's metadata."""
     callback_port: int = Field(default=0, ge=0, le=65535)
     """Port on 127.0.0.1 for the browser's redirect (0: any free port; a client registered
     beforehand usually needs the port it was registered with)."""

@@ -11,6 +11,8 @@ the new token on the server before saying it worked.
 
 from __future__ import annotations
 
+import html
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,13 +45,15 @@ class _Callback:
     """What the browser's redirect brought, once it came."""
 
     port: int = 0
+    state: str | None = None
+    """The `state` of the authorization URL shown: a redirect without it is not the browser's."""
     result: AuthorizationCodeResult | None = None
     error: str | None = None
     done: anyio.Event = field(default_factory=anyio.Event)
 
 
 async def _answer(stream: anyio.abc.ByteStream, status: str, text: str) -> None:
-    body = _PAGE.format(text=text).encode()
+    body = _PAGE.format(text=html.escape(text)).encode()
     head = (
         f"HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
@@ -58,7 +62,12 @@ async def _answer(stream: anyio.abc.ByteStream, status: str, text: str) -> None:
 
 
 async def _handle(stream: anyio.abc.SocketStream, callback: _Callback, server: str) -> None:
-    """Answer one request to the listener; the redirect to `/callback` ends the wait."""
+    """Answer one request to the listener; the redirect to `/callback` ends the wait.
+
+    Only a redirect that carries the `state` of the authorization URL counts:
+    anything else (another local process, a web page the browser has open)
+    gets a 404 and the wait goes on.
+    """
     async with stream:
         data = b""
         with anyio.move_on_after(30):
@@ -74,6 +83,14 @@ async def _handle(stream: anyio.abc.SocketStream, callback: _Callback, server: s
             await _answer(stream, "404 Not Found", "Nothing here.")
             return
         query = {key: values[0] for key, values in parse_qs(target.query).items()}
+        state = query.get("state")
+        if (
+            callback.state is None
+            or state is None
+            or not secrets.compare_digest(state.encode(), callback.state.encode())
+        ):
+            await _answer(stream, "404 Not Found", "Nothing here.")
+            return
         if "error" in query:
             words = query.get("error_description") or query["error"]
             callback.error = f"the authorization server refused: {words}"
@@ -176,6 +193,8 @@ async def _login(
     store.clear_tokens()  # a login starts afresh: the flow only runs without a usable token
 
     async def redirect_handler(authorization_url: str) -> None:
+        states = parse_qs(urlsplit(authorization_url).query).get("state")
+        callback.state = states[0] if states else None
         shown = show_url(authorization_url)
         if shown is not None:
             await shown
@@ -216,16 +235,45 @@ async def _login(
         raise LoginError(f"login to {server!r}: cannot reach {url}: {exc}") from None
     except Exception as exc:  # the SDK's OAuth errors, and whatever a server's answer broke
         raise LoginError(f"login to {server!r} failed: {type(exc).__name__}: {exc}") from None
-    if store.tokens() is None and response.status_code < 400:
+    tokens = store.tokens()
+    if tokens is None and response.status_code < 400:
         raise LoginError(
             f"{url} did not ask for a login (it answered HTTP {response.status_code} without "
             f"a token): remove `auth` from the entry of {server!r}"
         )
-    if store.tokens() is None or response.status_code in (401, 403):
+    if tokens is None or response.status_code in (401, 403):
         raise LoginError(
             f"login to {server!r} failed: the server still refuses (HTTP "
             f"{response.status_code}) after the authorization server gave a token"
         )
+    await _pin_issuer(server, auth, store, provider)
+
+
+async def _pin_issuer(
+    server: str, auth: AuthorizationCodeAuth, store: TokenStore, provider: OAuthClientProvider
+) -> None:
+    """Bind the stored client to the authorization server of this login.
+
+    The SDK reuses a client registration (and its secret) with whatever
+    authorization server the resource's metadata names, unless the
+    registration records its issuer: then it drops the registration and the
+    tokens instead, and only a new login helps.
+
+    Raises:
+        LoginError: A configured `client_id` was not the one used (the server's
+            metadata named another authorization server than `auth.issuer`).
+    """
+    info = store.client_info()
+    found = provider.context.oauth_metadata
+    if auth.client_id is not None and (info is None or info.client_id != auth.client_id):
+        store.clear_tokens()
+        named = f" ({found.issuer})" if found is not None else ""
+        raise LoginError(
+            f"login to {server!r}: the server's metadata names another authorization "
+            f"server{named} than auth.issuer ({auth.issuer}); check auth.issuer in the config"
+        )
+    if info is not None and info.issuer is None and found is not None:
+        await store.set_client_info(info.model_copy(update={"issuer": str(found.issuer)}))
 
 
 async def _prepare_client(store: TokenStore, auth: AuthorizationCodeAuth, redirect: str) -> None:
@@ -238,6 +286,9 @@ async def _prepare_client(store: TokenStore, auth: AuthorizationCodeAuth, redire
             "redirect_uris": [redirect],
             "grant_types": ["authorization_code", "refresh_token"],
             "token_endpoint_auth_method": "client_secret_post" if secret else "none",
+            # The SDK sends these credentials to any authorization server when no issuer is
+            # recorded; `_pin_issuer` records the login's when none is configured.
+            "issuer": auth.issuer,
         }
         await store.set_client_info(OAuthClientInformationFull.model_validate(info))
         return

@@ -5,8 +5,10 @@ directory. Each server's file is named after the server and a hash of its URL,
 so a token is never sent to another URL that took the same name. Files are
 written whole (a temporary file, then a rename) with mode 0600, in a directory
 made with mode 0700; a file found readable by others is narrowed back to 0600
-with a warning. (On Windows the modes are not enforced: the files rely on the
-user profile's own permissions.)
+with a warning. A token directory that is a symlink, belongs to another user
+or is writable by others is refused, and a token file that belongs to another
+user is ignored with a warning. (On Windows the modes and owners are not
+checked: the files rely on the user profile's own permissions.)
 
 `TokenStore` is the SDK's `TokenStorage` for one server. Every token it reads
 or writes is given to `Scrubber.learn`, so no token reaches logs or answers.
@@ -21,6 +23,7 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +42,7 @@ logger = logging.getLogger(__name__)
 TOKEN_DIR_ENV_VAR = "TASKORCH_OAUTH_DIR"
 """Environment variable naming the directory of the token files."""
 _FORMAT = 1
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def default_token_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -56,6 +60,34 @@ def _file_name(server: str, url: str) -> str:
     return f"{safe}-{digest}.json"
 
 
+def _check_directory(directory: Path) -> None:
+    """Refuse a token directory that someone else could write into or swap (POSIX only).
+
+    Raises:
+        PermissionError: `directory` is a symlink, is not owned by the current
+            user, or is writable by its group or by others; the message says
+            what to do.
+    """
+    if os.name != "posix":
+        return
+    info = directory.lstat()
+    if stat.S_ISLNK(info.st_mode):
+        why = "is a symlink"
+    elif not stat.S_ISDIR(info.st_mode):
+        why = "is not a directory"
+    elif info.st_uid != os.geteuid():
+        why = f"is owned by another user (uid {info.st_uid})"
+    elif stat.S_IMODE(info.st_mode) & 0o022:
+        why = f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+    else:
+        return
+    raise PermissionError(
+        f"the OAuth token directory {directory} {why}, so tokens are not written there: "
+        f"make it a directory of your own with `chmod 700 {directory}`, or set "
+        f"{TOKEN_DIR_ENV_VAR} to another directory"
+    )
+
+
 class TokenStore:
     """One server's tokens and client registration, in its own file (see the module docstring)."""
 
@@ -71,17 +103,42 @@ class TokenStore:
 
     def _read(self) -> dict[str, Any]:
         try:
-            info = self.path.stat()
+            fd = os.open(self.path, os.O_RDONLY | _NOFOLLOW)
+        except FileNotFoundError:
+            self._seen = None
+            return {}
+        except OSError as exc:  # a symlink (refused by O_NOFOLLOW), or unreadable
+            self._seen = None
+            logger.warning(
+                "%s cannot be read (%s); ignoring it (log in again)", self.path, exc.strerror
+            )
+            return {}
+        with os.fdopen(fd, "r", encoding="utf-8") as file:
+            info = os.fstat(fd)
+            if os.name == "posix" and info.st_uid != os.geteuid():
+                self._seen = None
+                logger.warning(
+                    "%s is owned by another user (uid %d); ignoring it: delete it, then log in "
+                    "again",
+                    self.path,
+                    info.st_uid,
+                )
+                return {}
             if os.name == "posix" and stat.S_IMODE(info.st_mode) & 0o077:
                 logger.warning(
                     "%s was readable by other users; making it readable by its owner only",
                     self.path,
                 )
-                self.path.chmod(0o600)
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            self._seen = None
-            return {}
+                try:
+                    os.fchmod(fd, 0o600)
+                except OSError as exc:
+                    logger.warning(
+                        "%s could not be made private (%s): run `chmod 600 %s`",
+                        self.path,
+                        exc.strerror,
+                        self.path,
+                    )
+            text = file.read()
         self._seen = (info.st_mtime_ns, info.st_size)
         try:
             data = json.loads(text)
@@ -94,11 +151,13 @@ class TokenStore:
 
     def _write(self, data: dict[str, Any]) -> None:
         directory = self.path.parent
-        if not directory.exists():
+        if not directory.exists() and not directory.is_symlink():
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _check_directory(directory)
         data = {"format": _FORMAT, "server": self.server, "url": self.url, **data}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # A fresh, unpredictable name, created exclusively with mode 0600.
+        fd, name = tempfile.mkstemp(dir=directory, prefix=f".{self.path.name}.", suffix=".tmp")
+        tmp = Path(name)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
                 json.dump(data, out, indent=2)

@@ -21,6 +21,7 @@ import httpx2
 from mcp.client.auth import OAuthClientProvider, OAuthFlowError, OAuthTokenError
 from mcp.client.auth.exceptions import OAuthRegistrationError
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
+from mcp.client.auth.utils import issuers_match
 from mcp.shared.auth import OAuthClientMetadata
 from pydantic import ValidationError
 
@@ -75,8 +76,16 @@ class _StoredLoginProvider(OAuthClientProvider):
     async def _initialize(self) -> None:
         await super()._initialize()
         # The SDK keeps expiry in memory only: restore it, so an expired token is
-        # refreshed before it is sent rather than after a 401.
-        self.context.token_expiry_time = self._store.expires_at()
+        # refreshed before it is sent rather than after a 401. But only once this
+        # process has found the authorization server (on a 401, checked against the
+        # issuer the login recorded): before that the SDK would send the refresh
+        # token and client secret to the resource's own origin.
+        found = self.context.oauth_metadata
+        info = self.context.client_info
+        known = found is not None and (
+            info is None or info.issuer is None or issuers_match(info.issuer, str(found.issuer))
+        )
+        self.context.token_expiry_time = self._store.expires_at() if known else None
         if self.context.current_tokens is None or self.context.client_info is None:
             self._initialized = False  # look at the file again next time
             self._not_logged_in(f"not logged in to {self._server!r}")

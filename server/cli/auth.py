@@ -117,7 +117,7 @@ def logout(
 def status(config: ConfigOpt = None) -> None:
     """List the servers that use OAuth and whether taskorch holds a token for each."""
     from executor.downstream.specs import HttpServerSpec
-    from executor.oauth import AuthorizationCodeAuth, TokenStore, default_token_dir
+    from executor.oauth import AuthorizationCodeAuth, TokenStore, default_token_dir, login_hint
 
     cfg = _config(config)
     rows = [
@@ -135,9 +135,7 @@ def status(config: ConfigOpt = None) -> None:
         tokens = store.tokens()
         person = isinstance(spec.auth, AuthorizationCodeAuth)
         if tokens is None:
-            state = (
-                f"not logged in (run `taskorch auth login {name}`)" if person else "no token yet"
-            )
+            state = f"not logged in ({login_hint(name)})" if person else "no token yet"
         else:
             expires = store.expires_at()
             left = None if expires is None else expires - time.time()

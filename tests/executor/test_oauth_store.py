@@ -103,3 +103,81 @@ async def test_tokens_are_scrubbed_by_every_scrubber_once_seen(tmp_path: Path) -
 def test_the_directory_is_named_by_the_environment(tmp_path: Path) -> None:
     assert default_token_dir({"TASKORCH_OAUTH_DIR": str(tmp_path)}) == tmp_path
     assert default_token_dir({}).name == "oauth"
+
+
+OTHER_UID = 65534  # "nobody": the tests run as root, which may give a file away
+
+
+@posix_only
+async def test_a_planted_symlink_at_a_temporary_name_is_not_followed(tmp_path: Path) -> None:
+    directory = tmp_path / "oauth"
+    directory.mkdir(mode=0o700)
+    store = TokenStore(directory, "tracker", URL)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("untouched")
+    # The name the temporary file used to have, predictable from the pid.
+    (directory / f".{store.path.name}.{os.getpid()}.tmp").symlink_to(victim)
+    await store.set_tokens(_token("access-token-planted"))
+    assert victim.read_text() == "untouched"
+    assert not store.path.is_symlink()
+    tokens = store.tokens()
+    assert tokens is not None and tokens.access_token == "access-token-planted"
+
+
+@posix_only
+@pytest.mark.parametrize("unsafe", ["symlink", "group-writable", "other-writable", "not-owned"])
+async def test_an_unsafe_token_directory_is_refused_with_what_to_do(
+    tmp_path: Path, unsafe: str
+) -> None:
+    directory = tmp_path / "oauth"
+    if unsafe == "symlink":
+        real = tmp_path / "real"
+        real.mkdir(mode=0o700)
+        directory.symlink_to(real)
+    else:
+        directory.mkdir(mode=0o700)
+        if unsafe == "group-writable":
+            directory.chmod(0o770)
+        elif unsafe == "other-writable":
+            directory.chmod(0o703)
+        else:
+            os.chown(directory, OTHER_UID, -1)
+    store = TokenStore(directory, "tracker", URL)
+    with pytest.raises(PermissionError) as caught:
+        await store.set_tokens(_token("access-token-refused"))
+    said = str(caught.value)
+    assert str(directory) in said
+    assert "TASKORCH_OAUTH_DIR" in said
+    assert "access-token-refused" not in said
+    assert list(directory.iterdir()) == []
+
+
+@posix_only
+async def test_a_token_file_owned_by_another_user_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = TokenStore(tmp_path / "oauth", "tracker", URL)
+    await store.set_tokens(_token("access-token-theirs"))
+    os.chown(store.path, OTHER_UID, -1)
+    store.path.chmod(0o644)
+    assert store.tokens() is None
+    assert str(store.path) in caplog.text and "owned by" in caplog.text
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o644  # not theirs to change
+    assert "access-token-theirs" not in caplog.text
+
+
+@posix_only
+async def test_a_file_that_cannot_be_narrowed_is_still_read_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = TokenStore(tmp_path / "oauth", "tracker", URL)
+    await store.set_tokens(_token("access-token-one"))
+    store.path.chmod(0o644)
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    monkeypatch.setattr(os, "fchmod", refuse)
+    assert store.tokens() is not None
+    assert "readable by other users" in caplog.text

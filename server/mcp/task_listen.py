@@ -18,6 +18,7 @@ of the acknowledgement, as unknown ones are.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Final, Literal, cast
 
@@ -40,7 +41,7 @@ from mcp_types import (
     SubscriptionsListenRequestParams,
     SubscriptionsListenResult,
 )
-from mcp_types.jsonrpc import INVALID_PARAMS
+from mcp_types.jsonrpc import INVALID_PARAMS, INVALID_REQUEST
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from pydantic import BaseModel, ValidationError
 
@@ -53,7 +54,13 @@ from server.mcp.tasks_ext import (
     missing_capability,
 )
 
-__all__ = ["MAX_TASK_IDS", "TASK_NOTIFICATION", "WATCH_INTERVAL_S", "TaskListen"]
+__all__ = [
+    "MAX_LISTENS_PER_CALLER",
+    "MAX_TASK_IDS",
+    "TASK_NOTIFICATION",
+    "WATCH_INTERVAL_S",
+    "TaskListen",
+]
 
 TASK_NOTIFICATION: Final = "notifications/tasks"
 """The method of a task status notification (SEP-2663, 2026-07-28)."""
@@ -61,6 +68,8 @@ WATCH_INTERVAL_S: Final = 0.25
 """How often a listened task's state is read."""
 MAX_TASK_IDS: Final = 100
 """The most task ids one listen may name."""
+MAX_LISTENS_PER_CALLER: Final = 8
+"""The most task listens one caller may hold open at once (each reads its tasks' states)."""
 _MAX_BUFFERED: Final = 1024
 
 
@@ -124,6 +133,7 @@ class TaskListen:
         self._tasks = tasks
         self._bus = bus
         self._interval_s = interval_s
+        self._open: Counter[str] = Counter()  # listens open, by caller
 
     async def __call__(
         self, ctx: ServerRequestContext[Any, Any], call_next: CallNext
@@ -145,8 +155,20 @@ class TaskListen:
         except ValidationError as exc:
             raise MCPError(code=INVALID_PARAMS, message=f"invalid listen params: {exc}") from exc
         owner = caller_of(ctx)
-        states = {i: s for i in ids if (s := await self._tasks.get(i, owner)) is not None}
-        return await self._serve(ctx, params.notifications, owner, states)
+        if self._open[owner] >= MAX_LISTENS_PER_CALLER:
+            raise MCPError(
+                code=INVALID_REQUEST,
+                message=f"{self._open[owner]} listens for tasks are open already (at most "
+                f"{MAX_LISTENS_PER_CALLER} at once): close one, or name several tasks in one",
+            )
+        self._open[owner] += 1
+        try:
+            states = {i: s for i in ids if (s := await self._tasks.get(i, owner)) is not None}
+            return await self._serve(ctx, params.notifications, owner, states)
+        finally:
+            self._open[owner] -= 1
+            if not self._open[owner]:
+                del self._open[owner]
 
     async def _serve(
         self,

@@ -168,3 +168,43 @@ async def test_a_listen_for_unknown_tasks_is_acknowledged_empty_and_ends(served:
     ack, end = frames
     assert ack["params"]["notifications"]["taskIds"] == []
     assert end["id"] == _LISTEN_ID and "result" in end
+
+
+async def test_a_caller_keeps_a_bounded_number_of_listens_open(served: str) -> None:
+    # Each open listen reads its tasks' states every quarter second: a caller that opens
+    # them without end would load the database without end.
+    from server.mcp.task_listen import MAX_LISTENS_PER_CALLER
+
+    arguments = {"values": list(range(600)), "delay_s": 0.1}
+    steps = [{"id": "sum", "server": "stats", "tool": "running_total", "arguments": arguments}]
+    async with Client(streamable_http_client(served), extensions=[TasksClient()]) as client:
+        plan = structured(await client.call_tool("create_plan", {"query": "sum", "steps": steps}))
+        confirm = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
+        structured(await client.call_tool("confirm_plan", confirm))
+        handle = await client.session.call_tool(
+            "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
+        )
+        assert isinstance(handle, CreateTaskResult), handle
+        heard: list[str] = []
+        refused: list[dict[str, Any]] = []
+        all_open = anyio.Event()
+
+        async def hold() -> None:
+            async for frame in _listen(served, [handle.task_id]):
+                if frame.get("method") == "notifications/tasks":
+                    heard.append(frame["params"]["status"])
+                    if len(heard) == MAX_LISTENS_PER_CALLER:
+                        all_open.set()
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(MAX_LISTENS_PER_CALLER):
+                    tg.start_soon(hold)
+                await all_open.wait()
+                refused = [f async for f in _listen(served, [handle.task_id])]
+                cancel = CancelTaskRequest(params=TaskIdParams(task_id=handle.task_id))
+                await client.session.send_request(cancel, TaskAck)  # every listen ends
+    [answer] = refused
+    assert "error" in answer, answer
+    assert f"{MAX_LISTENS_PER_CALLER} listens" in answer["error"]["message"]
+    assert "close one" in answer["error"]["message"]

@@ -21,17 +21,16 @@ from typing import Final
 import anyio
 
 from executor.ids import PlanId
-from executor.plan import Plan, utc_now
+from executor.plan import Plan
 from executor.records import Event, EventKind, StepState
 from executor.run.reports import (
     ExecutionProgress,
     ExecutionReport,
     build_report,
-    count_statuses,
-    progress_snapshot,
+    progress_of,
 )
 from executor.run.subscriptions import Subscribers, Subscription
-from executor.status import PlanStatus, StepStatus
+from executor.status import PlanStatus
 from executor.store.base import Store
 
 __all__ = ["FollowedRun"]
@@ -112,18 +111,12 @@ class FollowedRun:
 
     def progress(self) -> ExecutionProgress:
         """A snapshot of where the followed run stands (no ETA: the owner has the history)."""
-        listed = [self._states[s.id] for s in self.plan.steps if s.id in self._states]
-        end = self._finished_at if self._status.is_terminal else None
-        elapsed = 0.0
-        if self._started_at is not None:
-            elapsed = max(((end or utc_now()) - self._started_at).total_seconds(), 0.0)
-        return progress_snapshot(
-            self.plan.id,
+        return progress_of(
+            self.plan,
             self._status,
-            len(self.plan.steps),
-            count_statuses(listed),
-            tuple(s.step_id for s in listed if s.status is StepStatus.RUNNING),
-            elapsed,
+            self._states,
+            self._started_at,
+            self._finished_at,
             0.0 if self._status.is_terminal else None,
         )
 

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from executor.ids import PlanId
 from executor.outputs import OutputSummary
-from executor.plan import Plan, StepError
+from executor.plan import Plan, StepError, utc_now
 from executor.records import StepState
 from executor.status import PlanStatus, StepStatus
 
@@ -27,6 +27,7 @@ __all__ = [
     "build_report",
     "count_statuses",
     "interrupted_message",
+    "progress_of",
     "progress_snapshot",
 ]
 
@@ -144,6 +145,34 @@ def progress_snapshot(
         percent=100.0 * done / total if total else 100.0,
         elapsed_s=elapsed_s,
         eta_s=eta_s,
+    )
+
+
+def progress_of(
+    plan: Plan,
+    status: PlanStatus,
+    states: Mapping[str, StepState],
+    started_at: datetime | None,
+    finished_at: datetime | None,
+    eta_s: float | None,
+) -> ExecutionProgress:
+    """The snapshot of `plan`'s run from its step states and run times (not a live run's).
+
+    Time runs until `finished_at` once the plan is finished, else until now.
+    """
+    listed = [states[s.id] for s in plan.steps if s.id in states]
+    elapsed = 0.0
+    if started_at is not None:
+        end = finished_at if finished_at is not None and status.is_terminal else utc_now()
+        elapsed = max((end - started_at).total_seconds(), 0.0)
+    return progress_snapshot(
+        plan.id,
+        status,
+        len(plan.steps),
+        count_statuses(listed),
+        tuple(s.step_id for s in listed if s.status is StepStatus.RUNNING),
+        elapsed,
+        eta_s,
     )
 
 

@@ -52,8 +52,7 @@ from executor.run.reports import (
     ExecutionProgress,
     ExecutionReport,
     build_report,
-    count_statuses,
-    progress_snapshot,
+    progress_of,
 )
 from executor.run.starting import (
     OnInterrupted,
@@ -508,11 +507,6 @@ class Scheduler:
         plan = await self.store.get_plan(plan_id)
         states = await self.store.get_step_states(plan.id, plan.version)
         started, finished = await self.store.get_run_times(plan.id, plan.version)
-        listed = [states[s.id] for s in plan.steps if s.id in states]
-        elapsed = 0.0
-        if started is not None:
-            end = finished if finished is not None and plan.status.is_terminal else utc_now()
-            elapsed = max((end - started).total_seconds(), 0.0)
         eta: float | None
         if plan.status.is_terminal:
             eta = 0.0
@@ -521,15 +515,7 @@ class Scheduler:
             eta = None
         else:
             eta = await self._static_eta(plan, states)
-        return progress_snapshot(
-            plan.id,
-            plan.status,
-            len(plan.steps),
-            count_statuses(listed),
-            tuple(s.step_id for s in listed if s.status is StepStatus.RUNNING),
-            elapsed,
-            eta,
-        )
+        return progress_of(plan, plan.status, states, started, finished, eta)
 
     async def _static_eta(self, plan: Plan, states: Mapping[str, StepState]) -> float | None:
         """How long a run that has not started would take, from history alone."""

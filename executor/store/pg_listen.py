@@ -95,20 +95,24 @@ class Listener:
         self,
         connect: Callable[[], Awaitable[psycopg.AsyncConnection[Any]]],
         channels: Sequence[str],
+        failure: Callable[[psycopg.Error | OSError], Exception],
     ) -> None:
         """Connect on first use.
 
         Args:
             connect: Opens a new autocommit connection.
             channels: Every channel to LISTEN on.
+            failure: What a failure of the connection becomes, as logged: it must not
+                say the database's password.
         """
         self._connect = connect
+        self._failure = failure
         self._channels = tuple(channels)
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._watches: set[Watch] = set()
         self._reading = anyio.Lock()
         self._connecting = anyio.Lock()
-        self._closed = False
+        self._closed = anyio.Event()
 
     @property
     def connected(self) -> bool:
@@ -148,8 +152,10 @@ class Listener:
                         async for note in notes:
                             self._dispatch(note.channel, note.payload)
             except psycopg.Error as error:
-                logger.warning("lost the database's notification connection (%s)", error)
-                await self._drop()
+                logger.warning(
+                    "lost the database's notification connection (%s)", self._failure(error)
+                )
+                await self._drop(conn)
 
     async def _connection(self) -> psycopg.AsyncConnection[Any] | None:
         """The LISTEN connection, made (one at a time) when there is none.
@@ -157,7 +163,7 @@ class Listener:
         `None` when it cannot be made now: waits then read the database more often.
         """
         async with self._connecting:
-            if self._closed:
+            if self._closed.is_set():
                 return None
             if self._conn is not None and not self._conn.closed:
                 return self._conn
@@ -166,19 +172,31 @@ class Listener:
                 for channel in self._channels:
                     await conn.execute(f'LISTEN "{channel}"'.encode())  # names of our making
             except (psycopg.Error, OSError) as error:
-                logger.warning("cannot listen for the database's notifications (%s)", error)
+                logger.warning(
+                    "cannot listen for the database's notifications (%s)", self._failure(error)
+                )
+                return None
+            if self._closed.is_set():
+                # Closed while connecting: `close` could not see this connection.
+                await self._close(conn)
                 return None
             self._conn = conn
         # Whatever was sent before this connection listened is lost: look again.
         self._wake_all()
         return conn
 
-    async def _drop(self) -> None:
-        conn, self._conn = self._conn, None
+    async def _drop(self, conn: psycopg.AsyncConnection[Any] | None) -> None:
+        """Close `conn` (the one that failed), and forget it if it is still the current one."""
+        if conn is self._conn:
+            self._conn = None
         if conn is not None:
-            with anyio.CancelScope(shield=True), suppress(psycopg.Error):
-                await conn.close()
+            await self._close(conn)
         self._wake_all()
+
+    @staticmethod
+    async def _close(conn: psycopg.AsyncConnection[Any]) -> None:
+        with anyio.CancelScope(shield=True), suppress(psycopg.Error):
+            await conn.close()
 
     def _wake_all(self) -> None:
         for watch in list(self._watches):
@@ -197,8 +215,8 @@ class Listener:
 
     async def close(self) -> None:
         """Stop listening; waits in progress end as if the connection were lost."""
-        self._closed = True
-        await self._drop()
+        self._closed.set()
+        await self._drop(self._conn)
 
 
 def live_payloads(events: Sequence[Event]) -> list[str]:

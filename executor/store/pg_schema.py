@@ -19,10 +19,10 @@ from typing import Any, Final
 
 from psycopg import AsyncConnection
 
-from executor.errors import CorruptDatabaseError, InternalError, SchemaTooNewError, StoreError
-from executor.store.schema import Migration
+from executor.errors import CorruptDatabaseError, SchemaTooNewError, StoreError
+from executor.store.schema import Migration, check_migrations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "check_migrations", "prepare"]
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "prepare"]
 
 _MIGRATION_LOCK: Final = 0x544B4F52_0001
 """The advisory lock held while migrating ("TKOR", 1): one replica migrates at a time."""
@@ -327,14 +327,4 @@ async def prepare(conn: AsyncConnection[Any], where: str) -> None:
         )
 
 
-def check_migrations() -> None:
-    """Check that `MIGRATIONS` numbers its steps 1, 2, 3, ... in order."""
-    for index, migration in enumerate(MIGRATIONS):
-        if migration.version != index + 1:
-            raise InternalError(
-                f"PostgreSQL MIGRATIONS[{index}] has version {migration.version}; "
-                f"expected {index + 1}"
-            )
-
-
-check_migrations()
+check_migrations(MIGRATIONS, "PostgreSQL MIGRATIONS")

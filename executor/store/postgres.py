@@ -111,7 +111,9 @@ class PostgresStore:
         self._cancel_channel = f"taskorch_{tag}_cancel"
         self._events_channel = f"taskorch_{tag}_events"
         self._listener = Listener(
-            self._listen_connection, (self._cancel_channel, self._events_channel)
+            self._listen_connection,
+            (self._cancel_channel, self._events_channel),
+            self._listen_failure,
         )
 
     @classmethod
@@ -217,6 +219,9 @@ class PostgresStore:
         conn: Conn = await AsyncConnection.connect(
             self.url.secret(),
             autocommit=True,
+            # Bounded: `watch` waits for it, holding up every other wait (libpq counts
+            # whole seconds; unbounded, psycopg would wait 130 s on a silent peer).
+            connect_timeout=max(2, math.ceil(self._timeout_s)),
             # A listener sends nothing: without keepalives a dead peer is never noticed.
             keepalives=1,
             keepalives_idle=10,
@@ -224,6 +229,12 @@ class PostgresStore:
             keepalives_count=3,
         )
         return conn
+
+    def _listen_failure(self, exc: psycopg.Error | OSError) -> StoreError:
+        """What a failure of the LISTEN connection becomes (the password never said)."""
+        if isinstance(exc, psycopg.Error):
+            return store_error(self.url, exc)
+        return StoreError(scrubbed(f"database {self.url}: {exc}", self.url))
 
     def _failure(self, exc: BaseException) -> TaskorchError:
         """What a driver failure becomes (the password never said)."""

@@ -361,13 +361,21 @@ async def migrate(db: aiosqlite.Connection, path: Path, version: int) -> None:
         raise
 
 
-def check_migrations() -> None:
-    """Check that `MIGRATIONS` numbers its steps 1, 2, 3, ... in order."""
-    for index, migration in enumerate(MIGRATIONS):
+def check_migrations(migrations: tuple[Migration, ...], label: str) -> None:
+    """Check that `migrations` numbers its steps 1, 2, 3, ... in order.
+
+    Args:
+        migrations: A store's schema history (`MIGRATIONS`, or PostgreSQL's).
+        label: How the message names it.
+
+    Raises:
+        InternalError: A step is out of place.
+    """
+    for index, migration in enumerate(migrations):
         if migration.version != index + 1:
             raise InternalError(
-                f"MIGRATIONS[{index}] has version {migration.version}; expected {index + 1}"
+                f"{label}[{index}] has version {migration.version}; expected {index + 1}"
             )
 
 
-check_migrations()
+check_migrations(MIGRATIONS, "MIGRATIONS")

@@ -8,14 +8,22 @@ has a schema of its own on the session's throwaway server (`pg_url`).
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import anyio
 import psycopg
 import pytest
 
-from executor.errors import CorruptDatabaseError, SchemaTooNewError, StoreError, UserError
+from executor.errors import (
+    CorruptDatabaseError,
+    InternalError,
+    SchemaTooNewError,
+    StoreError,
+    UserError,
+)
 from executor.ids import PlanId
 from executor.plan import Plan, Step
 from executor.records import AttemptRecord, Event, EventKind, StepState
@@ -29,6 +37,9 @@ from executor.store import (
     pg_schema,
 )
 from executor.store import postgres as postgres_module
+from executor.store.location import DatabaseUrl, locate
+from executor.store.pg_errors import store_error
+from executor.store.pg_listen import Listener
 from executor.store.postgres import PostgresStore
 from tests.pg import PgServer
 
@@ -136,6 +147,17 @@ async def test_pending_migrations_run_in_one_transaction(
     assert sql(pg_url, "SELECT x, y FROM notes") == [("1", None)]
 
 
+def test_migrations_out_of_order_are_refused_naming_their_list() -> None:
+    from executor.store.schema import check_migrations
+
+    check_migrations(pg_schema.MIGRATIONS, "PostgreSQL MIGRATIONS")
+    steps = (Migration(1, "a", ()), Migration(3, "c", ()))
+    with pytest.raises(
+        InternalError, match=r"^PostgreSQL MIGRATIONS\[1\] has version 3; expected 2$"
+    ):
+        check_migrations(steps, "PostgreSQL MIGRATIONS")
+
+
 async def test_a_version_1_database_gains_mcp_tasks_and_keeps_its_attempts(pg_url: str) -> None:
     async with await PostgresStore.open(pg_url) as store:
         await store.save_plan(plan())
@@ -229,6 +251,25 @@ async def test_a_password_given_as_a_url_parameter_is_never_said(
         await PostgresStore.open(url, timeout_s=5)
     message = str(info.value)
     assert "zzcr3t" not in message and "***" in message
+
+
+async def test_the_listen_connection_never_logs_the_password(
+    store: PostgresStore,
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await executing(store, "p")
+    # A value the driver cannot decode is quoted back in its message, as written.
+    bad = f"postgresql://taskorch@127.0.0.1:{pg_server.port}/postgres?password=se%zzcr3t"
+    monkeypatch.setattr(store, "url", locate(bad))
+    with anyio.fail_after(30):  # a hang guard
+        async with store.follow_events("p") as feed:
+            assert await feed.next(timeout_s=0) == []
+    assert "cannot listen for the database's notifications" in caplog.text
+    logged = caplog.text + "".join(str(r.args) for r in caplog.records)
+    assert "zzcr3t" not in logged and "***" in logged
 
 
 # --- the database's clock ----------------------------------------------------------------
@@ -346,6 +387,79 @@ async def test_a_lost_notification_connection_is_made_again(
                     await anyio.sleep(0.05)
                 await other.write(WriteBatch(events=[Event(plan_id=PlanId("p"), kind=FAILED)]))
     assert [e.kind for e in got] == [FAILED]
+
+
+async def test_a_listen_connection_that_never_answers_is_given_up_in_time(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with socket.socket() as silent:
+        # Accepts connections (the kernel does) and never says a word.
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        async with await PostgresStore.open(pg_url, timeout_s=1) as store:
+            await executing(store, "p")
+            # Only the LISTEN connection is made to the silent server.
+            monkeypatch.setattr(store, "url", locate(f"postgresql://u@127.0.0.1:{port}/db"))
+            with anyio.fail_after(60):  # a hang guard: unbounded, psycopg waits 130 s
+                async with store.follow_events("p") as feed:
+                    assert await feed.next(timeout_s=0) == []
+                    assert not store._listener.connected
+
+
+def store_error_of(url: str) -> Callable[[psycopg.Error | OSError], StoreError]:
+    def failure(exc: psycopg.Error | OSError) -> StoreError:
+        assert isinstance(exc, psycopg.Error)
+        return store_error(DatabaseUrl.parse(url), exc)
+
+    return failure
+
+
+async def test_a_listener_closed_while_connecting_closes_the_new_connection(
+    pg_url: str,
+) -> None:
+    connecting, go_on = anyio.Event(), anyio.Event()
+    made: list[psycopg.AsyncConnection[Any]] = []
+
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        connecting.set()
+        await go_on.wait()
+        conn = await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+        made.append(conn)
+        return conn
+
+    listener = Listener(connect, ["c"], store_error_of(pg_url))
+    with anyio.fail_after(30):  # a hang guard
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                async with listener.watch("c", lambda _: True):
+                    pass
+
+            tg.start_soon(watch)
+            await connecting.wait()
+            await listener.close()
+            go_on.set()
+    assert [conn.closed for conn in made] == [True]
+    assert not listener.connected
+
+
+async def test_a_listener_drops_only_the_connection_that_failed(pg_url: str) -> None:
+    async def connect() -> psycopg.AsyncConnection[Any]:
+        return await psycopg.AsyncConnection.connect(pg_url, autocommit=True)
+
+    listener = Listener(connect, ["c"], store_error_of(pg_url))
+    try:
+        first = await listener._connection()
+        assert first is not None
+        await first.close()
+        # Another wait connected anew before the failed one's reader dropped it.
+        second = await listener._connection()
+        assert second is not None and second is not first
+        await listener._drop(first)
+        assert listener.connected and not second.closed
+    finally:
+        await listener.close()
 
 
 # --- what PostgreSQL's text cannot hold ----------------------------------------------------

@@ -86,6 +86,18 @@ async def _listen(
                 yield json.loads(line.removeprefix("data:"))
 
 
+async def _run_as_task(client: Client, query: str, steps: list[dict[str, Any]]) -> CreateTaskResult:
+    """Create, approve and run a plan of `steps`, its run answered as a host task."""
+    plan = structured(await client.call_tool("create_plan", {"query": query, "steps": steps}))
+    confirm = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
+    structured(await client.call_tool("confirm_plan", confirm))
+    handle = await client.session.call_tool(
+        "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
+    )
+    assert isinstance(handle, CreateTaskResult), handle
+    return handle
+
+
 async def _task(client: Client, task_id: str) -> DetailedTask:
     request = GetTaskRequest(params=TaskIdParams(task_id=task_id))
     return await client.session.send_request(request, DetailedTask)
@@ -95,13 +107,7 @@ async def test_a_listening_host_hears_its_task_ask_and_complete(served: str) -> 
     steps = [{"id": "who", "server": "fx", "tool": "ask_name", "arguments": {}}]
     frames: list[dict[str, Any]] = []
     async with Client(streamable_http_client(served), extensions=[TasksClient()]) as client:
-        plan = structured(await client.call_tool("create_plan", {"query": "who", "steps": steps}))
-        confirm = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
-        structured(await client.call_tool("confirm_plan", confirm))
-        handle = await client.session.call_tool(
-            "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
-        )
-        assert isinstance(handle, CreateTaskResult), handle
+        handle = await _run_as_task(client, "who", steps)
         with anyio.fail_after(60):
             async for frame in _listen(served, [handle.task_id, "no-such-task"]):
                 frames.append(frame)
@@ -136,13 +142,7 @@ async def test_a_listening_host_hears_its_run_cancelled(served: str) -> None:
     steps = [{"id": "sum", "server": "stats", "tool": "running_total", "arguments": arguments}]
     statuses: list[str] = []
     async with Client(streamable_http_client(served), extensions=[TasksClient()]) as client:
-        plan = structured(await client.call_tool("create_plan", {"query": "sum", "steps": steps}))
-        confirm = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
-        structured(await client.call_tool("confirm_plan", confirm))
-        handle = await client.session.call_tool(
-            "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
-        )
-        assert isinstance(handle, CreateTaskResult), handle
+        handle = await _run_as_task(client, "sum", steps)
         with anyio.fail_after(60):
             async for frame in _listen(served, [handle.task_id]):
                 if frame.get("method") != "notifications/tasks":
@@ -178,13 +178,7 @@ async def test_a_caller_keeps_a_bounded_number_of_listens_open(served: str) -> N
     arguments = {"values": list(range(600)), "delay_s": 0.1}
     steps = [{"id": "sum", "server": "stats", "tool": "running_total", "arguments": arguments}]
     async with Client(streamable_http_client(served), extensions=[TasksClient()]) as client:
-        plan = structured(await client.call_tool("create_plan", {"query": "sum", "steps": steps}))
-        confirm = {"plan_id": plan["plan_id"], "plan_hash": plan["plan_hash"]}
-        structured(await client.call_tool("confirm_plan", confirm))
-        handle = await client.session.call_tool(
-            "execute_plan", {"plan_id": plan["plan_id"]}, allow_claimed=True
-        )
-        assert isinstance(handle, CreateTaskResult), handle
+        handle = await _run_as_task(client, "sum", steps)
         heard: list[str] = []
         refused: list[dict[str, Any]] = []
         all_open = anyio.Event()
